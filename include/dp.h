@@ -10,6 +10,7 @@
 #ifndef DP_H
 #define DP_H
 
+#include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -104,6 +105,25 @@ struct dp_worker {
 } __rte_cache_aligned;
 
 extern volatile int dp_stop;
+
+/* Dataplane command-line options (dp_options.c). Programs number their
+ * own options from DP_OPT_LAST. */
+enum {
+	DP_OPT_VDEV = 256, DP_OPT_PCI, DP_OPT_IP, DP_OPT_GW, DP_OPT_LCORES,
+	DP_OPT_PREFIX, DP_OPT_HUGE, DP_OPT_MEM, DP_OPT_MBUFS, DP_OPT_MTU,
+	DP_OPT_STATS_FILE, DP_OPT_STATS_IVL, DP_OPT_PING_GW, DP_OPT_GARP,
+	DP_OPT_IDLE, DP_OPT_DURATION, DP_OPT_LAST
+};
+
+extern const struct option dp_long_options[];
+extern const size_t dp_long_options_n;
+void dp_options_usage(FILE *f);
+/** Apply one dataplane option. @return 0 or -EINVAL (bad value or not ours) */
+int dp_conf_apply_option(struct dp_conf *c, int opt, const char *arg);
+/** @return the long name of a dataplane option, for error messages. */
+const char *dp_option_name(int opt);
+/** Parse an unsigned decimal no larger than max. @return 0 or -EINVAL */
+int dp_parse_uint(const char *s, unsigned int max, unsigned int *out);
 
 void dp_conf_defaults(struct dp_conf *c);
 /**
