@@ -133,13 +133,21 @@ cache_remove(struct tls_cache *cache, struct tls_cache_entry *e)
 	cache->st.entries--;
 }
 
+/*
+ * OpenSSL's client timeout is its own (ctx) default; the server's ticket
+ * lifetime hint, when shorter, is the real bound (RFC 8446 4.6.1, RFC
+ * 5077 3.3; 0 = unspecified).
+ */
 static bool
 session_expired(SSL_SESSION *s, time_t now)
 {
 	long t = SSL_SESSION_get_time(s);
-	long timeout = SSL_SESSION_get_timeout(s);
+	long life = SSL_SESSION_get_timeout(s);
+	unsigned long hint = SSL_SESSION_get_ticket_lifetime_hint(s);
 
-	return now >= (time_t)t + (time_t)timeout;
+	if (hint != 0 && hint < (unsigned long)life)
+		life = (long)hint;
+	return now >= (time_t)t + (time_t)life;
 }
 
 void

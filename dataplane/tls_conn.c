@@ -270,6 +270,8 @@ tls_conn_on_info(const SSL *ssl, int where, int ret)
 static enum tls_verify_reason
 conn_verify_reason(const struct tls_conn *c)
 {
+	if (c->state == TLS_CONN_OPEN || c->state == TLS_CONN_CLOSED)
+		return c->rec.verify;   /* tickets after the handshake */
 	if (SSL_session_reused(c->ssl))
 		return c->cached_verify;
 	if (c->x509_err != X509_V_OK)
@@ -484,6 +486,15 @@ tls_conn_free(struct tls_conn *c)
 		MP_LOG(MP_LOG_WARN, TLS_LOG, "id=%llu event=free_while_paused",
 			(unsigned long long)c->id);
 	tls_ctx_ready_remove(c->ctx, c);
+	/*
+	 * OpenSSL marks the session of a connection freed without
+	 * close_notify as not resumable. Since TLS 1.1 an unclean close no
+	 * longer has to void the session, and SMTP peers often just drop the
+	 * connection after QUIT; fatal alerts still void it (OpenSSL does that
+	 * when the alert is sent or received).
+	 */
+	if (c->state == TLS_CONN_OPEN)
+		SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN);
 	SSL_free(c->ssl);
 	X509_free(c->leaf);
 	buf_fini(&c->in);
