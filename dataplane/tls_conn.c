@@ -692,7 +692,16 @@ tls_conn_read(struct tls_conn *c, void *buf, size_t cap)
 	r = SSL_read_ex(c->ssl, buf, cap, &n);
 	if (r == 1)
 		return (ssize_t)n;
-	return io_error(c, r, "read");
+	r = io_error(c, r, "read");
+	/*
+	 * RELEASE_BUFFERS only gives the read buffer back after application
+	 * data; a read that consumed just post-handshake messages (TLS 1.3
+	 * tickets) would keep ~20 KiB per idle connection. Frees nothing if
+	 * a partial record is buffered.
+	 */
+	if (r == -EAGAIN)
+		SSL_free_buffers(c->ssl);
+	return r;
 }
 
 ssize_t

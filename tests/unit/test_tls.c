@@ -611,6 +611,46 @@ test_data_fragmented(void)
 	tls_conn_free(c);
 	peer_free(p);
 
+	/* output bound: writes stop at out_max until the transport drains */
+	{
+		static unsigned char blob[200000], rx[200000];
+		size_t taken = 0, rxn = 0;
+		ssize_t w = 0;
+		unsigned char chunk[3000];
+
+		for (size_t i = 0; i < sizeof(blob); i++)
+			blob[i] = (unsigned char)(i * 31 + 7);
+		c = tls_conn_new(ctx, &cc);
+		p = peer_new(sctx);
+		CHECK_EQ(run_handshake(c, p, 0), TLS_OK);
+		for (int i = 0; i < 100 && (w = tls_conn_write(c, blob + taken,
+		    sizeof(blob) - taken)) > 0; i++)
+			taken += (size_t)w;
+		CHECK_EQ(w, -EAGAIN);
+		CHECK(taken < sizeof(blob));
+		CHECK(tls_conn_out_pending(c) >= TLS_OUT_MAX_DEFAULT);
+		CHECK(tls_conn_out_pending(c) < TLS_OUT_MAX_DEFAULT + 17000);
+		/* drain with the copying reader, in small chunks */
+		for (int i = 0; i < 1000 && tls_conn_out_pending(c) != 0; i++) {
+			ssize_t k = tls_conn_out_read(c, chunk, sizeof(chunk));
+
+			CHECK(k > 0);
+			BIO_write(p->rb, chunk, (int)k);
+		}
+		for (int i = 0; i < 100; i++) {
+			int r = SSL_read(p->ssl, rx + rxn, (int)(sizeof(rx) - rxn));
+
+			if (r <= 0)
+				break;
+			rxn += (size_t)r;
+		}
+		CHECK_EQ(rxn, taken);
+		CHECK_MEMEQ(rx, blob, taken);
+		CHECK(tls_conn_write(c, blob, 10) == 10);
+		tls_conn_free(c);
+		peer_free(p);
+	}
+
 	/* transport ends mid-handshake */
 	c = tls_conn_new(ctx, &cc);
 	CHECK_EQ(tls_conn_handshake(c), TLS_WANT_IO);
