@@ -629,10 +629,12 @@ tls_conn_handshake(struct tls_conn *c)
 	switch (e) {
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE:
-	case SSL_ERROR_WANT_ASYNC_JOB:  /* job pool exhausted: retry later */
 		return TLS_WANT_IO;
 	case SSL_ERROR_WANT_ASYNC:
 		return TLS_PAUSED;
+	case SSL_ERROR_WANT_ASYNC_JOB:
+		/* the job pool is unbounded: no job means no memory; retryable */
+		return -ENOMEM;
 	default:
 		break;
 	}
@@ -657,10 +659,11 @@ io_error(struct tls_conn *c, int ret, const char *op)
 	switch (e) {
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE:
-	case SSL_ERROR_WANT_ASYNC_JOB:
 		return -EAGAIN;
 	case SSL_ERROR_WANT_ASYNC:
 		return -EINPROGRESS;
+	case SSL_ERROR_WANT_ASYNC_JOB:
+		return -ENOMEM;
 	case SSL_ERROR_ZERO_RETURN:
 		return 0;
 	default:
@@ -742,6 +745,8 @@ tls_conn_shutdown(struct tls_conn *c)
 		return TLS_OK;
 	}
 	r = io_error(c, r, "shutdown");
+	if (r == -ENOMEM)
+		return r;
 	if (r == -EINPROGRESS)
 		return TLS_PAUSED;
 	if (r == -EAGAIN)

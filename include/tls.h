@@ -16,6 +16,17 @@
  * a call that cannot progress returns TLS_WANT_IO / -EAGAIN (needs bytes
  * moved) or TLS_PAUSED / -EINPROGRESS (an OpenSSL async job is paused and
  * the same call must be repeated once the connection is ready again).
+ *
+ * Async (SSL_MODE_ASYNC): a provider that pauses a job later signals it
+ * either through the callback set with SSL_set_async_callback -- the conn
+ * then shows up in tls_ctx_ready_drain(), which the worker calls once per
+ * loop iteration -- or through a wait fd, listed by tls_conn_async_fds().
+ * Both are wired; which one fires depends on the provider. Resuming means
+ * repeating the call that returned TLS_PAUSED / -EINPROGRESS.
+ *
+ * Memory: an idle connection (handshake done, nothing buffered) holds no
+ * record or queue buffers; about 20 KiB remain (SSL object, session with
+ * the peer chain, cipher state), measured by tests/unit/test_tls.c.
  */
 #ifndef MP_TLS_H
 #define MP_TLS_H
@@ -222,7 +233,8 @@ ssize_t tls_conn_out_read(struct tls_conn *c, void *buf, size_t cap);
  * alert).
  * @return TLS_OK (record filled), TLS_WANT_IO, TLS_PAUSED,
  *         -EPROTO handshake failed (verify or protocol; see the record),
- *         -ECONNRESET transport ended mid-handshake, -ENOMEM.
+ *         -ECONNRESET transport ended mid-handshake, -ENOMEM (no memory
+ *         for OpenSSL or its async job; state kept, the call may be retried).
  */
 int tls_conn_handshake(struct tls_conn *c);
 
@@ -231,7 +243,7 @@ int tls_conn_handshake(struct tls_conn *c);
  * @return bytes read (> 0); 0 peer sent close_notify; -EAGAIN needs IO;
  *         -EINPROGRESS async job paused (repeat the call once ready);
  *         -ENOTCONN handshake not done; -ECONNRESET transport ended without
- *         close_notify; -EPROTO protocol error.
+ *         close_notify; -EPROTO protocol error; -ENOMEM (retryable).
  */
 ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t cap);
 
@@ -240,13 +252,14 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t cap);
  * After -EAGAIN / -EINPROGRESS repeat with the same bytes.
  * @return bytes taken (> 0); -EAGAIN output above out_max (send first);
  *         -EINPROGRESS paused; -ENOTCONN; -EPIPE after shutdown or peer
- *         close; -EPROTO.
+ *         close; -EPROTO; -ENOMEM (retryable).
  */
 ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len);
 
 /**
  * Queue close_notify (does not wait for the peer's).
- * @return TLS_OK (send pending output, then close), TLS_PAUSED, -EPROTO.
+ * @return TLS_OK (send pending output, then close), TLS_PAUSED,
+ *         -ENOTCONN (handshake not done), -EPROTO, -ENOMEM.
  */
 int tls_conn_shutdown(struct tls_conn *c);
 

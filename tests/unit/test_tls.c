@@ -331,6 +331,50 @@ test_tls13_record_fields(void)
 	tls_ctx_free(ctx);
 }
 
+static uint64_t fake_clock;
+
+static uint64_t
+fake_now(void *arg)
+{
+	(void)arg;
+	return fake_clock += 250;
+}
+
+/* host handling: chain-only verify, address literals, limits, own clock */
+static void
+test_hosts_and_clock(void)
+{
+	struct tls_ctx_conf conf = { .ca_file = ca_path, .now_us = fake_now };
+	char err[128], longhost[300];
+	struct tls_ctx *ctx = tls_ctx_new(&conf, err, sizeof(err));
+	SSL_CTX *sctx = srv_ctx(&good, TLS1_2_VERSION, 0, NULL);
+	struct tls_conn_conf cc = { .host = "127.0.0.1" };
+	struct tls_conn *c;
+	struct peer *p;
+	struct tls_record rec;
+
+	/* verify on, no host: the chain alone decides */
+	CHECK_EQ(connect_once(ctx, sctx, NULL, true, NULL, &rec, false), TLS_OK);
+	CHECK_EQ(rec.verify, TLS_VERIFY_OK);
+	/* one clock read at the start, one at the end */
+	CHECK_EQ(rec.handshake_us, 250);
+	/* an address literal: no SNI, checked against IP SANs (none here) */
+	c = tls_conn_new(ctx, &cc);
+	p = peer_new(sctx);
+	CHECK_EQ(run_handshake(c, p, 0), TLS_OK);
+	CHECK(SSL_get_servername(p->ssl, TLSEXT_NAMETYPE_host_name) == NULL);
+	CHECK_EQ(tls_conn_record(c)->verify, TLS_VERIFY_NAME_MISMATCH);
+	tls_conn_free(c);
+	peer_free(p);
+	/* too long a host name is refused */
+	memset(longhost, 'a', sizeof(longhost) - 1);
+	longhost[sizeof(longhost) - 1] = '\0';
+	cc.host = longhost;
+	CHECK(tls_conn_new(ctx, &cc) == NULL);
+	SSL_CTX_free(sctx);
+	tls_ctx_free(ctx);
+}
+
 static void
 test_verify_reasons(void)
 {
@@ -879,6 +923,7 @@ main(void)
 	CHECK(strstr(err, "cipher") != NULL);
 
 	test_tls13_record_fields();
+	test_hosts_and_clock();
 	test_verify_reasons();
 	test_protocol_version_floor();
 	test_resume_tls13();
