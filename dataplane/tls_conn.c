@@ -678,9 +678,10 @@ io_error(struct tls_conn *c, int ret, const char *op)
 	ERR_clear_error();
 	if (SSL_get_shutdown(c->ssl) & SSL_RECEIVED_SHUTDOWN)
 		return -EPIPE;
-	if (transport_ended(c))
-		return -ECONNRESET;
-	return -EPROTO;
+	/* fatal: OpenSSL will not use this connection again */
+	c->fail_rc = transport_ended(c) ? -ECONNRESET : -EPROTO;
+	conn_set_state(c, TLS_CONN_FAILED);
+	return c->fail_rc;
 }
 
 ssize_t
@@ -689,6 +690,8 @@ tls_conn_read(struct tls_conn *c, void *buf, size_t cap)
 	size_t n = 0;
 	int r;
 
+	if (c->state == TLS_CONN_FAILED)
+		return c->fail_rc;
 	if (c->state != TLS_CONN_OPEN && c->state != TLS_CONN_CLOSED)
 		return -ENOTCONN;
 	ERR_clear_error();
@@ -715,6 +718,8 @@ tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
 
 	if (c->state == TLS_CONN_CLOSED)
 		return -EPIPE;
+	if (c->state == TLS_CONN_FAILED)
+		return c->fail_rc;
 	if (c->state != TLS_CONN_OPEN)
 		return -ENOTCONN;
 	if (len == 0)

@@ -152,7 +152,7 @@ const char *tls_verify_reason_name(enum tls_verify_reason r);
 /**
  * Route OpenSSL's allocations to jemalloc (mallocx/rallocx/dallocx, thread
  * tcache and automatic arena). Must run before anything else touches
- * OpenSSL in the process, once.
+ * OpenSSL in the process (a repeated call is harmless).
  * @return 0, or -EBUSY if OpenSSL already allocated (functions not set).
  */
 int tls_alloc_init(void);

@@ -695,6 +695,26 @@ test_data_fragmented(void)
 		peer_free(p);
 	}
 
+	/* a corrupted record kills the connection for good */
+	{
+		unsigned char junk[64];
+
+		c = tls_conn_new(ctx, &cc);
+		p = peer_new(sctx);
+		CHECK_EQ(run_handshake(c, p, 0), TLS_OK);
+		pump(c, p, 0);
+		CHECK_EQ(SSL_write(p->ssl, "hello", 5), 5);
+		p->plen = (size_t)BIO_read(p->wb, p->pend, sizeof(p->pend));
+		CHECK(p->plen > 20);
+		p->pend[p->plen - 3] ^= 0x55;   /* flip bits in the GCM tag */
+		CHECK_EQ(client_read_all(c, p, junk, 5, 0), 0);
+		CHECK_EQ(tls_conn_read(c, junk, 5), -EPROTO);
+		CHECK_EQ(tls_conn_write(c, "x", 1), -EPROTO);
+		CHECK(tls_conn_out_pending(c) > 0);   /* the bad_record_mac alert */
+		tls_conn_free(c);
+		peer_free(p);
+	}
+
 	/* transport ends mid-handshake */
 	c = tls_conn_new(ctx, &cc);
 	CHECK_EQ(tls_conn_handshake(c), TLS_WANT_IO);
