@@ -167,6 +167,17 @@ dp_worker_ip_send(struct dp_worker *w, struct rte_mbuf *m, uint32_t next_hop)
 	}
 }
 
+void
+dp_worker_redirect(struct dp_worker *w, unsigned int to, struct rte_mbuf *m)
+{
+	if (to >= w->n_peers || rte_ring_enqueue(w->peers[to].redirect, m) != 0) {
+		w->cnt.drops[DP_DROP_REDIRECT_FULL]++;
+		rte_pktmbuf_free(m);
+		return;
+	}
+	w->cnt.redirect_out++;
+}
+
 /* Other workers keep their own neighbour caches: give each a copy. */
 static void
 redirect_copies(struct dp_worker *w, struct rte_mbuf *m)
@@ -251,8 +262,10 @@ input(struct dp_worker *w, struct rte_mbuf *m, int from_peer)
 		return;
 	case DP_PKT_ICMP_UNREACH:
 		w->cnt.icmp_unreach_rx++;
-		if (w->hooks.icmp_unreach != NULL)
-			w->hooks.icmp_unreach(w, frame, &info);
+		if (w->hooks.icmp_unreach != NULL) {
+			w->hooks.icmp_unreach(w, m, &info);
+			return;
+		}
 		rte_pktmbuf_free(m);
 		return;
 	case DP_PKT_TCP:
@@ -387,7 +400,8 @@ dp_worker_main(void *arg)
 }
 
 int
-dp_workers_start(struct dp_port *p, const struct dp_conf *c, struct dp_worker **out)
+dp_workers_start(struct dp_port *p, const struct dp_conf *c, struct dp_worker **out,
+	int (*setup)(struct dp_worker *w, void *arg), void *arg)
 {
 	static const struct dp_arp_ops ops = {
 		.send_request = arp_send_request,
@@ -424,6 +438,7 @@ dp_workers_start(struct dp_port *p, const struct dp_conf *c, struct dp_worker **
 		x->peers = w;
 		x->n_peers = n;
 		x->hz = rte_get_tsc_hz();
+		x->now_us = tsc_to_us(x, rte_rdtsc());
 		/* Worker 0 announces our addresses and probes the gateway. */
 		x->garp_left = i == 0 ? c->garp_count : 0;
 		x->ping_left = i == 0 && p->ifa.gw != 0 ? c->ping_gw : 0;
@@ -437,13 +452,19 @@ dp_workers_start(struct dp_port *p, const struct dp_conf *c, struct dp_worker **
 		}
 		i++;
 	}
+	*out = w;
+	for (i = 0; setup != NULL && i < n; i++) {
+		int ret = setup(&w[i], arg);
+
+		if (ret < 0)
+			return ret;
+	}
 	for (i = 0; i < n; i++) {
 		int ret = rte_eal_remote_launch(dp_worker_main, &w[i], w[i].lcore);
 
 		if (ret != 0)
 			return ret;
 	}
-	*out = w;
 	return (int)n;
 }
 

@@ -101,7 +101,7 @@ main(int argc, char **argv)
 	}
 	if (dp_port_init(&port, &conf, rte_lcore_count() - 1) != 0)
 		goto out_eal;
-	n = dp_workers_start(&port, &conf, &workers);
+	n = dp_workers_start(&port, &conf, &workers, NULL, NULL);
 	if (n < 0) {
 		fprintf(stderr, "%s: starting workers: %s\n", argv[0], strerror(-n));
 		__atomic_store_n(&dp_stop, 1, __ATOMIC_RELAXED);

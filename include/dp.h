@@ -62,9 +62,11 @@ struct dp_worker;
 
 /* What a layer above (the TCP stack) takes from the worker loop. */
 struct dp_hooks {
+	/** A TCP segment to one of our addresses; owns m. */
 	void (*tcp_input)(struct dp_worker *w, struct rte_mbuf *m,
 		const struct dp_pkt_info *info);
-	void (*icmp_unreach)(struct dp_worker *w, const uint8_t *frame,
+	/** Destination unreachable quoting one of our packets; owns m. */
+	void (*icmp_unreach)(struct dp_worker *w, struct rte_mbuf *m,
 		const struct dp_pkt_info *info);
 	/** Session work and output; @return units of work done. */
 	int (*poll)(struct dp_worker *w, uint64_t now_tsc);
@@ -152,14 +154,20 @@ void dp_port_fini(struct dp_port *p);
 
 /**
  * Create one worker per worker lcore and launch them.
+ * @param setup  called for each worker before any is launched (attach a
+ *   TCP stack, set hooks); NULL for none. A negative return aborts.
  * @return number of workers, or -errno
  */
 int dp_workers_start(struct dp_port *p, const struct dp_conf *c,
-	struct dp_worker **out);
+	struct dp_worker **out, int (*setup)(struct dp_worker *w, void *arg),
+	void *arg);
 void dp_workers_stop(struct dp_worker *w, unsigned int n);
 
 /** The worker loop (lcore entry). */
 int dp_worker_main(void *arg);
+
+/** Hand a frame to worker `to` through its redirect ring (it owns m after). */
+void dp_worker_redirect(struct dp_worker *w, unsigned int to, struct rte_mbuf *m);
 
 /** Queue an IPv4 packet (Ethernet header room at the front) to next_hop. */
 void dp_worker_ip_send(struct dp_worker *w, struct rte_mbuf *m, uint32_t next_hop);

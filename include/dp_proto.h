@@ -40,6 +40,9 @@ enum dp_drop {
 	DP_DROP_ICMP_CSUM,      /* ICMP checksum */
 	DP_DROP_ICMP_TYPE,      /* a type we neither answer nor pass up */
 	DP_DROP_TCP_TRUNC,      /* shorter than a TCP header */
+	DP_DROP_TCP_HDR,        /* data offset < 5 or past the segment */
+	DP_DROP_TCP_CSUM,       /* TCP checksum */
+	DP_DROP_ICMP_QUOTE,     /* quoted packet not a TCP segment of ours */
 	DP_DROP_NO_HANDLER,     /* TCP or ICMP error with nobody to take it */
 	DP_DROP_NO_MBUF,        /* pool empty when building a reply */
 	DP_DROP_TX_FULL,        /* NIC queue refused the packet */
