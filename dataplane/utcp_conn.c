@@ -459,8 +459,11 @@ utcp_stack_new(const struct utcp_conf *conf)
 	st->rcvmem = malloc((size_t)cf->nrcvbuf * cf->rcvbuf);
 	st->snd_free = calloc(cf->nsndbuf, sizeof(uint32_t));
 	st->rcv_free = calloc(cf->nrcvbuf, sizeof(uint32_t));
+	/* a burst of closes queues one final ACK per connection */
+	st->ctl_cap = cf->max_conns > UTCP_CTLQ_MIN ? cf->max_conns : UTCP_CTLQ_MIN;
+	st->ctlq = calloc(st->ctl_cap, sizeof(*st->ctlq));
 	if (!st->conns || !st->htab || !st->tws || !st->twtab || !st->sndmem ||
-	    !st->rcvmem || !st->snd_free || !st->rcv_free) {
+	    !st->rcvmem || !st->snd_free || !st->rcv_free || !st->ctlq) {
 		utcp_stack_free(st);
 		errno = ENOMEM;
 		return NULL;
@@ -502,6 +505,7 @@ utcp_stack_free(struct utcp_stack *st)
 	free(st->rcvmem);
 	free(st->snd_free);
 	free(st->rcv_free);
+	free(st->ctlq);
 	free(st);
 }
 

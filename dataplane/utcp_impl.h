@@ -18,7 +18,7 @@
 #define UTCP_TICK_US 1000u		/* wheel granularity */
 #define UTCP_SACK_BLOCKS 8		/* sender scoreboard ranges */
 #define UTCP_OOO_RANGES 4		/* receiver out-of-order ranges */
-#define UTCP_CTLQ 256			/* queued stateless segments */
+#define UTCP_CTLQ_MIN 256		/* queued stateless segments, at least */
 #define UTCP_MAX_LISTEN 8
 #define UTCP_DUPTHRESH 3
 #define UTCP_PORT_TABLE 256		/* RFC 6056 alg. 3 table size */
@@ -93,6 +93,7 @@ struct utcp_conn {
 	uint8_t retries;		/* consecutive RTO expiries */
 	uint8_t dupacks;
 	uint8_t ooo_n;
+	uint8_t acks_owed;		/* extra duplicate ACKs to send (no SACK) */
 	uint32_t flags;
 	uint32_t ev_bits;
 
@@ -182,8 +183,8 @@ struct utcp_stack {
 	struct utcp_conn_list outq;
 	struct utcp_conn_list evq;
 
-	struct utcp_ctl ctlq[UTCP_CTLQ];
-	uint32_t ctl_head, ctl_n;
+	struct utcp_ctl *ctlq;		/* ring of ctl_cap entries */
+	uint32_t ctl_cap, ctl_head, ctl_n;
 
 	struct utcp_listener lst[UTCP_MAX_LISTEN];
 	uint16_t port_next[UTCP_PORT_TABLE];

@@ -389,6 +389,14 @@ data_input(struct utcp_conn *c, const struct utcp_seg_in *seg)
 		}
 	} else {
 		ooo_add(c, seq, seq + len);
+		/*
+		 * One duplicate ACK per out-of-order segment even when a burst
+		 * is processed before output: without SACK the sender counts
+		 * them (RFC 5681 4.2).
+		 */
+		if ((c->flags & UTCP_F_ACK_NOW) && !(c->flags & UTCP_F_SACK) &&
+		    c->acks_owed < 255)
+			c->acks_owed++;
 		utcp_out_ack_now(c);
 		return false;
 	}

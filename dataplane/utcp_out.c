@@ -406,17 +406,24 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			return rc;
 		n++;
 	}
+	while (c->acks_owed > 0 && n < budget) {
+		rc = emit_seg(c, c->snd_nxt, 0, UTCP_ACK);
+		if (rc < 0)
+			return rc;
+		c->acks_owed--;
+		n++;
+	}
 	return n;
 }
 
 void
 utcp_ctl_queue(struct utcp_stack *st, const struct utcp_ctl *ctl)
 {
-	if (st->ctl_n == UTCP_CTLQ) {
+	if (st->ctl_n == st->ctl_cap) {
 		st->cnt.drops[UTCP_DROP_CTLQ]++;
 		return;
 	}
-	st->ctlq[(st->ctl_head + st->ctl_n) % UTCP_CTLQ] = *ctl;
+	st->ctlq[(st->ctl_head + st->ctl_n) % st->ctl_cap] = *ctl;
 	st->ctl_n++;
 }
 
@@ -501,7 +508,7 @@ utcp_output(struct utcp_stack *st, uint64_t now_us, int budget)
 	while (n < budget && st->ctl_n > 0) {
 		if (emit_ctl(st, &st->ctlq[st->ctl_head]) < 0)
 			return n;
-		st->ctl_head = (st->ctl_head + 1) % UTCP_CTLQ;
+		st->ctl_head = (st->ctl_head + 1) % st->ctl_cap;
 		st->ctl_n--;
 		n++;
 	}
