@@ -322,9 +322,12 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			rc = send_at(c, c->snd_una, 1, c->snd_max != c->snd_una);
 			if (rc < 0)
 				return rc;
-			c->snd_nxt = c->snd_una;	/* the probe is outside the window */
+			/* the probe is outside the window: persist, not RTO */
+			c->snd_nxt = c->snd_una;
 			c->rto_at = 0;
 			c->flags |= UTCP_F_PERSIST;
+			c->persist_at = c->st->now + utcp_rto_cur(c);
+			utcp_timer_update(c);
 			n += rc;
 		}
 	}
