@@ -40,7 +40,7 @@ cap_emit(void *ctx, const struct utcp_seg_out *s)
 	(void)ctx;
 	c->s = *s;
 	utcp_opts_parse(s->opts, s->optlen, &c->o);
-	if (s->len <= sizeof(c->data)) {
+	if (s->len > 0 && s->len <= sizeof(c->data)) {
 		memcpy(c->data, s->iov[0].ptr, s->iov[0].len);
 		if (s->iov[1].len)
 			memcpy(c->data + s->iov[0].len, s->iov[1].ptr, s->iov[1].len);
@@ -768,6 +768,41 @@ test_rto_backoff_timeout(void)
 	utcp_close(c);
 }
 
+/* Karn: an ACK for retransmitted data gives no RTT sample. */
+static void
+test_karn(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *c;
+	struct utcp_conn_info ci;
+	uint32_t srtt0, rto0;
+
+	new_stack(&cf);
+	c = establish(0, 1, 0);		/* no timestamps */
+	utcp_conn_get_info(c, &ci);
+	srtt0 = ci.srtt_us;
+	rto0 = ci.rto_us;
+	CHECK(srtt0 >= 9000 && srtt0 <= 11000);	/* from the SYN timing */
+	CHECK_EQ(utcp_send(c, "abcd", 4), 4);
+	CHECK_EQ(flush(), 1);
+	tick(rto0);
+	CHECK_EQ(flush(), 1);			/* retransmission */
+	CHECK_EQ(caps[0].s.seq, iss + 1);
+	now += 50000;
+	seg_in(c, UTCP_ACK, pseq, iss + 5, 1000, NULL, 0, NULL, 0);
+	utcp_conn_get_info(c, &ci);
+	CHECK_EQ(ci.srtt_us, srtt0);		/* ambiguous: not sampled */
+	/* the backoff is kept until new data is acknowledged: fresh data is timed */
+	CHECK_EQ(utcp_send(c, "efgh", 4), 4);
+	CHECK_EQ(flush(), 1);
+	now += 30000;
+	seg_in(c, UTCP_ACK, pseq, iss + 9, 1000, NULL, 0, NULL, 0);
+	utcp_conn_get_info(c, &ci);
+	CHECK_EQ(ci.srtt_us, srtt0 + (30000 - (int)srtt0) / 8);
+	utcp_abort(c);
+	flush();
+}
+
 static void
 test_icmp(void)
 {
@@ -890,6 +925,7 @@ main(void)
 	test_delayed_ack_and_window_update();
 	test_zero_window_persist();
 	test_rto_backoff_timeout();
+	test_karn();
 	test_icmp();
 	test_unread_close_sends_rst();
 	test_ports();

@@ -196,7 +196,7 @@ run_bulk(const struct variant *v, uint64_t seed)
 	c = utcp_connect(s.st[0], 0, SRV_ADDR, SRV_PORT, NULL);
 	CHECK(c != NULL);
 	ok = sim_run(&s, bulk_done, s.now + 600000000ull, 5000000);
-	if (!ok || b.s[0].rcvd != b.n || b.s[1].rcvd != b.n)
+	if (!ok || b.s[0].rcvd != b.sn[1] || b.s[1].rcvd != b.sn[0])
 		fprintf(stderr, "%s: done=%d t=%.3fs sent %zu/%zu rcvd %zu/%zu err %d/%d\n",
 			v->name, ok, (s.now - 1000000) / 1e6, b.s[0].sent, b.s[1].sent,
 			b.s[0].rcvd, b.s[1].rcvd, b.s[0].err, b.s[1].err);
