@@ -275,10 +275,29 @@ utcp_conn_free(struct utcp_conn *c)
 	utcp_bufs_release(c);
 	st->cnt.conns_by_state[c->state]--;
 	c->state = UTCP_CLOSED;
-	c->flags = 0;
-	c->hnext = st->conn_free;
-	st->conn_free = c;
+	/*
+	 * The object stays inert (released) until the next utcp_events or
+	 * utcp_output call, so that events of the current batch that still
+	 * name it, and a second utcp_close, are harmless.
+	 */
+	c->flags = UTCP_F_RELEASED | UTCP_F_DEAD;
+	c->user = NULL;
+	c->hnext = st->conn_defer;
+	st->conn_defer = c;
 	st->cnt.conn_free++;
+}
+
+void
+utcp_conn_reclaim(struct utcp_stack *st)
+{
+	struct utcp_conn *c;
+
+	while ((c = st->conn_defer) != NULL) {
+		st->conn_defer = c->hnext;
+		c->flags = 0;
+		c->hnext = st->conn_free;
+		st->conn_free = c;
+	}
 }
 
 void
@@ -675,6 +694,8 @@ utcp_recv(struct utcp_conn *c, void *buf, size_t cap)
 	const uint8_t *mem;
 	uint32_t before, after, thresh;
 
+	if (c->flags & UTCP_F_RELEASED)
+		return -ENOTCONN;
 	if (c->rcv_len == 0) {
 		if (c->flags & UTCP_F_FIN_RCVD)
 			return 0;
@@ -743,8 +764,9 @@ conn_release(struct utcp_conn *c)
 	c->user = NULL;
 }
 
+/* Send RST (when the peer knows the connection) and free it. */
 void
-utcp_abort(struct utcp_conn *c)
+utcp_conn_reset(struct utcp_conn *c)
 {
 	conn_release(c);
 	if (c->state != UTCP_CLOSED && c->state != UTCP_SYN_SENT &&
@@ -762,8 +784,18 @@ utcp_abort(struct utcp_conn *c)
 }
 
 void
+utcp_abort(struct utcp_conn *c)
+{
+	if (c->flags & UTCP_F_RELEASED)
+		return;
+	utcp_conn_reset(c);
+}
+
+void
 utcp_close(struct utcp_conn *c)
 {
+	if (c->flags & UTCP_F_RELEASED)
+		return;
 	if (c->rcv_len > 0 && c->state != UTCP_CLOSED) {
 		/* unread data: tell the peer it was not consumed (RFC 9293 3.6) */
 		utcp_abort(c);
@@ -801,6 +833,7 @@ utcp_events(struct utcp_stack *st, struct utcp_event *ev, int max)
 	int n = 0;
 	struct utcp_conn *c;
 
+	utcp_conn_reclaim(st);
 	while (n < max && (c = TAILQ_FIRST(&st->evq)) != NULL) {
 		while (n < max && c->ev_bits != 0) {
 			int t = __builtin_ctz(c->ev_bits);

@@ -93,6 +93,7 @@ struct utcp_conn {
 	uint8_t retries;		/* consecutive RTO expiries */
 	uint8_t dupacks;
 	uint8_t ooo_n;
+	uint8_t probes;			/* zero-window probes not answered */
 	uint8_t acks_owed;		/* extra duplicate ACKs to send (no SACK) */
 	uint32_t flags;
 	uint32_t ev_bits;
@@ -165,6 +166,7 @@ struct utcp_stack {
 
 	struct utcp_conn *conns;
 	struct utcp_conn *conn_free;
+	struct utcp_conn *conn_defer;	/* freed, recycled at the next events/output call */
 	struct utcp_conn **htab;
 	uint32_t hmask;
 
@@ -202,6 +204,8 @@ void utcp_conn_event(struct utcp_conn *c, enum utcp_ev_type t);
 void utcp_conn_error(struct utcp_conn *c, enum utcp_err_reason why);
 void utcp_conn_closed(struct utcp_conn *c);
 void utcp_conn_free(struct utcp_conn *c);
+void utcp_conn_reclaim(struct utcp_stack *st);
+void utcp_conn_reset(struct utcp_conn *c);
 void utcp_conn_enter_time_wait(struct utcp_conn *c);
 struct utcp_conn *utcp_conn_lookup(struct utcp_stack *st, uint32_t laddr,
 	uint16_t lport, uint32_t raddr, uint16_t rport);

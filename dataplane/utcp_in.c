@@ -470,6 +470,8 @@ ack_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp_
 	bool fin_acked = false, wnd_update = false, newsack = false;
 	uint32_t old_wnd = c->snd_wnd;
 
+	c->probes = 0;
+
 	if (utcp_seq_lt(c->snd_wl1, seg->seq) ||
 	    (c->snd_wl1 == seg->seq && utcp_seq_le(c->snd_wl2, ack))) {
 		wnd_update = wnd != c->snd_wnd;
@@ -545,7 +547,9 @@ ack_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp_
 		if (o->nsack && (c->flags & UTCP_F_SACK))
 			newsack = utcp_sb_update(&c->sb, o->sack, o->nsack,
 				c->snd_una, c->snd_max) > 0;
-		if (c->snd_max != c->snd_una && (newsack ||
+		/* answers to zero-window probes are not duplicate ACKs */
+		if (c->snd_max != c->snd_una && c->snd_wnd > 0 &&
+		    !(c->flags & UTCP_F_PERSIST) && (newsack ||
 		    (seg->len == 0 && !(seg->flags & (UTCP_SYN | UTCP_FIN)) && !wnd_update)))
 			dupack(c);
 	}
@@ -659,7 +663,7 @@ sync_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp
 			if ((c->flags & UTCP_F_RELEASED) &&
 			    utcp_seq_gt(seg->seq + seg->len, c->rcv_nxt)) {
 				/* nobody will read it: reset (as Linux does) */
-				utcp_abort(c);
+				utcp_conn_reset(c);
 				return;
 			}
 			fin_ok = data_input(c, seg);

@@ -508,6 +508,7 @@ utcp_output(struct utcp_stack *st, uint64_t now_us, int budget)
 	struct utcp_conn *c;
 
 	utcp_clock(st, now_us);
+	utcp_conn_reclaim(st);
 	while (n < budget && st->ctl_n > 0) {
 		if (emit_ctl(st, &st->ctlq[st->ctl_head]) < 0)
 			return n;

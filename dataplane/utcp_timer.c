@@ -167,10 +167,13 @@ fire_persist(struct utcp_conn *c)
 
 	if (!(c->flags & UTCP_F_PERSIST))
 		return;
-	if (++c->retries > st->conf.data_retries) {
-		utcp_conn_error(c, UTCP_ERR_TIMEOUT);
+	/* a peer that answers the probes is alive: only silence times out */
+	if (++c->probes > st->conf.data_retries) {
+		utcp_conn_error(c, c->soft_err ? UTCP_ERR_UNREACHABLE : UTCP_ERR_TIMEOUT);
 		return;
 	}
+	if (c->retries < 30)
+		c->retries++;	/* backoff */
 	st->cnt.persist_probes++;
 	c->flags |= UTCP_F_PROBE;
 	utcp_out_schedule(c);

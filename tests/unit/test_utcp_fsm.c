@@ -573,7 +573,12 @@ test_rst_syn_validation(void)
 	CHECK_EQ(utcp_recv(c, (char[4]){ 0 }, 4), -ENOTCONN);
 	CHECK_EQ(utcp_send(c, "a", 1), -ENOTCONN);
 	utcp_close(c);
+	/* a second close (a stale event in the same batch) is harmless */
+	utcp_close(c);
+	utcp_abort(c);
 	CHECK_EQ(flush(), 0);
+	utcp_stack_counters(st, &k);
+	CHECK_EQ(k.conn_free, 16);
 
 	/* SYN_SENT: RST without ACK ignored, bad ACK answered with RST */
 	c = utcp_connect(st, 0, RADDR, RPORT, NULL);
@@ -723,6 +728,14 @@ test_zero_window_persist(void)
 	tick(200000);
 	CHECK_EQ(flush(), 1);
 	CHECK_EQ(caps[0].s.len, 1);
+	/* an answering peer keeps the connection alive past data_retries */
+	for (int i = 0; i < 20; i++) {
+		tick(60000000);
+		flush();
+		peer(c, UTCP_ACK, pseq, iss + 1, 0, NULL, 0);
+	}
+	CHECK_EQ(utcp_conn_state(c), UTCP_ESTABLISHED);
+	CHECK(!has_event(UTCP_EV_ERROR, NULL));
 	/* window opens: the data flows */
 	peer(c, UTCP_ACK, pseq, iss + 1, 60000, NULL, 0);
 	CHECK(flush() >= 3);
