@@ -1,0 +1,647 @@
+/*
+ * Two utcp stacks wired back to back through the simulated link of
+ * utcp_sim.h (seeded loss, delay, jitter/reordering): bidirectional bulk
+ * transfers that must arrive intact with 0% and 2% loss and with options
+ * disabled or MSS 536; connection refused; silent peer (SYN retries then
+ * TIMEOUT at the expected time); RST in mid-stream with pools back to their
+ * start values; 20,000 sequential connections to one peer port from one
+ * source address (reusing TIME_WAIT tuples); 10,000 concurrent connections.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "mp_test.h"
+#include "utcp.h"
+#include "utcp_sim.h"
+
+#define CLI_ADDR 0x0a000001u
+#define SRV_ADDR 0x0a000002u
+#define SRV_PORT 25
+
+static uint8_t
+pattern(size_t off, int dir)
+{
+	uint32_t x = (uint32_t)off * 2654435761u + (uint32_t)dir * 0x9e3779b9u;
+
+	return (uint8_t)(x >> 13);
+}
+
+/* ---- bulk, both directions ---- */
+
+struct side_app {
+	struct utcp_conn *c;
+	size_t sent, rcvd;
+	int shut, peer_closed, released, corrupt;
+	int err;
+	int connected;
+};
+
+struct bulk {
+	struct side_app s[2];
+	size_t n, sn[2];		/* sn[i]: bytes side i sends */
+	uint8_t *data[2];
+};
+
+static void
+bulk_pump(struct bulk *b, int i)
+{
+	struct side_app *a = &b->s[i];
+
+	if (a->c == NULL || a->released)
+		return;
+	while (a->sent < b->sn[i]) {
+		size_t chunk = b->sn[i] - a->sent < 100000 ? b->sn[i] - a->sent : 100000;
+		ssize_t r = utcp_send(a->c, b->data[i] + a->sent, chunk);
+
+		if (r <= 0)
+			break;
+		a->sent += (size_t)r;
+	}
+	if (a->sent == b->sn[i] && !a->shut) {
+		CHECK_EQ(utcp_shutdown(a->c), 0);
+		a->shut = 1;
+	}
+}
+
+static void
+bulk_read(struct bulk *b, int i)
+{
+	struct side_app *a = &b->s[i];
+	uint8_t tmp[16384];
+	ssize_t r;
+
+	while ((r = utcp_recv(a->c, tmp, sizeof(tmp))) > 0) {
+		for (ssize_t k = 0; k < r; k++)
+			if (tmp[k] != pattern(a->rcvd + (size_t)k, 1 - i))
+				a->corrupt++;
+		a->rcvd += (size_t)r;
+	}
+}
+
+static void
+bulk_app(struct sim *s, int side, const struct utcp_event *ev)
+{
+	struct bulk *b = s->app_ctx;
+	struct side_app *a = &b->s[side];
+
+	switch (ev->type) {
+	case UTCP_EV_CONNECTED:
+	case UTCP_EV_ACCEPTED:
+		a->c = ev->conn;
+		a->connected = 1;
+		bulk_pump(b, side);
+		break;
+	case UTCP_EV_WRITABLE:
+		bulk_pump(b, side);
+		break;
+	case UTCP_EV_READABLE:
+		bulk_read(b, side);
+		break;
+	case UTCP_EV_PEER_CLOSED:
+		bulk_read(b, side);
+		a->peer_closed = 1;
+		break;
+	case UTCP_EV_CLOSED:
+	case UTCP_EV_ERROR:
+		bulk_read(b, side);
+		if (ev->type == UTCP_EV_ERROR)
+			a->err = (int)ev->reason;
+		utcp_close(ev->conn);
+		a->released = 1;
+		break;
+	default:
+		break;
+	}
+}
+
+static int
+bulk_done(struct sim *s)
+{
+	struct bulk *b = s->app_ctx;
+
+	return b->s[0].released && b->s[1].released;
+}
+
+struct variant {
+	const char *name;
+	uint32_t loss_ppm, jitter_us;
+	int no_ts, no_sack, no_ws;
+	uint16_t mss;
+	enum utcp_cc_algo cc;
+	size_t bytes;
+	uint32_t rcvbuf;
+	int uni;			/* client to server only */
+};
+
+static void
+make_pair(struct sim *s, struct utcp_conf *cc, struct utcp_conf *sc)
+{
+	cc->laddr[0] = CLI_ADDR;
+	cc->nladdr = 1;
+	sc->laddr[0] = SRV_ADDR;
+	sc->nladdr = 1;
+	for (int i = 0; i < 16; i++) {
+		cc->secret[i] = (uint8_t)(i + 1);
+		sc->secret[i] = (uint8_t)(i + 101);
+	}
+	sim_conf(s, 0, cc);
+	sim_conf(s, 1, sc);
+	s->st[0] = utcp_stack_new(cc);
+	s->st[1] = utcp_stack_new(sc);
+	if (s->st[0] == NULL || s->st[1] == NULL)
+		abort();
+	CHECK_EQ(utcp_listen(s->st[1], SRV_ADDR, SRV_PORT, NULL), 0);
+	utcp_clock(s->st[0], s->now);
+	utcp_clock(s->st[1], s->now);
+}
+
+static void
+run_bulk(const struct variant *v, uint64_t seed)
+{
+	struct sim s;
+	struct bulk b;
+	struct utcp_conf cc = { 0 }, sc = { 0 };
+	struct utcp_counters c0, c1, start0, start1;
+	struct utcp_conn *c;
+	int ok;
+
+	sim_init(&s, seed);
+	memset(&b, 0, sizeof(b));
+	b.n = v->bytes;
+	b.sn[0] = b.n;
+	b.sn[1] = v->uni ? 0 : b.n;
+	for (int d = 0; d < 2; d++) {
+		b.data[d] = malloc(b.n);
+		for (size_t i = 0; i < b.n; i++)
+			b.data[d][i] = pattern(i, d);
+	}
+	s.loss_ppm = v->loss_ppm;
+	s.jitter_us = v->jitter_us;
+	s.delay_us = 2000;
+	s.app = bulk_app;
+	s.app_ctx = &b;
+	cc.max_conns = sc.max_conns = 8;
+	cc.no_timestamps = sc.no_timestamps = v->no_ts;
+	cc.no_sack = sc.no_sack = v->no_sack;
+	cc.no_wscale = sc.no_wscale = v->no_ws;
+	cc.mss = sc.mss = v->mss;
+	cc.cc = sc.cc = v->cc;
+	cc.rcvbuf = sc.rcvbuf = v->rcvbuf;
+	cc.rto_min_us = sc.rto_min_us = 200000;
+	make_pair(&s, &cc, &sc);
+	utcp_stack_counters(s.st[0], &start0);
+	utcp_stack_counters(s.st[1], &start1);
+
+	c = utcp_connect(s.st[0], 0, SRV_ADDR, SRV_PORT, NULL);
+	CHECK(c != NULL);
+	ok = sim_run(&s, bulk_done, s.now + 600000000ull, 5000000);
+	if (!ok || b.s[0].rcvd != b.sn[1] || b.s[1].rcvd != b.sn[0])
+		fprintf(stderr, "%s: done=%d t=%.3fs sent %zu/%zu rcvd %zu/%zu err %d/%d\n",
+			v->name, ok, (s.now - 1000000) / 1e6, b.s[0].sent, b.s[1].sent,
+			b.s[0].rcvd, b.s[1].rcvd, b.s[0].err, b.s[1].err);
+	CHECK(ok);
+	CHECK_EQ(b.s[0].rcvd, b.sn[1]);
+	CHECK_EQ(b.s[1].rcvd, b.sn[0]);
+	CHECK_EQ(b.s[0].corrupt, 0);
+	CHECK_EQ(b.s[1].corrupt, 0);
+	CHECK_EQ(b.s[0].err, 0);
+	CHECK_EQ(b.s[1].err, 0);
+	utcp_stack_counters(s.st[0], &c0);
+	utcp_stack_counters(s.st[1], &c1);
+	/* everything went back to the pools */
+	CHECK_EQ(c0.conn_free, start0.conn_free);
+	CHECK_EQ(c1.conn_free, start1.conn_free);
+	CHECK_EQ(c0.sndbuf_free, start0.sndbuf_free);
+	CHECK_EQ(c0.rcvbuf_free, start0.rcvbuf_free);
+	CHECK_EQ(c1.sndbuf_free, start1.sndbuf_free);
+	CHECK_EQ(c1.rcvbuf_free, start1.rcvbuf_free);
+	if (v->loss_ppm > 0)
+		CHECK(c0.retransmits > 0 && (v->uni || c1.retransmits > 0));
+	else
+		CHECK_EQ(c0.retransmits + c1.retransmits, 0);
+	/* one-way data gets pure dupacks: losses repaired by fast recovery */
+	if (v->loss_ppm > 0 && v->uni)
+		CHECK(c0.fast_recoveries > 0);
+	printf("%-22s %5.2f s virtual, rexmit %llu/%llu, fastrec %llu/%llu, rto %llu/%llu\n",
+		v->name, (s.now - 1000000) / 1e6,
+		(unsigned long long)c0.retransmits, (unsigned long long)c1.retransmits,
+		(unsigned long long)c0.fast_recoveries, (unsigned long long)c1.fast_recoveries,
+		(unsigned long long)c0.rto_fired, (unsigned long long)c1.rto_fired);
+	utcp_stack_free(s.st[0]);
+	utcp_stack_free(s.st[1]);
+	sim_fini(&s);
+	free(b.data[0]);
+	free(b.data[1]);
+}
+
+static void
+test_bulk(void)
+{
+	static const struct variant v[] = {
+		{ "clean", 0, 0, 0, 0, 0, 0, UTCP_CC_CUBIC, 4 << 20, 0 },
+		{ "loss2%", 20000, 0, 0, 0, 0, 0, UTCP_CC_CUBIC, 4 << 20, 0 },
+		{ "loss2%+reorder", 20000, 3000, 0, 0, 0, 0, UTCP_CC_CUBIC, 2 << 20, 0 },
+		{ "loss2%-newreno", 20000, 0, 0, 0, 0, 0, UTCP_CC_NEWRENO, 2 << 20, 0 },
+		{ "loss2%-nots", 20000, 0, 1, 0, 0, 0, UTCP_CC_CUBIC, 2 << 20, 0 },
+		{ "loss2%-nosack", 20000, 0, 0, 1, 0, 0, UTCP_CC_CUBIC, 2 << 20, 0 },
+		{ "loss2%-nosack-reno", 20000, 0, 0, 1, 0, 0, UTCP_CC_NEWRENO, 2 << 20, 0 },
+		{ "loss2%-nows-smallbuf", 20000, 0, 0, 0, 1, 0, UTCP_CC_CUBIC, 1 << 20, 8192 },
+		{ "clean-mss536", 0, 0, 0, 0, 0, 536, UTCP_CC_CUBIC, 1 << 20, 0 },
+		{ "loss2%-mss536-bare", 20000, 0, 1, 1, 1, 536, UTCP_CC_NEWRENO, 1 << 20, 0 },
+		{ "clean-bigwin", 0, 0, 0, 0, 0, 0, UTCP_CC_CUBIC, 4 << 20, 1 << 20 },
+		{ "uni-loss2%", 20000, 0, 0, 0, 0, 0, UTCP_CC_CUBIC, 4 << 20, 0, 1 },
+		{ "uni-loss2%-nosack-reno", 20000, 0, 0, 1, 0, 0, UTCP_CC_NEWRENO, 4 << 20, 0, 1 },
+		{ "uni-loss2%-nosack-cubic", 20000, 1000, 1, 1, 0, 0, UTCP_CC_CUBIC, 2 << 20, 0, 1 },
+		{ "uni-loss2%-nosack-nots-reno", 20000, 0, 1, 1, 0, 0, UTCP_CC_NEWRENO, 2 << 20, 0, 1 },
+		{ "uni-loss2%-nosack-ts-cubic", 20000, 0, 0, 1, 0, 0, UTCP_CC_CUBIC, 2 << 20, 0, 1 },
+		{ "uni-loss5%-reorder", 50000, 4000, 0, 0, 0, 0, UTCP_CC_CUBIC, 2 << 20, 0, 1 },
+	};
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+		run_bulk(&v[i], 1000 + i);
+}
+
+/* ---- single-connection outcomes ---- */
+
+struct outcome {
+	int connected, errors, reason;
+	uint64_t err_at;
+	struct utcp_conn *c;
+};
+
+static void
+outcome_app(struct sim *s, int side, const struct utcp_event *ev)
+{
+	struct outcome *o = s->app_ctx;
+
+	if (side != 0)
+		return;
+	if (ev->type == UTCP_EV_CONNECTED)
+		o->connected++;
+	if (ev->type == UTCP_EV_ERROR) {
+		o->errors++;
+		o->reason = (int)ev->reason;
+		o->err_at = s->now;
+		utcp_close(ev->conn);
+	}
+}
+
+static int
+outcome_done(struct sim *s)
+{
+	struct outcome *o = s->app_ctx;
+
+	return o->errors > 0;
+}
+
+static void
+test_refused(void)
+{
+	struct sim s;
+	struct outcome o = { 0 };
+	struct utcp_conf cc = { 0 }, sc = { 0 };
+	struct utcp_counters c0;
+
+	sim_init(&s, 7);
+	s.app = outcome_app;
+	s.app_ctx = &o;
+	make_pair(&s, &cc, &sc);
+	CHECK(utcp_connect(s.st[0], 0, SRV_ADDR, 26, NULL) != NULL);
+	CHECK(sim_run(&s, outcome_done, s.now + 10000000, 1000));
+	CHECK_EQ(o.reason, UTCP_ERR_REFUSED);
+	CHECK_EQ(o.connected, 0);
+	utcp_stack_counters(s.st[0], &c0);
+	CHECK_EQ(c0.conn_free, cc.max_conns ? cc.max_conns : 1024);
+	utcp_stack_free(s.st[0]);
+	utcp_stack_free(s.st[1]);
+	sim_fini(&s);
+}
+
+static void
+test_silent_peer(void)
+{
+	struct sim s;
+	struct outcome o = { 0 };
+	struct utcp_conf cc = { 0 }, sc = { 0 };
+	struct utcp_counters c0;
+	uint64_t t0;
+
+	sim_init(&s, 8);
+	s.app = outcome_app;
+	s.app_ctx = &o;
+	cc.syn_retries = 3;
+	make_pair(&s, &cc, &sc);
+	s.blackhole[0] = 1;
+	t0 = s.now;
+	CHECK(utcp_connect(s.st[0], 0, SRV_ADDR, SRV_PORT, NULL) != NULL);
+	CHECK(sim_run(&s, outcome_done, s.now + 100000000, 100000));
+	CHECK_EQ(o.reason, UTCP_ERR_TIMEOUT);
+	/* SYN at 0, resent at 1, 3, 7 s; gives up at 15 s (RTO 1 s doubling) */
+	CHECK_EQ(s.sent[0], 4);
+	CHECK(o.err_at >= t0 + 15000000 && o.err_at <= t0 + 15002000);
+	utcp_stack_counters(s.st[0], &c0);
+	CHECK_EQ(c0.syn_retransmits, 3);
+	CHECK_EQ(c0.conn_free, 1024);
+	utcp_stack_free(s.st[0]);
+	utcp_stack_free(s.st[1]);
+	sim_fini(&s);
+}
+
+/* ---- RST in mid-stream ---- */
+
+static struct bulk *rst_bulk;
+static int rst_after;
+
+static void
+rst_app(struct sim *s, int side, const struct utcp_event *ev)
+{
+	struct bulk *b = s->app_ctx;
+
+	bulk_app(s, side, ev);
+	if (side == 1 && b->s[1].rcvd > (size_t)rst_after && !b->s[1].released) {
+		utcp_abort(b->s[1].c);
+		b->s[1].released = 1;
+	}
+}
+
+static void
+test_rst_midstream(void)
+{
+	struct sim s;
+	struct bulk b;
+	struct utcp_conf cc = { 0 }, sc = { 0 };
+	struct utcp_counters start0, start1, c0, c1;
+
+	sim_init(&s, 9);
+	memset(&b, 0, sizeof(b));
+	b.n = 1 << 20;
+	b.sn[0] = b.sn[1] = b.n;
+	for (int d = 0; d < 2; d++) {
+		b.data[d] = malloc(b.n);
+		for (size_t i = 0; i < b.n; i++)
+			b.data[d][i] = pattern(i, d);
+	}
+	rst_bulk = &b;
+	rst_after = 200000;
+	s.app = rst_app;
+	s.app_ctx = &b;
+	cc.max_conns = sc.max_conns = 4;
+	make_pair(&s, &cc, &sc);
+	utcp_stack_counters(s.st[0], &start0);
+	utcp_stack_counters(s.st[1], &start1);
+	CHECK(utcp_connect(s.st[0], 0, SRV_ADDR, SRV_PORT, NULL) != NULL);
+	CHECK(sim_run(&s, bulk_done, s.now + 100000000, 1000000));
+	CHECK_EQ(b.s[0].err, UTCP_ERR_RESET);
+	CHECK(b.s[0].rcvd < b.n);
+	utcp_stack_counters(s.st[0], &c0);
+	utcp_stack_counters(s.st[1], &c1);
+	CHECK_EQ(c1.rst_sent, 1);
+	CHECK_EQ(c0.rst_in, 1);
+	CHECK_EQ(c0.conn_free, start0.conn_free);
+	CHECK_EQ(c0.sndbuf_free, start0.sndbuf_free);
+	CHECK_EQ(c0.rcvbuf_free, start0.rcvbuf_free);
+	CHECK_EQ(c1.conn_free, start1.conn_free);
+	CHECK_EQ(c1.sndbuf_free, start1.sndbuf_free);
+	CHECK_EQ(c1.rcvbuf_free, start1.rcvbuf_free);
+	for (int st = 0; st < UTCP_STATE_LAST; st++) {
+		CHECK_EQ(c0.conns_by_state[st], 0);
+		CHECK_EQ(c1.conns_by_state[st], 0);
+	}
+	utcp_stack_free(s.st[0]);
+	utcp_stack_free(s.st[1]);
+	sim_fini(&s);
+	free(b.data[0]);
+	free(b.data[1]);
+}
+
+/* ---- 20,000 sequential connections ---- */
+
+struct seq_app {
+	int target, started, connected, accepted, finished, errors;
+};
+
+static void
+seq_start(struct sim *s, struct seq_app *a)
+{
+	struct utcp_conn *c;
+
+	if (a->started == a->target)
+		return;
+	c = utcp_connect(s->st[0], CLI_ADDR, SRV_ADDR, SRV_PORT, NULL);
+	if (c == NULL) {
+		fprintf(stderr, "connect %d: errno %d\n", a->started, errno);
+		a->errors++;
+		return;
+	}
+	a->started++;
+}
+
+static void
+seq_app_fn(struct sim *s, int side, const struct utcp_event *ev)
+{
+	struct seq_app *a = s->app_ctx;
+	char buf[8];
+
+	switch (ev->type) {
+	case UTCP_EV_CONNECTED:
+		a->connected++;
+		CHECK_EQ(utcp_send(ev->conn, "x", 1), 1);
+		utcp_close(ev->conn);	/* FIN after the byte */
+		break;
+	case UTCP_EV_ACCEPTED:
+		a->accepted++;
+		break;
+	case UTCP_EV_READABLE:
+		(void)utcp_recv(ev->conn, buf, sizeof(buf));
+		break;
+	case UTCP_EV_PEER_CLOSED:
+		if (side == 1) {
+			while (utcp_recv(ev->conn, buf, sizeof(buf)) > 0)
+				;
+			utcp_close(ev->conn);
+			a->finished++;
+			seq_start(s, a);
+		}
+		break;
+	case UTCP_EV_ERROR:
+		a->errors++;
+		utcp_close(ev->conn);
+		break;
+	case UTCP_EV_CLOSED:
+		utcp_close(ev->conn);
+		break;
+	default:
+		break;
+	}
+}
+
+static int
+seq_done(struct sim *s)
+{
+	struct seq_app *a = s->app_ctx;
+
+	return a->finished == a->target || a->errors > 0;
+}
+
+static void
+test_sequential(void)
+{
+	struct sim s;
+	struct seq_app a = { .target = 20000 };
+	struct utcp_conf cc = { 0 }, sc = { 0 };
+	struct utcp_counters c0, c1;
+
+	sim_init(&s, 10);
+	s.delay_us = 100;
+	s.app = seq_app_fn;
+	s.app_ctx = &a;
+	cc.max_conns = sc.max_conns = 64;
+	cc.port_min = 40000;
+	cc.port_max = 40999;	/* 1000 ports: TIME_WAIT tuples must be reused */
+	cc.max_tw = 2048;
+	cc.sndbuf = cc.rcvbuf = sc.sndbuf = sc.rcvbuf = 4096;
+	make_pair(&s, &cc, &sc);
+	seq_start(&s, &a);
+	CHECK(sim_run(&s, seq_done, s.now + 3600000000ull, 10000000));
+	CHECK_EQ(a.errors, 0);
+	CHECK_EQ(a.connected, 20000);
+	CHECK_EQ(a.accepted, 20000);
+	CHECK_EQ(a.finished, 20000);
+	utcp_stack_counters(s.st[0], &c0);
+	utcp_stack_counters(s.st[1], &c1);
+	CHECK(c0.tw_reused > 0);
+	CHECK(c0.tw_records <= 1000);
+	CHECK_EQ(c0.tw_recycled, 0);
+	CHECK_EQ(c1.drops[UTCP_DROP_NOCONN], 0);
+	printf("sequential: %d conns in %.2f s virtual, tw_reused %llu, tw now %u\n",
+		a.finished, (s.now - 1000000) / 1e6, (unsigned long long)c0.tw_reused,
+		c0.tw_records);
+	utcp_stack_free(s.st[0]);
+	utcp_stack_free(s.st[1]);
+	sim_fini(&s);
+}
+
+/* ---- 10,000 concurrent connections ---- */
+
+struct conc_app {
+	int connected, accepted, errors, closed_srv;
+};
+
+static void
+conc_app_fn(struct sim *s, int side, const struct utcp_event *ev)
+{
+	struct conc_app *a = s->app_ctx;
+
+	(void)side;
+	switch (ev->type) {
+	case UTCP_EV_CONNECTED:
+		a->connected++;
+		break;
+	case UTCP_EV_ACCEPTED:
+		a->accepted++;
+		break;
+	case UTCP_EV_PEER_CLOSED:
+		utcp_close(ev->conn);
+		a->closed_srv++;
+		break;
+	case UTCP_EV_ERROR:
+		a->errors++;
+		utcp_close(ev->conn);
+		break;
+	default:
+		break;
+	}
+}
+
+static int conc_target;
+
+static int
+conc_established(struct sim *s)
+{
+	struct conc_app *a = s->app_ctx;
+
+	return (a->connected == conc_target && a->accepted == conc_target) || a->errors;
+}
+
+static int
+conc_closed(struct sim *s)
+{
+	struct conc_app *a = s->app_ctx;
+
+	return a->closed_srv == conc_target || a->errors;
+}
+
+static void
+test_concurrent(void)
+{
+	struct sim s;
+	struct conc_app a = { 0 };
+	struct utcp_conf cc = { 0 }, sc = { 0 };
+	struct utcp_counters c0, c1;
+	struct utcp_conn **conns;
+	const int n = 10000;
+
+	conc_target = n;
+	conns = calloc(n, sizeof(*conns));
+	sim_init(&s, 11);
+	s.app = conc_app_fn;
+	s.app_ctx = &a;
+	cc.max_conns = sc.max_conns = n;
+	cc.nsndbuf = cc.nrcvbuf = sc.nsndbuf = sc.nrcvbuf = 256;
+	cc.sndbuf = cc.rcvbuf = sc.sndbuf = sc.rcvbuf = 16384;
+	make_pair(&s, &cc, &sc);
+	for (int i = 0; i < n; i++) {
+		conns[i] = utcp_connect(s.st[0], 0, SRV_ADDR, SRV_PORT, NULL);
+		CHECK(conns[i] != NULL);
+	}
+	/* the pool is exhausted now */
+	errno = 0;
+	CHECK(utcp_connect(s.st[0], 0, SRV_ADDR, SRV_PORT, NULL) == NULL);
+	CHECK_EQ(errno, ENOMEM);
+	CHECK(sim_run(&s, conc_established, s.now + 60000000, 100000));
+	CHECK_EQ(a.connected, n);
+	CHECK_EQ(a.accepted, n);
+	CHECK_EQ(a.errors, 0);
+	utcp_stack_counters(s.st[0], &c0);
+	utcp_stack_counters(s.st[1], &c1);
+	CHECK_EQ(c0.conns_by_state[UTCP_ESTABLISHED], n);
+	CHECK_EQ(c1.conns_by_state[UTCP_ESTABLISHED], n);
+	CHECK_EQ(c0.conn_free, 0);
+	CHECK_EQ(c0.sndbuf_free, 256);	/* idle connections hold no buffer */
+	for (int i = 0; i < n; i++)
+		utcp_close(conns[i]);
+	CHECK(sim_run(&s, conc_closed, s.now + 60000000, 100000));
+	sim_run(&s, NULL, s.now + 10000000, 100000);
+	utcp_stack_counters(s.st[0], &c0);
+	utcp_stack_counters(s.st[1], &c1);
+	CHECK_EQ(c0.conn_free, n);
+	CHECK_EQ(c1.conn_free, n);
+	CHECK_EQ(c0.tw_records, n);
+	printf("concurrent: %d established, sizeof(conn) %zu\n", a.connected, utcp_conn_size());
+	utcp_stack_free(s.st[0]);
+	utcp_stack_free(s.st[1]);
+	sim_fini(&s);
+	free(conns);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *only = argc > 1 ? argv[1] : NULL;
+
+	if (!only || !strcmp(only, "refused"))
+		test_refused();
+	if (!only || !strcmp(only, "silent"))
+		test_silent_peer();
+	if (!only || !strcmp(only, "rst"))
+		test_rst_midstream();
+	if (!only || !strcmp(only, "bulk"))
+		test_bulk();
+	if (!only || !strcmp(only, "seq"))
+		test_sequential();
+	if (!only || !strcmp(only, "conc"))
+		test_concurrent();
+	CHECK(utcp_conn_size() <= 4096);
+	return mp_test_result("test_utcp_link");
+}
