@@ -150,7 +150,9 @@ cksum_ok(struct rte_mbuf *m, const struct rte_ipv4_hdr *ip, const void *th)
 	case RTE_MBUF_F_RX_L4_CKSUM_BAD:
 		return 0;
 	default:
-		return rte_ipv4_udptcp_cksum_verify(ip, th) == 0;
+		/* Summed with its own checksum field, a valid segment
+		 * folds to all ones: the complemented result is 0. */
+		return rte_ipv4_udptcp_cksum(ip, th) == 0;
 	}
 }
 

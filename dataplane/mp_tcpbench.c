@@ -69,6 +69,8 @@ struct bench_worker {
 	uint64_t bytes_sent, bytes_verified;
 	uint64_t start_us, end_us, drain_deadline;
 	struct utcp_counters start_cnt;
+	struct utcp_conn_info first;    /* the first established connection */
+	int have_first;
 	int done_conns;
 	int finished;                   /* read by the main lcore */
 };
@@ -218,6 +220,10 @@ on_event(void *app, struct dp_worker *w, const struct utcp_event *ev)
 		return;
 	switch (ev->type) {
 	case UTCP_EV_CONNECTED:
+		if (!b->have_first) {
+			utcp_conn_get_info(s->c, &b->first);
+			b->have_first = 1;
+		}
 		if (b->bc->mode == MODE_CONNECT) {
 			finish_conn(b, s, 1);
 			return;
@@ -350,7 +356,7 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 	uint64_t sent = 0, verified = 0, peak = 0, incomplete = 0;
 	struct utcp_counters tot = {0};
 	struct dp_counters dc;
-	uint64_t drops = 0;
+	uint64_t drops = 0, conns_done;
 	int pools = 1;
 
 	for (unsigned int i = 0; i < n; i++) {
@@ -378,6 +384,9 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		tot.tw_recycled += c.tw_recycled;
 		tot.challenge_acks += c.challenge_acks;
 	}
+	conns_done = ok + verify + local;
+	for (int r = 0; r < UTCP_ERR_LAST; r++)
+		conns_done += failed[r];
 	dp_stats_sum(w, n, &dc, NULL);
 	for (int i = 0; i < DP_DROP_LAST; i++)
 		drops += dc.drops[i];
@@ -391,7 +400,7 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		"\"rto_fired\":%llu,\"fast_recoveries\":%llu,\"syn_retransmits\":%llu,"
 		"\"tw_reused\":%llu,\"tw_recycled\":%llu,\"segs_in\":%llu,\"segs_out\":%llu,"
 		"\"busy_cycles\":%llu,\"busy_cycles_per_conn\":%.0f,\"tsc_hz\":%llu,"
-		"\"drops_total\":%llu}\n",
+		"\"drops_total\":%llu,\"drops\":{",
 		mode_names[bc->mode], n, (unsigned long long)bc->conns, bc->concurrency,
 		(unsigned long long)bc->bytes, (unsigned long long)ok,
 		(unsigned long long)failed[UTCP_ERR_REFUSED],
@@ -412,9 +421,28 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		(unsigned long long)tot.tw_reused, (unsigned long long)tot.tw_recycled,
 		(unsigned long long)tot.segs_in, (unsigned long long)tot.segs_out,
 		(unsigned long long)dc.busy_cycles,
-		(ok + verify + local) ? (double)dc.busy_cycles / (double)(ok + verify + local +
-			failed[1] + failed[2] + failed[3] + failed[4]) : 0.0,
+		conns_done ? (double)dc.busy_cycles / (double)conns_done : 0.0,
 		(unsigned long long)rte_get_tsc_hz(), (unsigned long long)drops);
+	for (int i = 0, first = 1; i < DP_DROP_LAST; i++)
+		if (dc.drops[i] != 0) {
+			printf("%s\"%s\":%llu", first ? "" : ",", dp_drop_names[i],
+				(unsigned long long)dc.drops[i]);
+			first = 0;
+		}
+	printf("}");
+	for (unsigned int i = 0; i < n; i++) {
+		const struct utcp_conn_info *f = &bw[i].first;
+
+		if (!bw[i].have_first)
+			continue;
+		/* What the first connection negotiated with the peer. */
+		printf(",\"first\":{\"mss\":%u,\"ts_ok\":%u,\"sack_ok\":%u,"
+			"\"snd_wscale\":%u,\"rcv_wscale\":%u,\"srtt_us\":%u}",
+			f->mss, f->ts_ok, f->sack_ok, f->snd_wscale, f->rcv_wscale,
+			f->srtt_us);
+		break;
+	}
+	printf("}\n");
 	fflush(stdout);
 }
 
@@ -512,7 +540,6 @@ parse_args(int argc, char **argv, struct dp_conf *c, struct bench_conf *bc)
 	size_t nb = sizeof(bench_options) / sizeof(bench_options[0]);
 	struct option opts[64];
 	unsigned int v, maxc = 0;
-	uint64_t u;
 	int opt, ret;
 
 	memcpy(opts, dp_long_options, dp_long_options_n * sizeof(opts[0]));

@@ -21,7 +21,7 @@
 
 #include <rte_ether.h>
 
-#define DP_ARP_PENDING_MAX 8
+#define DP_ARP_PENDING_MAX 64
 
 enum dp_arp_state {
 	DP_ARP_FREE = 0,
