@@ -44,6 +44,12 @@ enum msg_stage {
 	ST_LAST
 };
 
+static const char *const stage_names[ST_LAST] = {
+	"date", "from", "reply-to", "to", "subject", "message-id", "mime-version",
+	"extra", "list-unsubscribe", "list-unsubscribe-post", "content-type",
+	"cte", "header-end", "part-header", "part-body", "close", "end",
+};
+
 /* How header text is written. */
 enum msg_hmode {
 	HM_PLAIN = 0,   /* as is, folded at whitespace */
@@ -353,23 +359,36 @@ text_step(struct msg_render *r, struct out *o, int mode)
 			return true;
 		}
 		if (is_wsp(c)) {
-			struct msg_cur m = r->cur;
-			size_t w = 0, n = 0;
-			int d;
+			/* fold (or not) once, at the start of a whitespace run */
+			if (r->tphase != 2) {
+				struct msg_cur m = r->cur;
+				size_t w = 0, n = 0;
+				int d;
 
-			while ((d = cur_next(r, &m)) >= 0 && is_wsp(d))
-				w++;
-			while (d >= 0 && !is_wsp(d)) {
-				n += (mode == HM_QUOTED && (d == '"' || d == '\\')) ? 2 : 1;
-				d = cur_next(r, &m);
+				while ((d = cur_next(r, &m)) >= 0 && is_wsp(d))
+					w++;
+				while (d >= 0 && !is_wsp(d)) {
+					n += (mode == HM_QUOTED && (d == '"' || d == '\\')) ? 2 : 1;
+					d = cur_next(r, &m);
+				}
+				if (d < 0 && mode == HM_QUOTED)
+					n++;
+				if (n == 0) {
+					/* trailing whitespace of an unstructured value is
+					 * dropped: it could only make an over-long line or
+					 * a whitespace-only continuation */
+					while (cur_next(r, &r->cur) >= 0)
+						;
+					return true;
+				}
+				if (n > 0 && r->tphase == 1 && r->col + w + n > FOLD_AT) {
+					out_put(r, o, "\r\n", 2);
+					r->col = 0;
+				}
+				r->tphase = 2;
 			}
-			if (d < 0 && mode == HM_QUOTED)
-				n++;
-			if (n > 0 && r->tphase && r->col + w + n > FOLD_AT) {
-				out_put(r, o, "\r\n", 2);
-				r->col = 0;
-			}
-			while (w-- > 0) {
+			for (int k = 0; k < 64 && out_room(o) > 0 &&
+			     is_wsp(c = cur_peek(r, &r->cur)); k++) {
 				char ch = (char)cur_next(r, &r->cur);
 
 				out_put(r, o, &ch, 1);
@@ -378,7 +397,8 @@ text_step(struct msg_render *r, struct out *o, int mode)
 			continue;
 		}
 		/* a word, in bounded pieces; folding happens only at whitespace */
-		for (int k = 0; k < 64 && (c = cur_peek(r, &r->cur)) >= 0 && !is_wsp(c); k++) {
+		for (int k = 0; k < 64 && out_room(o) > 0 &&
+		     (c = cur_peek(r, &r->cur)) >= 0 && !is_wsp(c); k++) {
 			char ch[2] = { '\\', (char)c };
 
 			cur_next(r, &r->cur);
@@ -774,6 +794,14 @@ msg_render_read(void *src, void *buf, size_t cap)
 	if (r == NULL || r->magic != MSG_MAGIC || buf == NULL || cap == 0)
 		return -EINVAL;
 	return render_pull(r, buf, cap);
+}
+
+const char *
+msg_render_stage_name(const struct msg_render *r)
+{
+	if (r == NULL || r->magic != MSG_MAGIC || r->stage >= ST_LAST)
+		return "closed";
+	return stage_names[r->stage];
 }
 
 void

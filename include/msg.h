@@ -182,6 +182,9 @@ ssize_t msg_render_read(void *src, void *buf, size_t cap);
  */
 ssize_t msg_render_size(const struct msg_render *r);
 
+/** Where the generator is ("subject", "part-body", "end"...), for logs. */
+const char *msg_render_stage_name(const struct msg_render *r);
+
 /** Restart r at the first byte of the message (e.g. for a new attempt). */
 void msg_render_rewind(struct msg_render *r);
 

@@ -768,18 +768,20 @@ out:
 static void
 test_streaming_caps(void)
 {
-	struct msg_header hd[] = { { "X-Long", "{{long}}" } };
+	struct msg_header hd[] = { { "X-Long", "{{long}}" },
+		{ "X-Spaces", "a{{sp}}b {{sp}}c{{sp}}" } };
 	struct msg_template_spec sp = {
 		.campaign_id = "c", .from_addr = "n@example.com",
 		.from_name = "Nöm \"Q\"", .to_name = "{{first}}",
 		.subject = "Grüße {{first}} .{{long}}", .text = ".t {{long}}\n.x é",
-		.html = "<i>{{first}}</i> {{long}}", .headers = hd, .nheaders = 1,
+		.html = "<i>{{first}}</i> {{long}}", .headers = hd, .nheaders = 2,
 		.unsub_url = "https://e.example.com/{{first}}",
 	};
 	struct msg_template *t = msg_template_compile(&sp, err, sizeof(err));
-	char lng[1500];
-	struct msg_field fv[] = { F("first", "Ann <&>"), { "long", lng, 0 } };
-	struct msg_fields f = { fv, 2, "s1", 0 };
+	char lng[1500], sp700[701];
+	struct msg_field fv[] = { F("first", "Ann <&>"), { "long", lng, 0 },
+		{ "sp", sp700, 700 } };
+	struct msg_fields f = { fv, 3, "s1", 0 };
 	char *ref = malloc(BIG), *got = malloc(BIG);
 	static const unsigned flagsets[] = { 0, MSG_F_DOTSTUFF,
 		MSG_F_SMTPUTF8 | MSG_F_8BITMIME | MSG_F_DOTSTUFF };
@@ -788,6 +790,8 @@ test_streaming_caps(void)
 		lng[i] = (i % 37 == 36) ? ' ' : (i % 5 == 0 ? '.' : 'a' + (char)(i % 26));
 	lng[sizeof(lng) - 1] = '\0';
 	fv[1].len = strlen(lng);
+	memset(sp700, ' ', 700);
+	sp700[700] = '\0';
 	CHECK(t != NULL);
 	for (size_t fs = 0; fs < 3; fs++) {
 		struct msg_render r;
