@@ -172,7 +172,7 @@ cur_next(const struct msg_render *r, struct msg_cur *c)
 
 	if (c->esc_pos < c->esc_len)
 		return (unsigned char)c->esc[c->esc_pos++];
-	if (!cur_fill(r, c))
+	if (c->left == 0 && !cur_fill(r, c))
 		return -1;
 	b = (unsigned char)*c->p++;
 	c->left--;
@@ -885,6 +885,7 @@ struct hstat {
 	size_t chunk;   /* longest whitespace run + following word */
 	size_t chunk_q; /* the same with quoted-string escapes */
 	size_t total;
+	size_t nonwsp;
 };
 
 static void
@@ -911,6 +912,7 @@ scan_hdr(const struct msg_render *r, const struct msg_tpl *t, struct hstat *h)
 		if (is_wsp(b)) {
 			w++;
 		} else {
+			h->nonwsp++;
 			word++;
 			word_q += (b == '"' || b == '\\') ? 2 : 1;
 		}
@@ -932,8 +934,8 @@ hdr_mode(const struct msg_render *r, const struct msg_tpl *t, bool phrase)
 	if (!t->present)
 		return phrase ? HM_NONE : HM_PLAIN;
 	scan_hdr(r, t, &h);
-	if (phrase && h.total == 0)
-		return HM_NONE;
+	if (phrase && h.nonwsp == 0)
+		return HM_NONE;     /* e.g. "{{first|}} {{last|}}" with neither */
 	if ((h.nonascii && !(r->flags & MSG_F_SMTPUTF8)) || h.encword)
 		return HM_ENC;
 	if (!phrase)
@@ -943,52 +945,74 @@ hdr_mode(const struct msg_render *r, const struct msg_tpl *t, bool phrase)
 	return h.chunk > CHUNK_MAX ? HM_ENC : HM_PLAIN;
 }
 
-/* Transfer encoding of a body part; see the table in msg.h. */
+struct bscan {
+	size_t len, maxline;
+	unsigned m;             /* chars of "=_mp" matched */
+	bool nonascii, nul, hit, dot;
+};
+
+static inline void
+bscan_byte(struct bscan *s, unsigned b)
+{
+	static const char pat[] = "=_mp";
+
+	if (s->len == 0)
+		s->dot = b == '.';
+	s->len++;
+	s->nonascii |= b >= 0x80;
+	s->nul |= b == 0;
+	/* '=' occurs once in the pattern, so restarting on it is exact */
+	s->m = b == (unsigned char)pat[s->m] ? s->m + 1 : (b == '=' ? 1 : 0);
+	if (s->m == sizeof(pat) - 1) {
+		s->hit = true;
+		s->m = 0;
+	}
+}
+
+/* Transfer encoding of a body part; the rules are listed in msg.h. */
 static int
 body_cte(const struct msg_render *r, const struct msg_tpl *t, int esc,
 	bool multipart)
 {
 	struct msg_cur c;
-	size_t len = 0, maxline = 0;
-	bool nonascii = false, nul = false, hit = false, dot = false;
-	static const char pat[] = "=_mp";
-	unsigned m = 0;
+	struct bscan s = { 0 };
 	int b;
 
 	cur_init(&c, t, esc);
 	for (;;) {
+		if (c.esc_pos >= c.esc_len && cur_fill(r, &c) &&
+		    !(c.isval && c.esc_mode != ESC_NONE)) {
+			/* fast path over a chunk, up to a line break */
+			const unsigned char *p = (const unsigned char *)c.p;
+			const unsigned char *e = p + c.left;
+
+			while (p < e && *p != '\r' && *p != '\n')
+				bscan_byte(&s, *p++);
+			c.left -= (size_t)(p - (const unsigned char *)c.p);
+			c.p = (const char *)p;
+			if (c.left == 0)
+				continue;
+		}
 		b = cur_next(r, &c);
 		if (b < 0 || b == '\r' || b == '\n') {
-			size_t eff = len + (dot && (r->flags & MSG_F_DOTSTUFF) ? 1 : 0);
+			size_t eff = s.len + (s.dot && (r->flags & MSG_F_DOTSTUFF) ? 1 : 0);
 
-			if (eff > maxline)
-				maxline = eff;
+			if (eff > s.maxline)
+				s.maxline = eff;
 			if (b < 0)
 				break;
 			if (b == '\r' && cur_peek(r, &c) == '\n')
 				cur_next(r, &c);
-			len = 0;
-			dot = false;
-			m = 0;
+			s.len = 0;
+			s.dot = false;
+			s.m = 0;
 			continue;
 		}
-		if (len == 0)
-			dot = b == '.';
-		len++;
-		if (b >= 0x80)
-			nonascii = true;
-		if (b == 0)
-			nul = true;
-		/* '=' occurs once in the pattern, so restarting on it is exact */
-		m = b == pat[m] ? m + 1 : (b == '=' ? 1 : 0);
-		if (m == sizeof(pat) - 1) {
-			hit = true;
-			m = 0;
-		}
+		bscan_byte(&s, (unsigned)b);
 	}
-	if (nul || maxline > MSG_LINE_MAX || (multipart && hit))
+	if (s.nul || s.maxline > MSG_LINE_MAX || (multipart && s.hit))
 		return CTE_QP;
-	if (nonascii)
+	if (s.nonascii)
 		return (r->flags & MSG_F_8BITMIME) ? CTE_8BIT : CTE_QP;
 	return CTE_7BIT;
 }

@@ -11,6 +11,22 @@
  *   msg_render_size()   optional: exact byte count for SMTP SIZE=
  *   msg_render_read()   repeatedly until it returns 0
  *
+ * Encodings, decided per recipient at open:
+ *  - body part: 7bit if ASCII, no NUL and every line <= 998 octets (997
+ *    for a line starting with "." under MSG_F_DOTSTUFF); 8bit if the same
+ *    but non-ASCII and MSG_F_8BITMIME; quoted-printable otherwise, and
+ *    also when a 7bit/8bit part of a multipart message contains "=_mp"
+ *    (boundaries are "=_mp" + 16 hex digits, and "=_" cannot occur in
+ *    quoted-printable, so the boundary never occurs in the content).
+ *    Lone LF and lone CR become CRLF. A part not ending in a line break
+ *    gets CRLF (7bit/8bit) or a soft line break (QP, content unchanged).
+ *  - Subject, display names, extra header values: as is and folded at
+ *    whitespace near 78 columns; RFC 2047 B encoded words (UTF-8, <= 75
+ *    chars, lines <= 76) when non-ASCII without MSG_F_SMTPUTF8, when the
+ *    text contains "=?", or when a word is too long to fold (> 900).
+ *    Display names with specials are quoted-strings. Trailing whitespace
+ *    of unstructured values is dropped.
+ *
  * The rendered stream uses CRLF line endings only, every line is at most
  * 998 octets, and it ends with CRLF. It never contains the final "."
  * terminator: the SMTP layer sends CRLF "." CRLF itself after DATA (with

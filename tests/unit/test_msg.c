@@ -669,6 +669,22 @@ test_missing_field(void)
 	CHECK_EQ(msg_render_open(&r, t, "x@example.org", &none, 0, 0, err,
 		sizeof(err)), -EINVAL);
 	CHECK_STREQ(err, "missing field 'code' (used in text, no default)");
+	/* a display name that renders empty or blank is left out */
+	{
+		struct msg_template_spec sp = {
+			.campaign_id = "c", .from_addr = "n@example.com",
+			.to_name = "{{first|}} {{last|}}", .subject = "s", .text = "b",
+		};
+		struct msg_template *t2 = msg_template_compile(&sp, err, sizeof(err));
+		struct msg_field lv[] = { F("last", "Lee") };
+		struct msg_fields lf = { lv, 1, "m2", 0 };
+
+		CHECK(render(t2, "x@example.org", &none, 0, 0, out, BIG) > 0);
+		CHECK(strstr(out, "\r\nTo: x@example.org\r\n") != NULL);
+		CHECK(render(t2, "x@example.org", &lf, 0, 0, out, BIG) > 0);
+		CHECK(strstr(out, "\r\nTo:  Lee <x@example.org>\r\n") != NULL);
+		msg_template_free(t2);
+	}
 	/* email is always the recipient */
 	msg_template_free(t);
 	t = compile_simple("For {{email}}", "x", NULL);
