@@ -84,6 +84,7 @@ struct msg_template_spec {
 	const char *msgid_domain; /**< Message-ID right side; default: From domain */
 };
 
+/** A compiled template is immutable: all workers may share one. */
 struct msg_template;
 
 /**

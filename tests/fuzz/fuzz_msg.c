@@ -6,8 +6,11 @@
  * taken from the input and checked against a single big read and
  * msg_render_size, then for wire invariants: CRLF only, lines <= 998
  * octets (dot-stuffing removed), ends with CRLF, no whitespace-only header
- * line, ASCII-only headers without SMTPUTF8, and exactly the expected
- * header names in the expected order (no injected header).
+ * line, ASCII-only headers without SMTPUTF8, exactly the expected
+ * header names in the expected order (no injected header), boundaries
+ * only on delimiter lines, and for a single text part: the body, with
+ * dot-stuffing and quoted-printable undone, equals an independent
+ * expansion of the template.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -135,6 +138,137 @@ check_boundary(const char *m, size_t n)
 	}
 	if (hits != 3)
 		fail("boundary count", m, n);
+}
+
+/* Reference expansion of a body template (independent of the renderer):
+ * merge fields replaced, every line break made CRLF. */
+static size_t
+expand_ref(const char *tpl, const struct msg_field *fv, const char *rcpt,
+	char *out, size_t cap)
+{
+	size_t o = 0, n = strlen(tpl);
+	char tmp[1];
+
+	for (size_t i = 0; i < n;) {
+		const char *v = NULL;
+		size_t vl = 0;
+
+		if (tpl[i] == '{' && tpl[i + 1] == '{') {
+			const char *e = strstr(tpl + i + 2, "}}");
+			const char *a = tpl + i + 2, *bar, *ne;
+
+			bar = memchr(a, '|', (size_t)(e - a));
+			ne = bar ? bar : e;
+			while (a < ne && (*a == ' ' || *a == '\t'))
+				a++;
+			while (ne > a && (ne[-1] == ' ' || ne[-1] == '\t'))
+				ne--;
+			if ((size_t)(ne - a) == 5 && memcmp(a, "email", 5) == 0) {
+				v = rcpt;
+				vl = strlen(rcpt);
+			} else {
+				for (int k = 0; k < 3 && v == NULL; k++) {
+					if (strlen(fv[k].name) == (size_t)(ne - a) &&
+					    memcmp(fv[k].name, a, (size_t)(ne - a)) == 0) {
+						v = fv[k].value;
+						vl = fv[k].len;
+					}
+				}
+			}
+			if (v == NULL && bar != NULL) {
+				v = bar + 1;
+				vl = (size_t)(e - bar - 1);
+			}
+			i = (size_t)(e - tpl) + 2;
+		} else {
+			tmp[0] = tpl[i++];
+			v = tmp;
+			vl = 1;
+		}
+		for (size_t k = 0; k < vl; k++) {
+			if (o + 2 >= cap)
+				return o;
+			out[o++] = v[k];
+		}
+	}
+	/* normalise line breaks in place into a second pass */
+	{
+		size_t w = 0;
+		char *t = malloc(o * 2 + 1);
+
+		for (size_t i = 0; i < o; i++) {
+			if (out[i] == '\r' || out[i] == '\n') {
+				if (out[i] == '\r' && i + 1 < o && out[i + 1] == '\n')
+					i++;
+				t[w++] = '\r';
+				t[w++] = '\n';
+			} else {
+				t[w++] = out[i];
+			}
+		}
+		if (w > cap)
+			w = cap;
+		memcpy(out, t, w);
+		free(t);
+		return w;
+	}
+}
+
+static int
+hexv(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The single text part, decoded, must equal the reference expansion. */
+static void
+check_text_body(const char *m, size_t n, bool stuffed, const char *tpl,
+	const struct msg_field *fv, const char *rcpt)
+{
+	static char ref[OUT_MAX / 2], dec[OUT_MAX / 2];
+	const char *body = memmem(m, n, "\r\n\r\n", 4);
+	size_t rn, dn = 0, bl;
+	static const char qph[] = "\nContent-Transfer-Encoding: quoted-printable";
+	bool qp, bol = true;
+
+	if (body == NULL)
+		fail("no header/body separator", m, n);
+	/* the transfer encoding is the last header of a single-part message */
+	qp = (size_t)(body - m) >= sizeof(qph) - 1 &&
+		memcmp(body - (sizeof(qph) - 1), qph, sizeof(qph) - 1) == 0;
+	body += 4;
+	bl = (size_t)(m + n - body);
+	rn = expand_ref(tpl, fv, rcpt, ref, sizeof(ref));
+	for (size_t i = 0; i < bl && dn + 1 < sizeof(dec); i++) {
+		if (bol && stuffed && body[i] == '.') {
+			if (i + 1 >= bl || body[i + 1] != '.')
+				fail("line starting with a single dot", m, n);
+			i++;
+		}
+		bol = false;
+		if (qp && body[i] == '=') {
+			if (i + 2 < bl && body[i + 1] == '\r' && body[i + 2] == '\n') {
+				i += 2;
+				bol = true;
+				continue;
+			}
+			if (i + 2 >= bl || hexv(body[i + 1]) < 0 || hexv(body[i + 2]) < 0)
+				fail("bad quoted-printable escape", m, n);
+			dec[dn++] = (char)(hexv(body[i + 1]) * 16 + hexv(body[i + 2]));
+			i += 2;
+			continue;
+		}
+		dec[dn++] = body[i];
+		if (body[i] == '\n')
+			bol = true;
+	}
+	/* 7bit/8bit add CRLF to a last line without one */
+	if (!qp && rn > 0 && (rn < 2 || ref[rn - 2] != '\r' || ref[rn - 1] != '\n')) {
+		ref[rn++] = '\r';
+		ref[rn++] = '\n';
+	}
+	if (dn != rn || memcmp(dec, ref, rn) != 0)
+		fail("decoded text body differs from the template expansion", m, n);
 }
 
 int
@@ -273,6 +407,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_headers(out_a, na, want, nwant, !(flags & MSG_F_SMTPUTF8));
 	if (sp.text && sp.html)
 		check_boundary(out_a, na);
+	if (sp.text && !sp.html)
+		check_text_body(out_a, na, (flags & MSG_F_DOTSTUFF) != 0, sp.text, fv,
+			"rcpt@example.org");
 free_t:
 	msg_template_free(t);
 out:
