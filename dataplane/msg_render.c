@@ -830,6 +830,19 @@ msg_render_size(const struct msg_render *r)
 	return n < 0 ? n : total;
 }
 
+ssize_t
+msg_render_smtp_size(const struct msg_render *r)
+{
+	struct msg_render c;
+
+	if (r == NULL || r->magic != MSG_MAGIC)
+		return -EINVAL;
+	/* encodings were fixed at open; only the stuffed dots go away */
+	c = *r;
+	c.flags &= ~MSG_F_DOTSTUFF;
+	return msg_render_size(&c);
+}
+
 /* ---- open: validation and encoding decisions ---- */
 
 static int

@@ -195,9 +195,18 @@ ssize_t msg_render_read(void *src, void *buf, size_t cap);
  * Exact byte count of the whole message as msg_render_read produces it
  * (including dot-stuffing when MSG_F_DOTSTUFF is set), by a counting dry
  * run on a copy of r; r is not modified. Valid at any point after open.
+ * For the SIZE= parameter use msg_render_smtp_size (RFC 1870 excludes
+ * the stuffed dots).
  * @return size, or -EINVAL if r is not opened.
  */
 ssize_t msg_render_size(const struct msg_render *r);
+
+/**
+ * Message size as RFC 1870 defines it for MAIL FROM SIZE=: like
+ * msg_render_size but without the dots added by MSG_F_DOTSTUFF.
+ * @return size, or -EINVAL if r is not opened.
+ */
+ssize_t msg_render_smtp_size(const struct msg_render *r);
 
 /** Where the generator is ("subject", "part-body", "end"...), for logs. */
 const char *msg_render_stage_name(const struct msg_render *r);

@@ -387,6 +387,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (na != nb || memcmp(out_a, out_b, na) != 0)
 		fail("small reads differ from one big read", out_b, nb);
 	check_wire(out_a, na, (flags & MSG_F_DOTSTUFF) != 0);
+	{
+		/* with DOTSTUFF every line starting with '.' carries one added dot */
+		size_t dots = 0;
+
+		for (size_t i = 0; i < na; i++)
+			if ((flags & MSG_F_DOTSTUFF) && out_a[i] == '.' &&
+			    (i == 0 || out_a[i - 1] == '\n'))
+				dots++;
+		if ((size_t)msg_render_smtp_size(&r) != na - dots)
+			fail("smtp size is not the unstuffed size", out_a, na);
+	}
 
 	want[nwant++] = "Date";
 	want[nwant++] = "From";
