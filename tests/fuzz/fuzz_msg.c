@@ -8,9 +8,9 @@
  * octets (dot-stuffing removed), ends with CRLF, no whitespace-only header
  * line, ASCII-only headers without SMTPUTF8, exactly the expected
  * header names in the expected order (no injected header), boundaries
- * only on delimiter lines, and for a single text part: the body, with
- * dot-stuffing and quoted-printable undone, equals an independent
- * expansion of the template.
+ * only on delimiter lines, and every body part, with dot-stuffing and
+ * quoted-printable undone, equal to an independent expansion of its
+ * template (values HTML-escaped in the HTML part).
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -144,7 +144,7 @@ check_boundary(const char *m, size_t n)
  * merge fields replaced, every line break made CRLF. */
 static size_t
 expand_ref(const char *tpl, const struct msg_field *fv, const char *rcpt,
-	char *out, size_t cap)
+	bool html, char *out, size_t cap)
 {
 	size_t o = 0, n = strlen(tpl);
 	char tmp[1];
@@ -185,10 +185,29 @@ expand_ref(const char *tpl, const struct msg_field *fv, const char *rcpt,
 			v = tmp;
 			vl = 1;
 		}
+		/* merged values (not literals, not defaults) are escaped */
+		bool esc = html && v != tmp && !(v >= tpl && v < tpl + n);
+
 		for (size_t k = 0; k < vl; k++) {
-			if (o + 2 >= cap)
+			const char *rep = NULL;
+
+			if (esc)
+				switch (v[k]) {
+				case '&': rep = "&amp;"; break;
+				case '<': rep = "&lt;"; break;
+				case '>': rep = "&gt;"; break;
+				case '"': rep = "&quot;"; break;
+				case '\'': rep = "&#39;"; break;
+				default: break;
+				}
+			if (o + 8 >= cap)
 				return o;
-			out[o++] = v[k];
+			if (rep != NULL) {
+				memcpy(out + o, rep, strlen(rep));
+				o += strlen(rep);
+			} else {
+				out[o++] = v[k];
+			}
 		}
 	}
 	/* normalise line breaks in place into a second pass */
@@ -220,25 +239,18 @@ hexv(char c)
 	return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
-/* The single text part, decoded, must equal the reference expansion. */
+/* One part's encoded content (ending with CRLF, or empty), decoded, must
+ * equal the reference expansion of its template. */
 static void
-check_text_body(const char *m, size_t n, bool stuffed, const char *tpl,
-	const struct msg_field *fv, const char *rcpt)
+check_part(const char *m, size_t n, const char *body, size_t bl, bool qp,
+	bool stuffed, const char *tpl, bool html, const struct msg_field *fv,
+	const char *rcpt)
 {
 	static char ref[OUT_MAX / 2], dec[OUT_MAX / 2];
-	const char *body = memmem(m, n, "\r\n\r\n", 4);
-	size_t rn, dn = 0, bl;
-	static const char qph[] = "\nContent-Transfer-Encoding: quoted-printable";
-	bool qp, bol = true;
+	size_t rn, dn = 0;
+	bool bol = true;
 
-	if (body == NULL)
-		fail("no header/body separator", m, n);
-	/* the transfer encoding is the last header of a single-part message */
-	qp = (size_t)(body - m) >= sizeof(qph) - 1 &&
-		memcmp(body - (sizeof(qph) - 1), qph, sizeof(qph) - 1) == 0;
-	body += 4;
-	bl = (size_t)(m + n - body);
-	rn = expand_ref(tpl, fv, rcpt, ref, sizeof(ref));
+	rn = expand_ref(tpl, fv, rcpt, html, ref, sizeof(ref));
 	for (size_t i = 0; i < bl && dn + 1 < sizeof(dec); i++) {
 		if (bol && stuffed && body[i] == '.') {
 			if (i + 1 >= bl || body[i + 1] != '.')
@@ -268,7 +280,61 @@ check_text_body(const char *m, size_t n, bool stuffed, const char *tpl,
 		ref[rn++] = '\n';
 	}
 	if (dn != rn || memcmp(dec, ref, rn) != 0)
-		fail("decoded text body differs from the template expansion", m, n);
+		fail("decoded body differs from the template expansion", m, n);
+}
+
+static void
+check_single(const char *m, size_t n, bool stuffed, const char *tpl, bool html,
+	const struct msg_field *fv, const char *rcpt)
+{
+	static const char qph[] = "\nContent-Transfer-Encoding: quoted-printable";
+	const char *body = memmem(m, n, "\r\n\r\n", 4);
+	bool qp;
+
+	if (body == NULL)
+		fail("no header/body separator", m, n);
+	/* the transfer encoding is the last header of a single-part message */
+	qp = (size_t)(body - m) >= sizeof(qph) - 1 &&
+		memcmp(body - (sizeof(qph) - 1), qph, sizeof(qph) - 1) == 0;
+	body += 4;
+	check_part(m, n, body, (size_t)(m + n - body), qp, stuffed, tpl, html, fv, rcpt);
+}
+
+/* multipart: --B, part headers, content up to the next --B line */
+static void
+check_multi(const char *m, size_t n, bool stuffed, const char *text,
+	const char *html, const struct msg_field *fv, const char *rcpt)
+{
+	static const char ct[] = "\r\nContent-Type: multipart/alternative; boundary=\"";
+	const char *b = memmem(m, n, ct, sizeof(ct) - 1), *p;
+	char delim[32];
+
+	if (b == NULL)
+		fail("multipart without boundary", m, n);
+	b += sizeof(ct) - 1;
+	delim[0] = delim[1] = '-';
+	memcpy(delim + 2, b, 20);
+	p = memmem(b, (size_t)(m + n - b), "\r\n\r\n", 4);
+	for (int part = 0; part < 2; part++) {
+		const char *hdr, *start, *end;
+		bool qp;
+
+		p = memmem(p, (size_t)(m + n - p), delim, 22);
+		if (p == NULL)
+			fail("missing part delimiter", m, n);
+		hdr = p + 24;
+		start = memmem(hdr, (size_t)(m + n - hdr), "\r\n\r\n", 4);
+		if (start == NULL)
+			fail("part without header end", m, n);
+		qp = memmem(hdr, (size_t)(start - hdr), "quoted-printable", 16) != NULL;
+		start += 4;
+		end = memmem(start, (size_t)(m + n - start), delim, 22);
+		if (end == NULL)
+			fail("part not closed", m, n);
+		check_part(m, n, start, (size_t)(end - start), qp, stuffed,
+			part == 0 ? text : html, part == 1, fv, rcpt);
+		p = end;
+	}
 }
 
 int
@@ -418,9 +484,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_headers(out_a, na, want, nwant, !(flags & MSG_F_SMTPUTF8));
 	if (sp.text && sp.html)
 		check_boundary(out_a, na);
-	if (sp.text && !sp.html)
-		check_text_body(out_a, na, (flags & MSG_F_DOTSTUFF) != 0, sp.text, fv,
-			"rcpt@example.org");
+	if (sp.text && sp.html)
+		check_multi(out_a, na, (flags & MSG_F_DOTSTUFF) != 0, sp.text, sp.html,
+			fv, "rcpt@example.org");
+	else
+		check_single(out_a, na, (flags & MSG_F_DOTSTUFF) != 0,
+			sp.text ? sp.text : sp.html, sp.text == NULL, fv, "rcpt@example.org");
 free_t:
 	msg_template_free(t);
 out:
