@@ -49,6 +49,51 @@ struct msg_template {
 	struct msg_tpl hval[MSG_MAX_HEADERS];
 };
 
+#define MSG_MAGIC 0x6d736731u   /* "msg1": struct msg_render is open */
+#define MSG_CHUNK_MAX 900           /* longest unfoldable header run printed as is */
+
+/* How header text is written. */
+enum msg_hmode {
+	MSG_HM_PLAIN = 0,   /* as is, folded at whitespace */
+	MSG_HM_QUOTED,      /* display name as a quoted-string */
+	MSG_HM_ENC,         /* RFC 2047 encoded words (B, UTF-8) */
+	MSG_HM_NONE,        /* no display name */
+	MSG_HM_LAST
+};
+
+enum msg_cte {
+	MSG_CTE_7BIT = 0,
+	MSG_CTE_8BIT,
+	MSG_CTE_QP,
+	MSG_CTE_LAST
+};
+
+enum msg_esc {
+	MSG_ESC_NONE = 0,
+	MSG_ESC_HTML,
+	MSG_ESC_URL,
+	MSG_ESC_LAST
+};
+
+/* Merge value of name for r (field `email` is the recipient), or NULL. */
+const char *msg_field_lookup(const struct msg_render *r, const char *name,
+	size_t nlen, size_t *vlen);
+/* Template cursor: yields the bytes of a template with r's values merged
+ * (escaped per esc, literals and defaults never are). */
+void msg_cur_init(struct msg_cur *c, const struct msg_tpl *t, int esc);
+bool msg_cur_fill(const struct msg_render *r, struct msg_cur *c);
+int msg_cur_next(const struct msg_render *r, struct msg_cur *c);
+int msg_cur_peek(const struct msg_render *r, const struct msg_cur *c);
+
+static inline bool
+msg_is_wsp(int c)
+{
+	return c == ' ' || c == '\t';
+}
+
+void msg_errf(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
 size_t msg_utf8_seq(const unsigned char *s, size_t n);
 /* Offset of the first invalid UTF-8 byte, or n if all valid. */

@@ -1,9 +1,8 @@
 /*
- * Per-recipient rendering: msg_render_open checks the recipient's fields
- * against the compiled template and decides every encoding up front
- * (header text mode, body transfer encoding, boundary); msg_render_read
- * then runs a small generator that walks the template segments with a
- * cursor and writes straight into the caller's buffer. What does not fit
+ * Per-recipient streaming: once msg_render_open (msg_open.c) has decided
+ * every encoding, msg_render_read runs a small generator that walks the
+ * template segments with a cursor (merge values resolved and escaped on
+ * the fly) and writes straight into the caller's buffer. What does not fit
  * (at most one encoding unit) waits in the fixed-size pend[] of the state.
  *
  * Stages, in output order: Date, From, Reply-To, To, Subject, Message-ID,
@@ -12,16 +11,13 @@
  * Every byte goes through out_put(), which applies dot-stuffing.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "msg_int.h"
 
-#define MSG_MAGIC 0x6d736731u   /* "msg1" */
 #define FOLD_AT 78              /* RFC 5322 "SHOULD" line length */
-#define CHUNK_MAX 900           /* longest unfoldable run we print as is */
 
 enum msg_stage {
 	ST_DATE = 0,
@@ -50,31 +46,8 @@ static const char *const stage_names[ST_LAST] = {
 	"cte", "header-end", "part-header", "part-body", "close", "end",
 };
 
-/* How header text is written. */
-enum msg_hmode {
-	HM_PLAIN = 0,   /* as is, folded at whitespace */
-	HM_QUOTED,      /* display name as a quoted-string */
-	HM_ENC,         /* RFC 2047 encoded words (B, UTF-8) */
-	HM_NONE,        /* no display name */
-	HM_LAST
-};
-
-enum msg_cte {
-	CTE_7BIT = 0,
-	CTE_8BIT,
-	CTE_QP,
-	CTE_LAST
-};
-
-static const char *const cte_names[CTE_LAST] = {
+static const char *const cte_names[MSG_CTE_LAST] = {
 	"7bit", "8bit", "quoted-printable",
-};
-
-enum msg_esc {
-	ESC_NONE = 0,
-	ESC_HTML,
-	ESC_URL,
-	ESC_LAST
 };
 
 struct out {
@@ -83,26 +56,10 @@ struct out {
 	size_t len;
 };
 
-static void
-rerr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void
-rerr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* ---- merge values and the segment cursor ---- */
 
-static const char *
-field_lookup(const struct msg_render *r, const char *name, size_t nlen,
+const char *
+msg_field_lookup(const struct msg_render *r, const char *name, size_t nlen,
 	size_t *vlen)
 {
 	if (nlen == 5 && memcmp(name, "email", 5) == 0) {
@@ -121,8 +78,8 @@ field_lookup(const struct msg_render *r, const char *name, size_t nlen,
 	return NULL;
 }
 
-static void
-cur_init(struct msg_cur *c, const struct msg_tpl *t, int esc)
+void
+msg_cur_init(struct msg_cur *c, const struct msg_tpl *t, int esc)
 {
 	memset(c, 0, sizeof(*c));
 	c->tpl = t;
@@ -131,8 +88,8 @@ cur_init(struct msg_cur *c, const struct msg_tpl *t, int esc)
 }
 
 /* Make c->p/left point at the next non-empty chunk; false at the end. */
-static bool
-cur_fill(const struct msg_render *r, struct msg_cur *c)
+bool
+msg_cur_fill(const struct msg_render *r, struct msg_cur *c)
 {
 	const struct msg_tpl *t = c->tpl;
 
@@ -149,7 +106,7 @@ cur_fill(const struct msg_render *r, struct msg_cur *c)
 		if (s->kind == MSG_SEG_LIT) {
 			c->p = s->s;
 			c->left = s->len;
-		} else if ((c->p = field_lookup(r, s->s, s->len, &c->left)) != NULL) {
+		} else if ((c->p = msg_field_lookup(r, s->s, s->len, &c->left)) != NULL) {
 			c->isval = 1;
 		} else if (s->has_def) {
 			c->p = s->def;
@@ -164,21 +121,21 @@ cur_fill(const struct msg_render *r, struct msg_cur *c)
 static const char hexd[] = "0123456789ABCDEF";
 
 /* Next content byte (after value escaping) or -1 at the end. */
-static int
-cur_next(const struct msg_render *r, struct msg_cur *c)
+int
+msg_cur_next(const struct msg_render *r, struct msg_cur *c)
 {
 	unsigned char b;
 	const char *rep = NULL;
 
 	if (c->esc_pos < c->esc_len)
 		return (unsigned char)c->esc[c->esc_pos++];
-	if (c->left == 0 && !cur_fill(r, c))
+	if (c->left == 0 && !msg_cur_fill(r, c))
 		return -1;
 	b = (unsigned char)*c->p++;
 	c->left--;
-	if (!c->isval || c->esc_mode == ESC_NONE)
+	if (!c->isval || c->esc_mode == MSG_ESC_NONE)
 		return b;
-	if (c->esc_mode == ESC_HTML) {
+	if (c->esc_mode == MSG_ESC_HTML) {
 		switch (b) {
 		case '&': rep = "&amp;"; break;
 		case '<': rep = "&lt;"; break;
@@ -202,12 +159,12 @@ cur_next(const struct msg_render *r, struct msg_cur *c)
 	return (unsigned char)c->esc[0];
 }
 
-static int
-cur_peek(const struct msg_render *r, const struct msg_cur *c)
+int
+msg_cur_peek(const struct msg_render *r, const struct msg_cur *c)
 {
 	struct msg_cur tmp = *c;
 
-	return cur_next(r, &tmp);
+	return msg_cur_next(r, &tmp);
 }
 
 /* ---- output: caller's buffer first, overflow into pend, dot-stuffing ---- */
@@ -264,12 +221,6 @@ out_room(const struct out *o)
 
 /* ---- header text: plain / quoted / RFC 2047 ---- */
 
-static bool
-is_wsp(int c)
-{
-	return c == ' ' || c == '\t';
-}
-
 static size_t
 utf8_lead_len(int c)
 {
@@ -311,12 +262,12 @@ text_step(struct msg_render *r, struct out *o, int mode)
 	while (out_room(o) > 0) {
 		int c;
 
-		if (mode == HM_ENC) {
+		if (mode == MSG_HM_ENC) {
 			unsigned char buf[48];
 			char line[80];
 			size_t avail, max, nb = 0, l;
 
-			if (cur_peek(r, &r->cur) < 0)
+			if (msg_cur_peek(r, &r->cur) < 0)
 				return true;
 			if (r->tphase) {
 				out_str(r, o, "\r\n ");
@@ -331,12 +282,12 @@ text_step(struct msg_render *r, struct out *o, int mode)
 			}
 			if (max > 45)
 				max = 45;
-			while (nb < max && (c = cur_peek(r, &r->cur)) >= 0) {
+			while (nb < max && (c = msg_cur_peek(r, &r->cur)) >= 0) {
 				l = utf8_lead_len(c);
 				if (nb + l > max)
 					break;
 				while (l-- > 0)
-					buf[nb++] = (unsigned char)cur_next(r, &r->cur);
+					buf[nb++] = (unsigned char)msg_cur_next(r, &r->cur);
 			}
 			memcpy(line, "=?UTF-8?B?", 10);
 			l = 10 + b64_encode(buf, nb, line + 10);
@@ -347,37 +298,37 @@ text_step(struct msg_render *r, struct out *o, int mode)
 			r->tphase = 1;
 			continue;
 		}
-		if (mode == HM_QUOTED && r->tphase == 0) {
+		if (mode == MSG_HM_QUOTED && r->tphase == 0) {
 			out_put(r, o, "\"", 1);
 			r->col++;
 			r->tphase = 1;
 		}
-		c = cur_peek(r, &r->cur);
+		c = msg_cur_peek(r, &r->cur);
 		if (c < 0) {
-			if (mode == HM_QUOTED)
+			if (mode == MSG_HM_QUOTED)
 				out_put(r, o, "\"", 1);
 			return true;
 		}
-		if (is_wsp(c)) {
+		if (msg_is_wsp(c)) {
 			/* fold (or not) once, at the start of a whitespace run */
 			if (r->tphase != 2) {
 				struct msg_cur m = r->cur;
 				size_t w = 0, n = 0;
 				int d;
 
-				while ((d = cur_next(r, &m)) >= 0 && is_wsp(d))
+				while ((d = msg_cur_next(r, &m)) >= 0 && msg_is_wsp(d))
 					w++;
-				while (d >= 0 && !is_wsp(d)) {
-					n += (mode == HM_QUOTED && (d == '"' || d == '\\')) ? 2 : 1;
-					d = cur_next(r, &m);
+				while (d >= 0 && !msg_is_wsp(d)) {
+					n += (mode == MSG_HM_QUOTED && (d == '"' || d == '\\')) ? 2 : 1;
+					d = msg_cur_next(r, &m);
 				}
-				if (d < 0 && mode == HM_QUOTED)
+				if (d < 0 && mode == MSG_HM_QUOTED)
 					n++;
 				if (n == 0) {
 					/* trailing whitespace of an unstructured value is
 					 * dropped: it could only make an over-long line or
 					 * a whitespace-only continuation */
-					while (cur_next(r, &r->cur) >= 0)
+					while (msg_cur_next(r, &r->cur) >= 0)
 						;
 					return true;
 				}
@@ -388,8 +339,8 @@ text_step(struct msg_render *r, struct out *o, int mode)
 				r->tphase = 2;
 			}
 			for (int k = 0; k < 64 && out_room(o) > 0 &&
-			     is_wsp(c = cur_peek(r, &r->cur)); k++) {
-				char ch = (char)cur_next(r, &r->cur);
+			     msg_is_wsp(c = msg_cur_peek(r, &r->cur)); k++) {
+				char ch = (char)msg_cur_next(r, &r->cur);
 
 				out_put(r, o, &ch, 1);
 				r->col++;
@@ -398,11 +349,11 @@ text_step(struct msg_render *r, struct out *o, int mode)
 		}
 		/* a word, in bounded pieces; folding happens only at whitespace */
 		for (int k = 0; k < 64 && out_room(o) > 0 &&
-		     (c = cur_peek(r, &r->cur)) >= 0 && !is_wsp(c); k++) {
+		     (c = msg_cur_peek(r, &r->cur)) >= 0 && !msg_is_wsp(c); k++) {
 			char ch[2] = { '\\', (char)c };
 
-			cur_next(r, &r->cur);
-			if (mode == HM_QUOTED && (c == '"' || c == '\\')) {
+			msg_cur_next(r, &r->cur);
+			if (mode == MSG_HM_QUOTED && (c == '"' || c == '\\')) {
 				out_put(r, o, ch, 2);
 				r->col += 2;
 			} else {
@@ -446,8 +397,8 @@ body_step_plain(struct msg_render *r, struct out *o)
 	while (out_room(o) > 0) {
 		int b;
 
-		if (c->esc_pos >= c->esc_len && cur_fill(r, c) &&
-		    !(c->isval && c->esc_mode != ESC_NONE)) {
+		if (c->esc_pos >= c->esc_len && msg_cur_fill(r, c) &&
+		    !(c->isval && c->esc_mode != MSG_ESC_NONE)) {
 			/* fast path: copy a run up to the next CR/LF */
 			size_t n = c->left, room = out_room(o), k;
 
@@ -463,15 +414,15 @@ body_step_plain(struct msg_render *r, struct out *o)
 				continue;
 			}
 		}
-		b = cur_next(r, c);
+		b = msg_cur_next(r, c);
 		if (b < 0) {
 			if (!r->last_lf)
 				out_put(r, o, "\r\n", 2);
 			return true;
 		}
 		if (b == '\r' || b == '\n') {
-			if (b == '\r' && cur_peek(r, c) == '\n')
-				cur_next(r, c);
+			if (b == '\r' && msg_cur_peek(r, c) == '\n')
+				msg_cur_next(r, c);
 			out_put(r, o, "\r\n", 2);
 			r->last_lf = 1;
 		} else {
@@ -492,7 +443,7 @@ body_step_qp(struct msg_render *r, struct out *o)
 	while (out_room(o) > 0) {
 		char rep[3];
 		size_t n = 1;
-		int b = cur_next(r, c);
+		int b = msg_cur_next(r, c);
 
 		if (b < 0) {
 			/* a soft break keeps the content exact and ends with CRLF */
@@ -501,15 +452,15 @@ body_step_qp(struct msg_render *r, struct out *o)
 			return true;
 		}
 		if (b == '\r' || b == '\n') {
-			if (b == '\r' && cur_peek(r, c) == '\n')
-				cur_next(r, c);
+			if (b == '\r' && msg_cur_peek(r, c) == '\n')
+				msg_cur_next(r, c);
 			out_put(r, o, "\r\n", 2);
 			r->col = 0;
 			continue;
 		}
 		rep[0] = (char)b;
 		if (b == ' ' || b == '\t') {
-			int nx = cur_peek(r, c);
+			int nx = msg_cur_peek(r, c);
 
 			if (nx < 0 || nx == '\r' || nx == '\n')
 				n = 3;
@@ -570,13 +521,13 @@ step_addr_hdr(struct msg_render *r, struct out *o, const char *name,
 		snprintf(line, sizeof(line), "%s: ", name);
 		out_str(r, o, line);
 		r->col = (uint16_t)strlen(line);
-		if (mode == HM_NONE) {
+		if (mode == MSG_HM_NONE) {
 			out_put(r, o, addr, alen);
 			out_put(r, o, "\r\n", 2);
 			next_stage(r, next);
 			return;
 		}
-		cur_init(&r->cur, phrase, ESC_NONE);
+		msg_cur_init(&r->cur, phrase, MSG_ESC_NONE);
 		r->phase = 1;
 		/* fall through */
 	case 1:
@@ -601,7 +552,7 @@ step_text_hdr(struct msg_render *r, struct out *o, const char *name,
 		out_str(r, o, name);
 		out_put(r, o, ": ", 2);
 		r->col = (uint16_t)(strlen(name) + 2);
-		cur_init(&r->cur, t, ESC_NONE);
+		msg_cur_init(&r->cur, t, MSG_ESC_NONE);
 		r->phase = 1;
 	}
 	if (text_step(r, o, mode)) {
@@ -680,11 +631,11 @@ step(struct msg_render *r, struct out *o)
 		}
 		if (r->phase == 0) {
 			out_str(r, o, "List-Unsubscribe: <");
-			cur_init(&r->cur, &t->unsub, ESC_URL);
+			msg_cur_init(&r->cur, &t->unsub, MSG_ESC_URL);
 			r->phase = 1;
 		}
 		while (out_room(o) > 0) {
-			int b = cur_next(r, &r->cur);
+			int b = msg_cur_next(r, &r->cur);
 			char ch = (char)b;
 
 			if (b < 0) {
@@ -723,8 +674,8 @@ step(struct msg_render *r, struct out *o)
 		r->idx = 0;
 		r->last_lf = 1;
 		if (part_count(r) == 1)
-			cur_init(&r->cur, part_tpl(r, 0),
-				part_slot(r, 0) == 1 ? ESC_HTML : ESC_NONE);
+			msg_cur_init(&r->cur, part_tpl(r, 0),
+				part_slot(r, 0) == 1 ? MSG_ESC_HTML : MSG_ESC_NONE);
 		break;
 	case ST_PART_HDR:
 		snprintf(line, sizeof(line), "--%s\r\nContent-Type: text/%s; charset=UTF-8\r\n"
@@ -732,13 +683,13 @@ step(struct msg_render *r, struct out *o)
 			part_slot(r, r->idx) == 0 ? "plain" : "html",
 			cte_names[r->cte[part_slot(r, r->idx)]]);
 		out_str(r, o, line);
-		cur_init(&r->cur, part_tpl(r, r->idx),
-			part_slot(r, r->idx) == 1 ? ESC_HTML : ESC_NONE);
+		msg_cur_init(&r->cur, part_tpl(r, r->idx),
+			part_slot(r, r->idx) == 1 ? MSG_ESC_HTML : MSG_ESC_NONE);
 		next_stage(r, ST_PART_BODY);
 		r->last_lf = 1;
 		break;
 	case ST_PART_BODY: {
-		bool done = r->cte[part_slot(r, r->idx)] == CTE_QP ?
+		bool done = r->cte[part_slot(r, r->idx)] == MSG_CTE_QP ?
 			body_step_qp(r, o) : body_step_plain(r, o);
 
 		if (!done)
@@ -843,325 +794,3 @@ msg_render_smtp_size(const struct msg_render *r)
 	return msg_render_size(&c);
 }
 
-/* ---- open: validation and encoding decisions ---- */
-
-static int
-check_fields(const struct msg_render *r, const struct msg_tpl *t, bool header,
-	char *err, size_t errlen)
-{
-	for (uint32_t i = 0; i < t->nseg; i++) {
-		const struct msg_seg *s = &t->seg[i];
-		const char *v;
-		size_t n;
-
-		if (s->kind != MSG_SEG_FIELD)
-			continue;
-		v = field_lookup(r, s->s, s->len, &n);
-		if (v == NULL) {
-			if (s->has_def)
-				continue;
-			rerr(err, errlen, "missing field '%.*s' (used in %s, no default)",
-				(int)s->len, s->s, t->part);
-			return -EINVAL;
-		}
-		if (msg_utf8_check(v, n) != n) {
-			rerr(err, errlen, "field '%.*s' (used in %s): invalid UTF-8",
-				(int)s->len, s->s, t->part);
-			return -EINVAL;
-		}
-		if (!header)
-			continue;
-		for (size_t k = 0; k < n; k++) {
-			unsigned char c = (unsigned char)v[k];
-			const char *why = NULL;
-
-			if (c == '\r' || c == '\n')
-				why = "CR or LF";
-			else if (c == 0)
-				why = "NUL";
-			else if ((c < 32 && c != '\t') || c == 127)
-				why = "a control character";
-			if (why != NULL) {
-				rerr(err, errlen, "field '%.*s' (used in header %s): contains %s",
-					(int)s->len, s->s, t->part, why);
-				return -EINVAL;
-			}
-		}
-	}
-	return 0;
-}
-
-struct hstat {
-	bool nonascii;
-	bool special;   /* ASCII that is not atext or whitespace */
-	bool encword;   /* "=?" would look like an encoded word */
-	size_t chunk;   /* longest whitespace run + following word */
-	size_t chunk_q; /* the same with quoted-string escapes */
-	size_t total;
-	size_t nonwsp;
-};
-
-static void
-scan_hdr(const struct msg_render *r, const struct msg_tpl *t, struct hstat *h)
-{
-	struct msg_cur c;
-	size_t w = 0, word = 0, word_q = 0;
-	int b, prev = -1;
-
-	memset(h, 0, sizeof(*h));
-	cur_init(&c, t, ESC_NONE);
-	for (;;) {
-		b = cur_next(r, &c);
-		if (b < 0 || (is_wsp(b) && word > 0)) {
-			if (w + word > h->chunk)
-				h->chunk = w + word;
-			if (w + word_q > h->chunk_q)
-				h->chunk_q = w + word_q;
-			w = word = word_q = 0;
-		}
-		if (b < 0)
-			break;
-		h->total++;
-		if (is_wsp(b)) {
-			w++;
-		} else {
-			h->nonwsp++;
-			word++;
-			word_q += (b == '"' || b == '\\') ? 2 : 1;
-		}
-		if (b >= 0x80)
-			h->nonascii = true;
-		else if (!is_wsp(b) && !msg_is_atext((unsigned char)b))
-			h->special = true;
-		if (prev == '=' && b == '?')
-			h->encword = true;
-		prev = b;
-	}
-}
-
-static int
-hdr_mode(const struct msg_render *r, const struct msg_tpl *t, bool phrase)
-{
-	struct hstat h;
-
-	if (!t->present)
-		return phrase ? HM_NONE : HM_PLAIN;
-	scan_hdr(r, t, &h);
-	if (phrase && h.nonwsp == 0)
-		return HM_NONE;     /* e.g. "{{first|}} {{last|}}" with neither */
-	if ((h.nonascii && !(r->flags & MSG_F_SMTPUTF8)) || h.encword)
-		return HM_ENC;
-	if (!phrase)
-		return h.chunk > CHUNK_MAX ? HM_ENC : HM_PLAIN;
-	if (h.special)
-		return h.chunk_q + 2 > CHUNK_MAX ? HM_ENC : HM_QUOTED;
-	return h.chunk > CHUNK_MAX ? HM_ENC : HM_PLAIN;
-}
-
-struct bscan {
-	size_t len, maxline;
-	unsigned m;             /* chars of "=_mp" matched */
-	bool nonascii, nul, hit, dot;
-};
-
-static inline void
-bscan_byte(struct bscan *s, unsigned b)
-{
-	static const char pat[] = "=_mp";
-
-	if (s->len == 0)
-		s->dot = b == '.';
-	s->len++;
-	s->nonascii |= b >= 0x80;
-	s->nul |= b == 0;
-	/* '=' occurs once in the pattern, so restarting on it is exact */
-	s->m = b == (unsigned char)pat[s->m] ? s->m + 1 : (b == '=' ? 1 : 0);
-	if (s->m == sizeof(pat) - 1) {
-		s->hit = true;
-		s->m = 0;
-	}
-}
-
-/* Transfer encoding of a body part; the rules are listed in msg.h. */
-static int
-body_cte(const struct msg_render *r, const struct msg_tpl *t, int esc,
-	bool multipart)
-{
-	struct msg_cur c;
-	struct bscan s = { 0 };
-	int b;
-
-	cur_init(&c, t, esc);
-	for (;;) {
-		if (c.esc_pos >= c.esc_len && cur_fill(r, &c) &&
-		    !(c.isval && c.esc_mode != ESC_NONE)) {
-			/* fast path over a chunk, up to a line break */
-			const unsigned char *p = (const unsigned char *)c.p;
-			const unsigned char *e = p + c.left;
-
-			while (p < e && *p != '\r' && *p != '\n')
-				bscan_byte(&s, *p++);
-			c.left -= (size_t)(p - (const unsigned char *)c.p);
-			c.p = (const char *)p;
-			if (c.left == 0)
-				continue;
-		}
-		b = cur_next(r, &c);
-		if (b < 0 || b == '\r' || b == '\n') {
-			size_t eff = s.len + (s.dot && (r->flags & MSG_F_DOTSTUFF) ? 1 : 0);
-
-			if (eff > s.maxline)
-				s.maxline = eff;
-			if (b < 0)
-				break;
-			if (b == '\r' && cur_peek(r, &c) == '\n')
-				cur_next(r, &c);
-			s.len = 0;
-			s.dot = false;
-			s.m = 0;
-			continue;
-		}
-		bscan_byte(&s, (unsigned)b);
-	}
-	if (s.nul || s.maxline > MSG_LINE_MAX || (multipart && s.hit))
-		return CTE_QP;
-	if (s.nonascii)
-		return (r->flags & MSG_F_8BITMIME) ? CTE_8BIT : CTE_QP;
-	return CTE_7BIT;
-}
-
-static uint64_t
-fnv(uint64_t h, const void *p, size_t n)
-{
-	const unsigned char *u = p;
-
-	for (size_t i = 0; i < n; i++) {
-		h ^= u[i];
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
-
-static bool
-token_ok(const char *s)
-{
-	size_t n = strnlen(s, MSG_MAX_TOKEN + 1);
-
-	if (n == 0 || n > MSG_MAX_TOKEN)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
-int
-msg_render_open(struct msg_render *r, const struct msg_template *t,
-	const char *rcpt_addr, const struct msg_fields *fields, unsigned flags,
-	time_t date, char *err, size_t errlen)
-{
-	const struct msg_tpl *hdr_tpls[4];
-	uint64_t h;
-	int rc;
-
-	if (err != NULL && errlen > 0)
-		err[0] = '\0';
-	if (r == NULL || t == NULL) {
-		rerr(err, errlen, "no render state or template");
-		return -EINVAL;
-	}
-	memset(r, 0, sizeof(*r));
-	r->t = t;
-	r->flags = flags;
-	r->date = date;
-	if (fields != NULL)
-		r->f = *fields;
-	if (r->f.n > 0 && r->f.v == NULL) {
-		rerr(err, errlen, "fields: n > 0 with no array");
-		return -EINVAL;
-	}
-	if (rcpt_addr == NULL || msg_addr_valid(rcpt_addr, flags & MSG_F_SMTPUTF8) < 0) {
-		rerr(err, errlen, "recipient address invalid%s: '%.254s'",
-			(rcpt_addr && msg_has_nonascii(rcpt_addr, strnlen(rcpt_addr, 256)) &&
-			 !(flags & MSG_F_SMTPUTF8)) ? " (non-ASCII needs SMTPUTF8)" : "",
-			rcpt_addr ? rcpt_addr : "(null)");
-		return -EINVAL;
-	}
-	r->rcpt = rcpt_addr;
-	r->rcpt_len = strlen(rcpt_addr);
-	if (!(flags & MSG_F_SMTPUTF8) && (t->from_utf8 || t->reply_utf8)) {
-		rerr(err, errlen, "from/reply-to address is non-ASCII and the session "
-			"has no SMTPUTF8");
-		return -EINVAL;
-	}
-	if (r->f.msgid_token != NULL) {
-		if (!token_ok(r->f.msgid_token)) {
-			rerr(err, errlen, "msgid_token: must be 1-%d of [A-Za-z0-9._-]",
-				MSG_MAX_TOKEN);
-			return -EINVAL;
-		}
-	} else if (t->campaign_id == NULL) {
-		rerr(err, errlen, "no msgid_token and no campaign_id for Message-ID");
-		return -EINVAL;
-	}
-
-	/* merge values: presence, UTF-8, nothing that could break a header */
-	hdr_tpls[0] = &t->from_name;
-	hdr_tpls[1] = &t->to_name;
-	hdr_tpls[2] = &t->subject;
-	hdr_tpls[3] = &t->unsub;
-	for (int i = 0; i < 4; i++)
-		if ((rc = check_fields(r, hdr_tpls[i], true, err, errlen)) < 0)
-			return rc;
-	for (size_t i = 0; i < t->nhdr; i++)
-		if ((rc = check_fields(r, &t->hval[i], true, err, errlen)) < 0)
-			return rc;
-	if ((rc = check_fields(r, &t->text, false, err, errlen)) < 0 ||
-	    (rc = check_fields(r, &t->html, false, err, errlen)) < 0)
-		return rc;
-
-	r->mode_from = (uint8_t)hdr_mode(r, &t->from_name, true);
-	r->mode_to = (uint8_t)hdr_mode(r, &t->to_name, true);
-	r->mode_subject = (uint8_t)hdr_mode(r, &t->subject, false);
-	for (size_t i = 0; i < t->nhdr; i++)
-		r->mode_hdr[i] = (uint8_t)hdr_mode(r, &t->hval[i], false);
-	if (t->unsub.present) {
-		struct msg_cur c;
-		size_t n = 0;
-
-		cur_init(&c, &t->unsub, ESC_URL);
-		while (cur_next(r, &c) >= 0)
-			n++;
-		if (n + 21 > MSG_LINE_MAX) {
-			rerr(err, errlen, "unsub_url: %zu octets, too long for one header line", n);
-			return -EINVAL;
-		}
-	}
-	{
-		bool multi = t->text.present && t->html.present;
-
-		if (t->text.present)
-			r->cte[0] = (uint8_t)body_cte(r, &t->text, ESC_NONE, multi);
-		if (t->html.present)
-			r->cte[1] = (uint8_t)body_cte(r, &t->html, ESC_HTML, multi);
-	}
-
-	/* "=_" never occurs in quoted-printable, and 7bit/8bit parts holding
-	 * "=_mp" were switched to quoted-printable above */
-	h = fnv(0xcbf29ce484222325ull, r->rcpt, r->rcpt_len);
-	if (r->f.msgid_token != NULL)
-		h = fnv(h, r->f.msgid_token, strlen(r->f.msgid_token));
-	if (t->campaign_id != NULL)
-		h = fnv(h, t->campaign_id, strlen(t->campaign_id));
-	h = fnv(h, &r->f.index, sizeof(r->f.index));
-	h = fnv(h, &date, sizeof(date));
-	snprintf(r->boundary, sizeof(r->boundary), "=_mp%016llx", (unsigned long long)h);
-
-	msg_render_rewind(r);
-	r->magic = MSG_MAGIC;
-	return 0;
-}

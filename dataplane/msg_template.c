@@ -14,12 +14,8 @@
 
 #include "msg_int.h"
 
-static void
-tpl_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void
-tpl_err(char *err, size_t errlen, const char *fmt, ...)
+void
+msg_errf(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -45,7 +41,7 @@ tpl_err_at(char *err, size_t errlen, const char *part, const char *src,
 			col++;
 		}
 	}
-	tpl_err(err, errlen, "%s: %zu:%zu: %s", part, line, col, what);
+	msg_errf(err, errlen, "%s: %zu:%zu: %s", part, line, col, what);
 }
 
 static bool
@@ -188,7 +184,7 @@ tpl_parse(struct msg_tpl *t, const char *part, const char *src, bool header,
 	}
 	return 0;
 nomem:
-	tpl_err(err, errlen, "out of memory");
+	msg_errf(err, errlen, "out of memory");
 	return -ENOMEM;
 }
 
@@ -212,7 +208,7 @@ tpl_check_hname(const char *name, char *err, size_t errlen)
 	size_t n = name ? strlen(name) : 0;
 
 	if (n == 0 || n > MSG_MAX_HNAME) {
-		tpl_err(err, errlen, "header name empty or longer than %d", MSG_MAX_HNAME);
+		msg_errf(err, errlen, "header name empty or longer than %d", MSG_MAX_HNAME);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -220,7 +216,7 @@ tpl_check_hname(const char *name, char *err, size_t errlen)
 
 		/* RFC 5322 ftext: printable US-ASCII except ":" */
 		if (c < 33 || c > 126 || c == ':') {
-			tpl_err(err, errlen, "header name '%.64s': invalid character at %zu",
+			msg_errf(err, errlen, "header name '%.64s': invalid character at %zu",
 				name, i + 1);
 			return -EINVAL;
 		}
@@ -232,7 +228,7 @@ tpl_check_hname(const char *name, char *err, size_t errlen)
 			goto reserved;
 	return 0;
 reserved:
-	tpl_err(err, errlen, "header name '%s' is reserved (set by the renderer)", name);
+	msg_errf(err, errlen, "header name '%s' is reserved (set by the renderer)", name);
 	return -EINVAL;
 }
 
@@ -276,7 +272,7 @@ tpl_check_url(const struct msg_tpl *u, char *err, size_t errlen)
 {
 	if (u->nseg == 0 || u->seg[0].kind != MSG_SEG_LIT || u->seg[0].len < 9 ||
 	    strncasecmp(u->seg[0].s, "https://", 8) != 0) {
-		tpl_err(err, errlen, "unsub_url: must start with https:// (RFC 8058 one-click)");
+		msg_errf(err, errlen, "unsub_url: must start with https:// (RFC 8058 one-click)");
 		return -EINVAL;
 	}
 	for (uint32_t i = 0; i < u->nseg; i++) {
@@ -288,7 +284,7 @@ tpl_check_url(const struct msg_tpl *u, char *err, size_t errlen)
 			unsigned char c = (unsigned char)p[k];
 
 			if (c <= 32 || c >= 127 || c == '<' || c == '>' || c == '"') {
-				tpl_err(err, errlen, "unsub_url: character 0x%02x not allowed "
+				msg_errf(err, errlen, "unsub_url: character 0x%02x not allowed "
 					"in a URL (percent-encode it)", c);
 				return -EINVAL;
 			}
@@ -307,25 +303,25 @@ msg_template_compile(const struct msg_template_spec *spec, char *err,
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
 	if (spec == NULL) {
-		tpl_err(err, errlen, "no template spec");
+		msg_errf(err, errlen, "no template spec");
 		return NULL;
 	}
 	t = calloc(1, sizeof(*t));
 	if (t == NULL) {
-		tpl_err(err, errlen, "out of memory");
+		msg_errf(err, errlen, "out of memory");
 		return NULL;
 	}
 	if (spec->from_addr == NULL || msg_addr_valid(spec->from_addr, MSG_F_SMTPUTF8) < 0) {
-		tpl_err(err, errlen, "from_addr: invalid address '%.254s'",
+		msg_errf(err, errlen, "from_addr: invalid address '%.254s'",
 			spec->from_addr ? spec->from_addr : "(null)");
 		goto fail;
 	}
 	if (spec->reply_to != NULL && msg_addr_valid(spec->reply_to, MSG_F_SMTPUTF8) < 0) {
-		tpl_err(err, errlen, "reply_to: invalid address '%.254s'", spec->reply_to);
+		msg_errf(err, errlen, "reply_to: invalid address '%.254s'", spec->reply_to);
 		goto fail;
 	}
 	if (spec->campaign_id != NULL && !tpl_token_ok(spec->campaign_id)) {
-		tpl_err(err, errlen, "campaign_id: must be 1-%d of [A-Za-z0-9._-]",
+		msg_errf(err, errlen, "campaign_id: must be 1-%d of [A-Za-z0-9._-]",
 			MSG_MAX_TOKEN);
 		goto fail;
 	}
@@ -333,7 +329,7 @@ msg_template_compile(const struct msg_template_spec *spec, char *err,
 	if (dom == NULL)
 		dom = strrchr(spec->from_addr, '@') + 1;
 	if (dom[0] == '[' || msg_has_nonascii(dom, strlen(dom))) {
-		tpl_err(err, errlen, "msgid_domain: '%.255s' is not an ASCII domain name", dom);
+		msg_errf(err, errlen, "msgid_domain: '%.255s' is not an ASCII domain name", dom);
 		goto fail;
 	}
 	{
@@ -342,20 +338,20 @@ msg_template_compile(const struct msg_template_spec *spec, char *err,
 
 		snprintf(probe, sizeof(probe), "x@%s", dom);
 		if (strlen(dom) > 253 || msg_addr_valid(probe, 0) < 0) {
-			tpl_err(err, errlen, "msgid_domain: invalid domain '%.255s'", dom);
+			msg_errf(err, errlen, "msgid_domain: invalid domain '%.255s'", dom);
 			goto fail;
 		}
 	}
 	if (spec->subject == NULL) {
-		tpl_err(err, errlen, "subject: required");
+		msg_errf(err, errlen, "subject: required");
 		goto fail;
 	}
 	if (spec->text == NULL && spec->html == NULL) {
-		tpl_err(err, errlen, "body: a text or an HTML body is required");
+		msg_errf(err, errlen, "body: a text or an HTML body is required");
 		goto fail;
 	}
 	if (spec->nheaders > MSG_MAX_HEADERS || (spec->nheaders > 0 && spec->headers == NULL)) {
-		tpl_err(err, errlen, "headers: at most %d extra headers", MSG_MAX_HEADERS);
+		msg_errf(err, errlen, "headers: at most %d extra headers", MSG_MAX_HEADERS);
 		goto fail;
 	}
 	t->from_utf8 = msg_has_nonascii(spec->from_addr, strlen(spec->from_addr));
@@ -368,7 +364,7 @@ msg_template_compile(const struct msg_template_spec *spec, char *err,
 	if (t->from_addr == NULL || t->msgid_domain == NULL ||
 	    (spec->reply_to && t->reply_to == NULL) ||
 	    (spec->campaign_id && t->campaign_id == NULL)) {
-		tpl_err(err, errlen, "out of memory");
+		msg_errf(err, errlen, "out of memory");
 		goto fail;
 	}
 	if (tpl_parse(&t->from_name, "from_name", spec->from_name, true, err, errlen) < 0 ||
@@ -387,14 +383,14 @@ msg_template_compile(const struct msg_template_spec *spec, char *err,
 			goto fail;
 		for (size_t k = 0; k < i; k++) {
 			if (strcasecmp(h->name, t->hname[k]) == 0) {
-				tpl_err(err, errlen, "header name '%s' given twice", h->name);
+				msg_errf(err, errlen, "header name '%s' given twice", h->name);
 				goto fail;
 			}
 		}
 		t->hname[i] = strdup(h->name);
 		t->nhdr = i + 1;
 		if (t->hname[i] == NULL) {
-			tpl_err(err, errlen, "out of memory");
+			msg_errf(err, errlen, "out of memory");
 			goto fail;
 		}
 		if (tpl_parse(&t->hval[i], t->hname[i], h->value ? h->value : "",
