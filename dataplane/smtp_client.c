@@ -998,6 +998,10 @@ sess_reply(struct smtp_sess *s)
 		if (s->drain > 0)
 			s->drain--;
 		if (code == 354) {
+			if (s->out_len) {
+				s->info.protocol_error = 1;
+				return reply_fatal(s, SMTP_OUT_DEFERRED, SMTP_ST_DONE);
+			}
 			out_fmt(s, OUT_CMD, ".\r\n");
 			s->drain++;
 		}
@@ -1111,7 +1115,6 @@ smtp_sess_input(struct smtp_sess *s, const void *buf, size_t len, uint64_t now_m
 			smtp_ext_parse_line(&s->info.ext, s->reply.line, s->reply.line_len);
 		if (rc == SMTP_REPLY_DONE) {
 			sess_goto(s, sess_reply(s));
-			sess_pump(s);
 		}
 	}
 	sess_leave(s);
