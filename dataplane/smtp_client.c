@@ -1155,6 +1155,8 @@ smtp_sess_on_closed(struct smtp_sess *s, int err, uint64_t now_ms)
 
 	if (sess_enter_call(s, now_ms) < 0)
 		return;
+	if (s->state == SMTP_ST_TLS_HANDSHAKE || s->state == SMTP_ST_TLS_IMPLICIT)
+		s->info.tls_failed = 1;
 	if (s->state != SMTP_ST_QUIT && s->state != SMTP_ST_DONE) {
 		res_local(&r, SMTP_OUT_DEFERRED, stage_of(s->state),
 			"connection to %s lost in state %s: %s", host(s),
@@ -1175,6 +1177,8 @@ smtp_sess_tick(struct smtp_sess *s, uint64_t now_ms)
 		return;
 	if (s->deadline != NO_DEADLINE && s->now >= s->deadline) {
 		s->info.timed_out = 1;
+		if (s->state == SMTP_ST_TLS_HANDSHAKE || s->state == SMTP_ST_TLS_IMPLICIT)
+			s->info.tls_failed = 1;
 		LOGD(s, "timeout state=%s", smtp_state_name(s->state));
 		if (s->state != SMTP_ST_QUIT) {
 			res_local(&r, SMTP_OUT_DEFERRED, s->dl_stage,

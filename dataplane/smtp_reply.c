@@ -139,6 +139,8 @@ smtp_reply_feed(struct smtp_reply *r, const void *buf, size_t len, size_t *consu
 			goto eol;
 		if (c == '\0')
 			return -EPROTO;
+		if (r->pos >= SMTP_REPLY_LINE_MAX)
+			return -EMSGSIZE;
 		if (r->pos == 0)
 			r->line_len = 0;
 		if (r->pos < 3) {
@@ -162,8 +164,7 @@ smtp_reply_feed(struct smtp_reply *r, const void *buf, size_t len, size_t *consu
 		} else if (r->line_len < SMTP_REPLY_KEEP - 1) {
 			r->line[r->line_len++] = (c < 0x20 && c != '\t') || c == 0x7f ? '?' : (char)c;
 		}
-		if (++r->pos > SMTP_REPLY_LINE_MAX)
-			return -EMSGSIZE;
+		r->pos++;
 		continue;
 eol:
 		rc = line_end(r);

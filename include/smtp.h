@@ -20,6 +20,19 @@
  * an op). ops->close is always the last thing the session does in the
  * current call, so the owner may free or reuse the session inside it.
  *
+ * Protocol choices: with PIPELINING, MAIL, all RCPT and DATA go out
+ * without waiting (RFC 2920) and replies are matched in order; BDAT
+ * (CHUNKING, enabled by config) is used only when the body size is known,
+ * chunks of cfg->bdat_chunk bytes, each chunk waits for its reply.
+ * Recipients beyond max_rcpt_per_txn go in following transactions of the
+ * same message (body reopened). RSET follows a transaction that failed
+ * before the end of data. A 421 at any point ends the session (deferred).
+ * On any fatal error (421, timeout, closed, TLS policy, protocol error) the
+ * session also drains ops->next_txn and reports every recipient the owner
+ * still had for it, so results reach the owner in one place. When 8BITMIME
+ * is needed but not offered the message is sent without BODY= (as Postfix
+ * does); non-ASCII addresses without SMTPUTF8 fail the message.
+ *
  * Also here: the incremental reply parser (smtp_reply_*) and the EHLO
  * extension parser (smtp_ext_*), used by the session and by tests.
  */
@@ -389,7 +402,15 @@ int smtp_sess_init(struct smtp_sess *s, const struct smtp_config *cfg,
  *  ops->starttls first under implicit TLS). */
 void smtp_sess_start(struct smtp_sess *s, uint64_t now_ms);
 
-/** Plaintext from the server, any fragmentation. */
+/**
+ * Plaintext from the server, any fragmentation. Complete replies are
+ * acted on in order; what the session has to write in response is written
+ * when the call returns, so bytes of this same chunk can never count as a
+ * reply to a command sent because of it (a server answering ahead of time
+ * is a protocol error). In the TLS handshake states every byte is dropped
+ * and counted in smtp_sess_info()->discarded (RFC 3207, CVE-2011-0411).
+ * A malformed or oversized reply ends the session: recipients deferred.
+ */
 void smtp_sess_input(struct smtp_sess *s, const void *buf, size_t len,
 	uint64_t now_ms);
 
