@@ -1005,6 +1005,106 @@ test_body_source_error(void)
 	CHECK_EQ(H.res[0].stage, SMTP_STAGE_BODY);
 }
 
+/* A BDAT chunk refused: accepted recipients get that reply, no further
+ * chunk is sent, RSET before the next transaction. */
+static void
+test_bdat_chunk_refused(void)
+{
+	static const char *const r1[] = { "a@y.org", "b@y.org" };
+	static const char data[] = "0123456789abcdefghij";
+	struct membody b = { data, 20 };
+
+	h_init(SMTP_TLS_NONE);
+	H.cfg.use_chunking = 1;
+	H.cfg.bdat_chunk = 10;
+	add_txn("s@x.org", r1, 2, &b, 20, NULL);
+	h_start();
+	srv(GREET);
+	EXPECT_W(EHLO_C);
+	srv("250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+	/* BDAT is not pipelined behind the RCPTs */
+	EXPECT_W("MAIL FROM:<s@x.org>\r\nRCPT TO:<a@y.org>\r\nRCPT TO:<b@y.org>\r\n");
+	srv("250 ok\r\n250 ok\r\n250 ok\r\n");
+	EXPECT_W("BDAT 10\r\n0123456789");
+	srv("554 5.6.0 content rejected\r\n");
+	EXPECT_W("RSET\r\n");
+	CHECK_EQ(H.nres, 2);
+	for (int i = 0; i < 2; i++) {
+		CHECK_EQ(H.res[i].outcome, SMTP_OUT_BOUNCED);
+		CHECK_EQ(H.res[i].stage, SMTP_STAGE_BODY);
+	}
+	srv("250 ok\r\n");
+	EXPECT_W("QUIT\r\n");
+}
+
+static void
+test_tls_handshake_timeout(void)
+{
+	static const char *const r1[] = { "a@y.org" };
+	struct membody b = { body_raw, sizeof(body_raw) - 1 };
+
+	h_init(SMTP_TLS_OPPORTUNISTIC);
+	H.cfg.t_tls = 30000;
+	add_txn("s@x.org", r1, 1, &b, -1, NULL);
+	h_start();
+	srv(GREET);
+	srv("250-mx.example.org\r\n250 STARTTLS\r\n");
+	srv("220 go\r\n");
+	take();
+	CHECK_EQ(smtp_sess_deadline(&H.s), H.now + 30000);
+	smtp_sess_tick(&H.s, H.now + 30000);
+	CHECK_EQ(H.closed, 1);
+	CHECK_EQ(H.nres, 1);
+	CHECK_EQ(H.res[0].stage, SMTP_STAGE_TLS);
+	CHECK(smtp_sess_info(&H.s)->tls_failed);
+	EXPECT_W("");
+}
+
+/* Body without a final CRLF: the terminator supplies it. */
+static void
+test_body_without_final_crlf(void)
+{
+	static const char *const r1[] = { "a@y.org" };
+	static const char data[] = "line\r\nno end";
+	struct membody b = { data, sizeof(data) - 1 };
+
+	h_init(SMTP_TLS_NONE);
+	add_txn("s@x.org", r1, 1, &b, -1, NULL);
+	h_start();
+	srv(GREET);
+	srv("250-mx\r\n250 PIPELINING\r\n");
+	take();
+	srv("250 ok\r\n250 ok\r\n354 go\r\n");
+	EXPECT_W("line\r\nno end\r\n.\r\n");
+}
+
+/* The transport refuses a pipelined RCPT (-EAGAIN) and MAIL's 5xx comes
+ * back meanwhile: the unsent RCPT is dropped, never written later. */
+static void
+test_eagain_mid_pipeline_mail_rejected(void)
+{
+	static const char *const r1[] = { "a@y.org", "b@y.org" };
+	struct membody b = { body_raw, sizeof(body_raw) - 1 };
+
+	h_init(SMTP_TLS_NONE);
+	add_txn("s@x.org", r1, 2, &b, -1, NULL);
+	h_start();
+	srv(GREET);
+	take();
+	H.block_after = H.writes + 2;
+	srv("250-mx\r\n250 PIPELINING\r\n");
+	EXPECT_W("MAIL FROM:<s@x.org>\r\nRCPT TO:<a@y.org>\r\n");
+	srv("550 5.7.1 go away\r\n503 5.5.1 no\r\n");
+	H.block = 0;
+	H.block_after = 0;
+	smtp_sess_on_writable(&H.s, H.now);
+	EXPECT_W("RSET\r\n");
+	CHECK_EQ(H.nres, 2);
+	CHECK_EQ(H.res[1].code, 550);
+	CHECK_EQ(H.res[1].stage, SMTP_STAGE_MAIL);
+	CHECK(strstr(H.all, "RCPT TO:<b@y.org>") == NULL);
+}
+
 static void
 test_init_rejects_bad_config(void)
 {
@@ -1047,6 +1147,10 @@ main(void)
 	test_421_mid_rcpt_and_unexpected_reply();
 	test_bad_addresses_and_utf8();
 	test_body_source_error();
+	test_bdat_chunk_refused();
+	test_tls_handshake_timeout();
+	test_body_without_final_crlf();
+	test_eagain_mid_pipeline_mail_rejected();
 	test_init_rejects_bad_config();
 	printf("sizeof(struct smtp_sess) = %zu\n", sizeof(struct smtp_sess));
 	return mp_test_result("smtp_client");
