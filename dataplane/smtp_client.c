@@ -294,8 +294,8 @@ sess_fail_all(struct smtp_sess *s, struct smtp_rcpt_result *r)
 {
 	unsigned n;
 
-	LOGD(s, "fail_all outcome=%s stage=%s text=\"%s\"",
-		smtp_outcome_name(r->outcome), smtp_stage_name(r->stage), r->text);
+	LOGD(s, "fail_all outcome=%s stage=%s code=%d",
+		smtp_outcome_name(r->outcome), smtp_stage_name(r->stage), r->code);
 	emit_txn_rest(s, r, s->b_first);
 	s->have_txn = 0;
 	s->b_first = s->b_end = 0;
@@ -334,7 +334,7 @@ out_fmt(struct smtp_sess *s, enum out_kind kind, const char *fmt, ...)
 		abort();
 	s->out_len = (uint16_t)n;
 	s->out_cmd = (uint8_t)kind;
-	LOGD(s, "send %.*s", n > 2 ? n - 2 : n, s->out);
+	LOGD(s, "send cmd=\"%.*s\"", n > 2 ? n - 2 : n, s->out);
 }
 
 static int
@@ -805,7 +805,7 @@ sess_goto(struct smtp_sess *s, enum smtp_state st)
 			st = SMTP_ST_DONE;
 		if (s->state == SMTP_ST_DONE)
 			return;	/* nothing leaves DONE */
-		LOGD(s, "state %s -> %s", smtp_state_name(s->state), smtp_state_name(st));
+		LOGD(s, "transition from=%s to=%s", smtp_state_name(s->state), smtp_state_name(st));
 		s->state = st;
 		st = sess_enter(s);
 	}
@@ -920,7 +920,7 @@ sess_reply(struct smtp_sess *s)
 		s->reply.nlines);
 	if (s->outstanding == 0) {
 		s->info.protocol_error = 1;
-		LOGW(s, "unexpected reply state=%s code=%d", smtp_state_name(s->state), code);
+		LOGW(s, "event=unexpected_reply state=%s code=%d", smtp_state_name(s->state), code);
 		return reply_fatal(s, SMTP_OUT_DEFERRED, SMTP_ST_DONE);
 	}
 	s->outstanding--;
@@ -1028,7 +1028,7 @@ sess_enter_call(struct smtp_sess *s, uint64_t now)
 {
 	if (s->in_call || s->closed) {
 		if (s->in_call)
-			LOGW(s, "re-entrant call ignored");
+			LOGW(s, "reentrant_call=ignored");
 		return -1;
 	}
 	s->in_call = 1;
@@ -1046,7 +1046,7 @@ sess_leave(struct smtp_sess *s)
 	s->in_call = 0;
 	if (s->state == SMTP_ST_DONE && !s->closed) {
 		s->closed = 1;
-		LOGD(s, "close");
+		LOGD(s, "closed=1");
 		s->ops->close(s->ctx);
 	}
 }
@@ -1089,7 +1089,7 @@ smtp_sess_input(struct smtp_sess *s, const void *buf, size_t len, uint64_t now_m
 		    s->state == SMTP_ST_TLS_HANDSHAKE) {
 			/* RFC 3207: nothing from before the handshake is trusted */
 			s->info.discarded += len - off;
-			LOGW(s, "discarding %zu plaintext bytes state=%s", len - off,
+			LOGW(s, "discard bytes=%zu state=%s reason=before_tls_handshake", len - off,
 				smtp_state_name(s->state));
 			break;
 		}
@@ -1143,7 +1143,7 @@ smtp_sess_on_tls(struct smtp_sess *s, int ok, const char *why, uint64_t now_ms)
 				SMTP_ST_GREETING : SMTP_ST_EHLO);
 		}
 	} else {
-		LOGW(s, "on_tls ignored state=%s", smtp_state_name(s->state));
+		LOGW(s, "event=on_tls_ignored state=%s", smtp_state_name(s->state));
 	}
 	sess_leave(s);
 }
@@ -1179,7 +1179,7 @@ smtp_sess_tick(struct smtp_sess *s, uint64_t now_ms)
 		s->info.timed_out = 1;
 		if (s->state == SMTP_ST_TLS_HANDSHAKE || s->state == SMTP_ST_TLS_IMPLICIT)
 			s->info.tls_failed = 1;
-		LOGD(s, "timeout state=%s", smtp_state_name(s->state));
+		LOGD(s, "event=timeout state=%s", smtp_state_name(s->state));
 		if (s->state != SMTP_ST_QUIT) {
 			res_local(&r, SMTP_OUT_DEFERRED, s->dl_stage,
 				"timeout in state %s with %s", smtp_state_name(s->state), host(s));
