@@ -676,6 +676,20 @@ enter_txn(struct smtp_sess *s)
 	s->pipelining = !!(s->info.ext.bits & SMTP_EXT_PIPELINING);
 	s->use_bdat = s->cfg->use_chunking && (s->info.ext.bits & SMTP_EXT_CHUNKING) &&
 		s->txn.body.size >= 0;
+	/* open (rewind) the body before anything goes on the wire, so a
+	 * source that cannot render fails this message only */
+	{
+		unsigned f = body_flags(s) | (s->use_bdat ? 0 : SMTP_BODY_DOTSTUFF);
+		int rc = open_body(s, f);
+
+		if (rc < 0) {
+			s->txn_next = s->b_first;
+			fail_txn(s, SMTP_STAGE_LOCAL, "message body could not be opened: %s",
+				strerror(-rc));
+			return SMTP_ST_TXN;
+		}
+		s->stuff_self = (f & SMTP_BODY_DOTSTUFF) && rc == 0;
+	}
 	s->snd_pos = s->rep_pos = 0;
 	s->snd_rcpt = s->rep_rcpt = next_pending(s, s->b_first);
 	s->discard_data = 0;
@@ -697,15 +711,8 @@ tls_failed(struct smtp_sess *s, const char *why)
 }
 
 static enum smtp_state
-enter_body(struct smtp_sess *s, unsigned flags)
+enter_body(struct smtp_sess *s)
 {
-	int rc = open_body(s, flags);
-
-	if (rc < 0) {
-		sess_body_error(s, "source could not be opened");
-		return SMTP_ST_LAST;
-	}
-	s->stuff_self = (flags & SMTP_BODY_DOTSTUFF) && rc == 0;
 	s->bol = 1;
 	s->body_eof = 0;
 	s->tail[0] = '\r';
@@ -766,7 +773,7 @@ sess_enter(struct smtp_sess *s)
 		return SMTP_ST_LAST;
 	case SMTP_ST_BODY:
 		set_deadline(s, c->t_data_block, SMTP_STAGE_BODY);
-		return enter_body(s, SMTP_BODY_DOTSTUFF | body_flags(s));
+		return enter_body(s);
 	case SMTP_ST_DATA_END:
 		set_deadline(s, c->t_data_term, SMTP_STAGE_BODY);
 		return SMTP_ST_LAST;
@@ -776,7 +783,7 @@ sess_enter(struct smtp_sess *s)
 		s->chunk_left = 0;
 		s->bdat_hdr = 0;
 		s->bdat_last = 0;
-		return enter_body(s, body_flags(s));
+		return enter_body(s);
 	case SMTP_ST_DRAIN:
 		set_deadline(s, c->t_cmd, SMTP_STAGE_MAIL);
 		if (s->drain == 0) {

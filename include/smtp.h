@@ -196,7 +196,9 @@ enum smtp_body_flag {
 struct smtp_body {
 	/**
 	 * (Re)start the stream from its first byte; called once per SMTP
-	 * transaction (again when recipients are split over transactions).
+	 * transaction before MAIL FROM is sent (again when recipients are
+	 * split over transactions), so a failure here fails that message
+	 * only (recipients SMTP_OUT_FAILED, stage LOCAL).
 	 * May be NULL (then the stream must be at its start and raw).
 	 * @return 1 when the source dot-stuffs as asked by SMTP_BODY_DOTSTUFF,
 	 *         0 when it delivers raw text (the session then dot-stuffs

@@ -652,7 +652,7 @@ test_all_rcpt_refused_then_next_txn(void)
 	CHECK_EQ(smtp_sess_info(&H.s)->msgs_ok, 1);
 	srv("221 bye\r\n");
 	CHECK_EQ(H.closed, 1);
-	CHECK_EQ(b.opens, 1);
+	CHECK_EQ(b.opens, 2);	/* once per transaction, before MAIL */
 }
 
 static void
@@ -1105,6 +1105,30 @@ test_eagain_mid_pipeline_mail_rejected(void)
 	CHECK(strstr(H.all, "RCPT TO:<b@y.org>") == NULL);
 }
 
+/* A body that cannot be opened fails its own message before MAIL; the
+ * next message goes on the same connection. */
+static void
+test_body_open_failure_is_local(void)
+{
+	static const char *const r1[] = { "a@y.org" };
+	static const char *const r2[] = { "b@y.org" };
+	struct membody bad = { body_raw, sizeof(body_raw) - 1, 0, 0, -EINVAL };
+	struct membody good = { body_raw, sizeof(body_raw) - 1 };
+
+	h_init(SMTP_TLS_NONE);
+	add_txn("s@x.org", r1, 1, &bad, -1, NULL);
+	add_txn("t@x.org", r2, 1, &good, -1, NULL);
+	h_start();
+	srv(GREET);
+	EXPECT_W(EHLO_C);
+	srv("250 mx\r\n");
+	EXPECT_W("MAIL FROM:<t@x.org>\r\n");
+	CHECK_EQ(H.nres, 1);
+	CHECK_EQ(H.res[0].outcome, SMTP_OUT_FAILED);
+	CHECK_EQ(H.res[0].stage, SMTP_STAGE_LOCAL);
+	CHECK_STREQ(H.res[0].rcpt, "a@y.org");
+}
+
 static void
 test_init_rejects_bad_config(void)
 {
@@ -1151,6 +1175,7 @@ main(void)
 	test_tls_handshake_timeout();
 	test_body_without_final_crlf();
 	test_eagain_mid_pipeline_mail_rejected();
+	test_body_open_failure_is_local();
 	test_init_rejects_bad_config();
 	printf("sizeof(struct smtp_sess) = %zu\n", sizeof(struct smtp_sess));
 	return mp_test_result("smtp_client");
