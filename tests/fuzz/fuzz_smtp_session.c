@@ -5,7 +5,8 @@
  * ok), 't' (TLS failed), 'W' (toggle write blocking, then on_writable),
  * 'K' (clock +61 s, tick), 'C' (transport closed). Checked: every
  * recipient gets exactly one result, close is called exactly once, no
- * callback after close.
+ * callback after close, no MAIL in plaintext under a required TLS policy,
+ * no write while a TLS handshake is pending.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -21,6 +22,8 @@ static const char *const rc_b[] = { "d@z.org", "e@z.org" };
 static const char body[] = "Subject: x\r\n\r\n.hello\r\nworld\r\n";
 
 struct fz {
+	const struct smtp_sess *s;
+	int required;
 	int res[5];
 	int closed, after_close, block, ntxn;
 	size_t off;
@@ -31,10 +34,14 @@ f_write(void *ctx, const void *buf, size_t len)
 {
 	struct fz *f = ctx;
 
-	(void)buf;
-	(void)len;
 	if (f->closed)
 		f->after_close++;
+	/* TLS policy: no MAIL in plaintext; nothing written mid-handshake */
+	if (f->required && !smtp_sess_info(f->s)->tls_active && len >= 4 &&
+	    memcmp(buf, "MAIL", 4) == 0)
+		abort();
+	if (f->s->state == SMTP_ST_TLS_HANDSHAKE || f->s->state == SMTP_ST_TLS_IMPLICIT)
+		abort();
 	return f->block ? -EAGAIN : 0;
 }
 
@@ -127,6 +134,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cfg.use_chunking = !!(data[0] & 8);
 	cfg.max_rcpt_per_txn = 1 + (data[0] >> 4) % 3;
 	cfg.bdat_chunk = 7;
+	f.s = &s;
+	f.required = cfg.tls_policy >= SMTP_TLS_REQUIRED;
 	if (smtp_sess_init(&s, &cfg, &f_ops, &f, 1) != 0)
 		abort();
 	smtp_sess_start(&s, now);
