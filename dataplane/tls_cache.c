@@ -6,9 +6,13 @@
  * Sessions come in from the SSL_CTX new-session callback (TLS 1.2: at the
  * end of the handshake; TLS 1.3: each NewSessionTicket, after it) through
  * tls_cache_put(), and go out to tls_conn_new() through tls_cache_get().
- * A TLS 1.3 ticket is handed out once (RFC 8446 C.4); the server sends a
- * fresh one on the resumed connection. Entries die with the session's
- * timeout (for TLS 1.3, the ticket lifetime).
+ * A TLS 1.3 ticket is handed out once (RFC 8446 C.4). Servers send several
+ * tickets after a full handshake (OpenSSL and Postfix: two) and often none
+ * after a resumed one, so up to TLS_CACHE_TICKETS_PER_KEY tickets are kept
+ * per key, newest first: otherwise only every second connection to a
+ * destination would resume, and concurrent connections would all miss.
+ * Entries die with the session's timeout (for TLS 1.3, the ticket
+ * lifetime).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,6 +26,8 @@
 
 #include "mp_log.h"
 #include "tls_int.h"
+
+#define TLS_CACHE_TICKETS_PER_KEY 8
 
 struct tls_cache_entry {
 	struct tls_cache_entry *hnext;          /* bucket chain */
@@ -163,31 +169,47 @@ tls_cache_free(struct tls_cache *cache)
 	OPENSSL_free(cache);
 }
 
+/* The entry after @e in its chain with the same key, or NULL. */
+static struct tls_cache_entry *
+cache_next_same(struct tls_cache_entry *e)
+{
+	struct tls_cache_entry *n = e->hnext;
+
+	for (; n != NULL; n = n->hnext)
+		if (n->hash == e->hash && strcmp(n->key, e->key) == 0)
+			return n;
+	return NULL;
+}
+
 SSL_SESSION *
 tls_cache_get(struct tls_cache *cache, const char *key, const char *host,
 	bool need_verified, enum tls_verify_reason *vr)
 {
 	uint32_t h = cache_hash(key);
-	struct tls_cache_entry *e = cache_find(cache, key, h);
+	struct tls_cache_entry *e = cache_find(cache, key, h), *next;
+	time_t now = time(NULL);
 	SSL_SESSION *s;
 
+	/* newest first; stale tickets of the key are dropped on the way */
+	for (; e != NULL; e = next) {
+		next = cache_next_same(e);
+		if (session_expired(e->sess, now) || !SSL_SESSION_is_resumable(e->sess)) {
+			cache->st.expired++;
+			cache_remove(cache, e);
+			continue;
+		}
+		/*
+		 * A session made without (successful) verification must not
+		 * let a verifying connection skip the certificate check.
+		 */
+		if (need_verified && (e->verify != TLS_VERIFY_OK ||
+		    strcasecmp(e->host, host != NULL ? host : "") != 0)) {
+			cache->st.rejected++;
+			continue;
+		}
+		break;
+	}
 	if (e == NULL) {
-		cache->st.misses++;
-		return NULL;
-	}
-	if (session_expired(e->sess, time(NULL)) || !SSL_SESSION_is_resumable(e->sess)) {
-		cache->st.expired++;
-		cache->st.misses++;
-		cache_remove(cache, e);
-		return NULL;
-	}
-	/*
-	 * A session made without (successful) verification must not let a
-	 * verifying connection skip the certificate check.
-	 */
-	if (need_verified && (e->verify != TLS_VERIFY_OK ||
-	    strcasecmp(e->host, host != NULL ? host : "") != 0)) {
-		cache->st.rejected++;
 		cache->st.misses++;
 		return NULL;
 	}
@@ -206,29 +228,52 @@ tls_cache_get(struct tls_cache *cache, const char *key, const char *host,
 	return e->sess;
 }
 
+/*
+ * Entries of one key sit newest first in their bucket chain (new ones go
+ * to the head), so cache_find() returns the newest. @return how many
+ * entries @key has and, in @oldest, the last of them.
+ */
+static unsigned
+cache_count_key(struct tls_cache *cache, const char *key, uint32_t h,
+	struct tls_cache_entry **oldest)
+{
+	struct tls_cache_entry *e = cache->buckets[h & (cache->nbuckets - 1)];
+	unsigned n = 0;
+
+	*oldest = NULL;
+	for (; e != NULL; e = e->hnext)
+		if (e->hash == h && strcmp(e->key, key) == 0) {
+			n++;
+			*oldest = e;
+		}
+	return n;
+}
+
 void
 tls_cache_put(struct tls_cache *cache, const char *key, SSL_SESSION *sess,
 	const char *host, enum tls_verify_reason vr)
 {
 	uint32_t h = cache_hash(key);
-	struct tls_cache_entry *e = cache_find(cache, key, h);
+	struct tls_cache_entry *e, *oldest;
+	unsigned n = cache_count_key(cache, key, h, &oldest);
+	bool tickets = SSL_SESSION_get_protocol_version(sess) >= TLS1_3_VERSION;
 
-	if (e != NULL) {
-		SSL_SESSION_free(e->sess);
-		lru_unlink(cache, e);
-	} else {
-		if (cache->free_list == NULL) {
-			cache_remove(cache, cache->lru_tail);
-			cache->st.evictions++;
-		}
-		e = cache->free_list;
-		cache->free_list = e->hnext;
-		e->hash = h;
-		snprintf(e->key, sizeof(e->key), "%s", key);
-		e->hnext = cache->buckets[h & (cache->nbuckets - 1)];
-		cache->buckets[h & (cache->nbuckets - 1)] = e;
-		cache->st.entries++;
+	/* TLS 1.2: one session per key, replaced; TLS 1.3: a bounded stash. */
+	if (n > 0 && (!tickets || n >= TLS_CACHE_TICKETS_PER_KEY)) {
+		cache_remove(cache, tickets ? oldest : cache_find(cache, key, h));
+		cache->st.replaced++;
 	}
+	if (cache->free_list == NULL) {
+		cache_remove(cache, cache->lru_tail);
+		cache->st.evictions++;
+	}
+	e = cache->free_list;
+	cache->free_list = e->hnext;
+	e->hash = h;
+	snprintf(e->key, sizeof(e->key), "%s", key);
+	e->hnext = cache->buckets[h & (cache->nbuckets - 1)];
+	cache->buckets[h & (cache->nbuckets - 1)] = e;
+	cache->st.entries++;
 	e->sess = sess;
 	e->verify = vr;
 	snprintf(e->host, sizeof(e->host), "%s", host != NULL ? host : "");

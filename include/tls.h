@@ -142,6 +142,7 @@ struct tls_cache_stats {
 	uint64_t evictions;   /**< LRU entries dropped to make room */
 	uint64_t expired;     /**< entries dropped because the session timed out */
 	uint64_t rejected;    /**< entries not used: not verified for a verifying conn */
+	uint64_t replaced;    /**< entries superseded by a newer session of their key */
 	unsigned entries;
 	unsigned capacity;
 };
