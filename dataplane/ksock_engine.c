@@ -194,7 +194,7 @@ ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req)
 	if (e == NULL || req == NULL || req->next_txn == NULL || req->result == NULL ||
 	    req->addr.sin_family != AF_INET || (unsigned)req->policy >= SMTP_TLS_POLICY_LAST)
 		return -EINVAL;
-	if (e->nsess >= e->max_sessions)
+	if (e->st.active >= e->max_sessions)
 		return -EMFILE;
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)

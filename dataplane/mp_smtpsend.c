@@ -43,6 +43,7 @@ struct rcpt {
 struct slot {
 	uint32_t id;
 	unsigned msgs;			/* transactions pulled on this connection */
+	unsigned quota;			/* transactions this connection may take */
 	int txn_ok;			/* current transaction delivered to someone */
 	uint64_t item0;			/* first work item of the current txn */
 	const char **rcpts;		/* --rcpt-per-txn pointers */
@@ -77,6 +78,7 @@ struct run {
 	struct smtp_config smtp;
 	uint64_t cursor;		/* next work item */
 	unsigned active;
+	uint64_t capacity;		/* messages open sessions may still take */
 	uint32_t next_id;
 	/* counts */
 	uint64_t results, out[SMTP_OUT_LAST], msgs_ok, sessions_opened, tls_sessions, resumed;
@@ -233,6 +235,12 @@ tpl_open(void *src, unsigned flags)
 	return (flags & SMTP_BODY_DOTSTUFF) ? 1 : 0;
 }
 
+static ssize_t
+tpl_read(void *src, void *buf, size_t cap)
+{
+	return msg_render_read(&((struct slot *)src)->r, buf, cap);
+}
+
 static void
 tally_txn(struct slot *sl)
 {
@@ -248,7 +256,7 @@ cb_next_txn(void *user, struct smtp_txn *txn)
 	uint64_t n;
 
 	tally_txn(sl);
-	if (sl->msgs >= R.msgs_per_conn || R.cursor >= R.count)
+	if (sl->msgs >= sl->quota || R.cursor >= R.count)
 		return -ENOENT;
 	n = R.count - R.cursor;
 	if (n > R.rcpt_per_txn)
@@ -257,6 +265,7 @@ cb_next_txn(void *user, struct smtp_txn *txn)
 	sl->msg_index = R.cursor / R.rcpt_per_txn;
 	R.cursor += n;
 	sl->msgs++;
+	R.capacity--;
 	for (uint64_t i = 0; i < n; i++)
 		sl->rcpts[i] = item_rcpt(sl->item0 + i)->addr;
 	memset(txn, 0, sizeof(*txn));
@@ -267,7 +276,7 @@ cb_next_txn(void *user, struct smtp_txn *txn)
 	txn->body.src = sl;
 	if (R.tpl != NULL) {
 		txn->body.open = tpl_open;
-		txn->body.read = msg_render_read;
+		txn->body.read = tpl_read;
 		txn->body.size = -1;
 	} else {
 		txn->body.open = raw_open;
@@ -313,6 +322,7 @@ cb_done(void *user, const struct smtp_sess_info *info, const struct tls_record *
 	struct slot *sl = user;
 
 	tally_txn(sl);
+	R.capacity -= sl->quota - sl->msgs;
 	if (info->tls_active) {
 		R.tls_sessions++;
 		if (tls != NULL && tls->resumed)
@@ -324,12 +334,25 @@ cb_done(void *user, const struct smtp_sess_info *info, const struct tls_record *
 	fill_sessions();
 }
 
-/* Open sessions while there is work nobody is about to take. */
+/* Messages not yet handed to a session. */
+static uint64_t
+msgs_left(void)
+{
+	return (R.count - R.cursor + R.rcpt_per_txn - 1) / R.rcpt_per_txn;
+}
+
+/*
+ * Open sessions while the open ones will not take all that is left. Each
+ * gets a quota of at most --msgs-per-conn, spread so that --sessions
+ * connections share the work.
+ */
 static void
 fill_sessions(void)
 {
-	while (R.active < R.sessions && R.cursor < R.count &&
-	    R.active < R.count - R.cursor) {
+	while (R.active < R.sessions && R.capacity < msgs_left()) {
+		uint64_t unreserved = msgs_left() - R.capacity;
+		uint64_t free_slots = R.sessions - R.active;
+		uint64_t quota = (unreserved + free_slots - 1) / free_slots;
 		struct ksock_sess_req req = { 0 };
 		struct slot *sl = calloc(1, sizeof(*sl));
 		int rc;
@@ -340,6 +363,7 @@ fill_sessions(void)
 			return;
 		}
 		sl->id = ++R.next_id;
+		sl->quota = quota < R.msgs_per_conn ? (unsigned)quota : R.msgs_per_conn;
 		req.host = R.server_host;
 		req.addr = R.addr;
 		req.policy = R.policy;
@@ -352,13 +376,15 @@ fill_sessions(void)
 		req.id = sl->id;
 		rc = ksock_sess_open(R.e, &req);
 		if (rc < 0) {
-			fprintf(stderr, "mp-smtpsend: cannot open a session: %s\n", strerror(-rc));
+			if (R.open_errors++ == 0)
+				fprintf(stderr, "mp-smtpsend: cannot open a session: %s\n",
+					strerror(-rc));
 			free(sl->rcpts);
 			free(sl);
-			R.open_errors++;
 			return;
 		}
 		R.active++;
+		R.capacity += sl->quota;
 		R.sessions_opened++;
 	}
 }
