@@ -297,7 +297,11 @@ ksock_engine_poll(struct ksock_engine *e, int timeout_ms)
 
 	if (e->run_head != NULL) {
 		timeout_ms = 0;
-	} else if (e->next_timer != UINT64_MAX) {
+	} else if (e->paused_nofd != 0 &&
+	    (timeout_ms < 0 || timeout_ms > KSOCK_CB_POLL_MS)) {
+		timeout_ms = KSOCK_CB_POLL_MS;
+	}
+	if (e->run_head == NULL && e->next_timer != UINT64_MAX) {
 		uint64_t wait = e->next_timer > now ? e->next_timer - now : 0;
 
 		if (timeout_ms < 0 || wait < (uint64_t)timeout_ms)

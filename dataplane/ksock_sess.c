@@ -81,6 +81,10 @@ ksock_afd_clear(struct ksock_sess *s)
 	for (unsigned i = 0; i < s->n_afd; i++)
 		epoll_ctl(s->e->ep, EPOLL_CTL_DEL, s->afd[i], NULL);
 	s->n_afd = 0;
+	if (s->nofd_pause) {
+		s->nofd_pause = 0;
+		s->e->paused_nofd--;
+	}
 }
 
 /* A tls_ call paused: remember which and watch the job's wait fds. */
@@ -107,6 +111,11 @@ sess_pause(struct ksock_sess *s, enum ksock_paused what)
 			s->afd[s->n_afd++] = fds[i];
 		else
 			LOGW(s, "event=async_fd_add fd=%d err=%d", fds[i], errno);
+	}
+	if (s->n_afd == 0) {
+		/* signalled through the ctx ready list only, which no fd wakes */
+		s->nofd_pause = 1;
+		s->e->paused_nofd++;
 	}
 	LOGD(s, "event=tls_paused op=%d fds=%d", what, n);
 }
