@@ -355,6 +355,17 @@ ksock_engine_poll(struct ksock_engine *e, int timeout_ms)
 	return worked;
 }
 
+void
+ksock_engine_abort(struct ksock_engine *e)
+{
+	for (struct ksock_sess *s = e->all; s != NULL; s = s->next) {
+		if (s->state == KS_CONNECTING || s->state == KS_RUNNING) {
+			s->abort = 1;
+			ksock_run_add(s);
+		}
+	}
+}
+
 unsigned
 ksock_engine_active(const struct ksock_engine *e)
 {

@@ -62,6 +62,7 @@ struct ksock_sess {
 	uint8_t smtp_closed;		/* ops->close was called */
 	uint8_t async_ready;
 	uint8_t done_called;
+	uint8_t abort;			/* ksock_engine_abort: fail at the next turn */
 	uint8_t n_afd;
 	uint8_t nofd_pause;		/* paused with no wait fd: counted in e->paused_nofd */
 	int afd[KSOCK_AFD_MAX];		/* async wait fds in the epoll set */

@@ -651,8 +651,8 @@ ksock_sess_process(struct ksock_sess *s, uint64_t now)
 		int soerr = 0;
 		socklen_t l = sizeof(soerr);
 
-		if (s->err != 0) {
-			connect_failed(s, s->err, 0);
+		if (s->err != 0 || s->abort) {
+			connect_failed(s, s->err != 0 ? s->err : -ECANCELED, 0);
 			return;
 		}
 		if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0)
@@ -685,6 +685,13 @@ ksock_sess_process(struct ksock_sess *s, uint64_t now)
 	}
 	if (s->state != KS_RUNNING)
 		return;
+	if (s->abort && !s->smtp_closed) {
+		s->abort = 0;
+		LOGD(s, "event=abort");
+		smtp_sess_on_closed(&s->smtp, -ECANCELED, now);
+		sess_finish(s, now);
+		return;
+	}
 	if (!s->smtp_closed) {
 		if (tx_flush(s) < 0 && s->err == 0)
 			s->err = -EPIPE;

@@ -83,6 +83,8 @@ struct run {
 	/* counts */
 	uint64_t results, out[SMTP_OUT_LAST], msgs_ok, sessions_opened, tls_sessions, resumed;
 	uint64_t open_errors;
+	int aborting;			/* --timeout reached */
+	uint64_t unfinished;		/* deferred because of --timeout */
 	time_t date;
 };
 
@@ -300,6 +302,10 @@ cb_result(void *user, const struct smtp_rcpt_result *r, const struct tls_record 
 		sl->txn_ok = 1;
 	if (r->outcome == SMTP_OUT_FAILED && r->stage == SMTP_STAGE_LOCAL && sl->err[0] != '\0')
 		text = sl->err;
+	if (R.aborting && r->outcome == SMTP_OUT_DEFERRED) {
+		R.unfinished++;
+		text = "aborted: --timeout reached";
+	}
 	if (R.quiet)
 		return;
 	fputs("{\"rcpt\":", stdout);
@@ -349,7 +355,7 @@ msgs_left(void)
 static void
 fill_sessions(void)
 {
-	while (R.active < R.sessions && R.capacity < msgs_left()) {
+	while (!R.aborting && R.active < R.sessions && R.capacity < msgs_left()) {
 		uint64_t unreserved = msgs_left() - R.capacity;
 		uint64_t free_slots = R.sessions - R.active;
 		uint64_t quota = (unreserved + free_slots - 1) / free_slots;
@@ -1013,15 +1019,6 @@ main(int argc, char **argv)
 		R.smtp.helo_name = helo;
 	R.smtp.max_rcpt_per_txn = R.rcpt_per_txn;
 	R.smtp.tls_policy = R.policy;
-	if (R.timeout_s > 0) {
-		/* no single wait may outlast the run */
-		uint32_t t = R.timeout_s * 1000 > 300000 ? 300000 : (uint32_t)(R.timeout_s * 1000) + 1;
-
-		R.smtp.t_greeting = R.smtp.t_cmd = R.smtp.t_tls = R.smtp.t_mail =
-			R.smtp.t_rcpt = R.smtp.t_data_init = R.smtp.t_data_block =
-			R.smtp.t_data_term = t;
-		kconf.connect_timeout_ms = t;
-	}
 	tconf.ca_file = ca;
 	kconf.smtp = &R.smtp;
 	kconf.tls_conf = &tconf;
@@ -1044,7 +1041,7 @@ main(int argc, char **argv)
 		int rc;
 
 		if (R.active == 0) {
-			if (R.cursor >= R.count)
+			if (R.cursor >= R.count || R.aborting)
 				break;
 			fill_sessions();
 			if (R.active == 0)
@@ -1056,12 +1053,32 @@ main(int argc, char **argv)
 			fprintf(stderr, "mp-smtpsend: poll: %s\n", strerror(-rc));
 			return 1;
 		}
-		if (deadline > 0 && mono_s() >= deadline) {
+		if (deadline > 0 && !timed_out && mono_s() >= deadline) {
+			/* in-flight recipients get their record; nothing new starts */
 			timed_out = 1;
+			R.aborting = 1;
+			ksock_engine_abort(R.e);
+			deadline = mono_s() + 5;
+		} else if (timed_out && mono_s() >= deadline) {
 			break;
 		}
 	}
 	elapsed = mono_s() - t0;
+	if (timed_out) {
+		/* what no session took yet: deferred, so a caller can retry it */
+		for (uint64_t i = R.cursor; i < R.count; i++) {
+			R.results++;
+			R.out[SMTP_OUT_DEFERRED]++;
+			R.unfinished++;
+			if (R.quiet)
+				continue;
+			fputs("{\"rcpt\":", stdout);
+			json_str(stdout, item_rcpt(i)->addr);
+			fputs(",\"outcome\":\"deferred\",\"stage\":\"connect\",\"code\":0,"
+				"\"esc\":\"\",\"text\":\"not attempted: --timeout reached\","
+				"\"session\":0,\"tls\":null}\n", stdout);
+		}
+	}
 	getrusage(RUSAGE_SELF, &ru);
 	printf("{\"summary\":{\"recipients\":%llu,\"delivered\":%llu,\"deferred\":%llu,"
 		"\"bounced\":%llu,\"failed\":%llu,\"sessions\":%llu,\"tls_sessions\":%llu,"
@@ -1078,7 +1095,7 @@ main(int argc, char **argv)
 		elapsed, elapsed > 0 ? (double)R.msgs_ok / elapsed : 0.0,
 		ts_sec(&ru.ru_utime), ts_sec(&ru.ru_stime),
 		timed_out ? "true" : "false",
-		(unsigned long long)(R.count - R.results));
+		(unsigned long long)(R.unfinished + (R.count - R.results)));
 	fflush(stdout);
 	ksock_engine_free(R.e);
 	msg_template_free(R.tpl);

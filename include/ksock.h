@@ -157,6 +157,15 @@ int ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req);
  */
 int ksock_engine_poll(struct ksock_engine *e, int timeout_ms);
 
+/**
+ * Abort every open session: the next ksock_engine_poll() reports their
+ * recipients (SMTP_OUT_DEFERRED, reason "Operation canceled", stage where
+ * the session was) and done callbacks, as a transport failure would.
+ * Sessions opened afterwards are not affected. For a caller's own
+ * deadline (mp-smtpsend --timeout) or a shutdown that keeps every result.
+ */
+void ksock_engine_abort(struct ksock_engine *e);
+
 /** @return sessions opened whose done callback has not run yet. */
 unsigned ksock_engine_active(const struct ksock_engine *e);
 
