@@ -7,10 +7,14 @@ was delivered (templates merged per recipient, --rcpt-per-txn grouping).
 Also: TLS required against a server without STARTTLS, a refused port, a
 server that never answers (--timeout: exit 2), usage errors (exit 1), a
 recipient whose template field is missing (failed alone), --quiet.
+TLS against a Python (OpenSSL) STARTTLS server: record fields, resumption
+on the second connection, verify failure by reason, plaintext retry after
+a broken handshake under opportunistic TLS.
 Skips (77) when smtp-sink is not installed. Usage: ksock_smtpsend.py BIN
 """
 import json
 import os
+import ssl
 import shutil
 import signal
 import socket
@@ -82,6 +86,185 @@ def consistent(recs, summary, n):
     for key in ("sessions", "tls_sessions", "resumed", "seconds", "msgs_per_s",
                 "cpu_user_s", "cpu_sys_s"):
         check(key in summary, "summary has %s" % key)
+
+
+def make_pki(d):
+    """CA and a leaf for mx.test with the openssl CLI; returns (ca, cert, key)."""
+    def sh(*a):
+        subprocess.run(["openssl"] + list(a), check=True, capture_output=True)
+    ca, cak = os.path.join(d, "ca.pem"), os.path.join(d, "ca.key")
+    crt, key, csr = os.path.join(d, "mx.pem"), os.path.join(d, "mx.key"), os.path.join(d, "mx.csr")
+    ext = os.path.join(d, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:mx.test\nbasicConstraints=CA:FALSE\n")
+    sh("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+       "-keyout", cak, "-out", ca, "-days", "30", "-subj", "/CN=Smtpsend Test CA")
+    sh("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+       "-keyout", key, "-out", csr, "-subj", "/CN=mx.test")
+    sh("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", cak, "-CAcreateserial",
+       "-out", crt, "-days", "30", "-extfile", ext)
+    return ca, crt, key
+
+
+class TlsSmtp:
+    """A small SMTP server with STARTTLS (Python's ssl, i.e. OpenSSL) on
+    loopback, one thread per connection. mode "tls": a real handshake;
+    "badtls": answers STARTTLS with 220 and then bytes that are no TLS."""
+
+    def __init__(self, mode, cert, key):
+        self.mode = mode
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.ls.settimeout(0.1)
+        self.port = self.ls.getsockname()[1]
+        self.stop = threading.Event()
+        self.msgs = 0
+        self.mails = 0
+        self.threads = []
+        self.th = threading.Thread(target=self.accept)
+        self.th.start()
+
+    def accept(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                continue
+            t = threading.Thread(target=self.conn, args=(c,))
+            t.start()
+            self.threads.append(t)
+
+    def conn(self, c):
+        c.settimeout(10)
+        f = c.makefile("rwb")
+        tls = False
+        try:
+            f.write(b"220 mx.test ESMTP py\r\n")
+            f.flush()
+            while True:
+                line = f.readline()
+                if not line:
+                    break
+                cmd = line.strip().upper()
+                if cmd.startswith(b"EHLO"):
+                    f.write(b"250-mx.test\r\n250-PIPELINING\r\n")
+                    if not tls:
+                        f.write(b"250-STARTTLS\r\n")
+                    f.write(b"250 8BITMIME\r\n")
+                elif cmd == b"STARTTLS" and not tls:
+                    f.write(b"220 2.0.0 ready\r\n")
+                    f.flush()
+                    if self.mode == "badtls":
+                        c.sendall(b"this is not a TLS record\r\n" * 4)
+                        break
+                    c = self.ctx.wrap_socket(c, server_side=True)
+                    f = c.makefile("rwb")
+                    tls = True
+                    continue
+                elif cmd.startswith(b"MAIL"):
+                    self.mails += 1
+                    f.write(b"250 2.1.0 ok\r\n")
+                elif cmd.startswith(b"RCPT"):
+                    f.write(b"250 2.1.5 ok\r\n")
+                elif cmd == b"DATA":
+                    f.write(b"354 go\r\n")
+                    f.flush()
+                    while True:
+                        b = f.readline()
+                        if not b or b == b".\r\n":
+                            break
+                    if not b:
+                        break
+                    self.msgs += 1
+                    f.write(b"250 2.0.0 queued\r\n")
+                elif cmd == b"RSET":
+                    f.write(b"250 2.0.0 ok\r\n")
+                elif cmd == b"QUIT":
+                    f.write(b"221 2.0.0 bye\r\n")
+                    f.flush()
+                    break
+                else:
+                    f.write(b"502 5.5.2 what\r\n")
+                f.flush()
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.stop.set()
+        self.th.join()
+        for t in self.threads:
+            t.join(15)
+        self.ls.close()
+
+
+def tls_cases(tmp, msg):
+    ca, crt, key = make_pki(tmp)
+    srv = TlsSmtp("tls", crt, key)
+    try:
+        base = ["--server", "mx.test:%d" % srv.port, "--connect", "127.0.0.1",
+                "--from", "s@client.test", "--message", msg]
+        # verify against our CA; one message per connection: the second resumes
+        rc, recs, summ, err = run(base + ["--rcpt", "a@dest.test", "--rcpt", "b@dest.test",
+                                          "--tls", "verify", "--ca", ca,
+                                          "--msgs-per-conn", "1"])
+        check(rc == 0, "tls verify exit 0 (%s)" % err)
+        consistent(recs, summ, 2)
+        check(all(r["outcome"] == "delivered" for r in recs), "tls verify: delivered %s" % recs)
+        t = [r["tls"] for r in recs if r["tls"]]
+        check(len(t) == 2, "tls record on both")
+        if t:
+            check(all(x["version"] == "TLSv1.3" and x["verify"] == "ok" and
+                      x["subject"] == "CN=mx.test" and x["issuer"] == "CN=Smtpsend Test CA" and
+                      x["not_after"].endswith("Z") and x["cipher"] and x["group"]
+                      for x in t), "tls record fields %s" % t)
+            check(sorted(x["resumed"] for x in t) == [False, True], "second connection resumed")
+        check(summ and summ["tls_sessions"] == 2 and summ["resumed"] == 1,
+              "summary: 2 TLS sessions, 1 resumed")
+        check(srv.msgs == 2, "server got 2 messages")
+        # verify with the system store: unknown CA, nothing sent
+        mails = srv.mails
+        rc, recs, summ, err = run(base + ["--rcpt", "a@dest.test", "--tls", "verify"])
+        consistent(recs, summ, 1)
+        r = recs[0] if recs else {}
+        check(r.get("outcome") == "deferred" and r.get("stage") == "tls" and
+              r.get("tls") and r["tls"]["verify"] == "unknown-ca" and
+              "unknown-ca" in r.get("text", ""), "verify failure by reason: %s" % r)
+        check(srv.mails == mails, "no MAIL after a failed verification")
+        # opportunistic: the same certificate is good enough, reason kept
+        rc, recs, summ, err = run(base + ["--rcpt", "a@dest.test"])
+        r = recs[0] if recs else {}
+        check(r.get("outcome") == "delivered" and r.get("tls") and
+              r["tls"]["verify"] == "unknown-ca", "opportunistic under TLS, verify noted: %s" % r)
+    finally:
+        srv.close()
+    # a broken handshake under opportunistic TLS: retried in plaintext
+    srv = TlsSmtp("badtls", crt, key)
+    try:
+        rc, recs, summ, err = run(["--server", "mx.test:%d" % srv.port, "--connect", "127.0.0.1",
+                                   "--from", "s@client.test", "--message", msg,
+                                   "--rcpt", "a@dest.test", "--rcpt", "b@dest.test",
+                                   "--rcpt", "c@dest.test", "--sessions", "2"])
+        consistent(recs, summ, 3)
+        check(all(r["outcome"] == "delivered" and r["tls"] is None for r in recs),
+              "bad handshake: delivered in plaintext %s" % recs)
+        check(summ and summ["plaintext_fallback_sessions"] >= 1, "fallback session counted")
+        check(srv.msgs == 3, "server got 3 plaintext messages (%d)" % srv.msgs)
+        rc, recs, summ, err = run(["--server", "mx.test:%d" % srv.port, "--connect", "127.0.0.1",
+                                   "--from", "s@client.test", "--message", msg,
+                                   "--rcpt", "a@dest.test", "--tls", "required"])
+        r = recs[0] if recs else {}
+        check(r.get("outcome") == "deferred" and r.get("stage") == "tls",
+              "bad handshake, required: deferred at tls %s" % r)
+    finally:
+        srv.close()
 
 
 def main():
@@ -233,7 +416,10 @@ def main():
             c.close()
         ls.close()
 
-        # 8: usage errors and --help
+        # 8: TLS: record fields, resumption, verify reasons, plaintext fallback
+        tls_cases(tmp, msg)
+
+        # 9: usage errors and --help
         for bad_args in ([], ["--server", "h:25", "--rcpt", "a@b.test", "--message", msg],
                          server + ["--from", "s@client.test", "--rcpt", "a@b.test",
                                    "--message", msg, "--tls", "sometimes"],
