@@ -77,6 +77,7 @@ ksock_engine_new(const struct ksock_conf *conf, char *err, size_t errlen)
 	e->max_sessions = conf->max_sessions != 0 ? conf->max_sessions :
 		KSOCK_MAX_SESSIONS_DEFAULT;
 	e->source = conf->source;
+	e->sndbuf = conf->sndbuf;
 	e->next_timer = UINT64_MAX;
 	if (conf->tls != NULL) {
 		e->tls = conf->tls;
@@ -227,6 +228,8 @@ ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req)
 		return rc;
 	}
 	setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (e->sndbuf > 0)
+		setsockopt(s->fd, SOL_SOCKET, SO_SNDBUF, &e->sndbuf, sizeof(e->sndbuf));
 	if (e->source.s_addr != 0) {
 		struct sockaddr_in src = { .sin_family = AF_INET, .sin_addr = e->source };
 

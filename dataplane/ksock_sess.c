@@ -232,11 +232,13 @@ op_write(void *ctx, const void *buf, size_t len)
 		return s->err;
 	if (s->tx != NULL || s->paused != KS_P_NONE) {
 		s->smtp_blocked = 1;
+		s->e->st.write_blocked++;
 		return -EAGAIN;
 	}
 	rc = put_bytes(s, buf, len, &taken);
 	if (rc == -EAGAIN) {
 		s->smtp_blocked = 1;
+		s->e->st.write_blocked++;
 		return -EAGAIN;
 	}
 	if (rc < 0)

@@ -76,6 +76,7 @@ struct ksock_conf {
 	uint32_t connect_timeout_ms;	/**< 0 = KSOCK_CONNECT_TIMEOUT_DEFAULT */
 	unsigned max_sessions;		/**< open sessions at once; 0 = default */
 	struct in_addr source;		/**< bind source address; 0 = any */
+	int sndbuf;			/**< SO_SNDBUF of each socket; 0 = kernel default */
 };
 
 /**
@@ -117,6 +118,7 @@ struct ksock_stats {
 	uint64_t bytes_in;		/**< from the kernel, ciphertext included */
 	uint64_t bytes_out;
 	uint64_t tails;			/**< partial writes/feeds that needed a tail buffer */
+	uint64_t write_blocked;		/**< SMTP writes refused for now (socket or TLS full) */
 	unsigned active;		/**< sessions whose done has not been called */
 	size_t sess_bytes;		/**< sizeof the per-session structure */
 };

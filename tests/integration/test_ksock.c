@@ -160,6 +160,7 @@ struct srv {
 	atomic_int tls_ok;
 	atomic_int tls_fail;
 	atomic_int reused;	/* server side saw a resumed session */
+	atomic_long body_bytes;	/* DATA bytes of accepted messages, CRLF counted */
 	pthread_t cth[SRV_CONNS_MAX];
 	int ncth;
 	int notify_fd;		/* gets one byte per MAIL when >= 0 */
@@ -315,19 +316,22 @@ srv_conn(void *arg)
 		} else if (strncasecmp(line, "RCPT", 4) == 0) {
 			cx_send(c, "250 2.1.5 ok\r\n");
 		} else if (strncasecmp(line, "DATA", 4) == 0) {
-			int n = 0;
+			int n = 0, k;
+			long bytes = 0;
 
 			cx_send(c, "354 go\r\n");
-			while (cx_line(c, line, sizeof(line)) >= 0) {
+			while ((k = cx_line(c, line, sizeof(line))) >= 0) {
 				if (s->mode == SRV_CLOSE_DATA)
 					goto out;
 				if (strcmp(line, ".") == 0) {
 					n = 1;
 					break;
 				}
+				bytes += k + 2;
 			}
 			if (!n)
 				goto out;
+			atomic_fetch_add(&s->body_bytes, bytes);
 			atomic_fetch_add(&s->msgs, 1);
 			cx_send(c, "250 2.0.0 queued\r\n");
 		} else if (strncasecmp(line, "RSET", 4) == 0) {
@@ -454,7 +458,9 @@ struct sdrv {
 	size_t off;
 };
 
-static const char body[] = "Subject: ksock\r\n\r\nline one\r\n.a dot line\r\nend\r\n";
+static const char small_body[] = "Subject: ksock\r\n\r\nline one\r\n.a dot line\r\nend\r\n";
+static const char *body = small_body;
+static size_t body_len = sizeof(small_body) - 1;
 
 static int
 b_open(void *src, unsigned flags)
@@ -468,7 +474,7 @@ static ssize_t
 b_read(void *src, void *buf, size_t cap)
 {
 	struct sdrv *sd = src;
-	size_t n = sizeof(body) - 1 - sd->off;
+	size_t n = body_len - sd->off;
 
 	if (n > cap)
 		n = cap;
@@ -494,7 +500,7 @@ d_next(void *user, struct smtp_txn *t)
 	t->body.open = b_open;
 	t->body.read = b_read;
 	t->body.src = sd;
-	t->body.size = sizeof(body) - 1;
+	t->body.size = (int64_t)body_len;
 	d->next++;
 	return 0;
 }
@@ -602,12 +608,14 @@ check_exactly_once(const struct drv *d)
 	CHECK_EQ(d->dup, 0);
 }
 
+static int sndbuf;	/* SO_SNDBUF of the next engines, 0 = default */
+
 static struct ksock_engine *
 engine(const struct tls_ctx_conf *tc, uint32_t connect_ms)
 {
 	struct tls_ctx_conf def = { .ca_file = ca_path };
 	struct ksock_conf kc = { .tls_conf = tc != NULL ? tc : &def,
-		.connect_timeout_ms = connect_ms };
+		.connect_timeout_ms = connect_ms, .sndbuf = sndbuf };
 	char err[256] = "";
 	struct ksock_engine *e = ksock_engine_new(&kc, err, sizeof(err));
 
@@ -1243,6 +1251,59 @@ test_idle_memory(void)
 	}
 }
 
+/*
+ * A 4 MiB message in plaintext and under TLS: the kernel and the TLS layer
+ * take it in parts (tail buffers, -EAGAIN, EPOLLOUT), every byte arrives.
+ */
+static void
+test_big_message(void)
+{
+	enum { SIZE = 4 << 20 };
+	char *big = malloc(SIZE);
+	size_t o = 0;
+
+	o += (size_t)snprintf(big, SIZE, "Subject: big\r\n\r\n");
+	while (o + 80 < SIZE) {
+		memset(big + o, 'a' + (int)(o % 26), 76);
+		o += 76;
+		big[o++] = '\r';
+		big[o++] = '\n';
+	}
+	body = big;
+	body_len = o;
+	for (int run = 0; run < 4; run++) {
+		int with_tls = run & 1;
+		static struct drv d;
+		struct srv *s = srv_start(with_tls ? SRV_STARTTLS : SRV_PLAIN, with_tls ? &good : NULL);
+		struct ksock_engine *e;
+		struct ksock_stats st;
+
+		/* runs 2, 3: a tiny send buffer, so the kernel takes writes in parts */
+		sndbuf = run >= 2 ? 4096 : 0;
+		e = engine(NULL, 2000);
+		sndbuf = 0;
+		drv_init(&d, 3, 3);
+		CHECK_EQ(open_sess(e, &d, s->port, with_tls ? SMTP_TLS_VERIFY : SMTP_TLS_NONE, 0, NULL), 0);
+		CHECK_EQ(run_until_idle(e, 30000), 0);
+		check_exactly_once(&d);
+		CHECK_EQ(d.out[SMTP_OUT_DELIVERED], 3);
+		CHECK_EQ(atomic_load(&s->msgs), 3);
+		CHECK_EQ(atomic_load(&s->body_bytes), 3 * (long)o);
+		ksock_engine_stats(e, &st);
+		CHECK(st.bytes_out > 3 * o);
+		if (run >= 2)
+			CHECK(st.write_blocked > 0);
+		printf("big message (%s%s): 3 x %zu bytes delivered, bytes out %llu, blocked %llu, tails %llu\n",
+			with_tls ? "TLS" : "plaintext", run >= 2 ? ", 4 KiB sndbuf" : "", o, (unsigned long long)st.bytes_out,
+			(unsigned long long)st.write_blocked, (unsigned long long)st.tails);
+		ksock_engine_free(e);
+		srv_stop(s);
+	}
+	body = small_body;
+	body_len = sizeof(small_body) - 1;
+	free(big);
+}
+
 int
 main(void)
 {
@@ -1256,6 +1317,7 @@ main(void)
 	test_tls_verify_reasons();
 	test_tls_ok_and_resume();
 	test_async();
+	test_big_message();
 	test_idle_memory();
 	test_sink_concurrency();
 	pki_fini();
