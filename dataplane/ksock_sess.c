@@ -415,18 +415,21 @@ hs_step(struct ksock_sess *s, uint64_t now)
 	smtp_sess_on_tls(&s->smtp, 0, why, now);
 }
 
-/* Feed what is left of s->rx. @return non-zero when s->rx is empty. */
-static int
+/* Feed what is left of s->rx. @return bytes fed (0: none, or no tail). */
+static size_t
 rx_feed(struct ksock_sess *s)
 {
+	size_t fed = 0;
+
 	while (s->rx != NULL) {
 		ssize_t f = tls_conn_feed(s->tls, s->rx->data + s->rx->off, s->rx->len);
 
 		if (f <= 0)
-			return 0;
+			break;
+		fed += (size_t)f;
 		tail_take(&s->rx, (size_t)f);
 	}
-	return 1;
+	return fed;
 }
 
 /* Move ciphertext through the handshake or into plaintext for the machine. */
@@ -440,12 +443,9 @@ tls_in(struct ksock_sess *s, uint64_t now)
 			return;
 		if (s->hs) {
 			hs_step(s, now);
-			if (s->hs) {
-				if (s->paused == KS_P_NONE && s->rx != NULL && rx_feed(s) == 0)
-					return;
-				if (s->rx == NULL || s->paused != KS_P_NONE)
-					return;
-			}
+			/* still in the handshake: go on only with more ciphertext fed */
+			if (s->hs && (s->paused != KS_P_NONE || rx_feed(s) == 0))
+				return;
 			continue;
 		}
 		r = tls_conn_read(s->tls, s->e->plain, sizeof(s->e->plain));
@@ -455,10 +455,8 @@ tls_in(struct ksock_sess *s, uint64_t now)
 		}
 		if (r == -EAGAIN) {
 			tls_out_flush(s);
-			if (s->rx != NULL) {
-				rx_feed(s);
+			if (rx_feed(s) != 0)
 				continue;
-			}
 			return;
 		}
 		if (r == -EINPROGRESS) {
@@ -492,7 +490,9 @@ sess_read(struct ksock_sess *s, uint64_t now)
 		}
 		if (s->rx != NULL) {
 			/* the TLS feed is full: read again once it took the rest */
-			if (s->paused != KS_P_NONE || !rx_feed(s))
+			if (s->paused == KS_P_NONE)
+				rx_feed(s);
+			if (s->rx != NULL)
 				return;
 		}
 		n = recv(s->fd, s->e->rxbuf, sizeof(s->e->rxbuf), 0);

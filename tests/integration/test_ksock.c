@@ -143,6 +143,8 @@ enum srv_mode {
 	SRV_RESET,		/* greet, then reset the connection */
 	SRV_CLOSE_DATA,		/* close after the first body line */
 	SRV_STALL_MAIL,		/* never answer MAIL (idle sessions) */
+	SRV_FLOOD,		/* an EHLO reply that never ends */
+	SRV_TLS_GARBAGE,	/* 220 to STARTTLS, then bytes that are no TLS */
 };
 
 #define SRV_CONNS_MAX 128
@@ -269,7 +271,8 @@ srv_conn(void *arg)
 	struct cx *c = arg;
 	struct srv *s = c->s;
 	char line[1100];
-	int tls_offer = s->mode == SRV_STARTTLS || (s->mode == SRV_STALL_MAIL && s->sctx != NULL);
+	int tls_offer = s->mode == SRV_STARTTLS || s->mode == SRV_TLS_GARBAGE ||
+		(s->mode == SRV_STALL_MAIL && s->sctx != NULL);
 
 	struct timeval tv = { .tv_sec = 10 };
 
@@ -294,7 +297,11 @@ srv_conn(void *arg)
 		goto out;
 	}
 	while (cx_line(c, line, sizeof(line)) >= 0) {
-		if (strncasecmp(line, "EHLO", 4) == 0) {
+		if (strncasecmp(line, "EHLO", 4) == 0 && s->mode == SRV_FLOOD) {
+			for (int i = 0; i < 20000 && !atomic_load(&s->stop); i++)
+				cx_send(c, "250-FLOOD flood flood flood flood flood flood flood\r\n");
+			goto out;
+		} else if (strncasecmp(line, "EHLO", 4) == 0) {
 			cx_send(c, "250-mx.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n");
 			if (tls_offer && c->ssl == NULL)
 				cx_send(c, "250-STARTTLS\r\n");
@@ -302,6 +309,12 @@ srv_conn(void *arg)
 		} else if (strncasecmp(line, "STARTTLS", 8) == 0 && tls_offer && c->ssl == NULL) {
 			cx_send(c, "220 2.0.0 go ahead\r\n");
 			c->len = 0;	/* nothing from before the handshake */
+			if (s->mode == SRV_TLS_GARBAGE) {
+				for (int i = 0; i < 64; i++)
+					cx_send(c, "250 this is not a TLS record at all\r\n");
+				cx_stall(c);
+				goto out;
+			}
 			if (cx_tls(c) < 0)
 				goto out;
 		} else if (strncasecmp(line, "MAIL", 4) == 0) {
@@ -823,13 +836,15 @@ test_broken_servers(void)
 		{ SRV_RESET, SMTP_STAGE_HELO, "lost" },
 		{ SRV_CLOSE_DATA, SMTP_STAGE_BODY, "lost" },
 		{ SRV_STALL_MAIL, SMTP_STAGE_MAIL, "timeout" },
+		{ SRV_FLOOD, SMTP_STAGE_HELO, "malformed" },
+		{ SRV_TLS_GARBAGE, SMTP_STAGE_TLS, "TLS handshake" },
 	};
 	struct smtp_config cfg;
 
 	short_timeouts(&cfg);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		static struct drv d;
-		struct srv *s = srv_start(cases[i].mode, NULL);
+		struct srv *s = srv_start(cases[i].mode, &good);
 		struct ksock_engine *e = engine(NULL, 2000);
 
 		drv_init(&d, 4, 4);
