@@ -6,8 +6,11 @@
  * and the baseline of the benchmark.
  *
  * Order: parse options, load recipients and the message (a raw file is
- * read and normalised to CRLF once; every transaction streams from that
- * one copy), compile the template, create the engine, then loop: keep up
+ * read and normalised to CRLF once and every transaction streams from
+ * that one copy, the session dot-stuffing on the fly: msg_ renders only
+ * from templates, it has no pass-through for a finished message; a
+ * template is rendered per transaction straight into the session's
+ * buffer by msg_render_read), create the engine, then loop: keep up
  * to --sessions sessions open while messages remain; each session pulls
  * at most --msgs-per-conn messages of --rcpt-per-txn recipients from a
  * shared cursor, so a failing connection takes no more than that with it.
