@@ -27,7 +27,8 @@
 #       | none (no STARTTLS) | expired | badname | selfsigned | tls10 (good
 #       certificate, TLS 1.0 only); domains: recipient domains this
 #       listener accepts (default: all of them). Every domain named by any
-#       listener, plus pf.test (postmaster, bounces), is delivered by
+#       listener or in $PF_DOMAINS (comma or space list), plus pf.test
+#       (postmaster, bounces), is delivered by
 #       virtual(8) into maildirs under $PF_MAILDIR (default
 #       $MP_TMP/maildir, owned by nobody): <domain>/<user>/ for addresses
 #       given to pf_add_mailboxes, <domain>/_any/ for all others (or, with
@@ -178,6 +179,7 @@ pf_start() {
 	local ns=$1 d=$2
 	shift 2
 	local conf=$d/conf certs=$d/certs spec ip port name tls doms x dev i=0 alldoms=" pf.test "
+	for x in ${PF_DOMAINS:-}; do alldoms+="${x//,/ } "; done
 	local ms=$conf/master.cf
 	[ -f "$certs/good.pem" ] || pf_make_certs "$certs" || { echo "pf_start: certificates" >&2; return 1; }
 	mkdir -p "$conf" "$d/queue" "$d/data" "$PF_MAILDIR" || return 1
