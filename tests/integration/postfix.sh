@@ -71,9 +71,9 @@ trap 'pf_cleanup; mp_cleanup' EXIT
 
 # pf_cert_ext FILE SANS: v3 extensions of a server certificate.
 pf_cert_ext() {
-	local sans="" n
-	IFS=, read -ra n <<<"$2"
-	for x in "${n[@]}"; do sans+="${sans:+,}DNS:$x"; done
+	local sans="" names x
+	IFS=, read -ra names <<<"$2"
+	for x in "${names[@]}"; do sans+="${sans:+,}DNS:$x"; done
 	cat >"$1" <<EOF
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature,keyEncipherment
@@ -167,7 +167,7 @@ pf_maildir_root() { postconf -c "$1/conf" -h virtual_mailbox_base; }
 
 # pf_kv SPEC KEY [DEFAULT]: one field of a listener spec.
 pf_kv() {
-	local f
+	local f x
 	IFS=';' read -ra f <<<"$1"
 	for x in "${f[@]}"; do
 		[ "${x%%=*}" = "$2" ] && { echo "${x#*=}"; return 0; }
@@ -391,10 +391,11 @@ pf_add_mailboxes() {
 	local d=$1 conf=$1/conf a
 	shift
 	[ -f "$conf/mailboxes" ] || { echo "pf_add_mailboxes: $d not started" >&2; return 1; }
+	local list=("$@")
 	if [ "${1-}" = -f ]; then
-		set -- $(cat "$2")
+		mapfile -t list < <(grep -v '^[[:space:]]*$' "$2")
 	fi
-	for a in "$@"; do
+	for a in "${list[@]}"; do
 		a=${a,,}
 		# Only names that cannot leave the maildir root.
 		[[ $a =~ ^[a-z0-9][a-z0-9._+=-]*@[a-z0-9][a-z0-9.-]*$ && $a != *..* ]] || {
@@ -432,7 +433,7 @@ pf_wait_queue_empty() {
 pf_wait_delivered() {
 	local d=$1 n=$2 t=$3 dom=${4-}
 	for _ in $(seq $((t * 10))); do
-		[ "$(pf_maildir_count "$d" $dom)" -ge "$n" ] && return 0
+		[ "$(pf_maildir_count "$d" ${dom:+"$dom"})" -ge "$n" ] && return 0
 		sleep 0.1
 	done
 	return 1

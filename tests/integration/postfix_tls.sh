@@ -248,7 +248,8 @@ for c in "expired old.pf.test 198.19.20.12 expired" \
 	"badname bad.pf.test 198.19.20.13 name-mismatch" \
 	"selfsigned self.pf.test 198.19.20.14 self-signed" \
 	"tls10 legacy.pf.test 198.19.20.15 protocol-version"; do
-	set -- $c
+	read -r kind host ip reason <<<"$c"
+	set -- "$kind" "$host" "$ip" "$reason"
 	send "verify $1" "$2" "$3" --rcpt "v1@$1.test" --rcpt "v2@$1.test" \
 		--message "$MP_TMP/traps.eml" --tls verify --ca "$CA"
 	check "verify, $1 server: $4, not delivered" "
