@@ -671,6 +671,9 @@ ctl_campaign_control(struct ctl_redis *r, const char *id, const char *action,
 		ERR("%s", ctl_redis_error(r));
 		return -EIO;
 	}
+	/* Redis 7 prefixes script error replies without a code with "ERR " */
+	if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "ERR ", 4) == 0)
+		memmove(rep->str, rep->str + 4, strlen(rep->str + 4) + 1);
 	if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
 	    rep->element[0]->type == REDIS_REPLY_STRING &&
 	    rep->element[1]->type == REDIS_REPLY_STRING) {

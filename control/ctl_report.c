@@ -524,7 +524,7 @@ ctl_report_list(struct ctl_redis *r, int limit, json_t **out, char *err, size_t 
 		}
 		if (h->type == REDIS_REPLY_ARRAY && h->elements == 4 &&
 		    h->element[0]->type == REDIS_REPLY_STRING) {
-			json_array_append_new(arr, json_pack("{s:s s:I s:I s:s}",
+			json_array_append_new(arr, json_pack("{s:s s:s s:I s:I s:s}",
 				"id", ids->element[i]->str,
 				"state", h->element[0]->str,
 				"created_ms", (json_int_t)(h->element[1]->str ? strtoll(h->element[1]->str, NULL, 10) : 0),
