@@ -52,6 +52,11 @@ test_url(void)
 	CHECK_EQ(ctl_redis_url_parse("unix:///run/r.sock?db=3", &u, err, sizeof(err)), 0);
 	CHECK_STREQ(u.path, "/run/r.sock");
 	CHECK_EQ(u.db, 3);
+	CHECK_EQ(ctl_redis_url_parse("unix:///r.sock?password=p%26w&db=4&user=app", &u, err, sizeof(err)), 0);
+	CHECK_STREQ(u.password, "p&w");
+	CHECK_STREQ(u.user, "app");
+	CHECK_EQ(u.db, 4);
+	CHECK_EQ(ctl_redis_url_parse("unix:///r.sock?pw=x", &u, err, sizeof(err)), -EINVAL);
 	CHECK_EQ(ctl_redis_url_parse("unix:/tmp/x", &u, err, sizeof(err)), 0);
 	CHECK_STREQ(u.path, "/tmp/x");
 
