@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ctl_campaign.h"
+#include "ctl_campdef.h"
 #include "ctl_report.h"
 
 #define REASONS_MAX 10000   /* distinct reasons kept per category */
@@ -67,7 +67,7 @@ ctl_report_status(struct ctl_redis *r, const char *id, int64_t now_ms,
 	int i;
 
 	*out = NULL;
-	if (!ctl_campaign_id_valid(id)) {
+	if (!ctl_campdef_id_valid(id)) {
 		ERR("unknown campaign '%.80s' (not a valid campaign id)", id);
 		return -ENOENT;
 	}

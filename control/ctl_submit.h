@@ -83,7 +83,7 @@ void ctl_submit_count_invalid(struct ctl_submit *s);
 int ctl_submit_end(struct ctl_submit *s);
 
 /** Invalid records not yet added to the campaign's "invalid" (give to
- * ctl_campaign_finish); resets the count. */
+ * ctl_campdef_finish); resets the count. */
 long long ctl_submit_take_invalid(struct ctl_submit *s);
 
 void ctl_submit_get_stats(const struct ctl_submit *s, struct ctl_submit_stats *st);

@@ -22,7 +22,7 @@
 
 #include <jansson.h>
 
-#include "ctl_campaign.h"
+#include "ctl_campdef.h"
 #include "ctl_input.h"
 #include "ctl_redis.h"
 #include "ctl_report.h"
@@ -67,7 +67,7 @@ struct opts {
 	const char *ns;
 	int json;
 	/* submit */
-	struct ctl_campaign camp;
+	struct ctl_campdef camp;
 	const char *camp_file;
 	enum ctl_input_fmt fmt;
 	int strict;
@@ -335,10 +335,10 @@ cmd_submit(int argc, char **argv)
 	if (o.camp_file) {
 		/* the file is the base: settings given as flags were stored in o.camp
 		 * already and must win, so load into a fresh one and merge */
-		struct ctl_campaign base;
+		struct ctl_campdef base;
 
-		ctl_campaign_init(&base);
-		if (ctl_campaign_load_json(&base, o.camp_file, err, sizeof(err)) < 0) {
+		ctl_campdef_init(&base);
+		if (ctl_campdef_load_json(&base, o.camp_file, err, sizeof(err)) < 0) {
 			fprintf(stderr, "mailpumpctl: %s\n", err);
 			return EX_USAGE;
 		}
@@ -364,9 +364,9 @@ cmd_submit(int argc, char **argv)
 				o.camp.tls_overrides = json_object();
 			json_object_update_missing(o.camp.tls_overrides, base.tls_overrides);
 		}
-		ctl_campaign_fini(&base);
+		ctl_campdef_fini(&base);
 	}
-	if (ctl_campaign_validate(&o.camp, &tpl, err, sizeof(err)) < 0) {
+	if (ctl_campdef_validate(&o.camp, &tpl, err, sizeof(err)) < 0) {
 		fprintf(stderr, "mailpumpctl: %s\n", err);
 		return EX_USAGE;
 	}
@@ -390,7 +390,7 @@ cmd_submit(int argc, char **argv)
 		ctl_redis_close(r);
 		return EX_USAGE;
 	}
-	rc = ctl_campaign_create(r, &o.camp, ctl_now_ms(), err, sizeof(err));
+	rc = ctl_campdef_create(r, &o.camp, ctl_now_ms(), err, sizeof(err));
 	if (rc < 0) {
 		fprintf(stderr, "mailpumpctl: %s\n", err);
 		ctl_input_close(in);
@@ -431,7 +431,7 @@ cmd_submit(int argc, char **argv)
 		rc = ctl_submit_end(s);
 	ctl_submit_get_stats(s, &st);
 	if (rc == 0 || rc == -ECANCELED) {
-		if (ctl_campaign_finish(r, o.camp.id, ctl_submit_take_invalid(s), state,
+		if (ctl_campdef_finish(r, o.camp.id, ctl_submit_take_invalid(s), state,
 		    sizeof(state), err, sizeof(err)) < 0) {
 			fprintf(stderr, "mailpumpctl: %s\n", err);
 			rc = -EIO;
@@ -461,7 +461,7 @@ cmd_submit(int argc, char **argv)
 			freeReplyObject(rp);
 		}
 		if (ctl_redis_wait(r, 2000) == 0 &&
-		    ctl_campaign_control(r, o.camp.id, "cancel", old, neu, sizeof(old),
+		    ctl_campdef_control(r, o.camp.id, "cancel", old, neu, sizeof(old),
 			err, sizeof(err)) == 0)
 			fprintf(stderr, "mailpumpctl: campaign %s cancelled (%lu recipients had been queued)\n",
 				o.camp.id, st.accepted);
@@ -816,7 +816,7 @@ cmd_control(const char *action, int argc, char **argv)
 	if (argc != 1)
 		die_usage("%s: expected a campaign id", action);
 	r = connect_redis();
-	rc = ctl_campaign_control(r, argv[0], action, old, neu, sizeof(old), err, sizeof(err));
+	rc = ctl_campdef_control(r, argv[0], action, old, neu, sizeof(old), err, sizeof(err));
 	ctl_redis_close(r);
 	if (rc < 0) {
 		fprintf(stderr, "mailpumpctl: %s\n", err);
@@ -941,7 +941,7 @@ camp_set(const char *key, const char *v)
 {
 	char err[512];
 
-	if (ctl_campaign_set(&o.camp, key, v, err, sizeof(err)) < 0) {
+	if (ctl_campdef_set(&o.camp, key, v, err, sizeof(err)) < 0) {
 		fprintf(stderr, "mailpumpctl: %s\n", err);
 		exit(EX_USAGE);
 	}
@@ -954,7 +954,7 @@ main(int argc, char **argv)
 	const char *cmd;
 	int c;
 
-	ctl_campaign_init(&o.camp);
+	ctl_campdef_init(&o.camp);
 	o.redis = getenv("MAILPUMP_REDIS");
 	o.ns = getenv("MAILPUMP_NS");
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -975,11 +975,11 @@ main(int argc, char **argv)
 		case OPT_WINDOW: camp_set("window", optarg); break;
 		case OPT_MAX_AGE: camp_set("max_age_s", optarg); break;
 		case OPT_HEADER:
-			if (ctl_campaign_add_header(&o.camp, optarg, err, sizeof(err)) < 0)
+			if (ctl_campdef_add_header(&o.camp, optarg, err, sizeof(err)) < 0)
 				die_usage("%s", err);
 			break;
 		case OPT_TLS_OVR:
-			if (ctl_campaign_add_tls_override(&o.camp, optarg, err, sizeof(err)) < 0)
+			if (ctl_campdef_add_tls_override(&o.camp, optarg, err, sizeof(err)) < 0)
 				die_usage("%s", err);
 			break;
 		case OPT_FORMAT:

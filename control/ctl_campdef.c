@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ctl_campaign.h"
+#include "ctl_campdef.h"
 
 #define TEMPLATE_FILE_MAX (8u << 20)
 
@@ -23,14 +23,14 @@
 } while (0)
 
 void
-ctl_campaign_init(struct ctl_campaign *c)
+ctl_campdef_init(struct ctl_campdef *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->max_age_s = CTL_MAX_AGE_DEFAULT;
 }
 
 void
-ctl_campaign_fini(struct ctl_campaign *c)
+ctl_campdef_fini(struct ctl_campdef *c)
 {
 	free(c->from);
 	free(c->from_name);
@@ -52,7 +52,7 @@ ctl_tls_policy_valid(const char *s)
 }
 
 int
-ctl_campaign_id_valid(const char *s)
+ctl_campdef_id_valid(const char *s)
 {
 	size_t n = 0;
 
@@ -128,14 +128,14 @@ set_str(char **dst, const char *v, char *err, size_t errlen)
 }
 
 int
-ctl_campaign_set(struct ctl_campaign *c, const char *key, const char *v,
+ctl_campdef_set(struct ctl_campdef *c, const char *key, const char *v,
 	char *err, size_t errlen)
 {
 	char *buf = NULL;
 	int rc;
 
 	if (strcmp(key, "id") == 0) {
-		if (!ctl_campaign_id_valid(v)) {
+		if (!ctl_campdef_id_valid(v)) {
 			ERR("campaign: id '%s': use 1 to %d of A-Z a-z 0-9 . _ -", v, CTL_ID_MAX);
 			return -EINVAL;
 		}
@@ -201,7 +201,7 @@ ctl_campaign_set(struct ctl_campaign *c, const char *key, const char *v,
 }
 
 int
-ctl_campaign_add_header(struct ctl_campaign *c, const char *line, char *err,
+ctl_campdef_add_header(struct ctl_campdef *c, const char *line, char *err,
 	size_t errlen)
 {
 	const char *colon = strchr(line, ':');
@@ -228,7 +228,7 @@ ctl_campaign_add_header(struct ctl_campaign *c, const char *line, char *err,
 }
 
 int
-ctl_campaign_add_tls_override(struct ctl_campaign *c, const char *spec,
+ctl_campdef_add_tls_override(struct ctl_campdef *c, const char *spec,
 	char *err, size_t errlen)
 {
 	const char *eq = strchr(spec, '=');
@@ -251,7 +251,7 @@ ctl_campaign_add_tls_override(struct ctl_campaign *c, const char *spec,
 }
 
 int
-ctl_campaign_load_json(struct ctl_campaign *c, const char *path, char *err,
+ctl_campdef_load_json(struct ctl_campdef *c, const char *path, char *err,
 	size_t errlen)
 {
 	json_error_t je;
@@ -298,8 +298,8 @@ ctl_campaign_load_json(struct ctl_campaign *c, const char *path, char *err,
 				snprintf(sub, sizeof(sub), key[0] == 'h' ? "%s: %s" : "%s=%s",
 					k2, json_string_value(v2));
 				rc = key[0] == 'h' ?
-					ctl_campaign_add_header(c, sub, e2, sizeof(e2)) :
-					ctl_campaign_add_tls_override(c, sub, e2, sizeof(e2));
+					ctl_campdef_add_header(c, sub, e2, sizeof(e2)) :
+					ctl_campdef_add_tls_override(c, sub, e2, sizeof(e2));
 				if (rc < 0) {
 					ERR("%s: %s", path, e2);
 					break;
@@ -311,7 +311,7 @@ ctl_campaign_load_json(struct ctl_campaign *c, const char *path, char *err,
 		}
 		if (strcmp(key, "max_age_s") == 0 && json_is_integer(v)) {
 			snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
-			rc = ctl_campaign_set(c, key, num, e2, sizeof(e2));
+			rc = ctl_campdef_set(c, key, num, e2, sizeof(e2));
 		} else if (!json_is_string(v)) {
 			snprintf(e2, sizeof(e2), "%s: expected a string", key);
 			rc = -EINVAL;
@@ -322,9 +322,9 @@ ctl_campaign_load_json(struct ctl_campaign *c, const char *path, char *err,
 				snprintf(sub, sizeof(sub), "%s/%s", dir, p);
 			else
 				snprintf(sub, sizeof(sub), "%s", p);
-			rc = ctl_campaign_set(c, key, sub, e2, sizeof(e2));
+			rc = ctl_campdef_set(c, key, sub, e2, sizeof(e2));
 		} else {
-			rc = ctl_campaign_set(c, key, json_string_value(v), e2, sizeof(e2));
+			rc = ctl_campdef_set(c, key, json_string_value(v), e2, sizeof(e2));
 		}
 		if (rc < 0) {
 			ERR("%s: %s", path, e2);
@@ -351,7 +351,7 @@ window_valid(const char *w)
 }
 
 void
-ctl_campaign_new_id(char *buf, size_t cap)
+ctl_campdef_new_id(char *buf, size_t cap)
 {
 	static const char b36[] = "0123456789abcdefghijklmnopqrstuvwxyz";
 	unsigned long long ms = (unsigned long long)ctl_now_ms();
@@ -380,7 +380,7 @@ ctl_campaign_new_id(char *buf, size_t cap)
 }
 
 int
-ctl_campaign_validate(struct ctl_campaign *c, struct msg_template **tpl,
+ctl_campdef_validate(struct ctl_campdef *c, struct msg_template **tpl,
 	char *err, size_t errlen)
 {
 	struct msg_template_spec spec;
@@ -392,7 +392,7 @@ ctl_campaign_validate(struct ctl_campaign *c, struct msg_template **tpl,
 
 	*tpl = NULL;
 	if (c->id[0] == '\0')
-		ctl_campaign_new_id(c->id, sizeof(c->id));
+		ctl_campdef_new_id(c->id, sizeof(c->id));
 	if (c->from == NULL || c->from[0] == '\0') {
 		ERR("campaign: from: sender address required");
 		return -EINVAL;
@@ -493,7 +493,7 @@ nz(const char *s)
 }
 
 int
-ctl_campaign_create(struct ctl_redis *r, const struct ctl_campaign *c,
+ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	int64_t now_ms, char *err, size_t errlen)
 {
 	char kc[CTL_KEY_MAX], kz[CTL_KEY_MAX], kn[CTL_KEY_MAX];
@@ -579,7 +579,7 @@ static struct ctl_redis_script finish_lua = { .src =
 	"return st\n" };
 
 int
-ctl_campaign_finish(struct ctl_redis *r, const char *id, long long invalid_delta,
+ctl_campdef_finish(struct ctl_redis *r, const char *id, long long invalid_delta,
 	char *state, size_t cap, char *err, size_t errlen)
 {
 	char kc[CTL_KEY_MAX], kn[CTL_KEY_MAX], now[24], inv[24];
@@ -647,7 +647,7 @@ static struct ctl_redis_script control_lua = { .src =
 	"return {st, new}\n" };
 
 int
-ctl_campaign_control(struct ctl_redis *r, const char *id, const char *action,
+ctl_campdef_control(struct ctl_redis *r, const char *id, const char *action,
 	char *old_state, char *new_state, size_t cap, char *err, size_t errlen)
 {
 	char kc[CTL_KEY_MAX], kn[CTL_KEY_MAX], now[24];
@@ -655,7 +655,7 @@ ctl_campaign_control(struct ctl_redis *r, const char *id, const char *action,
 	redisReply *rep;
 	int rc = 0;
 
-	if (!ctl_campaign_id_valid(id)) {
+	if (!ctl_campdef_id_valid(id)) {
 		ERR("unknown campaign '%.80s' (not a valid campaign id)", id);
 		return -ENOENT;
 	}
@@ -695,13 +695,13 @@ ctl_campaign_control(struct ctl_redis *r, const char *id, const char *action,
 }
 
 int
-ctl_campaign_exists(struct ctl_redis *r, const char *id)
+ctl_campdef_exists(struct ctl_redis *r, const char *id)
 {
 	char kc[CTL_KEY_MAX];
 	redisReply *rep;
 	int rc;
 
-	if (!ctl_campaign_id_valid(id))
+	if (!ctl_campdef_id_valid(id))
 		return 0;
 	ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, id);
 	rep = ctl_redis_cmd(r, "EXISTS %s", kc);

@@ -4,13 +4,13 @@
  * JSON file and/or command-line settings, validated as a whole (the
  * templates are compiled by msg_template_compile, so a campaign that
  * passes here renders on every worker), then written atomically with
- * state "submitting". Submission ends with ctl_campaign_finish
+ * state "submitting". Submission ends with ctl_campdef_finish
  * (submitting -> running, or done when nothing is left); operators move
- * it with ctl_campaign_control (pause, resume, cancel). Every state change
+ * it with ctl_campdef_control (pause, resume, cancel). Every state change
  * is one Lua script, so two tools never race a transition.
  */
-#ifndef CTL_CAMPAIGN_H
-#define CTL_CAMPAIGN_H
+#ifndef CTL_CAMPDEF_H
+#define CTL_CAMPDEF_H
 
 #include <stdint.h>
 
@@ -19,7 +19,7 @@
 #include "ctl_redis.h"
 #include "msg.h"
 
-struct ctl_campaign {
+struct ctl_campdef {
 	char id[CTL_ID_MAX + 1];   /* "" = generate one */
 	char *from;
 	char *from_name;
@@ -35,8 +35,8 @@ struct ctl_campaign {
 	long long max_age_s;
 };
 
-void ctl_campaign_init(struct ctl_campaign *c);
-void ctl_campaign_fini(struct ctl_campaign *c);
+void ctl_campdef_init(struct ctl_campdef *c);
+void ctl_campdef_fini(struct ctl_campdef *c);
 
 /**
  * Merge a campaign JSON file into c (keys: id, from, from_name, reply_to,
@@ -45,7 +45,7 @@ void ctl_campaign_fini(struct ctl_campaign *c);
  * to the file's directory). Unknown keys are errors (typos must not pass).
  * @return 0 or -EINVAL/-ENOENT with err naming the file and key.
  */
-int ctl_campaign_load_json(struct ctl_campaign *c, const char *path,
+int ctl_campdef_load_json(struct ctl_campdef *c, const char *path,
 	char *err, size_t errlen);
 
 /**
@@ -53,15 +53,15 @@ int ctl_campaign_load_json(struct ctl_campaign *c, const char *path,
  * html_file read a file). Replaces an earlier value.
  * @return 0 or -EINVAL with err filled.
  */
-int ctl_campaign_set(struct ctl_campaign *c, const char *key,
+int ctl_campdef_set(struct ctl_campdef *c, const char *key,
 	const char *value, char *err, size_t errlen);
 
 /** Add "Name: value" to the extra headers. @return 0 or -EINVAL. */
-int ctl_campaign_add_header(struct ctl_campaign *c, const char *line,
+int ctl_campdef_add_header(struct ctl_campdef *c, const char *line,
 	char *err, size_t errlen);
 
 /** Add "domain=policy" to the TLS overrides. @return 0 or -EINVAL. */
-int ctl_campaign_add_tls_override(struct ctl_campaign *c, const char *spec,
+int ctl_campdef_add_tls_override(struct ctl_campdef *c, const char *spec,
 	char *err, size_t errlen);
 
 /** 1 if s is none|opportunistic|required|verify. */
@@ -72,18 +72,18 @@ int ctl_tls_policy_valid(const char *s);
  * @param tpl receives the compiled template (caller frees)
  * @return 0, or -EINVAL with err starting "campaign: ".
  */
-int ctl_campaign_validate(struct ctl_campaign *c, struct msg_template **tpl,
+int ctl_campdef_validate(struct ctl_campdef *c, struct msg_template **tpl,
 	char *err, size_t errlen);
 
 /** A fresh id: "c" + base-36 milliseconds + "-" + 8 random hex digits. */
-void ctl_campaign_new_id(char *buf, size_t cap);
+void ctl_campdef_new_id(char *buf, size_t cap);
 
 /**
  * Write the campaign (state submitting, zero counters) and index it in
  * NS campaigns.
  * @return 0, -EEXIST (id taken), -EIO (Redis; err filled).
  */
-int ctl_campaign_create(struct ctl_redis *r, const struct ctl_campaign *c,
+int ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	int64_t now_ms, char *err, size_t errlen);
 
 /**
@@ -92,7 +92,7 @@ int ctl_campaign_create(struct ctl_redis *r, const struct ctl_campaign *c,
  * @param state receives the state afterwards
  * @return 0, -ENOENT (campaign gone), -EIO.
  */
-int ctl_campaign_finish(struct ctl_redis *r, const char *id,
+int ctl_campdef_finish(struct ctl_redis *r, const char *id,
 	long long invalid_delta, char *state, size_t cap, char *err, size_t errlen);
 
 /**
@@ -104,17 +104,17 @@ int ctl_campaign_finish(struct ctl_redis *r, const char *id,
  * @return 0 with old/new states filled, -ENOENT (unknown id), -EPERM
  *         (not allowed from the current state; err says why), -EIO.
  */
-int ctl_campaign_control(struct ctl_redis *r, const char *id,
+int ctl_campdef_control(struct ctl_redis *r, const char *id,
 	const char *action, char *old_state, char *new_state, size_t cap,
 	char *err, size_t errlen);
 
-/** 1 if s is a valid campaign id ([A-Za-z0-9._-], 1..64). */
-int ctl_campaign_id_valid(const char *s);
+/** 1 if s is a valid campaign id ([A-Za-z0-9._-], 1..63). */
+int ctl_campdef_id_valid(const char *s);
 
 /**
  * Does the campaign exist?
  * @return 1, 0, or -EIO.
  */
-int ctl_campaign_exists(struct ctl_redis *r, const char *id);
+int ctl_campdef_exists(struct ctl_redis *r, const char *id);
 
 #endif
