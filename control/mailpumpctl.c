@@ -578,7 +578,7 @@ cmd_watch(int argc, char **argv)
 	r = connect_redis();
 	for (;;) {
 		json_t *j;
-		const char *st;
+		char st[32];
 		long long fin, total;
 		int64_t now = ctl_mono_ms();
 		int ended, rc;
@@ -596,7 +596,7 @@ cmd_watch(int argc, char **argv)
 			ex = rc_exit(rc);
 			break;
 		}
-		st = jget_str(j, "state");
+		snprintf(st, sizeof(st), "%s", jget_str(j, "state"));
 		ended = strcmp(st, "done") == 0 || strcmp(st, "cancelled") == 0;
 		fin = jget_int(j, "final");
 		total = jget_int(j, "total");
