@@ -31,6 +31,7 @@ struct ctl_redis {
 	int backoff_ms;          /* next delay after a failed attempt */
 	int64_t next_try_ms;     /* monotonic: no attempt before this */
 	unsigned pending;        /* appended, reply not read */
+	int last_rc;             /* result of the last connect attempt */
 };
 
 int64_t
@@ -360,6 +361,7 @@ ctl_redis_ensure(struct ctl_redis *r)
 	if (now < r->next_try_ms)
 		return -EAGAIN;
 	rc = connect_once(r);
+	r->last_rc = rc;
 	if (rc < 0) {
 		r->next_try_ms = now + r->backoff_ms;
 		r->backoff_ms *= 2;
@@ -387,7 +389,7 @@ ctl_redis_wait(struct ctl_redis *r, int wait_ms)
 			struct timespec ts;
 
 			if (now >= deadline)
-				return rc == -EAGAIN ? -EIO : rc;
+				return rc == -EAGAIN ? (r->last_rc < 0 ? r->last_rc : -EIO) : rc;
 			if (until > now) {
 				ts.tv_sec = (until - now) / 1000;
 				ts.tv_nsec = ((until - now) % 1000) * 1000000;
