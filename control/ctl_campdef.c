@@ -467,7 +467,9 @@ ctl_campdef_validate(struct ctl_campdef *c, struct msg_template **tpl,
 	return 0;
 }
 
-/* KEYS: campaign, campaigns, counts. ARGV: id, created_ms, field, value... */
+/* KEYS: campaign, campaigns, counts, jobs. ARGV: id, created_ms, field,
+ * value... The consumer group is created here too (at ID 0, so batches
+ * written before any daemon started are delivered); BUSYGROUP is fine. */
 static struct ctl_redis_script create_lua = { .src =
 	"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
 	"local f = {}\n"
@@ -476,6 +478,7 @@ static struct ctl_redis_script create_lua = { .src =
 	"redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])\n"
 	"redis.call('HSET', KEYS[3], 'queued', 0, 'deferred', 0, 'delivered', 0,\n"
 	"  'bounced', 0, 'failed', 0, 'cancelled', 0, 'dup_deliveries', 0, 'attempts', 0)\n"
+	"redis.pcall('XGROUP', 'CREATE', KEYS[4], '" CTL_GROUP "', '0', 'MKSTREAM')\n"
 	"return 1\n" };
 
 static char *
@@ -496,7 +499,7 @@ int
 ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	int64_t now_ms, char *err, size_t errlen)
 {
-	char kc[CTL_KEY_MAX], kz[CTL_KEY_MAX], kn[CTL_KEY_MAX];
+	char kc[CTL_KEY_MAX], kz[CTL_KEY_MAX], kn[CTL_KEY_MAX], kj[CTL_KEY_MAX];
 	char created[24], maxage[24];
 	char *hdrs = json_str_or_empty(c->headers);
 	char *ovr = json_str_or_empty(c->tls_overrides);
@@ -513,12 +516,14 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, c->id);
 	ctl_redis_key(r, kz, sizeof(kz), CTL_K_CAMPAIGNS);
 	ctl_redis_key(r, kn, sizeof(kn), CTL_K_COUNTS, c->id);
+	ctl_redis_key(r, kj, sizeof(kj), CTL_K_JOBS);
 	snprintf(created, sizeof(created), "%lld", (long long)now_ms);
 	snprintf(maxage, sizeof(maxage), "%lld", c->max_age_s);
 #define KV(k, v) do { argv[n++] = (k); argv[n++] = nz(v); } while (0)
 	argv[n++] = kc;
 	argv[n++] = kz;
 	argv[n++] = kn;
+	argv[n++] = kj;
 	argv[n++] = c->id;
 	argv[n++] = created;
 	KV(CTL_F_ID, c->id);
@@ -540,7 +545,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	KV(CTL_F_INVALID, "0");
 	KV(CTL_F_DUPS, "0");
 #undef KV
-	rep = ctl_redis_eval(r, &create_lua, 3, n, argv, NULL);
+	rep = ctl_redis_eval(r, &create_lua, 4, n, argv, NULL);
 	free(hdrs);
 	free(ovr);
 	if (rep == NULL) {

@@ -20,7 +20,8 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 mkdir "$MP_TMP/redis"
 redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no \
 	--dir "$MP_TMP/redis" --logfile "$MP_TMP/redis.log" >/dev/null 2>&1 &
-MP_PIDS+=($!)
+REDIS_PID=$!
+MP_PIDS+=($REDIS_PID)
 R="redis-cli -p $PORT"
 mp_wait_for 10 $R ping || mp_fail "redis-server did not start on port $PORT"
 export MAILPUMP_REDIS=redis://127.0.0.1:$PORT/0
@@ -84,6 +85,8 @@ has "csv: domain lower-cased"    "$T/jobs1.txt" '"to":"b@x.test"'
 [ "$($R hlen mp:campaign:$ID1:rcpt)" = 2 ] || mp_fail "rcpt hash size != 2"
 $R hget mp:campaign:$ID1:rcpt b@x.test | grep -q '"state":"queued"' || mp_fail "rcpt value not queued"
 ok "csv: campaign hash, counts and rcpt hash agree"
+$R xinfo groups mp:jobs | grep -qx mailpump || mp_fail "submit did not create the consumer group"
+ok "submit creates the consumer group"
 
 # human output: the id alone on stdout
 ID2=$(printf 'email\nz@z.test\n' | "$CTL" submit --quiet "${CAMP[@]}" --html "$T/text.txt" - 2>/dev/null) ||
@@ -253,6 +256,11 @@ ok "watch ends when the campaign is done"
 timeout 20 "$CTL" --json watch rep-1 >"$T/w3.out" || mp_fail "watch --json"
 python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$T/w3.out" || mp_fail "watch --json lines"
 ok "watch --json prints JSON lines"
+# on a terminal the bar is redrawn in place
+script -qfec "$CTL watch rep-1 --interval 0.2" /dev/null >"$T/w4.out" 2>&1 || mp_fail "watch on a tty: $(cat "$T/w4.out")"
+grep -qF $'\r\033[K[########################................]  60.0%' "$T/w4.out" ||
+	mp_fail "watch on a tty drew no bar: $(od -c "$T/w4.out" | head)"
+ok "watch on a TTY redraws a progress bar"
 
 # --- unknown ids, unreachable redis ---
 for cmd in "status nope" "pause nope" "resume nope" "cancel nope" "report campaign nope" "watch nope"; do
@@ -278,9 +286,7 @@ rc=0
 expect_rc "bad url" 1 $rc
 has "bad redis url" "$T/d2.err" "expected redis://host[:port][/db]"
 
-# --- flat memory: 100k and BIG recipients streamed through a pipe ---
-# peak RSS is VmHWM of the mailpumpctl process, read from /proc while it
-# runs (and one last time from its zombie-free exit via wait)
+# --- cancel while a submission runs: the submission stops, counters agree ---
 gen() {  # N: CSV, 1000 domains
 	python3 -c '
 import sys
@@ -290,6 +296,29 @@ for i in range(n):
     w("user%d@d%d.test,Name%d,%d\n" % (i, i % 1000, i, i))
 ' "$1"
 }
+started() {  # NS ID: the submission has queued something
+	local t
+	t=$($R hget "$1:campaign:$2" total)
+	[ -n "$t" ] && [ "$t" -gt 0 ]
+}
+exec 3< <(gen 400000)
+"$CTL" --ns cx: submit --quiet "${CAMP[@]}" --id cx-1 - <&3 >"$T/cx.out" 2>"$T/cx.err" &
+p=$!
+mp_wait_for 30 started cx cx-1 || mp_fail "cancel test: submission did not start"
+"$CTL" --ns cx: cancel cx-1 >/dev/null || mp_fail "cancel during submission"
+rc=0; wait $p || rc=$?
+exec 3<&-
+expect_rc "submit after cancel" 1 $rc
+has "a cancel stops the submission" "$T/cx.err" "campaign 'cx-1' was cancelled during submission"
+t=$($R hget cx:campaign:cx-1 total)
+[ "$t" -lt 400000 ] && [ "$($R hget cx:campaign:cx-1:counts queued)" = "$t" ] &&
+	[ "$($R hlen cx:campaign:cx-1:rcpt)" = "$t" ] && [ "$($R hget cx:campaign:cx-1 state)" = cancelled ] ||
+	mp_fail "cancel test: total=$t queued=$($R hget cx:campaign:cx-1:counts queued) state=$($R hget cx:campaign:cx-1 state)"
+ok "after a cancel mid-submission total == queued == rcpt entries ($t)"
+
+# --- flat memory: 100k and BIG recipients streamed through a pipe ---
+# peak RSS is VmHWM of the mailpumpctl process, read from /proc while it
+# runs (and one last time from its zombie-free exit via wait)
 peak_run() {  # NS N -> prints peak KiB; JSON result in $T/big-NS.json
 	local ns=$1 n=$2 p peak=0 h
 	exec 3< <(gen "$n")
@@ -319,5 +348,18 @@ echo "peak RSS: $SMALL recipients ${p1} KiB, $BIG recipients ${p2} KiB ($secs s,
 [ "$p2" -lt "$RSS_MAX_KB" ] || mp_fail "peak RSS ${p2} KiB >= ${RSS_MAX_KB} KiB"
 [ "$p2" -lt $((p1 + RSS_GROWTH_KB)) ] || mp_fail "peak RSS grows with the input: ${p1} -> ${p2} KiB"
 ok "big: peak RSS flat and under $((RSS_MAX_KB / 1024)) MiB"
+
+# --- redis dies during a submission: clear error, exit 2, what is left ---
+exec 3< <(gen 400000)
+"$CTL" --ns kx: submit --quiet "${CAMP[@]}" --id kx-1 - <&3 >"$T/kx.out" 2>"$T/kx.err" &
+p=$!
+mp_wait_for 30 started kx kx-1 || mp_fail "redis-kill test: submission did not start"
+kill -KILL "$REDIS_PID"
+rc=0; wait $p || rc=$?
+exec 3<&-
+expect_rc "submit with redis gone" 2 $rc
+has "redis lost mid-submission is reported" "$T/kx.err" "mailpumpctl: submission failed: redis 127.0.0.1:$PORT:"
+has "and what to do about it" "$T/kx.err" "campaign kx-1 is left in state submitting"
+has "with the command" "$T/kx.err" "cancel it with 'mailpumpctl cancel kx-1'"
 
 echo "ctl_submit: $pass checks passed"
