@@ -522,13 +522,23 @@ ready(struct ctl_redis *r)
 	return rc;
 }
 
+/* A plain command would read a pipelined reply as its own. */
+static int
+busy(struct ctl_redis *r)
+{
+	if (r->pending == 0)
+		return 0;
+	set_err(r, "%u pipelined replies not read yet", r->pending);
+	return 1;
+}
+
 redisReply *
 ctl_redis_cmdv(struct ctl_redis *r, int argc, const char **argv,
 	const size_t *argvlen)
 {
 	redisReply *rep;
 
-	if (r->pending || ready(r) < 0)
+	if (busy(r) || ready(r) < 0)
 		return NULL;
 	rep = redisCommandArgv(r->c, argc, argv, argvlen);
 	if (rep == NULL)
@@ -542,7 +552,7 @@ ctl_redis_cmd(struct ctl_redis *r, const char *fmt, ...)
 	redisReply *rep;
 	va_list ap;
 
-	if (r->pending || ready(r) < 0)
+	if (busy(r) || ready(r) < 0)
 		return NULL;
 	va_start(ap, fmt);
 	rep = redisvCommand(r->c, fmt, ap);
