@@ -11,7 +11,7 @@
 # usage: ctl_submit.sh MAILPUMPCTL
 . "$(dirname "$0")/lib.sh"
 CTL=$1
-BIG=${MP_CTL_BIG:-1000000}         # the sanitizer build may lower it
+BIG=${MP_CTL_BIG:-1000000}         # SMALL = BIG/10 must exceed the 50,000 buffered
 RSS_MAX_KB=${MP_CTL_RSS_MAX_KB:-65536}
 RSS_GROWTH_KB=${MP_CTL_RSS_GROWTH_KB:-8192}  # allowed 10x-input growth (ASan's quarantine needs more)
 command -v redis-server >/dev/null || mp_fail "redis-server not installed (scripts/install-deps)"
