@@ -471,6 +471,7 @@ drain(struct ctl_submit *s)
 
 		redo = b->next;
 		if (rc == 0) {
+			s->st.reruns++;
 			n = batch_args(s, b, inv, sizeof(inv), rv, sizeof(rv));
 			rep = ctl_redis_eval(s->r, &batch_lua, 4, n, s->argv, s->argvlen);
 			if (rep == NULL) {

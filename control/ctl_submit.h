@@ -46,6 +46,7 @@ struct ctl_submit_stats {
 	unsigned long invalid;     /**< rejected records */
 	unsigned long duplicates;  /**< skipped as already present */
 	unsigned long batches;     /**< jobs entries written */
+	unsigned long reruns;      /**< batch scripts re-run after NOSCRIPT */
 };
 
 struct ctl_submit;
