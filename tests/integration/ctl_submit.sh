@@ -301,7 +301,7 @@ started() {  # NS ID: the submission has queued something
 	t=$($R hget "$1:campaign:$2" total)
 	[ -n "$t" ] && [ "$t" -gt 0 ]
 }
-exec 3< <(gen 400000)
+exec 3< <(gen 400000 2>/dev/null)
 "$CTL" --ns cx: submit --quiet "${CAMP[@]}" --id cx-1 - <&3 >"$T/cx.out" 2>"$T/cx.err" &
 p=$!
 mp_wait_for 30 started cx cx-1 || mp_fail "cancel test: submission did not start"
@@ -350,7 +350,7 @@ echo "peak RSS: $SMALL recipients ${p1} KiB, $BIG recipients ${p2} KiB ($secs s,
 ok "big: peak RSS flat and under $((RSS_MAX_KB / 1024)) MiB"
 
 # --- redis dies during a submission: clear error, exit 2, what is left ---
-exec 3< <(gen 400000)
+exec 3< <(gen 400000 2>/dev/null)
 "$CTL" --ns kx: submit --quiet "${CAMP[@]}" --id kx-1 - <&3 >"$T/kx.out" 2>"$T/kx.err" &
 p=$!
 mp_wait_for 30 started kx kx-1 || mp_fail "redis-kill test: submission did not start"
