@@ -716,3 +716,70 @@ ctl_campdef_exists(struct ctl_redis *r, const char *id)
 	freeReplyObject(rep);
 	return rc;
 }
+
+int
+ctl_campdef_load_redis(struct ctl_redis *r, const char *id, struct ctl_campdef *c,
+	char *state, size_t cap, int *submitted, char *err, size_t errlen)
+{
+	static const char *const strs[] = {
+		"from", "from_name", "reply_to", "subject", "text", "html",
+		"unsubscribe", "tls_policy", "window", "max_age_s",
+	};
+	char kc[CTL_KEY_MAX], e2[400];
+	const char *v;
+	redisReply *h;
+	size_t i;
+	int rc = 0;
+
+	if (!ctl_campdef_id_valid(id)) {
+		ERR("unknown campaign '%.80s' (not a valid campaign id)", id);
+		return -ENOENT;
+	}
+	ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, id);
+	h = ctl_redis_cmd(r, "HGETALL %s", kc);
+	if (h == NULL || h->type != REDIS_REPLY_ARRAY) {
+		ERR("%s", h == NULL ? ctl_redis_error(r) :
+			h->type == REDIS_REPLY_ERROR ? h->str : "HGETALL: unexpected reply");
+		if (h)
+			freeReplyObject(h);
+		return -EIO;
+	}
+	if (h->elements == 0) {
+		freeReplyObject(h);
+		ERR("unknown campaign '%s' (no %s in redis %s)", id, kc, ctl_redis_where(r));
+		return -ENOENT;
+	}
+	snprintf(c->id, sizeof(c->id), "%s", id);
+	for (i = 0; i < sizeof(strs) / sizeof(strs[0]) && rc == 0; i++) {
+		v = ctl_redis_hget(h, strs[i]);
+		if (v && v[0])
+			rc = ctl_campdef_set(c, strs[i], v, e2, sizeof(e2));
+	}
+	for (i = 0; i < 2 && rc == 0; i++) {
+		const char *f = i == 0 ? CTL_F_HEADERS : CTL_F_TLS_OVERRIDES;
+		json_t *o = NULL;
+
+		v = ctl_redis_hget(h, f);
+		if (v && v[0]) {
+			o = json_loads(v, 0, NULL);
+			if (!json_is_object(o)) {
+				json_decref(o);
+				snprintf(e2, sizeof(e2), "stored %s is not a JSON object", f);
+				rc = -EINVAL;
+				break;
+			}
+		}
+		if (i == 0)
+			c->headers = o;
+		else
+			c->tls_overrides = o;
+	}
+	v = ctl_redis_hget(h, CTL_F_STATE);
+	snprintf(state, cap, "%s", v ? v : "");
+	v = ctl_redis_hget(h, CTL_F_SUBMITTED);
+	*submitted = v && v[0];
+	freeReplyObject(h);
+	if (rc < 0)
+		ERR("campaign '%s' in redis: %s", id, e2);
+	return rc;
+}

@@ -349,17 +349,73 @@ echo "peak RSS: $SMALL recipients ${p1} KiB, $BIG recipients ${p2} KiB ($secs s,
 [ "$p2" -lt $((p1 + RSS_GROWTH_KB)) ] || mp_fail "peak RSS grows with the input: ${p1} -> ${p2} KiB"
 ok "big: peak RSS flat and under $((RSS_MAX_KB / 1024)) MiB"
 
-# --- redis dies during a submission: clear error, exit 2, what is left ---
+# --- --append: resume an interrupted submission ---
+printf 'email,first\nra@x.test,A\nrb@y.test,B\n' >"$T/ra.csv"
+printf 'email,first\nra@x.test,A\nrb@y.test,B\nrc@x.test,C\nrd@z.test,D\n' >"$T/rb.csv"
+"$CTL" submit --quiet "${CAMP[@]}" --id ap-1 "$T/ra.csv" >/dev/null || mp_fail "append: first part"
+rc=0; "$CTL" submit --append ap-1 "$T/rb.csv" >/dev/null 2>"$T/ap1.err" || rc=$?
+expect_rc "append to a running campaign" 1 $rc
+has "append refuses a finished submission" "$T/ap1.err" "campaign 'ap-1' is running and its submission ended"
+$R hset mp:campaign:ap-1 state submitting >/dev/null     # as if interrupted
+$R hdel mp:campaign:ap-1 submitted_ms >/dev/null
+rc=0; "$CTL" submit --append ap-1 --subject X "$T/rb.csv" >/dev/null 2>"$T/ap2.err" || rc=$?
+expect_rc "append with campaign options" 1 $rc
+has "append takes no campaign options" "$T/ap2.err" "no campaign options"
+rc=0; "$CTL" submit --append nope "$T/rb.csv" >/dev/null 2>"$T/ap3.err" || rc=$?
+expect_rc "append unknown" 3 $rc
+"$CTL" --json submit --append ap-1 "$T/rb.csv" >"$T/ap4.json" 2>/dev/null || mp_fail "append failed"
+check "append queues only the new recipients" 'j["accepted"] == 2 and j["duplicates"] == 2 and j["state"] == "running"' "$T/ap4.json"
+[ "$($R hget mp:campaign:ap-1 total)" = 4 ] && [ "$($R hget mp:campaign:ap-1:counts queued)" = 4 ] ||
+	mp_fail "append: counters"
+ok "append: total == queued == 4"
+
+# --- redis crashes during a submission (kill -9, AOF on): clear error,
+# exit 2; after the restart the counters agree and --append completes it
+# with every recipient exactly once ---
+P2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir "$T/redis2"
+start_redis2() {
+	redis-server --port "$P2" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync everysec \
+		--dir "$T/redis2" --logfile "$T/redis2.log" >/dev/null 2>&1 &
+	R2PID=$!
+	MP_PIDS+=($R2PID)
+	mp_wait_for 30 pong2 || mp_fail "second redis-server did not start (or load its AOF)"
+}
+pong2() { [ "$(redis-cli -p "$P2" ping 2>/dev/null)" = PONG ]; }
+start_redis2
+R2="redis-cli -p $P2"
+started2() {
+	local t
+	t=$($R2 hget kx:campaign:kx-1 total)
+	[ -n "$t" ] && [ "$t" -gt 0 ]
+}
 exec 3< <(gen 400000 2>/dev/null)
-"$CTL" --ns kx: submit --quiet "${CAMP[@]}" --id kx-1 - <&3 >"$T/kx.out" 2>"$T/kx.err" &
+"$CTL" --redis "redis://127.0.0.1:$P2" --ns kx: submit --quiet "${CAMP[@]}" --id kx-1 - <&3 >"$T/kx.out" 2>"$T/kx.err" &
 p=$!
-mp_wait_for 30 started kx kx-1 || mp_fail "redis-kill test: submission did not start"
-kill -KILL "$REDIS_PID"
+mp_wait_for 30 started2 || mp_fail "redis-kill test: submission did not start"
+sleep 1.5   # let the AOF catch up with part of it
+kill -KILL "$R2PID"
 rc=0; wait $p || rc=$?
 exec 3<&-
 expect_rc "submit with redis gone" 2 $rc
-has "redis lost mid-submission is reported" "$T/kx.err" "mailpumpctl: submission failed: redis 127.0.0.1:$PORT:"
+has "redis lost mid-submission is reported" "$T/kx.err" "mailpumpctl: submission failed: redis 127.0.0.1:$P2:"
 has "and what to do about it" "$T/kx.err" "campaign kx-1 is left in state submitting"
-has "with the command" "$T/kx.err" "cancel it with 'mailpumpctl cancel kx-1'"
+has "with the commands" "$T/kx.err" "resume with 'mailpumpctl submit --append kx-1 FILE' (queued recipients are skipped) or cancel it with 'mailpumpctl cancel kx-1'"
+start_redis2
+t1=$($R2 hget kx:campaign:kx-1 total)
+[ -n "$t1" ] && [ "$t1" -gt 0 ] && [ "$t1" -lt 400000 ] || mp_fail "after the crash: total '$t1'"
+[ "$($R2 hget kx:campaign:kx-1 state)" = submitting ] && [ "$($R2 hget kx:campaign:kx-1:counts queued)" = "$t1" ] &&
+	[ "$($R2 hlen kx:campaign:kx-1:rcpt)" = "$t1" ] || mp_fail "after the crash: counters disagree"
+ok "after a crash mid-submission total == queued == rcpt entries ($t1)"
+exec 3< <(gen 400000 2>/dev/null)
+"$CTL" --redis "redis://127.0.0.1:$P2" --ns kx: --json --quiet submit --append kx-1 - <&3 >"$T/kx2.json" 2>"$T/kx2.err" ||
+	mp_fail "append after the crash: $(cat "$T/kx2.err")"
+exec 3<&-
+check "append after the crash: only the missing recipients queued" "j[\"accepted\"] == 400000 - $t1 and j[\"duplicates\"] == $t1 and j[\"state\"] == \"running\"" "$T/kx2.json"
+[ "$($R2 hget kx:campaign:kx-1 total)" = 400000 ] && [ "$($R2 hget kx:campaign:kx-1:counts queued)" = 400000 ] &&
+	[ "$($R2 hlen kx:campaign:kx-1:rcpt)" = 400000 ] || mp_fail "append after the crash: counters"
+n=$($R2 --raw xrange kx:jobs - + | grep -o '"to":' | wc -l)
+[ "$n" = 400000 ] || mp_fail "append after the crash: $n recipients in jobs, expected 400000"
+ok "every recipient queued exactly once in jobs (400000)"
 
 echo "ctl_submit: $pass checks passed"
