@@ -189,8 +189,9 @@ ctl_camp_get(struct ctl_sched *s, const char *id, int *err)
 		*err = -EINVAL;
 		return NULL;
 	}
-	r = ctl_rc_cmdf(s, "HGETALL %scampaign:%s", s->ns, id);
+	r = CTL_RC_CMD(s, "HGETALL %scampaign:%s", s->ns, id);
 	if (r == NULL) {
+		ctl_rc_failed(s, "hgetall");
 		*err = -EIO;
 		return NULL;
 	}
@@ -225,11 +226,13 @@ ctl_camp_refresh(struct ctl_sched *s, struct scamp *c)
 {
 	redisReply *r;
 
-	if (ctl_mono_ms() - c->state_mono < s->conf.state_every_ms)
+	if (ctl_mono_ms() - c->state_mono < (int64_t)s->conf.state_every_ms)
 		return 0;
-	r = ctl_rc_cmdf(s, "HGET %scampaign:%s state", s->ns, c->id);
-	if (r == NULL)
+	r = CTL_RC_CMD(s, "HGET %scampaign:%s state", s->ns, c->id);
+	if (r == NULL) {
+		ctl_rc_failed(s, "hget");
 		return -EIO;
+	}
 	if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL)
 		c->state = state_parse(r->type == REDIS_REPLY_STRING ? r->str : NULL);
 	freeReplyObject(r);

@@ -109,153 +109,52 @@ static const char script_move[] =
 	"for _, g in ipairs(order) do flush(g) end\n"
 	"return {#due - bad, bad}\n";
 
-static const char *const scripts[SC_LAST] = {
-	script_final, script_ack, script_tls, script_move,
+static struct ctl_redis_script script_tab[SC_LAST] = {
+	{ script_final, "" }, { script_ack, "" }, { script_tls, "" }, { script_move, "" },
 };
-
-uint64_t
-ctl_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 uint64_t
 ctl_sched_now(struct ctl_sched *s)
 {
-	struct timespec ts;
-
 	if (s->conf.now_ms != NULL)
 		return s->conf.now_ms(s->conf.clock_arg);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)ctl_now_ms();
 }
 
 void
-ctl_rc_fail(struct ctl_sched *s, const char *what)
+ctl_rc_failed(struct ctl_sched *s, const char *what)
 {
-	if (s->rc == NULL)
-		return;
-	LOGW("event=redis_error what=%s err=\"%s\"", what,
-		s->rc->errstr[0] ? s->rc->errstr : "?");
 	s->st.redis_errors++;
-	redisFree(s->rc);
-	s->rc = NULL;
 	s->group_ok = 0;
-	s->rc_backoff = s->rc_backoff ? s->rc_backoff * 2 : 100;
-	if (s->rc_backoff > 5000)
-		s->rc_backoff = 5000;
-	s->rc_next_mono = ctl_mono_ms() + s->rc_backoff;
+	LOGW("event=redis_error what=%s err=\"%s\"", what, ctl_redis_error(s->rc));
 }
 
-static int
-rc_load_scripts(struct ctl_sched *s)
-{
-	for (int i = 0; i < SC_LAST; i++) {
-		redisReply *r = redisCommand(s->rc, "SCRIPT LOAD %s", scripts[i]);
-
-		if (r == NULL)
-			return -EIO;
-		if (r->type != REDIS_REPLY_STRING || r->len != 40) {
-			LOGW("event=script_load_failed script=%d err=\"%s\"", i,
-				r->type == REDIS_REPLY_ERROR ? r->str : "?");
-			freeReplyObject(r);
-			return -EPROTO;
-		}
-		memcpy(s->sha[i], r->str, 40);
-		s->sha[i][40] = '\0';
-		freeReplyObject(r);
-	}
-	return 0;
-}
-
-static int
-rc_group(struct ctl_sched *s)
-{
-	redisReply *r = redisCommand(s->rc, "XGROUP CREATE %s %s 0 MKSTREAM",
-		s->k_jobs, s->group);
-
-	if (r == NULL)
-		return -EIO;
-	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0) {
-		LOGW("event=xgroup_failed err=\"%s\"", r->str);
-		freeReplyObject(r);
-		return -EPROTO;
-	}
-	freeReplyObject(r);
-	s->group_ok = 1;
-	return 0;
-}
-
-/* Connect when down and the backoff allows. @return 1 when usable. */
+/* Connected with the consumer group in place. @return 1 when usable. */
 int
 ctl_rc_ready(struct ctl_sched *s)
 {
-	struct timeval tv = { .tv_sec = 2 };
-	struct timeval io = { .tv_sec = 10 };
+	redisReply *r;
 
-	if (s->rc != NULL && s->group_ok)
-		return 1;
-	if (s->rc == NULL) {
-		if (ctl_mono_ms() < s->rc_next_mono)
-			return 0;
-		if (s->rpath[0] != '\0')
-			s->rc = redisConnectUnixWithTimeout(s->rpath, tv);
-		else
-			s->rc = redisConnectWithTimeout(s->rhost, s->rport, tv);
-		if (s->rc == NULL || s->rc->err) {
-			if (s->rc == NULL) {
-				s->st.redis_errors++;
-				s->rc_next_mono = ctl_mono_ms() + 1000;
-				return 0;
-			}
-			ctl_rc_fail(s, "connect");
-			return 0;
-		}
-		redisSetTimeout(s->rc, io);
-		if (rc_load_scripts(s) < 0) {
-			ctl_rc_fail(s, "script_load");
-			return 0;
-		}
-		s->st.reconnects++;
-	}
-	if (rc_group(s) < 0) {
-		ctl_rc_fail(s, "xgroup");
+	if (ctl_redis_ensure(s->rc) < 0) {
+		s->group_ok = 0;
 		return 0;
 	}
-	s->rc_backoff = 0;
+	if (s->group_ok)
+		return 1;
+	r = ctl_redis_cmd(s->rc, "XGROUP CREATE %s %s 0 MKSTREAM", s->k_jobs, s->group);
+	if (r == NULL) {
+		ctl_rc_failed(s, "xgroup");
+		return 0;
+	}
+	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0) {
+		LOGW("event=xgroup_failed err=\"%s\"", r->str);
+		freeReplyObject(r);
+		return 0;
+	}
+	freeReplyObject(r);
+	s->group_ok = 1;
+	s->st.reconnects++;
 	return 1;
-}
-
-redisReply *
-ctl_rc_cmd(struct ctl_sched *s, int argc, const char **argv, const size_t *lens)
-{
-	redisReply *r;
-
-	if (!ctl_rc_ready(s))
-		return NULL;
-	r = redisCommandArgv(s->rc, argc, argv, lens);
-	if (r == NULL)
-		ctl_rc_fail(s, argv[0]);
-	return r;
-}
-
-redisReply *
-ctl_rc_cmdf(struct ctl_sched *s, const char *fmt, ...)
-{
-	redisReply *r;
-	va_list ap;
-
-	if (!ctl_rc_ready(s))
-		return NULL;
-	va_start(ap, fmt);
-	r = redisvCommand(s->rc, fmt, ap);
-	va_end(ap);
-	if (r == NULL)
-		ctl_rc_fail(s, "cmd");
-	return r;
 }
 
 /* ---- write queue ---- */
@@ -352,7 +251,7 @@ rcpt_json(const char *state, uint32_t attempts, const struct ctl_result *res,
 
 	if (o == NULL)
 		abort();
-	json_object_set_new(o, "tls", res->has_tls ? tls_json(&res->tls) : json_null());
+	json_object_set_new(o, "tls", res->tls_on && res->has_tls ? tls_json(&res->tls) : json_null());
 	txt = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (txt == NULL)
@@ -374,7 +273,7 @@ op_record(struct ctl_sched *s, enum sop_kind kind, struct srcpt *r,
 		abort();
 	op->r = r;
 	snprintf(op->state, sizeof(op->state), "%s", state);
-	op_arg(op, "5");
+	op->nkeys = 5;
 	op_argf(op, "%scampaign:%s:rcpt", s->ns, cid);
 	op_argf(op, "%scampaign:%s:counts", s->ns, cid);
 	op_argf(op, "%scampaign:%s", s->ns, cid);
@@ -389,8 +288,8 @@ op_record(struct ctl_sched *s, enum sop_kind kind, struct srcpt *r,
 	op_argf(op, "%d", res->code);
 	op_arg(op, res->esc);
 	op_arg(op, res->text);
-	op_arg(op, res->has_tls ? res->tls.version : "");
-	op_arg(op, res->has_tls ? res->tls.cipher : "");
+	op_arg(op, res->tls_on && res->has_tls ? res->tls.version : "");
+	op_arg(op, res->tls_on && res->has_tls ? res->tls.cipher : "");
 	op_argf(op, "%" PRIu64, now);
 	op_argf(op, "%u", s->conf.events_maxlen);
 	op_argf(op, "%d", attempts_delta);
@@ -445,7 +344,7 @@ ctl_op_tls(struct ctl_sched *s, const struct ctl_order *o,
 	const struct tls_record *t = &rep->tls;
 	struct sop *op = op_new(OP_TLS, SC_TLS, 64);
 
-	op_arg(op, "2");
+	op->nkeys = 2;
 	op_argf(op, "%stls:%s", s->ns, o->domain);
 	op_arg(op, s->k_tls_domains);
 	op_arg(op, o->domain);
@@ -510,7 +409,7 @@ ctl_op_ack(struct ctl_sched *s, struct sbatch *b)
 
 	op->b = b;
 	b->acking = 1;
-	op_arg(op, "1");
+	op->nkeys = 1;
 	op_arg(op, s->k_jobs);
 	op_arg(op, s->group);
 	op_arg(op, b->id);
@@ -521,27 +420,23 @@ ctl_op_ack(struct ctl_sched *s, struct sbatch *b)
 static int
 op_exec(struct ctl_sched *s, struct sop *op)
 {
-	const char *argv[80];
-	size_t lens[80];
 	redisReply *r;
 
-	argv[0] = "EVALSHA";
-	lens[0] = 7;
-	argv[1] = s->sha[op->script];
-	lens[1] = 40;
-	for (int i = 0; i < op->argc; i++) {
-		argv[2 + i] = op->argv[i];
-		lens[2 + i] = op->lens[i];
-	}
-	r = ctl_rc_cmd(s, op->argc + 2, argv, lens);
-	if (r == NULL)
+	if (!ctl_rc_ready(s))
 		return 1;
+	r = ctl_redis_eval(s->rc, &script_tab[op->script], op->nkeys, op->argc,
+		(const char **)op->argv, op->lens);
+	if (r == NULL) {
+		ctl_rc_failed(s, "eval");
+		return 1;
+	}
 	if (r->type == REDIS_REPLY_ERROR) {
-		/* NOSCRIPT after a server restart: reload on reconnect */
+		/* a script error is a bug or foreign data in our keys: keep the
+		 * write (nothing may be lost) and retry after a pause */
 		LOGW("event=write_error kind=%d err=\"%s\"", op->kind, r->str);
 		freeReplyObject(r);
 		s->st.redis_errors++;
-		ctl_rc_fail(s, "evalsha");
+		s->ops_pause_mono = ctl_mono_ms() + 1000;
 		return 1;
 	}
 	if (op->kind == OP_FINAL || op->kind == OP_DEFER) {
@@ -562,6 +457,8 @@ ctl_ops_flush(struct ctl_sched *s)
 {
 	unsigned done = 0;
 
+	if (s->ops != NULL && ctl_mono_ms() < s->ops_pause_mono)
+		return 0;
 	while (s->ops != NULL) {
 		struct sop *op = s->ops;
 
@@ -598,32 +495,30 @@ int
 ctl_retry_move(struct ctl_sched *s, unsigned limit)
 {
 	char now[32], lim[16];
-	const char *argv[9];
+	const char *argv[5];
 	redisReply *r;
 	int moved = 0;
 
+	if (!ctl_rc_ready(s))
+		return -EIO;
 	snprintf(now, sizeof(now), "%" PRIu64, ctl_sched_now(s));
 	snprintf(lim, sizeof(lim), "%u", limit);
-	argv[0] = "EVALSHA";
-	argv[1] = s->sha[SC_MOVE];
-	argv[2] = "2";
-	argv[3] = s->k_retry;
-	argv[4] = s->k_jobs;
-	argv[5] = now;
-	argv[6] = lim;
-	argv[7] = "100";
-	r = ctl_rc_cmd(s, 8, argv, NULL);
-	if (r == NULL)
+	argv[0] = s->k_retry;
+	argv[1] = s->k_jobs;
+	argv[2] = now;
+	argv[3] = lim;
+	argv[4] = "100";
+	r = ctl_redis_eval(s->rc, &script_tab[SC_MOVE], 2, 5, argv, NULL);
+	if (r == NULL) {
+		ctl_rc_failed(s, "retry_move");
 		return -EIO;
+	}
 	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
 		moved = (int)r->element[0]->integer;
 		if (r->element[1]->integer > 0)
 			LOGW("event=retry_bad_members n=%lld", r->element[1]->integer);
 	} else if (r->type == REDIS_REPLY_ERROR) {
 		LOGW("event=retry_move_error err=\"%s\"", r->str);
-		freeReplyObject(r);
-		ctl_rc_fail(s, "retry_move");
-		return -EIO;
 	}
 	freeReplyObject(r);
 	s->st.retry_moved += (uint64_t)moved;

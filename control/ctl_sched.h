@@ -11,10 +11,12 @@
  *   ctl_sched_stop(s)               SIGTERM: no new batches, no new orders
  *   ctl_sched_free(s)
  *
- * DNS, shaping and retry timing come through the small interfaces below
- * so the scheduler core runs under a test clock without a network
- * (control/ctl_units.c adapts ctl_dns, ctl_shape and ctl_retry to them).
- * The Redis contract is section F of the control-plane README.
+ * Destinations come from ctl_dns (static routes first), limits from
+ * ctl_shape, retry times from ctl_retry; every time decision (shaping,
+ * retry due times, maximum age, send windows) uses conf.now_ms, so the
+ * scheduler core runs under a test clock with a test backend and static
+ * routes, without a network. Redis timing (BLOCK, claims of idle entries)
+ * is real time. The Redis contract is section F of the README.
  */
 #ifndef CTL_SCHED_H
 #define CTL_SCHED_H
@@ -23,76 +25,10 @@
 #include <stdint.h>
 
 #include "ctl_dispatch.h"
+#include "ctl_retry.h"
 
-#define CTL_HOPS_MAX 8
-#define CTL_REASON_MAX 256
-
-/** One server to try for a domain, in preference order. */
-struct ctl_hop {
-	char host[CTL_DOMAIN_MAX];	/**< MX name (SNI, verify, reports) */
-	struct sockaddr_in addr;	/**< IPv4 + port */
-	uint8_t implicit_tls;
-};
-
-enum ctl_route_status {
-	CTL_ROUTE_OK = 0,
-	CTL_ROUTE_TEMP,		/**< SERVFAIL, timeout: defer the recipients */
-	CTL_ROUTE_PERM,		/**< null MX, NXDOMAIN: bounce them */
-};
-
-/** What a resolver found for a domain. */
-struct ctl_route {
-	enum ctl_route_status status;
-	char reason[CTL_REASON_MAX];
-	unsigned n;			/**< hops (>= 1 when OK) */
-	struct ctl_hop hop[CTL_HOPS_MAX];
-};
-
-typedef void ctl_route_cb(void *arg, const char *domain, const struct ctl_route *r);
-
-/** Domain -> servers (static routes first, then MX). */
-struct ctl_resolver {
-	/** Start a lookup; @p cb is called exactly once, possibly from
-	 *  inside this call. @return 0 or -errno (then no callback). */
-	int (*resolve)(void *arg, const char *domain, ctl_route_cb *cb, void *cbarg);
-	/** Progress lookups for up to @p timeout_ms. NULL = nothing to poll. */
-	int (*poll)(void *arg, int timeout_ms);
-	void *arg;
-};
-
-/** Limits of one destination at a given time. */
-struct ctl_limits {
-	unsigned max_conns;
-	unsigned msgs_per_conn;
-	unsigned rcpt_per_txn;
-};
-
-/** Per-destination shaping (connections, messages per connection, rate). */
-struct ctl_shaper {
-	void (*limits)(void *arg, const char *domain, uint64_t now_ms,
-		struct ctl_limits *out);
-	/** Take up to @p want message tokens. @return tokens granted. */
-	unsigned (*take)(void *arg, const char *domain, unsigned want,
-		uint64_t now_ms);
-	/** A connection of @p domain ended; @p code is the reply that ended
-	 *  it badly (421, 4xx) or 0; adaptive limits react to it. */
-	void (*feedback)(void *arg, const char *domain, int code,
-		uint64_t now_ms);
-	void *arg;
-};
-
-/** Retry timing. */
-struct ctl_retry_fn {
-	/**
-	 * Due time of the next attempt after attempt @p attempt (0-based)
-	 * failed temporarily at @p now_ms.
-	 * @return 0 with *due_ms set, or -ETIME when the recipient is past
-	 *         its maximum age (@p first_ms + @p max_age_ms).
-	 */
-	int (*next)(void *arg, uint32_t attempt, uint64_t first_ms,
-		uint64_t now_ms, uint64_t max_age_ms, uint64_t *due_ms);
-	void *arg;
-};
+struct ctl_dns;
+struct ctl_shape;
 
 struct ctl_sched_conf {
 	const char *redis_url;		/**< redis://host:port or unix:/path */
@@ -112,9 +48,11 @@ struct ctl_sched_conf {
 	/** Unix-ms clock for retries, shaping, windows (NULL = real). */
 	uint64_t (*now_ms)(void *arg);
 	void *clock_arg;
-	struct ctl_resolver resolver;
-	struct ctl_shaper shaper;
-	struct ctl_retry_fn retry;
+	struct ctl_dns *dns;		/**< resolver (routes + MX), required */
+	struct ctl_shape *shape;	/**< shaper, required */
+	struct ctl_retry_conf retry;	/**< backoff; max_age_ms is per campaign */
+	uint64_t seed;			/**< jitter RNG seed (0 = from the clock) */
+	unsigned backend_slots;		/**< orders at the backend at once, default 256 */
 };
 
 /** Counters for logs and tests. */

@@ -9,7 +9,30 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "ctl_dns.h"
+#include "ctl_keys.h"
+#include "ctl_redis.h"
 #include "ctl_sched.h"
+#include "ctl_shape.h"
+
+#define CTL_REASON_MAX 256
+#define CTL_HOPS_MAX 16
+
+/* One server of a domain's route, in the order they are tried. */
+struct ctl_hop {
+	char host[CTL_DOMAIN_MAX];
+	struct sockaddr_in addr;
+	uint8_t implicit_tls;
+};
+
+enum ctl_route_status { CTL_ROUTE_OK = 0, CTL_ROUTE_TEMP, CTL_ROUTE_PERM };
+
+struct ctl_route {
+	enum ctl_route_status status;
+	char reason[CTL_REASON_MAX];
+	unsigned n;
+	struct ctl_hop hop[CTL_HOPS_MAX];
+};
 
 enum srcpt_state {
 	SR_QUEUED = 0,	/* in its domain queue */
@@ -36,12 +59,13 @@ struct srcpt {
 
 struct sbatch {
 	char id[48];			/* stream entry id */
+	char camp_id[CTL_CAMP_ID_MAX];
 	struct scamp *camp;
 	struct sdom *dom;
 	unsigned n, unsettled;
 	struct srcpt *r;
-	uint64_t refreshed_mono;
-	uint64_t recheck_mono;		/* waiting: next state check */
+	int64_t refreshed_mono;
+	int64_t recheck_mono;		/* waiting: next state check */
 	uint8_t admitted;		/* recipients queued (else waiting) */
 	uint8_t acking;			/* ack write queued */
 	struct sbatch *prev, *next;
@@ -62,7 +86,7 @@ struct scamp {
 	uint64_t submitted_ms;
 	enum smtp_tls_policy policy;
 	json_t *overrides;		/* domain -> policy name */
-	uint64_t state_mono;		/* when state was read */
+	int64_t state_mono;		/* when state was read */
 	struct scamp *next;
 };
 
@@ -72,11 +96,22 @@ struct sdom {
 	char name[CTL_DOMAIN_MAX];
 	enum sdom_route rstate;
 	struct ctl_route route;
-	uint64_t route_mono;
+	int64_t route_mono;
+	uint8_t active;			/* on the scheduler's active list */
+	struct sdom *anext;
 	struct srcpt *qhead, *qtail;
 	unsigned qlen;
 	unsigned conns;
 	struct sdom *next;
+};
+
+/* The scheduler's side of an order at the backend. */
+struct somap {
+	struct sdom *dom;
+	unsigned n;
+	unsigned plain_delivered;
+	struct somap *prev, *next;
+	struct srcpt *r[];
 };
 
 enum sop_kind { OP_FINAL, OP_DEFER, OP_TLS, OP_ACK };
@@ -85,6 +120,7 @@ enum sop_kind { OP_FINAL, OP_DEFER, OP_TLS, OP_ACK };
 struct sop {
 	enum sop_kind kind;
 	int script;			/* index into the script table */
+	int nkeys;
 	int argc;
 	char **argv;
 	size_t *lens;
@@ -99,14 +135,8 @@ struct ctl_sched {
 	char ns[64], group[64], consumer[128];
 	char k_jobs[96], k_retry[96], k_events[96], k_tls_domains[96];
 	/* Redis */
-	char rhost[256];
-	int rport;
-	char rpath[256];
-	redisContext *rc;
-	uint64_t rc_next_mono;
-	unsigned rc_backoff;
+	struct ctl_redis *rc;
 	int group_ok;
-	char sha[8][41];
 	/* delivery */
 	struct ctl_backend be;
 	struct ctl_sink sink;
@@ -118,23 +148,26 @@ struct ctl_sched {
 	struct sdom *doms;
 	struct sop *ops, *ops_tail;
 	unsigned nops;
+	int64_t ops_pause_mono;
 	unsigned inflight_rcpts;
 	int stopping;
 	int started;
-	uint64_t claim_mono, refresh_mono, retry_mono, read_mono, idle_mono;
+	struct sdom *active;		/* domains with queued recipients */
+	struct somap *omaps;		/* orders at the backend */
+	unsigned orders_out;		/* orders at the backend */
+	uint64_t rng;
+	int64_t claim_mono, refresh_mono, retry_mono, read_mono, idle_mono;
 	int last_read_empty;
 	int redis_idle;			/* last check: no pending, no retries */
 	struct ctl_sched_stats st;
 };
 
 /* ctl_results.c */
-uint64_t ctl_mono_ms(void);
 uint64_t ctl_sched_now(struct ctl_sched *s);
 int ctl_rc_ready(struct ctl_sched *s);
-void ctl_rc_fail(struct ctl_sched *s, const char *what);
-redisReply *ctl_rc_cmd(struct ctl_sched *s, int argc, const char **argv,
-	const size_t *lens);
-redisReply *ctl_rc_cmdf(struct ctl_sched *s, const char *fmt, ...);
+void ctl_rc_failed(struct ctl_sched *s, const char *what);
+/* One command when connected (group in place), else NULL. */
+#define CTL_RC_CMD(s, ...) (ctl_rc_ready(s) ? ctl_redis_cmd((s)->rc, __VA_ARGS__) : NULL)
 void ctl_op_final(struct ctl_sched *s, struct srcpt *r, const char *state,
 	const struct ctl_result *res, const char *mx, int real_attempt);
 void ctl_op_defer(struct ctl_sched *s, struct srcpt *r,

@@ -136,7 +136,9 @@ struct ctl_result {
 	int code;				/**< server reply code, 0 when local */
 	char esc[SMTP_ESC_MAX];
 	char text[SMTP_REPLY_TEXT_MAX];
-	uint8_t has_tls;			/**< tls holds the session's record */
+	uint8_t tls_on;				/**< the message went over TLS */
+	uint8_t has_tls;			/**< tls holds the session's record
+						     (also a failed handshake's) */
 	struct tls_record tls;
 };
 
