@@ -184,8 +184,9 @@ void ctl_dns_route_clear(struct ctl_dns *dns);
  * Start resolving @p domain (case-insensitive, an optional trailing dot is
  * dropped). @p cb is called exactly once, from a later ctl_dns_poll() /
  * ctl_dns_process() or from ctl_dns_free().
- * @return 0; -EINVAL (empty or over-long domain, bad characters, NULL cb:
- *         no callback is made), -ENOMEM (no callback is made)
+ * @return 0; on error no callback is made: -EINVAL (empty or over-long
+ *         domain, bad characters, NULL cb), -ENOMEM, -ESHUTDOWN (called from
+ *         a callback run by ctl_dns_free())
  */
 int ctl_dns_resolve(struct ctl_dns *dns, const char *domain,
 		    void (*cb)(void *user, const struct ctl_dns_result *res),

@@ -29,10 +29,13 @@
  * Adaptation (level L = 0 normally, at most CTL_SHAPE_LEVEL_MAX): each
  * trigger (a 421, or burst_4xx 4xx replies within window_ms) raises L by
  * one and restarts the cool-down; each cooldown_ms without a trigger
- * lowers it by one. While L > 0 the effective max_conns and rate are the
+ * lowers it by one. Triggers less than window_ms after the previous one
+ * only restart the cool-down (twenty sessions all getting 421 at once is
+ * one event, not twenty). The 4xx count starts afresh after a trigger. While L > 0 the effective max_conns and rate are the
  * configured ones times (slow_pct / 100)^L, never below 1 connection and
  * min_rate messages per second; messages per connection and recipients
- * per transaction are unchanged. Open connections above a lowered limit
+ * per transaction are unchanged; the burst shrinks like the rate (>= 1);
+ * an unlimited rate stays unlimited (only connections shrink). Open connections above a lowered limit
  * are not cut: new acquires fail until the count drops below it.
  *
  * Time is whatever monotonic millisecond clock the caller passes as
