@@ -34,7 +34,7 @@ struct ctl_ksock {
 struct kord {
 	struct ctl_ksock *k;
 	struct ctl_order *o;
-	struct kord *prev, *next;
+	struct kord *lprev, *lnext;
 	struct smtp_config cfg;
 	unsigned next;			/* next message to hand out */
 	unsigned cur;			/* message being rendered */
@@ -142,12 +142,12 @@ k_done(void *user, const struct smtp_sess_info *info, const struct tls_record *t
 		rep.tls = *tls;
 	}
 	k->active--;
-	if (ko->prev != NULL)
-		ko->prev->next = ko->next;
+	if (ko->lprev != NULL)
+		ko->lprev->lnext = ko->lnext;
 	else
-		k->live = ko->next;
-	if (ko->next != NULL)
-		ko->next->prev = ko->prev;
+		k->live = ko->lnext;
+	if (ko->lnext != NULL)
+		ko->lnext->lprev = ko->lprev;
 	k->sink.on_done(k->sink.arg, ko->o, &rep);
 	free(ko);
 }
@@ -192,9 +192,9 @@ k_submit(void *be, struct ctl_order *o)
 		return rc == -EINVAL ? -EINVAL : -EAGAIN;
 	}
 	k->active++;
-	ko->next = k->live;
+	ko->lnext = k->live;
 	if (k->live != NULL)
-		k->live->prev = ko;
+		k->live->lprev = ko;
 	k->live = ko;
 	return 0;
 }
@@ -263,7 +263,7 @@ ctl_ksock_free(struct ctl_ksock *k)
 	while (k->live != NULL) {
 		struct kord *ko = k->live;
 
-		k->live = ko->next;
+		k->live = ko->lnext;
 		ctl_order_free(ko->o);
 		free(ko);
 	}
