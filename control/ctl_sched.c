@@ -84,6 +84,8 @@ ctl_sched_new(const struct ctl_sched_conf *conf, char *err, size_t errlen)
 		s->conf.max_batches = 32;
 	if (s->conf.block_ms == 0)
 		s->conf.block_ms = 200;
+	if (s->conf.read_every_ms == 0)
+		s->conf.read_every_ms = 10;
 	if (s->conf.min_idle_ms == 0)
 		s->conf.min_idle_ms = CTL_CLAIM_IDLE_MS;
 	if (s->conf.claim_every_ms == 0)
@@ -476,7 +478,7 @@ batch_admit(struct ctl_sched *s, struct sbatch *b)
 
 	if (b->admitted)
 		return;
-	b->recheck_mono = ctl_mono_ms() + RECHECK_MS;
+	b->recheck_at = ctl_sched_now(s) + RECHECK_MS;
 	if (b->camp == NULL) {
 		b->camp = ctl_camp_get(s, b->camp_id, &err);
 		if (b->camp == NULL) {
@@ -1120,6 +1122,7 @@ ctl_sched_finished(struct ctl_sched *s, int until_idle)
 int
 ctl_sched_step(struct ctl_sched *s, int wait_ms)
 {
+	uint64_t now = ctl_sched_now(s);
 	int64_t mono = ctl_mono_ms();
 	int waited = 0, busy, n;
 
@@ -1138,12 +1141,15 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 			refresh(s);
 			s->refresh_mono = mono + (int64_t)s->conf.refresh_every_ms / 2 + 1;
 		}
-		if (mono >= s->retry_mono) {
+		/* the mover works on due times of the scheduler's clock: pace it
+		 * by that clock too (a wall clock stepping back re-arms it) */
+		if (now >= s->retry_at || s->retry_at - now > 60000) {
 			ctl_retry_move(s, 1000);
-			s->retry_mono = mono + (int64_t)s->conf.retry_every_ms;
+			s->retry_at = now + s->conf.retry_every_ms;
 		}
 		for (struct sbatch *b = s->batches; b != NULL; b = b->next) {
-			if (!b->admitted && !b->acking && mono >= b->recheck_mono)
+			if (!b->admitted && !b->acking &&
+			    (now >= b->recheck_at || b->recheck_at - now > 60000))
 				batch_admit(s, b);
 		}
 	}
@@ -1152,7 +1158,7 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 
 	busy = s->orders_out > 0;
 	if (!s->stopping && ctl_rc_ready(s) && s->nbatches < s->conf.max_batches &&
-	    mono >= s->read_mono) {
+	    (now >= s->read_at || s->read_at - now > 60000)) {
 		unsigned block = 0;
 
 		if (!busy && s->nops == 0 && ctl_dns_pending(s->conf.dns) == 0) {
@@ -1165,7 +1171,7 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 		n = read_batches(s, ">", block);
 		waited = block > 0;
 		s->last_read_empty = n == 0;
-		s->read_mono = n > 0 ? mono : mono + 10;
+		s->read_at = n > 0 ? now : now + s->conf.read_every_ms;
 		if (n == 0 && !busy && s->nbatches == 0 && s->nops == 0 &&
 		    mono - s->idle_mono >= IDLE_CHECK_MS) {
 			check_redis_idle(s);

@@ -38,10 +38,12 @@ struct ctl_sched_conf {
 	unsigned read_count;		/**< batches per XREADGROUP, default 8 */
 	unsigned max_batches;		/**< batches held at once, default 32 */
 	unsigned block_ms;		/**< XREADGROUP BLOCK when idle, default 200 */
+	unsigned read_every_ms;		/**< non-blocking reads while busy at most this
+					     often (scheduler clock), default 10 */
 	uint64_t min_idle_ms;		/**< XAUTOCLAIM min-idle, default 60000 */
 	uint64_t claim_every_ms;	/**< default min_idle / 2 */
 	uint64_t refresh_every_ms;	/**< own entries re-claimed, default min_idle / 3 */
-	uint64_t retry_every_ms;	/**< retry mover period (real time), default 1000 */
+	uint64_t retry_every_ms;	/**< retry mover period (scheduler clock), default 1000 */
 	uint64_t state_every_ms;	/**< campaign state re-read, default 1000 */
 	uint64_t route_ttl_ms;		/**< route kept per domain, default 60000 */
 	unsigned events_maxlen;		/**< events stream MAXLEN ~, default 1000000 */

@@ -65,7 +65,7 @@ struct sbatch {
 	unsigned n, unsettled;
 	struct srcpt *r;
 	int64_t refreshed_mono;
-	int64_t recheck_mono;		/* waiting: next state check */
+	uint64_t recheck_at;		/* waiting: next state check (scheduler clock) */
 	uint8_t admitted;		/* recipients queued (else waiting) */
 	uint8_t acking;			/* ack write queued */
 	struct sbatch *prev, *next;
@@ -156,7 +156,8 @@ struct ctl_sched {
 	struct somap *omaps;		/* orders at the backend */
 	unsigned orders_out;		/* orders at the backend */
 	uint64_t rng;
-	int64_t claim_mono, refresh_mono, retry_mono, read_mono, idle_mono;
+	int64_t claim_mono, refresh_mono, idle_mono;
+	uint64_t retry_at, read_at;	/* scheduler clock */
 	int last_read_empty;
 	int redis_idle;			/* last check: no pending, no retries */
 	struct ctl_sched_stats st;
