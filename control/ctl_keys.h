@@ -13,7 +13,7 @@
 
 #define CTL_NS_DEFAULT      "mp:"
 #define CTL_KEY_MAX         512   /* longest full key name we build */
-#define CTL_ID_MAX          64    /* campaign id length (MSG_MAX_TOKEN) */
+#define CTL_ID_MAX          63    /* campaign id length: fits CTL_CAMP_ID_MAX with NUL */
 
 /* key suffixes (prefix them with the namespace) */
 #define CTL_K_CAMPAIGNS     "campaigns"          /* ZSET created_ms -> id */

@@ -143,10 +143,28 @@ ctl_redis_url_parse(const char *url, struct ctl_redis_url *u, char *err,
 			URL_ERR("redis url '%s': socket path too long", url);
 		memcpy(u->path, p, (size_t)(end - p));
 		u->path[end - p] = '\0';
-		if (q) {
-			if (strncmp(q, "?db=", 4) != 0 ||
-			    parse_uint(q + 4, strlen(q + 4), 1 << 20, &u->db) < 0)
-				URL_ERR("redis url '%s': expected ?db=N after the path", url);
+		/* ?db=N&user=U&password=P (any order, %XX-escaped values) */
+		while (q && *q) {
+			const char *k = q + 1, *amp = strchr(k, '&'), *eq;
+			const char *vend = amp ? amp : k + strlen(k);
+
+			eq = memchr(k, '=', (size_t)(vend - k));
+			if (eq == NULL)
+				URL_ERR("redis url '%s': expected ?db=N&user=U&password=P after the path", url);
+			if ((size_t)(eq - k) == 2 && strncmp(k, "db", 2) == 0) {
+				if (parse_uint(eq + 1, (size_t)(vend - eq - 1), 1 << 20, &u->db) < 0)
+					URL_ERR("redis url '%s': bad db", url);
+			} else if ((size_t)(eq - k) == 4 && strncmp(k, "user", 4) == 0) {
+				if (pct_copy(u->user, sizeof(u->user), eq + 1, (size_t)(vend - eq - 1)) < 0)
+					URL_ERR("redis url: bad user (too long or bad %%-escape)");
+			} else if ((size_t)(eq - k) == 8 && strncmp(k, "password", 8) == 0) {
+				if (pct_copy(u->password, sizeof(u->password), eq + 1,
+				    (size_t)(vend - eq - 1)) < 0)
+					URL_ERR("redis url: bad password (too long or bad %%-escape)");
+			} else {
+				URL_ERR("redis url '%s': unknown parameter (db, user, password)", url);
+			}
+			q = amp;
 		}
 		return 0;
 	}

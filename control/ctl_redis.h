@@ -22,7 +22,8 @@
  *
  * URLs: redis://[user[:password]@]host[:port][/db] (host may be [IPv6];
  * user and password may be %XX-escaped; port 6379; db 0), or a unix
- * socket as unix:///path[?db=N], unix:/path or a plain absolute path.
+ * socket as unix:///path[?db=N&user=U&password=P], unix:/path or a plain
+ * absolute path.
  */
 #ifndef CTL_REDIS_H
 #define CTL_REDIS_H
