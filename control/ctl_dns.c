@@ -1230,7 +1230,8 @@ job_from_cache(struct dns_job *j, const struct dns_cent *e, uint64_t now)
 	j->status = e->status;
 	j->implicit_mx = e->implicit_mx;
 	j->n_hosts = e->n_hosts;
-	memcpy(j->hosts, e->hosts, e->n_hosts * sizeof(j->hosts[0]));
+	if (e->n_hosts > 0)
+		memcpy(j->hosts, e->hosts, e->n_hosts * sizeof(j->hosts[0]));
 	memcpy(j->error, e->error, sizeof(j->error));
 	j->from_cache = 1;
 	j->ttl_s = left > UINT32_MAX ? UINT32_MAX - 1 : (uint32_t)left;
@@ -1358,9 +1359,11 @@ ctl_dns_fds(struct ctl_dns *dns, struct pollfd *fds, unsigned max)
 	for (int i = 0; i < ARES_GETSOCK_MAXNUM && n < max; i++) {
 		short ev = 0;
 
-		if (ARES_GETSOCK_READABLE(bits, i))
+		/* ARES_GETSOCK_WRITABLE() shifts a signed 1 by up to 31: test
+		 * the bits unsigned instead. */
+		if ((unsigned)bits & (1u << i))
 			ev |= POLLIN;
-		if (ARES_GETSOCK_WRITABLE(bits, i))
+		if ((unsigned)bits & (1u << (i + ARES_GETSOCK_MAXNUM)))
 			ev |= POLLOUT;
 		if (ev == 0)
 			continue;
@@ -1458,7 +1461,8 @@ ctl_dns_result_dup(const struct ctl_dns_result *res)
 		return NULL;
 	*c = *res;
 	p = (char *)(c + 1);
-	memcpy(p, res->hosts, res->n_hosts * sizeof(struct ctl_dns_host));
+	if (res->n_hosts > 0)
+		memcpy(p, res->hosts, res->n_hosts * sizeof(struct ctl_dns_host));
 	c->hosts = (const struct ctl_dns_host *)p;
 	p += res->n_hosts * sizeof(struct ctl_dns_host);
 	memcpy(p, res->domain, dl);

@@ -35,7 +35,8 @@
 
 #define TTL 60
 
-static pid_t dnsmasq_pid = -1;
+static pid_t guard_pid = -1;        /* our guardian process, parent of dnsmasq */
+static int guard_fd = -1;           /* its pipe: closing it stops dnsmasq */
 static char tmpdir[64] = "";
 static char logpath[128];
 static int port;
@@ -58,13 +59,18 @@ mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Stop dnsmasq: the guardian sees the pipe close, kills it by PID, removes
+ * the log and the directory, and exits. */
 static void
 cleanup(void)
 {
-	if (dnsmasq_pid > 0) {
-		kill(dnsmasq_pid, SIGTERM);
-		waitpid(dnsmasq_pid, NULL, 0);
-		dnsmasq_pid = -1;
+	if (guard_fd >= 0) {
+		close(guard_fd);
+		guard_fd = -1;
+	}
+	if (guard_pid > 0) {
+		waitpid(guard_pid, NULL, 0);
+		guard_pid = -1;
 	}
 	if (tmpdir[0] != '\0') {
 		unlink(logpath);
@@ -76,8 +82,8 @@ cleanup(void)
 static void
 on_signal(int sig)
 {
-	if (dnsmasq_pid > 0)
-		kill(dnsmasq_pid, SIGTERM);
+	if (guard_fd >= 0)
+		close(guard_fd);
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
@@ -103,6 +109,70 @@ free_port(void)
 			return p;
 	}
 	return -1;
+}
+
+/*
+ * Run dnsmasq under a guardian: a forked copy of this test (no exec) that
+ * starts dnsmasq, then waits on a pipe from the test. However the test
+ * ends (exit, crash, sanitizer abort, SIGKILL), the pipe closes and the
+ * guardian stops dnsmasq by its PID and removes the temporary files. The
+ * guardian also exits when dnsmasq dies, which the test notices.
+ * @return the guardian's PID, or -1
+ */
+static pid_t
+dnsmasq_guarded(char *const *argv)
+{
+	int p[2];
+	pid_t g;
+
+	if (pipe(p) < 0)
+		return -1;
+	g = fork();
+	if (g < 0)
+		return -1;
+	if (g == 0) {
+		pid_t d;
+		int st = 0;
+
+		close(p[1]);
+		signal(SIGTERM, SIG_IGN);
+		signal(SIGINT, SIG_IGN);
+		d = fork();
+		if (d == 0) {
+			int fd = open("/dev/null", O_RDWR);
+
+			close(p[0]);
+			signal(SIGTERM, SIG_DFL);
+			signal(SIGINT, SIG_DFL);
+			if (fd >= 0) {
+				dup2(fd, 0);
+				dup2(fd, 1);
+				close(fd);
+			}
+			execvp(argv[0], argv);
+			_exit(127);
+		}
+		for (;;) {
+			struct pollfd pf = { .fd = p[0], .events = POLLIN };
+
+			if (d < 0 || waitpid(d, &st, WNOHANG) == d) {
+				d = -1;
+				break;
+			}
+			if (poll(&pf, 1, 200) > 0)
+				break;      /* EOF: the test is done (it never writes) */
+		}
+		if (d > 0) {
+			kill(d, SIGTERM);
+			waitpid(d, &st, 0);
+		}
+		unlink(logpath);
+		rmdir(tmpdir);
+		_exit(0);
+	}
+	close(p[0]);
+	guard_fd = p[1];
+	return g;
 }
 
 static pid_t
@@ -150,23 +220,9 @@ dnsmasq_start(void)
 		"--host-record=c3.test,127.0.0.63",
 		NULL,
 	};
-	pid_t pid;
-
 	snprintf(a_port, sizeof(a_port), "--port=%d", port);
 	snprintf(a_log, sizeof(a_log), "--log-facility=%s", logpath);
-	pid = fork();
-	if (pid == 0) {
-		int fd = open("/dev/null", O_RDWR);
-
-		if (fd >= 0) {
-			dup2(fd, 0);
-			dup2(fd, 1);
-			close(fd);
-		}
-		execvp("dnsmasq", (char *const *)argv);
-		_exit(127);
-	}
-	return pid;
+	return dnsmasq_guarded((char *const *)argv);
 }
 
 /* --- lookups --- */
@@ -764,8 +820,8 @@ main(void)
 	port = free_port();
 	CHECK(port > 0);
 	snprintf(servers, sizeof(servers), "127.0.0.1:%d", port);
-	dnsmasq_pid = dnsmasq_start();
-	CHECK(dnsmasq_pid > 0);
+	guard_pid = dnsmasq_start();
+	CHECK(guard_pid > 0);
 
 	/* Wait (bounded) until dnsmasq answers. */
 	end = mono_ms() + 10000;
@@ -775,9 +831,9 @@ main(void)
 		struct ctl_dns *probe = ctl_dns_new(&c, NULL, 0);
 		int st;
 
-		if (waitpid(dnsmasq_pid, &st, WNOHANG) == dnsmasq_pid) {
-			fprintf(stderr, "dnsmasq exited (status %d)\n", st);
-			dnsmasq_pid = -1;
+		if (waitpid(guard_pid, &st, WNOHANG) == guard_pid) {
+			fprintf(stderr, "dnsmasq exited early\n");
+			guard_pid = -1;
 			return 1;
 		}
 		r = probe ? lookup(probe, "implicit.test") : NULL;
