@@ -12,7 +12,9 @@
  * negative caching, coalescing of concurrent requests, the cache size
  * bound, static routes overriding DNS (exact, ".parent", "*", IP and
  * host-name targets), callbacks exactly once (also at ctl_dns_free()), and
- * the caller-owned poll loop (ctl_dns_fds + ctl_dns_process).
+ * the caller-owned poll loop (ctl_dns_fds + ctl_dns_process). A scripted
+ * responder adds what dnsmasq does not send: SERVFAIL and SOA-carrying
+ * negative answers (negative TTL from the SOA minimum).
  * dnsmasq is stopped by PID on every exit. Skips (77) without dnsmasq.
  */
 #include <arpa/inet.h>
@@ -20,6 +22,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -786,6 +789,122 @@ test_own_loop_and_free(void)
 	}
 }
 
+/*
+ * A scripted UDP responder for what dnsmasq will not send: SERVFAIL, and
+ * negative answers carrying an SOA (the negative TTL is its minimum field,
+ * RFC 2308). The first label of the question picks the answer:
+ * "servfail" -> SERVFAIL; "nxsoa" -> NXDOMAIN + SOA; "nodatasoa" -> NOERROR,
+ * no answer, SOA. Runs in a thread, bounded by a stop flag and poll timeouts.
+ */
+struct fake_dns {
+	int fd;
+	volatile int stop;
+	volatile int queries;
+	pthread_t th;
+};
+
+static void *
+fake_run(void *arg)
+{
+	struct fake_dns *f = arg;
+
+	while (!f->stop) {
+		struct pollfd pf = { .fd = f->fd, .events = POLLIN };
+		unsigned char q[512], r[600];
+		struct sockaddr_in from;
+		socklen_t fl = sizeof(from);
+		ssize_t n;
+		int off = 12, rl, soa = 0;
+		unsigned rcode;
+
+		if (poll(&pf, 1, 100) <= 0)
+			continue;
+		n = recvfrom(f->fd, q, sizeof(q), 0, (struct sockaddr *)&from, &fl);
+		if (n < 17)
+			continue;
+		while (off < n && q[off] != 0)
+			off += 1 + q[off];
+		off += 5;                    /* root label, type, class */
+		if (off > n)
+			continue;
+		f->queries++;
+		if (q[12] == 8 && memcmp(q + 13, "servfail", 8) == 0) {
+			rcode = 2;
+		} else if (q[12] == 5 && memcmp(q + 13, "nxsoa", 5) == 0) {
+			rcode = 3;
+			soa = 1;
+		} else if (q[12] == 9 && memcmp(q + 13, "nodatasoa", 9) == 0) {
+			rcode = 0;
+			soa = 1;
+		} else {
+			rcode = 5;
+		}
+		memcpy(r, q, (size_t)off);
+		r[2] = (unsigned char)(0x80 | (q[2] & 0x01));       /* QR, RD copied */
+		r[3] = (unsigned char)(0x80 | rcode);               /* RA, rcode */
+		r[6] = r[7] = 0;
+		r[8] = 0;
+		r[9] = (unsigned char)soa;
+		r[10] = r[11] = 0;
+		rl = off;
+		if (soa) {
+			static const unsigned char rr[] = {
+				0xc0, 0x0c, 0, 6, 0, 1, 0, 0, 0x01, 0x2c,  /* SOA IN ttl 300 */
+				0, 27,                                      /* rdlength */
+				2, 'n', 's', 0, 1, 'h', 0,                  /* mname, rname */
+				0, 0, 0, 1, 0, 0, 0, 60, 0, 0, 0, 60,       /* serial refresh retry */
+				0, 0, 0, 60, 0, 0, 0, 42,                   /* expire, minimum 42 */
+			};
+
+			memcpy(r + rl, rr, sizeof(rr));
+			rl += (int)sizeof(rr);
+		}
+		sendto(f->fd, r, (size_t)rl, 0, (struct sockaddr *)&from, fl);
+	}
+	return NULL;
+}
+
+static void
+test_scripted_answers(void)
+{
+	struct fake_dns f = { .fd = socket(AF_INET, SOCK_DGRAM, 0) };
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t l = sizeof(a);
+	struct ctl_dns *dns;
+	struct ctl_dns_result *r;
+	char srv[64];
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK(f.fd >= 0 && bind(f.fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	      getsockname(f.fd, (struct sockaddr *)&a, &l) == 0);
+	CHECK_EQ(pthread_create(&f.th, NULL, fake_run, &f), 0);
+	snprintf(srv, sizeof(srv), "127.0.0.1:%d", ntohs(a.sin_port));
+	dns = new_resolver(srv, 1000, 1, 0);
+	if (dns != NULL) {
+		r = lookup(dns, "servfail.example");
+		CHECK_EQ(r->status, CTL_DNS_TEMPFAIL);
+		/* c-ares 1.18 skips a server that says SERVFAIL and, with none
+		 * left, reports "Could not contact DNS servers" */
+		CHECK(strstr(r->error, "MX lookup failed") != NULL);
+		ctl_dns_result_free(r);
+		CHECK(f.queries >= 1);
+		/* NXDOMAIN + SOA: cached for min(SOA TTL, minimum) = 42 s */
+		r = lookup(dns, "nxsoa.example");
+		CHECK_EQ(r->status, CTL_DNS_NXDOMAIN);
+		CHECK_EQ(r->ttl_s, 42);
+		ctl_dns_result_free(r);
+		/* NODATA + SOA for MX and A: implicit MX with no address, 42 s */
+		r = lookup(dns, "nodatasoa.example");
+		CHECK_EQ(r->status, CTL_DNS_NO_ADDRESS);
+		CHECK_EQ(r->ttl_s, 42);
+		ctl_dns_result_free(r);
+		ctl_dns_free(dns);
+	}
+	f.stop = 1;
+	pthread_join(f.th, NULL);
+	close(f.fd);
+}
+
 static void
 test_bad_conf(void)
 {
@@ -867,6 +986,7 @@ main(void)
 	test_cache_bound();
 	test_routes();
 	test_own_loop_and_free();
+	test_scripted_answers();
 	test_bad_conf();
 	cleanup();
 	return mp_test_result("ctl_dns");
