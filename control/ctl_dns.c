@@ -44,6 +44,7 @@ enum a_state { A_PENDING, A_OK, A_NEG, A_NXDOMAIN, A_TEMP };
 
 struct dns_waiter {
 	struct dns_waiter *next;
+	int internal;                   /* a route's domain job waiting for its host */
 	void (*cb)(void *user, const struct ctl_dns_result *res);
 	void *user;
 };
@@ -1152,9 +1153,11 @@ deliver(struct ctl_dns *dns)
 		fill_result(j, &r);
 		while ((w = j->waiters) != NULL) {
 			j->waiters = w->next;
-			dns->pending--;
-			dns->st.callbacks++;
-			n++;
+			if (!w->internal) {
+				dns->pending--;
+				dns->st.callbacks++;
+				n++;
+			}
 			w->cb(w->user, &r);
 			free(w);
 		}
@@ -1213,12 +1216,14 @@ waiter_add(struct ctl_dns *dns, struct dns_job *j,
 
 	if (w == NULL)
 		return -ENOMEM;
+	w->internal = cb == on_route_host;
 	w->next = NULL;
 	w->cb = cb;
 	w->user = user;
 	*j->wtail = w;
 	j->wtail = &w->next;
-	dns->pending++;
+	if (!w->internal)
+		dns->pending++;
 	return 0;
 }
 

@@ -802,7 +802,10 @@ ctl_shape_wait_ms(struct ctl_shape *sh, const char *domain, unsigned n, uint64_t
 static void
 trigger(struct ctl_shape *sh, struct shape_dom *d, uint64_t now)
 {
-	int fresh = !d->triggered || now - d->last_trigger_ms >= sh->conf.window_ms;
+	/* Inside the window of the previous trigger only the cool-down
+	 * restarts -- unless the domain has already recovered meanwhile. */
+	int fresh = d->level == 0 || !d->triggered ||
+		    now - d->last_trigger_ms >= sh->conf.window_ms;
 
 	if (fresh && d->level < CTL_SHAPE_LEVEL_MAX) {
 		struct ctl_shape_limits e;

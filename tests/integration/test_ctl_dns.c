@@ -716,6 +716,27 @@ test_routes(void)
 	CHECK_EQ(r->status, CTL_DNS_OK);
 	CHECK_EQ(s1.queries, s0.queries);
 	ctl_dns_result_free(r);
+	/* two domains on the '*' route at once share one lookup of its host;
+	 * the internal wait for the host is not counted as pending */
+	ctl_dns_cache_flush(dns);
+	{
+		struct got g[2] = { { 0 } };
+
+		ctl_dns_stats_get(dns, &s0);
+		CHECK_EQ(ctl_dns_resolve(dns, "p1.example", on_res, &g[0]), 0);
+		CHECK_EQ(ctl_dns_resolve(dns, "p2.example", on_res, &g[1]), 0);
+		CHECK_EQ(ctl_dns_pending(dns), 2);
+		wait_all(dns, g, 2, 10000);
+		CHECK_EQ(ctl_dns_pending(dns), 0);
+		ctl_dns_stats_get(dns, &s1);
+		CHECK_EQ(s1.queries, s0.queries + 1);
+		CHECK_EQ(s1.callbacks, s0.callbacks + 2);
+		for (int i = 0; i < 2; i++) {
+			CHECK(g[i].res != NULL && g[i].res->status == CTL_DNS_OK &&
+			      g[i].res->from_route && g[i].res->hosts[0].port == 465);
+			ctl_dns_result_free(g[i].res);
+		}
+	}
 	/* a route host that does not resolve: TEMPFAIL, never a bounce */
 	CHECK_EQ(ctl_dns_route_add(dns, "broken.test", "ghost.test", 2525, 0), 0);
 	r = lookup(dns, "broken.test");
