@@ -30,6 +30,7 @@
 #include <ares.h>
 
 #include "ctl_dns.h"
+#include "mp_log.h"
 
 #define DNS_T_A     1
 #define DNS_T_CNAME 5
@@ -597,6 +598,12 @@ job_finish(struct dns_job *j)
 	} else {
 		cache_put(dns, j, dns_now(dns));
 	}
+	if (j->key[0] != '@')
+		MP_LOG(MP_LOG_DEBUG, "dns", "domain=%s status=%s hosts=%u first=%s ttl=%u "
+		       "implicit_mx=%d route=%d error=\"%s\"", j->key,
+		       ctl_dns_status_name(j->status), j->n_hosts,
+		       j->n_hosts ? j->hosts[0].name : "-", j->ttl_s, j->implicit_mx,
+		       j->from_route, j->error);
 	job_unhash(dns, j);
 	job_ready(j);
 }
@@ -1202,6 +1209,8 @@ on_route_host(void *user, const struct ctl_dns_result *res)
 	} else {
 		job_fail(j, CTL_DNS_TEMPFAIL, "%s: route host %s: %s", j->key, res->domain + 1,
 			 res->error);
+		MP_LOG(MP_LOG_WARN, "dns", "domain=%s route_host=%s status=tempfail error=\"%s\"",
+		       j->key, res->domain + 1, res->error);
 	}
 	j->ttl_s = 0;
 	job_unhash(j->dns, j);
