@@ -223,9 +223,27 @@ dnsmasq_start(void)
 		"--host-record=c3.test,127.0.0.63",
 		NULL,
 	};
+	/* big.test: 30 MX (too many for a 512-byte UDP answer: TC, then TCP),
+	 * given in reverse order; the first 20 have an address */
+	static char big[60][64];
+	const char *all[sizeof(argv) / sizeof(argv[0]) + 60];
+	size_t n = 0;
+
+	for (; argv[n] != NULL; n++)
+		all[n] = argv[n];
+	for (int i = 30; i >= 1; i--) {
+		snprintf(big[i - 1], sizeof(big[0]), "--mx-host=big.test,mx%02d.big.test,%d", i, i);
+		all[n++] = big[i - 1];
+		if (i <= 20) {
+			snprintf(big[29 + i], sizeof(big[0]),
+				 "--host-record=mx%02d.big.test,127.0.1.%d", i, i);
+			all[n++] = big[29 + i];
+		}
+	}
+	all[n] = NULL;
 	snprintf(a_port, sizeof(a_port), "--port=%d", port);
 	snprintf(a_log, sizeof(a_log), "--log-facility=%s", logpath);
-	return dnsmasq_guarded((char *const *)argv);
+	return dnsmasq_guarded((char *const *)all);
 }
 
 /* --- lookups --- */
@@ -442,6 +460,30 @@ test_tie_order_seeded(void)
 	}
 	/* 16 seeds over 6 possible orders: more than one must show up */
 	CHECK(orders_seen >= 3);
+}
+
+/* More MX than fit in UDP: c-ares retries over TCP; the best
+ * CTL_DNS_HOST_MAX are kept, in preference order. */
+static void
+test_many_mx_over_tcp(struct ctl_dns *dns)
+{
+	struct ctl_dns_result *r = lookup(dns, "big.test");
+
+	CHECK_EQ(r->status, CTL_DNS_OK);
+	CHECK_EQ(r->n_hosts, CTL_DNS_HOST_MAX);
+	for (unsigned i = 0; i < r->n_hosts; i++) {
+		char name[32], ip[32];
+
+		snprintf(name, sizeof(name), "mx%02u.big.test", i + 1);
+		snprintf(ip, sizeof(ip), "127.0.1.%u", i + 1);
+		CHECK_STREQ(r->hosts[i].name, name);
+		CHECK_EQ(r->hosts[i].pref, i + 1);
+		CHECK(addr_is(&r->hosts[i], 0, ip));
+	}
+	CHECK_EQ(r->ttl_s, TTL);
+	ctl_dns_result_free(r);
+	/* asked twice: over UDP (truncated) and again over TCP */
+	CHECK_EQ(log_wait("query[MX] big.test ", 2), 2);
 }
 
 static void
@@ -993,6 +1035,7 @@ main(void)
 	if (dns != NULL) {
 		test_preference_order(dns);
 		test_multi_fallback_list(dns);
+		test_many_mx_over_tcp(dns);
 		test_implicit_mx(dns);
 		test_null_mx(dns);
 		test_nxdomain_and_negative_cache(dns);
