@@ -1286,7 +1286,8 @@ route_host_job(struct ctl_dns *dns, const char *host, struct dns_job *dj)
 	name_copy(hj->hosts[0].name, host);
 	hj->a[0] = A_PENDING;
 	job_hold(hj);
-	job_query(hj, host, DNS_T_A, 0);
+	if (job_query(hj, host, DNS_T_A, 0) < 0)
+		hj->a[0] = A_TEMP;
 	job_release(hj);
 	return 0;
 }
@@ -1358,7 +1359,8 @@ ctl_dns_resolve(struct ctl_dns *dns, const char *domain,
 	}
 	dns->st.cache_misses++;
 	job_hold(j);
-	job_query(j, name, DNS_T_MX, -1);
+	if (job_query(j, name, DNS_T_MX, -1) < 0)
+		job_fail(j, CTL_DNS_TEMPFAIL, "%s: out of memory", name);
 	job_release(j);
 	return 0;
 }
