@@ -30,6 +30,7 @@
 #include <ares.h>
 
 #include "ctl_dns.h"
+#include "mp_log.h"
 
 #define DNS_T_A     1
 #define DNS_T_CNAME 5
@@ -44,6 +45,7 @@ enum a_state { A_PENDING, A_OK, A_NEG, A_NXDOMAIN, A_TEMP };
 
 struct dns_waiter {
 	struct dns_waiter *next;
+	int internal;                   /* a route's domain job waiting for its host */
 	void (*cb)(void *user, const struct ctl_dns_result *res);
 	void *user;
 };
@@ -596,6 +598,12 @@ job_finish(struct dns_job *j)
 	} else {
 		cache_put(dns, j, dns_now(dns));
 	}
+	if (j->key[0] != '@')
+		MP_LOG(MP_LOG_DEBUG, "dns", "domain=%s status=%s hosts=%u first=%s ttl=%u "
+		       "implicit_mx=%d route=%d error=\"%s\"", j->key,
+		       ctl_dns_status_name(j->status), j->n_hosts,
+		       j->n_hosts ? j->hosts[0].name : "-", j->ttl_s, j->implicit_mx,
+		       j->from_route, j->error);
 	job_unhash(dns, j);
 	job_ready(j);
 }
@@ -1152,9 +1160,11 @@ deliver(struct ctl_dns *dns)
 		fill_result(j, &r);
 		while ((w = j->waiters) != NULL) {
 			j->waiters = w->next;
-			dns->pending--;
-			dns->st.callbacks++;
-			n++;
+			if (!w->internal) {
+				dns->pending--;
+				dns->st.callbacks++;
+				n++;
+			}
 			w->cb(w->user, &r);
 			free(w);
 		}
@@ -1199,6 +1209,8 @@ on_route_host(void *user, const struct ctl_dns_result *res)
 	} else {
 		job_fail(j, CTL_DNS_TEMPFAIL, "%s: route host %s: %s", j->key, res->domain + 1,
 			 res->error);
+		MP_LOG(MP_LOG_WARN, "dns", "domain=%s route_host=%s status=tempfail error=\"%s\"",
+		       j->key, res->domain + 1, res->error);
 	}
 	j->ttl_s = 0;
 	job_unhash(j->dns, j);
@@ -1213,12 +1225,14 @@ waiter_add(struct ctl_dns *dns, struct dns_job *j,
 
 	if (w == NULL)
 		return -ENOMEM;
+	w->internal = cb == on_route_host;
 	w->next = NULL;
 	w->cb = cb;
 	w->user = user;
 	*j->wtail = w;
 	j->wtail = &w->next;
-	dns->pending++;
+	if (!w->internal)
+		dns->pending++;
 	return 0;
 }
 
@@ -1230,7 +1244,8 @@ job_from_cache(struct dns_job *j, const struct dns_cent *e, uint64_t now)
 	j->status = e->status;
 	j->implicit_mx = e->implicit_mx;
 	j->n_hosts = e->n_hosts;
-	memcpy(j->hosts, e->hosts, e->n_hosts * sizeof(j->hosts[0]));
+	if (e->n_hosts > 0)
+		memcpy(j->hosts, e->hosts, e->n_hosts * sizeof(j->hosts[0]));
 	memcpy(j->error, e->error, sizeof(j->error));
 	j->from_cache = 1;
 	j->ttl_s = left > UINT32_MAX ? UINT32_MAX - 1 : (uint32_t)left;
@@ -1271,7 +1286,8 @@ route_host_job(struct ctl_dns *dns, const char *host, struct dns_job *dj)
 	name_copy(hj->hosts[0].name, host);
 	hj->a[0] = A_PENDING;
 	job_hold(hj);
-	job_query(hj, host, DNS_T_A, 0);
+	if (job_query(hj, host, DNS_T_A, 0) < 0)
+		hj->a[0] = A_TEMP;
 	job_release(hj);
 	return 0;
 }
@@ -1343,7 +1359,8 @@ ctl_dns_resolve(struct ctl_dns *dns, const char *domain,
 	}
 	dns->st.cache_misses++;
 	job_hold(j);
-	job_query(j, name, DNS_T_MX, -1);
+	if (job_query(j, name, DNS_T_MX, -1) < 0)
+		job_fail(j, CTL_DNS_TEMPFAIL, "%s: out of memory", name);
 	job_release(j);
 	return 0;
 }
@@ -1358,9 +1375,11 @@ ctl_dns_fds(struct ctl_dns *dns, struct pollfd *fds, unsigned max)
 	for (int i = 0; i < ARES_GETSOCK_MAXNUM && n < max; i++) {
 		short ev = 0;
 
-		if (ARES_GETSOCK_READABLE(bits, i))
+		/* ARES_GETSOCK_WRITABLE() shifts a signed 1 by up to 31: test
+		 * the bits unsigned instead. */
+		if ((unsigned)bits & (1u << i))
 			ev |= POLLIN;
-		if (ARES_GETSOCK_WRITABLE(bits, i))
+		if ((unsigned)bits & (1u << (i + ARES_GETSOCK_MAXNUM)))
 			ev |= POLLOUT;
 		if (ev == 0)
 			continue;
@@ -1458,7 +1477,8 @@ ctl_dns_result_dup(const struct ctl_dns_result *res)
 		return NULL;
 	*c = *res;
 	p = (char *)(c + 1);
-	memcpy(p, res->hosts, res->n_hosts * sizeof(struct ctl_dns_host));
+	if (res->n_hosts > 0)
+		memcpy(p, res->hosts, res->n_hosts * sizeof(struct ctl_dns_host));
 	c->hosts = (const struct ctl_dns_host *)p;
 	p += res->n_hosts * sizeof(struct ctl_dns_host);
 	memcpy(p, res->domain, dl);

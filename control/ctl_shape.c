@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "ctl_shape.h"
+#include "mp_log.h"
 
 #define MICRO 1000000ull
 #define SHAPE_4XX_RING_MAX 1000
@@ -277,6 +278,7 @@ dom_update(struct ctl_shape *sh, struct shape_dom *d, uint64_t now, struct ctl_s
 			break;
 		d->level--;
 		d->level_until_ms += sh->conf.cooldown_ms;
+		MP_LOG(MP_LOG_INFO, "shape", "domain=%s event=recover level=%u", d->name, d->level);
 	}
 	if (eff != NULL)
 		*eff = e;
@@ -800,9 +802,12 @@ ctl_shape_wait_ms(struct ctl_shape *sh, const char *domain, unsigned n, uint64_t
 }
 
 static void
-trigger(struct ctl_shape *sh, struct shape_dom *d, uint64_t now)
+trigger(struct ctl_shape *sh, struct shape_dom *d, uint64_t now, const char *why)
 {
-	int fresh = !d->triggered || now - d->last_trigger_ms >= sh->conf.window_ms;
+	/* Inside the window of the previous trigger only the cool-down
+	 * restarts -- unless the domain has already recovered meanwhile. */
+	int fresh = d->level == 0 || !d->triggered ||
+		    now - d->last_trigger_ms >= sh->conf.window_ms;
 
 	if (fresh && d->level < CTL_SHAPE_LEVEL_MAX) {
 		struct ctl_shape_limits e;
@@ -814,8 +819,15 @@ trigger(struct ctl_shape *sh, struct shape_dom *d, uint64_t now)
 		if (d->tokens > cap)
 			d->tokens = cap;
 	}
-	if (fresh)
+	if (fresh) {
+		struct ctl_shape_limits e;
+
 		d->triggers++;
+		effective(sh, &d->base, d->level, &e);
+		MP_LOG(MP_LOG_INFO, "shape", "domain=%s event=slowdown reason=%s level=%u "
+		       "max_conns=%u rate=%.3f cooldown_ms=%u", d->name, why, d->level,
+		       e.max_conns, e.rate, sh->conf.cooldown_ms);
+	}
 	d->level_until_ms = now + sh->conf.cooldown_ms;
 	d->last_trigger_ms = now;
 	d->triggered = 1;
@@ -838,7 +850,7 @@ ctl_shape_on_reply(struct ctl_shape *sh, const char *domain, int code, uint64_t 
 	dom_update(sh, d, now_ms, NULL);
 	before = d->triggers;
 	if (code == 421) {
-		trigger(sh, d, now_ms);
+		trigger(sh, d, now_ms, "421");
 		return d->triggers != before;
 	}
 	d->t4xx[d->i4xx] = now_ms;
@@ -847,7 +859,7 @@ ctl_shape_on_reply(struct ctl_shape *sh, const char *domain, int code, uint64_t 
 		d->n4xx++;
 	/* Full ring: the oldest of the last cap 4xx is at i4xx. */
 	if (d->n4xx == cap && now_ms - d->t4xx[d->i4xx] < sh->conf.window_ms) {
-		trigger(sh, d, now_ms);
+		trigger(sh, d, now_ms, "4xx_burst");
 		return d->triggers != before;
 	}
 	return 0;

@@ -301,6 +301,27 @@ test_adapt_421(void)
 	ctl_shape_free(sh);
 }
 
+/* A window longer than the cool-down: a 421 after recovery but inside the
+ * window of the previous trigger still slows the domain down again. */
+static void
+test_adapt_after_recovery(void)
+{
+	struct ctl_shape_conf c = {
+		.defaults = { .max_conns = 8 }, .window_ms = 60000, .cooldown_ms = 1000,
+	};
+	struct ctl_shape *sh = ctl_shape_new(&c);
+	struct ctl_shape_state st;
+
+	CHECK_EQ(ctl_shape_on_reply(sh, "r.test", 421, 0), 1);
+	ctl_shape_state_get(sh, "r.test", 1000, &st);
+	CHECK_EQ(st.level, 0);
+	CHECK_EQ(ctl_shape_on_reply(sh, "r.test", 421, 2000), 1);
+	ctl_shape_state_get(sh, "r.test", 2000, &st);
+	CHECK_EQ(st.level, 1);
+	CHECK_EQ(st.lim.max_conns, 4);
+	ctl_shape_free(sh);
+}
+
 /* Connections open when the limit drops are not cut; new ones wait. */
 static void
 test_adapt_open_conns(void)
@@ -425,6 +446,7 @@ main(void)
 	test_conn_limit_random();
 	test_rate_bucket();
 	test_adapt_421();
+	test_adapt_after_recovery();
 	test_adapt_open_conns();
 	test_adapt_4xx_burst();
 	test_floors();
