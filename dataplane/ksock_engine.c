@@ -77,6 +77,7 @@ ksock_engine_new(const struct ksock_conf *conf, char *err, size_t errlen)
 	e->max_sessions = conf->max_sessions != 0 ? conf->max_sessions :
 		KSOCK_MAX_SESSIONS_DEFAULT;
 	e->source = conf->source;
+	e->sndbuf = conf->sndbuf;
 	e->next_timer = UINT64_MAX;
 	if (conf->tls != NULL) {
 		e->tls = conf->tls;
@@ -227,6 +228,8 @@ ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req)
 		return rc;
 	}
 	setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (e->sndbuf > 0)
+		setsockopt(s->fd, SOL_SOCKET, SO_SNDBUF, &e->sndbuf, sizeof(e->sndbuf));
 	if (e->source.s_addr != 0) {
 		struct sockaddr_in src = { .sin_family = AF_INET, .sin_addr = e->source };
 
@@ -297,7 +300,11 @@ ksock_engine_poll(struct ksock_engine *e, int timeout_ms)
 
 	if (e->run_head != NULL) {
 		timeout_ms = 0;
-	} else if (e->next_timer != UINT64_MAX) {
+	} else if (e->paused_nofd != 0 &&
+	    (timeout_ms < 0 || timeout_ms > KSOCK_CB_POLL_MS)) {
+		timeout_ms = KSOCK_CB_POLL_MS;
+	}
+	if (e->run_head == NULL && e->next_timer != UINT64_MAX) {
 		uint64_t wait = e->next_timer > now ? e->next_timer - now : 0;
 
 		if (timeout_ms < 0 || wait < (uint64_t)timeout_ms)
@@ -349,6 +356,17 @@ ksock_engine_poll(struct ksock_engine *e, int timeout_ms)
 		run_timers(e, now);
 	reap(e);
 	return worked;
+}
+
+void
+ksock_engine_abort(struct ksock_engine *e)
+{
+	for (struct ksock_sess *s = e->all; s != NULL; s = s->next) {
+		if (s->state == KS_CONNECTING || s->state == KS_RUNNING) {
+			s->abort = 1;
+			ksock_run_add(s);
+		}
+	}
 }
 
 unsigned

@@ -14,6 +14,8 @@
 #define KSOCK_LOG "ksock"
 /* bytes read from one session per turn before other sessions get theirs */
 #define KSOCK_READ_BUDGET (256 * 1024)
+/* poll interval while a job that signals only by callback is paused */
+#define KSOCK_CB_POLL_MS 2
 /* how long a closed session may wait for a paused TLS job to finish */
 #define KSOCK_LINGER_MS 2000
 #define KSOCK_AFD_MAX 4
@@ -60,7 +62,9 @@ struct ksock_sess {
 	uint8_t smtp_closed;		/* ops->close was called */
 	uint8_t async_ready;
 	uint8_t done_called;
+	uint8_t abort;			/* ksock_engine_abort: fail at the next turn */
 	uint8_t n_afd;
+	uint8_t nofd_pause;		/* paused with no wait fd: counted in e->paused_nofd */
 	int afd[KSOCK_AFD_MAX];		/* async wait fds in the epoll set */
 	int err;			/* transport error not yet reported */
 	uint64_t conn_deadline;
@@ -82,9 +86,11 @@ struct ksock_engine {
 	uint32_t connect_timeout_ms;
 	unsigned max_sessions;
 	struct in_addr source;
+	int sndbuf;
 	uint32_t next_id;
 	unsigned nsess;			/* allocated, including closing */
-	unsigned leaked_tls;		/* conns with a job that never finished */
+	unsigned leaked_tls;
+	unsigned paused_nofd;		/* sessions waiting for a callback-signalled job */		/* conns with a job that never finished */
 	struct ksock_sess *all;
 	struct ksock_sess *run_head, *run_tail;
 	uint64_t next_timer;		/* earliest deadline known */

@@ -81,6 +81,10 @@ ksock_afd_clear(struct ksock_sess *s)
 	for (unsigned i = 0; i < s->n_afd; i++)
 		epoll_ctl(s->e->ep, EPOLL_CTL_DEL, s->afd[i], NULL);
 	s->n_afd = 0;
+	if (s->nofd_pause) {
+		s->nofd_pause = 0;
+		s->e->paused_nofd--;
+	}
 }
 
 /* A tls_ call paused: remember which and watch the job's wait fds. */
@@ -107,6 +111,11 @@ sess_pause(struct ksock_sess *s, enum ksock_paused what)
 			s->afd[s->n_afd++] = fds[i];
 		else
 			LOGW(s, "event=async_fd_add fd=%d err=%d", fds[i], errno);
+	}
+	if (s->n_afd == 0) {
+		/* signalled through the ctx ready list only, which no fd wakes */
+		s->nofd_pause = 1;
+		s->e->paused_nofd++;
 	}
 	LOGD(s, "event=tls_paused op=%d fds=%d", what, n);
 }
@@ -223,11 +232,13 @@ op_write(void *ctx, const void *buf, size_t len)
 		return s->err;
 	if (s->tx != NULL || s->paused != KS_P_NONE) {
 		s->smtp_blocked = 1;
+		s->e->st.write_blocked++;
 		return -EAGAIN;
 	}
 	rc = put_bytes(s, buf, len, &taken);
 	if (rc == -EAGAIN) {
 		s->smtp_blocked = 1;
+		s->e->st.write_blocked++;
 		return -EAGAIN;
 	}
 	if (rc < 0)
@@ -404,18 +415,21 @@ hs_step(struct ksock_sess *s, uint64_t now)
 	smtp_sess_on_tls(&s->smtp, 0, why, now);
 }
 
-/* Feed what is left of s->rx. @return non-zero when s->rx is empty. */
-static int
+/* Feed what is left of s->rx. @return bytes fed (0: none, or no tail). */
+static size_t
 rx_feed(struct ksock_sess *s)
 {
+	size_t fed = 0;
+
 	while (s->rx != NULL) {
 		ssize_t f = tls_conn_feed(s->tls, s->rx->data + s->rx->off, s->rx->len);
 
 		if (f <= 0)
-			return 0;
+			break;
+		fed += (size_t)f;
 		tail_take(&s->rx, (size_t)f);
 	}
-	return 1;
+	return fed;
 }
 
 /* Move ciphertext through the handshake or into plaintext for the machine. */
@@ -429,12 +443,9 @@ tls_in(struct ksock_sess *s, uint64_t now)
 			return;
 		if (s->hs) {
 			hs_step(s, now);
-			if (s->hs) {
-				if (s->paused == KS_P_NONE && s->rx != NULL && rx_feed(s) == 0)
-					return;
-				if (s->rx == NULL || s->paused != KS_P_NONE)
-					return;
-			}
+			/* still in the handshake: go on only with more ciphertext fed */
+			if (s->hs && (s->paused != KS_P_NONE || rx_feed(s) == 0))
+				return;
 			continue;
 		}
 		r = tls_conn_read(s->tls, s->e->plain, sizeof(s->e->plain));
@@ -444,10 +455,8 @@ tls_in(struct ksock_sess *s, uint64_t now)
 		}
 		if (r == -EAGAIN) {
 			tls_out_flush(s);
-			if (s->rx != NULL) {
-				rx_feed(s);
+			if (rx_feed(s) != 0)
 				continue;
-			}
 			return;
 		}
 		if (r == -EINPROGRESS) {
@@ -481,7 +490,9 @@ sess_read(struct ksock_sess *s, uint64_t now)
 		}
 		if (s->rx != NULL) {
 			/* the TLS feed is full: read again once it took the rest */
-			if (s->paused != KS_P_NONE || !rx_feed(s))
+			if (s->paused == KS_P_NONE)
+				rx_feed(s);
+			if (s->rx != NULL)
 				return;
 		}
 		n = recv(s->fd, s->e->rxbuf, sizeof(s->e->rxbuf), 0);
@@ -642,8 +653,8 @@ ksock_sess_process(struct ksock_sess *s, uint64_t now)
 		int soerr = 0;
 		socklen_t l = sizeof(soerr);
 
-		if (s->err != 0) {
-			connect_failed(s, s->err, 0);
+		if (s->err != 0 || s->abort) {
+			connect_failed(s, s->err != 0 ? s->err : -ECANCELED, 0);
 			return;
 		}
 		if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0)
@@ -676,6 +687,13 @@ ksock_sess_process(struct ksock_sess *s, uint64_t now)
 	}
 	if (s->state != KS_RUNNING)
 		return;
+	if (s->abort && !s->smtp_closed) {
+		s->abort = 0;
+		LOGD(s, "event=abort");
+		smtp_sess_on_closed(&s->smtp, -ECANCELED, now);
+		sess_finish(s, now);
+		return;
+	}
 	if (!s->smtp_closed) {
 		if (tx_flush(s) < 0 && s->err == 0)
 			s->err = -EPIPE;

@@ -45,8 +45,9 @@ struct slot {
 	unsigned msgs;			/* transactions pulled on this connection */
 	unsigned quota;			/* transactions this connection may take */
 	int txn_ok;			/* current transaction delivered to someone */
-	uint64_t item0;			/* first work item of the current txn */
-	const char **rcpts;		/* --rcpt-per-txn pointers */
+	int fallback;			/* plaintext retry of TLS failures */
+	uint64_t *items;		/* work items of the current txn */
+	const char **rcpts;		/* their addresses */
 	size_t raw_off;
 	uint64_t msg_index;
 	char err[256];			/* why the template could not render */
@@ -79,10 +80,16 @@ struct run {
 	uint64_t cursor;		/* next work item */
 	unsigned active;
 	uint64_t capacity;		/* messages open sessions may still take */
+	/* opportunistic TLS: recipients whose handshake failed, for plaintext */
+	uint64_t *retry;
+	size_t nretry, retry_off, retry_cap;
+	uint64_t fb_capacity, fb_sessions;
 	uint32_t next_id;
 	/* counts */
 	uint64_t results, out[SMTP_OUT_LAST], msgs_ok, sessions_opened, tls_sessions, resumed;
 	uint64_t open_errors;
+	int aborting;			/* --timeout reached */
+	uint64_t unfinished;		/* deferred because of --timeout */
 	time_t date;
 };
 
@@ -224,7 +231,7 @@ static int
 tpl_open(void *src, unsigned flags)
 {
 	struct slot *sl = src;
-	const struct rcpt *rc = item_rcpt(sl->item0);
+	const struct rcpt *rc = item_rcpt(sl->items[0]);
 	struct msg_fields f = { .v = rc->f, .n = rc->nf, .index = sl->msg_index };
 
 	sl->err[0] = '\0';
@@ -256,18 +263,31 @@ cb_next_txn(void *user, struct smtp_txn *txn)
 	uint64_t n;
 
 	tally_txn(sl);
-	if (sl->msgs >= sl->quota || R.cursor >= R.count)
+	if (sl->msgs >= sl->quota)
 		return -ENOENT;
-	n = R.count - R.cursor;
-	if (n > R.rcpt_per_txn)
-		n = R.rcpt_per_txn;
-	sl->item0 = R.cursor;
-	sl->msg_index = R.cursor / R.rcpt_per_txn;
-	R.cursor += n;
+	if (sl->fallback) {
+		if (R.retry_off >= R.nretry)
+			return -ENOENT;
+		n = R.nretry - R.retry_off;
+		if (n > R.rcpt_per_txn)
+			n = R.rcpt_per_txn;
+		for (uint64_t i = 0; i < n; i++)
+			sl->items[i] = R.retry[R.retry_off++];
+		R.fb_capacity--;
+	} else {
+		if (R.cursor >= R.count)
+			return -ENOENT;
+		n = R.count - R.cursor;
+		if (n > R.rcpt_per_txn)
+			n = R.rcpt_per_txn;
+		for (uint64_t i = 0; i < n; i++)
+			sl->items[i] = R.cursor++;
+		R.capacity--;
+	}
+	sl->msg_index = sl->items[0] / R.rcpt_per_txn;
 	sl->msgs++;
-	R.capacity--;
 	for (uint64_t i = 0; i < n; i++)
-		sl->rcpts[i] = item_rcpt(sl->item0 + i)->addr;
+		sl->rcpts[i] = item_rcpt(sl->items[i])->addr;
 	memset(txn, 0, sizeof(*txn));
 	txn->mail_from = R.from;
 	txn->rcpt = sl->rcpts;
@@ -293,6 +313,24 @@ cb_result(void *user, const struct smtp_rcpt_result *r, const struct tls_record 
 	struct slot *sl = user;
 	const char *text = r->text;
 
+	if (!sl->fallback && !R.aborting && R.policy == SMTP_TLS_OPPORTUNISTIC &&
+	    r->outcome == SMTP_OUT_DEFERRED && r->stage == SMTP_STAGE_TLS && tls != NULL &&
+	    r->rcpt_index < R.rcpt_per_txn) {
+		/* opportunistic: a failed handshake is retried in plaintext (as Postfix does) */
+		if (R.nretry == R.retry_cap) {
+			size_t nc = R.retry_cap ? R.retry_cap * 2 : 256;
+			uint64_t *n = realloc(R.retry, nc * sizeof(*n));
+
+			if (n != NULL) {
+				R.retry = n;
+				R.retry_cap = nc;
+			}
+		}
+		if (R.nretry < R.retry_cap) {
+			R.retry[R.nretry++] = sl->items[r->rcpt_index];
+			return;
+		}
+	}
 	R.results++;
 	if ((unsigned)r->outcome < SMTP_OUT_LAST)
 		R.out[r->outcome]++;
@@ -300,6 +338,10 @@ cb_result(void *user, const struct smtp_rcpt_result *r, const struct tls_record 
 		sl->txn_ok = 1;
 	if (r->outcome == SMTP_OUT_FAILED && r->stage == SMTP_STAGE_LOCAL && sl->err[0] != '\0')
 		text = sl->err;
+	if (R.aborting && r->outcome == SMTP_OUT_DEFERRED) {
+		R.unfinished++;
+		text = "aborted: --timeout reached";
+	}
 	if (R.quiet)
 		return;
 	fputs("{\"rcpt\":", stdout);
@@ -322,13 +364,17 @@ cb_done(void *user, const struct smtp_sess_info *info, const struct tls_record *
 	struct slot *sl = user;
 
 	tally_txn(sl);
-	R.capacity -= sl->quota - sl->msgs;
+	if (sl->fallback)
+		R.fb_capacity -= sl->quota - sl->msgs;
+	else
+		R.capacity -= sl->quota - sl->msgs;
 	if (info->tls_active) {
 		R.tls_sessions++;
 		if (tls != NULL && tls->resumed)
 			R.resumed++;
 	}
 	free(sl->rcpts);
+	free(sl->items);
 	free(sl);
 	R.active--;
 	fill_sessions();
@@ -341,32 +387,53 @@ msgs_left(void)
 	return (R.count - R.cursor + R.rcpt_per_txn - 1) / R.rcpt_per_txn;
 }
 
+/* Messages waiting for a plaintext retry. */
+static uint64_t
+retry_left(void)
+{
+	return (R.nretry - R.retry_off + R.rcpt_per_txn - 1) / R.rcpt_per_txn;
+}
+
 /*
  * Open sessions while the open ones will not take all that is left. Each
  * gets a quota of at most --msgs-per-conn, spread so that --sessions
- * connections share the work.
+ * connections share the work. Plaintext retries of failed handshakes
+ * (opportunistic TLS) go first, on sessions with TLS off.
  */
 static void
 fill_sessions(void)
 {
-	while (R.active < R.sessions && R.capacity < msgs_left()) {
-		uint64_t unreserved = msgs_left() - R.capacity;
-		uint64_t free_slots = R.sessions - R.active;
-		uint64_t quota = (unreserved + free_slots - 1) / free_slots;
+	while (!R.aborting && R.active < R.sessions) {
+		uint64_t unreserved, quota, free_slots = R.sessions - R.active;
 		struct ksock_sess_req req = { 0 };
-		struct slot *sl = calloc(1, sizeof(*sl));
-		int rc;
+		struct slot *sl;
+		int rc, fb;
 
-		if (sl == NULL || (sl->rcpts = calloc(R.rcpt_per_txn, sizeof(char *))) == NULL) {
+		if (retry_left() > R.fb_capacity) {
+			fb = 1;
+			unreserved = retry_left() - R.fb_capacity;
+		} else if (msgs_left() > R.capacity) {
+			fb = 0;
+			unreserved = msgs_left() - R.capacity;
+		} else {
+			return;
+		}
+		quota = (unreserved + free_slots - 1) / free_slots;
+		sl = calloc(1, sizeof(*sl));
+		if (sl == NULL || (sl->rcpts = calloc(R.rcpt_per_txn, sizeof(char *))) == NULL ||
+		    (sl->items = calloc(R.rcpt_per_txn, sizeof(uint64_t))) == NULL) {
+			if (sl != NULL)
+				free(sl->rcpts);
 			free(sl);
 			R.open_errors++;
 			return;
 		}
 		sl->id = ++R.next_id;
+		sl->fallback = fb;
 		sl->quota = quota < R.msgs_per_conn ? (unsigned)quota : R.msgs_per_conn;
 		req.host = R.server_host;
 		req.addr = R.addr;
-		req.policy = R.policy;
+		req.policy = fb ? SMTP_TLS_NONE : R.policy;
 		req.implicit_tls = R.implicit_tls;
 		req.smtp = &R.smtp;
 		req.next_txn = cb_next_txn;
@@ -380,11 +447,17 @@ fill_sessions(void)
 				fprintf(stderr, "mp-smtpsend: cannot open a session: %s\n",
 					strerror(-rc));
 			free(sl->rcpts);
+			free(sl->items);
 			free(sl);
 			return;
 		}
 		R.active++;
-		R.capacity += sl->quota;
+		if (fb) {
+			R.fb_capacity += sl->quota;
+			R.fb_sessions++;
+		} else {
+			R.capacity += sl->quota;
+		}
 		R.sessions_opened++;
 	}
 }
@@ -717,7 +790,10 @@ usage(FILE *f)
 "   \"verify\",\"reason\",\"subject\",\"issuer\",\"not_after\",\"handshake_us\"} or null}\n"
 "then {\"summary\":{\"recipients\",\"delivered\",\"deferred\",\"bounced\",\"failed\",\n"
 "   \"sessions\",\"tls_sessions\",\"resumed\",\"seconds\",\"msgs_per_s\",\"cpu_user_s\",\n"
-"   \"cpu_sys_s\",\"timeout\",\"unfinished\"}}.\n"
+"   \"cpu_sys_s\",\"timeout\",\"unfinished\",\"plaintext_fallback_sessions\"}}.\n"
+"With --tls opportunistic, recipients of a session whose TLS handshake failed\n"
+"are retried once in plaintext on a new connection (as Postfix does); their\n"
+"record is the one of that retry.\n"
 "A connection that cannot be made defers its recipients at stage \"connect\".\n"
 "Exit status: 0 run completed (whatever the outcomes), 1 usage or setup\n"
 "error, 2 --timeout reached.\n", f);
@@ -1013,15 +1089,6 @@ main(int argc, char **argv)
 		R.smtp.helo_name = helo;
 	R.smtp.max_rcpt_per_txn = R.rcpt_per_txn;
 	R.smtp.tls_policy = R.policy;
-	if (R.timeout_s > 0) {
-		/* no single wait may outlast the run */
-		uint32_t t = R.timeout_s * 1000 > 300000 ? 300000 : (uint32_t)(R.timeout_s * 1000) + 1;
-
-		R.smtp.t_greeting = R.smtp.t_cmd = R.smtp.t_tls = R.smtp.t_mail =
-			R.smtp.t_rcpt = R.smtp.t_data_init = R.smtp.t_data_block =
-			R.smtp.t_data_term = t;
-		kconf.connect_timeout_ms = t;
-	}
 	tconf.ca_file = ca;
 	kconf.smtp = &R.smtp;
 	kconf.tls_conf = &tconf;
@@ -1044,7 +1111,7 @@ main(int argc, char **argv)
 		int rc;
 
 		if (R.active == 0) {
-			if (R.cursor >= R.count)
+			if ((R.cursor >= R.count && R.retry_off >= R.nretry) || R.aborting)
 				break;
 			fill_sessions();
 			if (R.active == 0)
@@ -1056,17 +1123,40 @@ main(int argc, char **argv)
 			fprintf(stderr, "mp-smtpsend: poll: %s\n", strerror(-rc));
 			return 1;
 		}
-		if (deadline > 0 && mono_s() >= deadline) {
+		if (deadline > 0 && !timed_out && mono_s() >= deadline) {
+			/* in-flight recipients get their record; nothing new starts */
 			timed_out = 1;
+			R.aborting = 1;
+			ksock_engine_abort(R.e);
+			deadline = mono_s() + 5;
+		} else if (timed_out && mono_s() >= deadline) {
 			break;
 		}
 	}
 	elapsed = mono_s() - t0;
+	if (timed_out) {
+		/* what no session took yet: deferred, so a caller can retry it */
+		for (uint64_t j = R.retry_off; j < R.nretry + (R.count - R.cursor); j++) {
+			uint64_t i = j < R.nretry ? R.retry[j] : R.cursor + (j - R.nretry);
+
+			R.results++;
+			R.out[SMTP_OUT_DEFERRED]++;
+			R.unfinished++;
+			if (R.quiet)
+				continue;
+			fputs("{\"rcpt\":", stdout);
+			json_str(stdout, item_rcpt(i)->addr);
+			fputs(",\"outcome\":\"deferred\",\"stage\":\"connect\",\"code\":0,"
+				"\"esc\":\"\",\"text\":\"not attempted: --timeout reached\","
+				"\"session\":0,\"tls\":null}\n", stdout);
+		}
+	}
 	getrusage(RUSAGE_SELF, &ru);
 	printf("{\"summary\":{\"recipients\":%llu,\"delivered\":%llu,\"deferred\":%llu,"
 		"\"bounced\":%llu,\"failed\":%llu,\"sessions\":%llu,\"tls_sessions\":%llu,"
 		"\"resumed\":%llu,\"seconds\":%.3f,\"msgs_per_s\":%.1f,\"cpu_user_s\":%.3f,"
-		"\"cpu_sys_s\":%.3f,\"timeout\":%s,\"unfinished\":%llu}}\n",
+		"\"cpu_sys_s\":%.3f,\"timeout\":%s,\"unfinished\":%llu,"
+		"\"plaintext_fallback_sessions\":%llu}}\n",
 		(unsigned long long)R.count,
 		(unsigned long long)R.out[SMTP_OUT_DELIVERED],
 		(unsigned long long)R.out[SMTP_OUT_DEFERRED],
@@ -1078,7 +1168,8 @@ main(int argc, char **argv)
 		elapsed, elapsed > 0 ? (double)R.msgs_ok / elapsed : 0.0,
 		ts_sec(&ru.ru_utime), ts_sec(&ru.ru_stime),
 		timed_out ? "true" : "false",
-		(unsigned long long)(R.count - R.results));
+		(unsigned long long)(R.unfinished + (R.count - R.results)),
+		(unsigned long long)R.fb_sessions);
 	fflush(stdout);
 	ksock_engine_free(R.e);
 	msg_template_free(R.tpl);

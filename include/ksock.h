@@ -30,17 +30,34 @@
  *
  * TLS: SNI and the verify name are req->host; verification is enforced
  * only under SMTP_TLS_VERIFY (otherwise the record still says what was
- * wrong). Sessions are resumed per destination through the tls_ctx cache
- * with the key "host@ip:port". OpenSSL async jobs (TLS_PAUSED /
- * -EINPROGRESS) never block: the paused connection's wait fds are watched
- * by the epoll set and tls_ctx_ready_drain() is checked on every poll.
+ * wrong). A failed handshake defers the session's recipients at
+ * SMTP_STAGE_TLS with the reason ("expired: certificate has expired") and
+ * smtp_sess_info.tls_failed set; retrying them in plaintext under
+ * opportunistic TLS is the caller's choice (mp-smtpsend does). Sessions
+ * are resumed per destination through the tls_ctx cache with the key
+ * "host@ip:port". OpenSSL async jobs (TLS_PAUSED / -EINPROGRESS) never
+ * block: the paused call is remembered and nothing else touches that
+ * tls_conn; its wait fds (tls_conn_async_fds) join the epoll set, and
+ * tls_ctx_ready_drain() is checked on every poll (while a job that has
+ * no wait fd is paused, poll waits at most 2 ms, since a callback from a
+ * provider thread wakes no fd). A session that ends while a job is paused
+ * is freed once the job finishes (at most 2 s later; otherwise the
+ * tls_conn is leaked on purpose, never freed under OpenSSL).
  *
  * Memory: one struct ksock_sess (the SMTP session with its 2 KiB command
- * buffer, about 6 KiB in all, see ksock_engine_stats().sess_bytes) plus
- * the tls_conn when TLS is up (about 20 KiB idle, see tls.h). Socket
- * reads go through one engine-wide buffer; a session allocates a small
- * tail buffer only while the kernel or the TLS layer takes part of a
- * write or a feed, and frees it once drained.
+ * buffer; ksock_engine_stats().sess_bytes, 3944 bytes on x86_64) plus the
+ * tls_conn when TLS is up. Measured by tests/integration/test_ksock.c
+ * (sessions idle, waiting on a MAIL reply): about 4.1 KiB per plaintext
+ * session and 24 KiB per session after STARTTLS, heap only (the kernel's
+ * socket buffers come on top). Socket reads go through one engine-wide
+ * buffer; a session allocates a tail buffer only while the kernel or the
+ * TLS layer took part of a write or a feed, and frees it once drained.
+ *
+ * Robustness: a peer that resets, closes (also mid-DATA), stalls (SMTP
+ * timeouts through smtp_sess_deadline) or sends garbage ends only its
+ * own session, recipients deferred with the reason. Not thread-safe: one
+ * engine per thread; ksock_engine_free() must not be called from a
+ * callback.
  */
 #ifndef MP_KSOCK_H
 #define MP_KSOCK_H
@@ -76,6 +93,7 @@ struct ksock_conf {
 	uint32_t connect_timeout_ms;	/**< 0 = KSOCK_CONNECT_TIMEOUT_DEFAULT */
 	unsigned max_sessions;		/**< open sessions at once; 0 = default */
 	struct in_addr source;		/**< bind source address; 0 = any */
+	int sndbuf;			/**< SO_SNDBUF of each socket; 0 = kernel default */
 };
 
 /**
@@ -117,6 +135,7 @@ struct ksock_stats {
 	uint64_t bytes_in;		/**< from the kernel, ciphertext included */
 	uint64_t bytes_out;
 	uint64_t tails;			/**< partial writes/feeds that needed a tail buffer */
+	uint64_t write_blocked;		/**< SMTP writes refused for now (socket or TLS full) */
 	unsigned active;		/**< sessions whose done has not been called */
 	size_t sess_bytes;		/**< sizeof the per-session structure */
 };
@@ -156,6 +175,15 @@ int ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req);
  *         failed (EINTR is 0).
  */
 int ksock_engine_poll(struct ksock_engine *e, int timeout_ms);
+
+/**
+ * Abort every open session: the next ksock_engine_poll() reports their
+ * recipients (SMTP_OUT_DEFERRED, reason "Operation canceled", stage where
+ * the session was) and done callbacks, as a transport failure would.
+ * Sessions opened afterwards are not affected. For a caller's own
+ * deadline (mp-smtpsend --timeout) or a shutdown that keeps every result.
+ */
+void ksock_engine_abort(struct ksock_engine *e);
 
 /** @return sessions opened whose done callback has not run yet. */
 unsigned ksock_engine_active(const struct ksock_engine *e);
