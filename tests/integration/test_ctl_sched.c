@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -71,6 +72,8 @@ redis_start(void)
 	snprintf(url, sizeof(url), "unix:%s", sock);
 	redis_pid = fork();
 	if (redis_pid == 0) {
+		/* dies with the test, whatever happens to it */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		freopen("/dev/null", "w", stdout);
 		execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock,
 			"--save", "", "--appendonly", "no", "--dir", tmpdir, (char *)NULL);
@@ -714,6 +717,80 @@ test_claim_after_death(void)
 	rig_free(&b);
 }
 
+/* a live consumer holding batches longer than min-idle keeps them */
+static void
+test_refresh_keeps_batches(void)
+{
+	static const char *const doms[] = { "ok.test" };
+	struct rig a, b;
+
+	cmd("FLUSHALL");
+	if (rig_new(&a, "slow-a", NULL, 300) < 0 || rig_new(&b, "idle-b", NULL, 300) < 0) {
+		CHECK(0);
+		return;
+	}
+	seed("hold", doms, 1, 20, 10, 3600, "running");
+	a.tb->hold = 1;
+	for (int i = 0; i < 120; i++) {	/* ~1.2 s real, 4x min-idle */
+		ctl_sched_step(a.s, 0);
+		ctl_sched_step(b.s, 0);
+		sleep_ms(10);
+	}
+	CHECK_EQ(ctl_sched_stats(b.s)->batches_claimed, 0);
+	CHECK_EQ(ctl_sched_stats(b.s)->batches_read, 0);
+	CHECK_EQ(b.tb->submits, 0);
+	a.tb->hold = 0;
+	CHECK_EQ(run_until_done(&a, "hold", 2000, 20), 0);
+	CHECK_EQ(count("hold", "delivered"), 20);
+	check_consistent("hold", 20);
+	rig_free(&a);
+	rig_free(&b);
+}
+
+/* the scheduler's Redis connection is killed again and again: writes are
+ * repeated after the reconnect, nothing is lost, counts stay consistent */
+static void
+test_redis_connection_loss(void)
+{
+	static const char *const doms[] = { "ok.test", "bounce.test", "slow.test" };
+	struct rig g;
+	unsigned kills = 0;
+	int done = 0;
+
+	cmd("FLUSHALL");
+	if (rig_new(&g, "flaky", "*:msgs_per_conn=4", 60000) < 0) {
+		CHECK(0);
+		return;
+	}
+	g.tb->sess_ms = 100;
+	seed("flaky", doms, 3, 60, 7, 120, "running");
+	for (int i = 0; i < 200000 && !done; i++) {
+		ctl_sched_step(g.s, 0);
+		fake_now += 50;
+		if (i % 37 == 5) {
+			cmd("CLIENT KILL TYPE normal SKIPME yes");
+			kills++;
+		}
+		if (i % 16 == 0) {
+			redisReply *r = redisCommand(rc, "HGET mp:campaign:flaky state");
+
+			done = r != NULL && r->type == REDIS_REPLY_STRING &&
+				strcmp(r->str, "done") == 0 && ctl_sched_held(g.s) == 0;
+			freeReplyObject(r);
+		}
+	}
+	CHECK(done);
+	CHECK(kills > 10);
+	CHECK(ctl_sched_stats(g.s)->redis_errors > 0);
+	CHECK_EQ(count("flaky", "delivered"), 60);
+	CHECK_EQ(count("flaky", "bounced"), 60);
+	CHECK_EQ(count("flaky", "failed"), 60);
+	check_consistent("flaky", 180);
+	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs"), 0);
+	CHECK_EQ(rint_cmd("ZCARD %s%s", "mp:", "retry"), 0);
+	rig_free(&g);
+}
+
 int
 main(void)
 {
@@ -721,6 +798,7 @@ main(void)
 		fprintf(stderr, "SKIP: redis-server not installed\n");
 		return 77;
 	}
+	signal(SIGPIPE, SIG_IGN);	/* as mp-deliver: hiredis writes with write(2) */
 	if (redis_start() < 0) {
 		fprintf(stderr, "cannot start redis-server\n");
 		redis_stop();
@@ -730,6 +808,8 @@ main(void)
 	test_retry_timing();
 	test_pause_cancel_skip();
 	test_claim_after_death();
+	test_refresh_keeps_batches();
+	test_redis_connection_loss();
 	redis_stop();
 	return mp_test_result("ctl_sched_clock");
 }
