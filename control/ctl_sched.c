@@ -327,7 +327,8 @@ batch_new(struct ctl_sched *s, const char *id, const redisReply *fields)
 		why = "no or bad campaign field";
 	else if (dom == NULL || dom[0] == '\0' || strlen(dom) >= sizeof(dname))
 		why = "no or bad domain field";
-	else if (rcpts == NULL || !json_is_array(arr = json_loads(rcpts, 0, NULL)))
+	else if (rcpts == NULL || (arr = json_loads(rcpts, 0, NULL)) == NULL ||
+	    !json_is_array(arr))	/* the macro evaluates its argument twice */
 		why = "rcpts is not a JSON array";
 	if (why == NULL) {
 		size_t n = json_array_size(arr), k = 0;
