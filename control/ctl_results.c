@@ -10,7 +10,9 @@
  * next flush after the reconnect repeats it. A recipient counts as settled
  * (and its batch may be acknowledged) only once its write succeeded.
  * The finalise script is idempotent: a recipient already final is left
- * alone and dup_deliveries counted.
+ * alone and dup_deliveries counted. It sets the campaign done (with
+ * done_ms) when the last recipient becomes final, only from running or
+ * paused: never during submitting, never over cancelled (README).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -59,8 +61,8 @@ static const char script_final[] =
 	"  local n = 0\n"
 	"  for i = 1, 4 do n = n + (tonumber(c[i]) or 0) end\n"
 	"  local h = redis.call('HMGET', KEYS[3], 'total', 'state')\n"
-	"  if h[1] and tonumber(h[1]) == n and h[2] ~= 'submitting' and h[2] ~= 'done' then\n"
-	"    redis.call('HSET', KEYS[3], 'state', 'done')\n"
+	"  if h[1] and tonumber(h[1]) == n and (h[2] == 'running' or h[2] == 'paused') then\n"
+	"    redis.call('HSET', KEYS[3], 'state', 'done', 'done_ms', ARGV[10])\n"
 	"  end\n"
 	"end\n"
 	"return 1\n";

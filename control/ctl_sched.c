@@ -227,6 +227,8 @@ batch_free(struct ctl_sched *s, struct sbatch *b)
 	if (b->next != NULL)
 		b->next->prev = b->prev;
 	s->nbatches--;
+	if (b->dom != NULL)
+		b->dom->refs--;
 	for (unsigned i = 0; i < b->n; i++) {
 		free(b->r[i].addr);
 		json_decref(b->r[i].fields);
@@ -338,6 +340,8 @@ batch_new(struct ctl_sched *s, const char *id, const redisReply *fields)
 		snprintf(dname, sizeof(dname), "%s", dom);
 		lower(dname);
 		b->dom = dom_get(s, dname);
+		if (b->dom != NULL)
+			b->dom->refs++;
 		b->r = calloc(n ? n : 1, sizeof(*b->r));
 		if (b->dom == NULL || b->r == NULL)
 			why = "out of memory";
@@ -1073,6 +1077,26 @@ dispatch(struct ctl_sched *s)
 /* loop                                                                */
 /* ------------------------------------------------------------------ */
 
+/* Forget domains nothing refers to any more (the resolver keeps its own
+ * cache), so the list stays as small as the work in hand. */
+static void
+dom_gc(struct ctl_sched *s)
+{
+	struct sdom **pp = &s->doms;
+
+	while (*pp != NULL) {
+		struct sdom *d = *pp;
+
+		if (d->refs == 0 && d->conns == 0 && d->qlen == 0 && !d->active &&
+		    d->rstate != SD_RESOLVING) {
+			*pp = d->next;
+			free(d);
+			continue;
+		}
+		pp = &d->next;
+	}
+}
+
 static int
 queued_work(const struct ctl_sched *s)
 {
@@ -1156,6 +1180,11 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 	}
 	dispatch(s);
 	ctl_ops_flush(s);
+	if (mono - s->gc_mono >= 5000) {
+		dom_gc(s);
+		ctl_shape_gc(s->conf.shape, now);
+		s->gc_mono = mono;
+	}
 
 	busy = s->orders_out > 0;
 	if (!s->stopping && ctl_rc_ready(s) && s->nbatches < s->conf.max_batches &&

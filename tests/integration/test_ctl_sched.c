@@ -637,6 +637,13 @@ test_pause_cancel_skip(void)
 	CHECK_EQ(g.tb->submits, before);
 	CHECK_EQ(count("gone", "cancelled"), 25);
 	CHECK_EQ(count("gone", "attempts"), 0);
+	{
+		redisReply *r = redisCommand(rc, "HGET mp:campaign:gone state");
+
+		/* every recipient final, yet a cancelled campaign is never "done" */
+		CHECK(r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "cancelled") == 0);
+		freeReplyObject(r);
+	}
 	check_consistent("gone", 25);
 
 	/* the same batch again (a redelivery): every recipient is final, skipped */
