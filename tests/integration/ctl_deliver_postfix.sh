@@ -6,8 +6,10 @@
 # namespace answers MX queries. What it proves:
 #  - 2,000 recipients over eight domains: static routes for five, MX for
 #    one whose preferred MX refuses connections (fallback to the next MX
-#    within the same attempt), a null MX domain (bounced without a
-#    connection), unknown users (550 -> bounced); every recipient ends in
+#    within the same attempt), a null MX and an NXDOMAIN domain (bounced
+#    without a connection), unknown users (550 -> bounced), and a domain
+#    whose MX host cannot be resolved for now (deferred, retried, failed at
+#    the maximum age); every recipient ends in
 #    exactly one final state, counters add up, campaign done, no job or
 #    retry left, one event per recipient;
 #  - Redis and the maildirs agree: per domain the delivered count equals
@@ -58,7 +60,8 @@ ip netns exec "$CNS" dnsmasq --keep-in-foreground --conf-file=/dev/null \
 	--host-record=self.pf.test,$NET.12 --host-record=old.pf.test,$NET.13 \
 	--host-record=dead.pf.test,$NET.20 \
 	--mx-host=mx.test,dead.pf.test,10 --mx-host=mx.test,mx1.pf.test,20 \
-	--mx-host=null.test,.,0 >"$MP_TMP/dnsmasq.log" 2>&1 &
+	--mx-host=null.test,.,0 --mx-host=tempfail.test,mx.other.example,10 \
+	>"$MP_TMP/dnsmasq.log" 2>&1 &
 MP_PIDS+=($!)
 
 RPORT=$(ip netns exec "$CNS" python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -73,7 +76,7 @@ URL=redis://127.0.0.1:$RPORT
 {
 	echo "email,first"
 	for spec in a.test:700 b.test:500 plain.test:300 self.test:200 old.test:150 \
-		mx.test:100 null.test:30; do
+		mx.test:100 null.test:20 nx.test:10; do
 		dom=${spec%%:*}
 		for i in $(seq 1 "${spec##*:}"); do echo "u$i@$dom,F$i"; done
 	done
@@ -84,9 +87,11 @@ URL=redis://127.0.0.1:$RPORT
 	for d in a.test old.test plain.test; do
 		for i in $(seq 1 10); do echo "s$i@$d,S$i"; done
 	done
+	for i in $(seq 1 5); do echo "s$i@tempfail.test,T$i"; done
 } >"$MP_TMP/strict.csv"
 # mailboxes for everyone Postfix should accept
-grep -v -e '^email' -e '^nobody' -e '@null.test' "$MP_TMP/main.csv" "$MP_TMP/strict.csv" |
+grep -v -e '^email' -e '^nobody' -e '@null.test' -e '@nx.test' -e '@tempfail.test' \
+	"$MP_TMP/main.csv" "$MP_TMP/strict.csv" |
 	cut -d: -f2 | cut -d, -f1 >"$MP_TMP/boxes"
 pf_add_mailboxes "$D" -f "$MP_TMP/boxes" || mp_fail "mailboxes"
 printf 'Hello {{first}},\n\nyour message.\n.\n..a line starting with dots\n' >"$MP_TMP/body.txt"
@@ -132,7 +137,7 @@ def check(cond, what):
     if not cond:
         fails.append(what)
 
-for camp, total in (("main", 2000), ("strict", 30)):
+for camp, total in (("main", 2000), ("strict", 35)):
     rc = {k: json.loads(v) for k, v in hall("mp:campaign:%s:rcpt" % camp).items()}
     check(len(rc) == total, "%s: %d recipients" % (camp, len(rc)))
     c = {k: int(v) for k, v in hall("mp:campaign:%s:counts" % camp).items()}
@@ -164,6 +169,8 @@ for camp, total in (("main", 2000), ("strict", 30)):
     if camp == "main":
         check(rcm["u1@null.test"]["state"] == "bounced" and "null_mx" in rcm["u1@null.test"]["text"],
               "null MX: %s" % rcm["u1@null.test"])
+        check(rcm["u1@nx.test"]["state"] == "bounced" and "nxdomain" in rcm["u1@nx.test"]["text"],
+              "NXDOMAIN: %s" % rcm["u1@nx.test"])
         check(rcm["nobody1@b.test"]["state"] == "bounced" and rcm["nobody1@b.test"]["code"] == 550,
               "unknown user: %s" % rcm["nobody1@b.test"])
         check(rcm["u1@mx.test"]["mx"] == "mx1.pf.test", "mx.test via %s" % rcm["u1@mx.test"]["mx"])
@@ -175,6 +182,9 @@ for camp, total in (("main", 2000), ("strict", 30)):
             check(rc["s1@" + d]["state"] == "failed", "strict %s: %s" % (d, rc["s1@" + d]))
         check(rc["s1@old.test"]["attempts"] >= 2, "strict old.test retried: %s" % rc["s1@old.test"])
         check("expired" in rc["s1@old.test"]["text"], "strict old.test reason: %s" % rc["s1@old.test"]["text"])
+        t = rc["s1@tempfail.test"]
+        check(t["state"] == "failed" and t["attempts"] >= 2 and "tempfail" in t["text"],
+              "DNS temporary failure deferred, then failed at max age: %s" % t)
 
 # per domain: Redis delivered == maildir messages
 rc = {k: json.loads(v) for k, v in hall("mp:campaign:main:rcpt").items()}
@@ -214,6 +224,6 @@ if fails:
         print("FAIL:", f)
     print("%d failures" % len(fails))
     sys.exit(1)
-print("ok: main 1950 delivered / 50 bounced, strict 10 delivered / 20 failed, maildirs agree")
+print("ok: main 1950 delivered / 50 bounced, strict 10 delivered / 25 failed, maildirs agree")
 PY
 echo "ctl_deliver_postfix: ok"
