@@ -467,7 +467,9 @@ ctl_campdef_validate(struct ctl_campdef *c, struct msg_template **tpl,
 	return 0;
 }
 
-/* KEYS: campaign, campaigns, counts. ARGV: id, created_ms, field, value... */
+/* KEYS: campaign, campaigns, counts, jobs. ARGV: id, created_ms, field,
+ * value... The consumer group is created here too (at ID 0, so batches
+ * written before any daemon started are delivered); BUSYGROUP is fine. */
 static struct ctl_redis_script create_lua = { .src =
 	"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
 	"local f = {}\n"
@@ -476,6 +478,7 @@ static struct ctl_redis_script create_lua = { .src =
 	"redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])\n"
 	"redis.call('HSET', KEYS[3], 'queued', 0, 'deferred', 0, 'delivered', 0,\n"
 	"  'bounced', 0, 'failed', 0, 'cancelled', 0, 'dup_deliveries', 0, 'attempts', 0)\n"
+	"redis.pcall('XGROUP', 'CREATE', KEYS[4], '" CTL_GROUP "', '0', 'MKSTREAM')\n"
 	"return 1\n" };
 
 static char *
@@ -496,7 +499,7 @@ int
 ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	int64_t now_ms, char *err, size_t errlen)
 {
-	char kc[CTL_KEY_MAX], kz[CTL_KEY_MAX], kn[CTL_KEY_MAX];
+	char kc[CTL_KEY_MAX], kz[CTL_KEY_MAX], kn[CTL_KEY_MAX], kj[CTL_KEY_MAX];
 	char created[24], maxage[24];
 	char *hdrs = json_str_or_empty(c->headers);
 	char *ovr = json_str_or_empty(c->tls_overrides);
@@ -513,12 +516,14 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, c->id);
 	ctl_redis_key(r, kz, sizeof(kz), CTL_K_CAMPAIGNS);
 	ctl_redis_key(r, kn, sizeof(kn), CTL_K_COUNTS, c->id);
+	ctl_redis_key(r, kj, sizeof(kj), CTL_K_JOBS);
 	snprintf(created, sizeof(created), "%lld", (long long)now_ms);
 	snprintf(maxage, sizeof(maxage), "%lld", c->max_age_s);
 #define KV(k, v) do { argv[n++] = (k); argv[n++] = nz(v); } while (0)
 	argv[n++] = kc;
 	argv[n++] = kz;
 	argv[n++] = kn;
+	argv[n++] = kj;
 	argv[n++] = c->id;
 	argv[n++] = created;
 	KV(CTL_F_ID, c->id);
@@ -540,7 +545,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	KV(CTL_F_INVALID, "0");
 	KV(CTL_F_DUPS, "0");
 #undef KV
-	rep = ctl_redis_eval(r, &create_lua, 3, n, argv, NULL);
+	rep = ctl_redis_eval(r, &create_lua, 4, n, argv, NULL);
 	free(hdrs);
 	free(ovr);
 	if (rep == NULL) {
@@ -709,5 +714,72 @@ ctl_campdef_exists(struct ctl_redis *r, const char *id)
 		return -EIO;
 	rc = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
 	freeReplyObject(rep);
+	return rc;
+}
+
+int
+ctl_campdef_load_redis(struct ctl_redis *r, const char *id, struct ctl_campdef *c,
+	char *state, size_t cap, int *submitted, char *err, size_t errlen)
+{
+	static const char *const strs[] = {
+		"from", "from_name", "reply_to", "subject", "text", "html",
+		"unsubscribe", "tls_policy", "window", "max_age_s",
+	};
+	char kc[CTL_KEY_MAX], e2[400];
+	const char *v;
+	redisReply *h;
+	size_t i;
+	int rc = 0;
+
+	if (!ctl_campdef_id_valid(id)) {
+		ERR("unknown campaign '%.80s' (not a valid campaign id)", id);
+		return -ENOENT;
+	}
+	ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, id);
+	h = ctl_redis_cmd(r, "HGETALL %s", kc);
+	if (h == NULL || h->type != REDIS_REPLY_ARRAY) {
+		ERR("%s", h == NULL ? ctl_redis_error(r) :
+			h->type == REDIS_REPLY_ERROR ? h->str : "HGETALL: unexpected reply");
+		if (h)
+			freeReplyObject(h);
+		return -EIO;
+	}
+	if (h->elements == 0) {
+		freeReplyObject(h);
+		ERR("unknown campaign '%s' (no %s in redis %s)", id, kc, ctl_redis_where(r));
+		return -ENOENT;
+	}
+	snprintf(c->id, sizeof(c->id), "%s", id);
+	for (i = 0; i < sizeof(strs) / sizeof(strs[0]) && rc == 0; i++) {
+		v = ctl_redis_hget(h, strs[i]);
+		if (v && v[0])
+			rc = ctl_campdef_set(c, strs[i], v, e2, sizeof(e2));
+	}
+	for (i = 0; i < 2 && rc == 0; i++) {
+		const char *f = i == 0 ? CTL_F_HEADERS : CTL_F_TLS_OVERRIDES;
+		json_t *o = NULL;
+
+		v = ctl_redis_hget(h, f);
+		if (v && v[0]) {
+			o = json_loads(v, 0, NULL);
+			if (!json_is_object(o)) {
+				json_decref(o);
+				snprintf(e2, sizeof(e2), "stored %s is not a JSON object", f);
+				rc = -EINVAL;
+				break;
+			}
+		}
+		if (i == 0)
+			c->headers = o;
+		else
+			c->tls_overrides = o;
+	}
+	v = ctl_redis_hget(h, CTL_F_STATE);
+	snprintf(state, cap, "%s", v ? v : "");
+	v = ctl_redis_hget(h, CTL_F_SUBMITTED);
+	*submitted = v && v[0];
+	freeReplyObject(h);
+	if (rc < 0)
+		ERR("campaign '%s' in redis: %s", id, e2);
 	return rc;
 }

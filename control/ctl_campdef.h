@@ -108,6 +108,17 @@ int ctl_campdef_control(struct ctl_redis *r, const char *id,
 	const char *action, char *old_state, char *new_state, size_t cap,
 	char *err, size_t errlen);
 
+/**
+ * Read a stored campaign's definition back from its hash (for resuming an
+ * interrupted submission) into c (initialised, empty).
+ * @param state receives the campaign state
+ * @param submitted set to 1 if submitted_ms is set
+ * @return 0, -ENOENT (unknown id), -EIO, -EINVAL (stored JSON unreadable).
+ */
+int ctl_campdef_load_redis(struct ctl_redis *r, const char *id,
+	struct ctl_campdef *c, char *state, size_t cap, int *submitted,
+	char *err, size_t errlen);
+
 /** 1 if s is a valid campaign id ([A-Za-z0-9._-], 1..63). */
 int ctl_campdef_id_valid(const char *s);
 

@@ -31,6 +31,7 @@ struct ctl_redis {
 	int backoff_ms;          /* next delay after a failed attempt */
 	int64_t next_try_ms;     /* monotonic: no attempt before this */
 	unsigned pending;        /* appended, reply not read */
+	int last_rc;             /* result of the last connect attempt */
 };
 
 int64_t
@@ -360,6 +361,7 @@ ctl_redis_ensure(struct ctl_redis *r)
 	if (now < r->next_try_ms)
 		return -EAGAIN;
 	rc = connect_once(r);
+	r->last_rc = rc;
 	if (rc < 0) {
 		r->next_try_ms = now + r->backoff_ms;
 		r->backoff_ms *= 2;
@@ -387,7 +389,7 @@ ctl_redis_wait(struct ctl_redis *r, int wait_ms)
 			struct timespec ts;
 
 			if (now >= deadline)
-				return rc == -EAGAIN ? -EIO : rc;
+				return rc == -EAGAIN ? (r->last_rc < 0 ? r->last_rc : -EIO) : rc;
 			if (until > now) {
 				ts.tv_sec = (until - now) / 1000;
 				ts.tv_nsec = ((until - now) % 1000) * 1000000;
@@ -520,13 +522,23 @@ ready(struct ctl_redis *r)
 	return rc;
 }
 
+/* A plain command would read a pipelined reply as its own. */
+static int
+busy(struct ctl_redis *r)
+{
+	if (r->pending == 0)
+		return 0;
+	set_err(r, "%u pipelined replies not read yet", r->pending);
+	return 1;
+}
+
 redisReply *
 ctl_redis_cmdv(struct ctl_redis *r, int argc, const char **argv,
 	const size_t *argvlen)
 {
 	redisReply *rep;
 
-	if (r->pending || ready(r) < 0)
+	if (busy(r) || ready(r) < 0)
 		return NULL;
 	rep = redisCommandArgv(r->c, argc, argv, argvlen);
 	if (rep == NULL)
@@ -540,7 +552,7 @@ ctl_redis_cmd(struct ctl_redis *r, const char *fmt, ...)
 	redisReply *rep;
 	va_list ap;
 
-	if (r->pending || ready(r) < 0)
+	if (busy(r) || ready(r) < 0)
 		return NULL;
 	va_start(ap, fmt);
 	rep = redisvCommand(r->c, fmt, ap);

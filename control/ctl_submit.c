@@ -16,6 +16,7 @@
 
 #define NBUCKETS   16384
 #define BATCH_BYTES_MAX (4u << 20)
+#define OPEN_MAX   8192     /* partial batches (distinct domains) kept */
 
 struct item {
 	size_t aoff, alen;   /* address in buf */
@@ -33,6 +34,7 @@ struct batch {
 	char *buf;
 	size_t blen, bcap;
 	struct item *it;
+	unsigned itcap;
 };
 
 struct ctl_submit {
@@ -50,6 +52,7 @@ struct ctl_submit {
 	unsigned npool;
 	unsigned long buffered;
 	size_t buffered_bytes;
+	unsigned nopen;                      /* partial batches */
 	long long invalid_pending;           /* for the next script call */
 	long long invalid_untold;            /* not yet in Redis */
 	struct ctl_submit_stats st;
@@ -200,7 +203,7 @@ ctl_submit_new(struct ctl_redis *r, const char *id, const struct msg_template *t
 	if (s->conf.batch_size > 1000)
 		s->conf.batch_size = 1000;
 	if (s->conf.buffer_max == 0)
-		s->conf.buffer_max = 20000;
+		s->conf.buffer_max = 50000;
 	if (s->conf.buffer_bytes == 0)
 		s->conf.buffer_bytes = 16u << 20;
 	if (s->conf.pipeline == 0)
@@ -274,14 +277,11 @@ batch_get(struct ctl_submit *s, const char *domain, uint32_t h)
 		s->pool = b->next;
 		s->npool--;
 	} else {
+		/* items and bytes grow on demand: an input where most
+		 * domains appear once must not cost a full batch each */
 		b = calloc(1, sizeof(*b));
 		if (b == NULL)
 			return NULL;
-		b->it = calloc(s->conf.batch_size, sizeof(*b->it));
-		if (b->it == NULL) {
-			free(b);
-			return NULL;
-		}
 	}
 	b->n = 0;
 	b->blen = 0;
@@ -289,6 +289,7 @@ batch_get(struct ctl_submit *s, const char *domain, uint32_t h)
 	snprintf(b->domain, sizeof(b->domain), "%s", domain);
 	b->hnext = s->bucket[h & (NBUCKETS - 1)];
 	s->bucket[h & (NBUCKETS - 1)] = b;
+	s->nopen++;
 	b->next = NULL;
 	b->prev = s->old_tail;
 	if (s->old_tail)
@@ -303,7 +304,7 @@ static void
 batch_release(struct ctl_submit *s, struct batch *b)
 {
 	/* keep a few for reuse; large buffers go back to the allocator */
-	if (s->npool < 64 && b->bcap <= (256u << 10)) {
+	if (s->npool < 64 && b->bcap <= (64u << 10)) {
 		b->next = s->pool;
 		s->pool = b;
 		s->npool++;
@@ -329,6 +330,7 @@ unlink_partial(struct ctl_submit *s, struct batch *b)
 	else
 		s->old_tail = b->prev;
 	b->prev = b->next = NULL;
+	s->nopen--;
 	s->buffered -= b->n;
 	s->buffered_bytes -= b->blen;
 }
@@ -469,6 +471,7 @@ drain(struct ctl_submit *s)
 
 		redo = b->next;
 		if (rc == 0) {
+			s->st.reruns++;
 			n = batch_args(s, b, inv, sizeof(inv), rv, sizeof(rv));
 			rep = ctl_redis_eval(s->r, &batch_lua, 4, n, s->argv, s->argvlen);
 			if (rep == NULL) {
@@ -521,7 +524,7 @@ static int
 put(struct batch *b, const char *p, size_t n)
 {
 	if (b->blen + n + 1 > b->bcap) {
-		size_t cap = b->bcap ? b->bcap : 4096;
+		size_t cap = b->bcap ? b->bcap : 256;
 		char *nb;
 
 		while (cap < b->blen + n + 1)
@@ -576,6 +579,20 @@ ctl_submit_add(struct ctl_submit *s, const struct ctl_input_rec *rec)
 		free(entry);
 		return -ENOMEM;
 	}
+	if (b->n == b->itcap) {
+		unsigned nc = b->itcap ? b->itcap * 2 : 4;
+		struct item *ni;
+
+		if (nc > s->conf.batch_size)
+			nc = s->conf.batch_size;
+		ni = realloc(b->it, nc * sizeof(*ni));
+		if (ni == NULL) {
+			free(entry);
+			return -ENOMEM;
+		}
+		b->it = ni;
+		b->itcap = nc;
+	}
 	b0 = b->blen;
 	it = &b->it[b->n];
 	it->line = rec->line;
@@ -600,9 +617,10 @@ ctl_submit_add(struct ctl_submit *s, const struct ctl_input_rec *rec)
 			return rc;
 	}
 	/* too much waiting in partial batches: send the oldest early */
-	if (s->buffered > s->conf.buffer_max || s->buffered_bytes > s->conf.buffer_bytes) {
+	if (s->buffered > s->conf.buffer_max || s->buffered_bytes > s->conf.buffer_bytes ||
+	    s->nopen > OPEN_MAX) {
 		while (s->old_head && (s->buffered > s->conf.buffer_max / 2 ||
-		       s->buffered_bytes > s->conf.buffer_bytes / 2)) {
+		       s->buffered_bytes > s->conf.buffer_bytes / 2 || s->nopen > OPEN_MAX / 2)) {
 			rc = flush_batch(s, s->old_head);
 			if (rc < 0)
 				return rc;

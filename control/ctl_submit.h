@@ -11,7 +11,8 @@
  *
  * Memory is bounded whatever the input size: per-domain partial batches
  * are flushed when full, and when more than conf.buffer_max recipients
- * (or conf.buffer_bytes bytes) wait in partial batches the oldest ones
+ * (or conf.buffer_bytes bytes, or partial batches of more than 8192
+ * domains) wait in partial batches the oldest ones
  * are flushed early. At most conf.pipeline batch scripts are in flight
  * (hiredis pipelining) before their replies are read.
  *
@@ -29,7 +30,7 @@
 
 struct ctl_submit_conf {
 	unsigned batch_size;     /**< recipients per jobs entry, default 100 (max 1000) */
-	unsigned buffer_max;     /**< recipients waiting in partial batches, default 20000 */
+	unsigned buffer_max;     /**< recipients waiting in partial batches, default 50000 */
 	size_t buffer_bytes;     /**< bytes waiting in partial batches, default 16 MiB */
 	unsigned pipeline;       /**< batch scripts in flight, default 32 */
 	/** a record was rejected (msg is "line N: why") */
@@ -45,6 +46,7 @@ struct ctl_submit_stats {
 	unsigned long invalid;     /**< rejected records */
 	unsigned long duplicates;  /**< skipped as already present */
 	unsigned long batches;     /**< jobs entries written */
+	unsigned long reruns;      /**< batch scripts re-run after NOSCRIPT */
 };
 
 struct ctl_submit;

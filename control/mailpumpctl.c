@@ -46,6 +46,8 @@ static const char usage_text[] =
 "        --tls none|opportunistic|required|verify\n"
 "        --tls-override DOMAIN=POLICY (repeatable) --window HH:MM-HH:MM\n"
 "        --max-age SECONDS\n"
+"      --append ID: resume an interrupted submission of campaign ID with\n"
+"        the same (or remaining) recipients; already queued ones are skipped\n"
 "      --batch N (recipients per job, default 100) --quiet (no per-line\n"
 "      messages) --max-errors N (stop printing after N line messages)\n"
 "  status ID\n"
@@ -69,6 +71,8 @@ struct opts {
 	/* submit */
 	struct ctl_campdef camp;
 	const char *camp_file;
+	const char *append;
+	int camp_opts;          /* campaign options given */
 	enum ctl_input_fmt fmt;
 	int strict;
 	int quiet;
@@ -313,6 +317,34 @@ strict_check(int fd, const struct msg_template *t)
 	return 0;
 }
 
+/* submit --append ID: resume an interrupted submission. The definition
+ * is read back from Redis; already queued recipients come back as
+ * duplicates (HSETNX), so nobody gets a second copy. */
+static struct ctl_redis *
+append_campaign(struct msg_template **tpl)
+{
+	struct ctl_redis *r = connect_redis();
+	char err[600], state[32];
+	int submitted = 0, rc;
+
+	rc = ctl_campdef_load_redis(r, o.append, &o.camp, state, sizeof(state), &submitted,
+		err, sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, "mailpumpctl: %s\n", err);
+		exit(rc_exit(rc));
+	}
+	if (submitted || (strcmp(state, "submitting") != 0 && strcmp(state, "paused") != 0)) {
+		fprintf(stderr, "mailpumpctl: submit --append: campaign '%s' is %s%s; only an interrupted submission (state submitting) can be resumed\n",
+			o.append, state, submitted ? " and its submission ended" : "");
+		exit(EX_USAGE);
+	}
+	if (ctl_campdef_validate(&o.camp, tpl, err, sizeof(err)) < 0) {
+		fprintf(stderr, "mailpumpctl: stored %s\n", err);
+		exit(EX_USAGE);
+	}
+	return r;
+}
+
 static int
 cmd_submit(int argc, char **argv)
 {
@@ -324,7 +356,7 @@ cmd_submit(int argc, char **argv)
 	struct ctl_input *in;
 	struct ctl_submit *s;
 	struct ctl_redis *r;
-	char err[600], state[32] = "", old[32], neu[32];
+	char err[600], state[32] = "";
 	const char *path;
 	int fd, rc = 0, ex = EX_OK;
 	int64_t t0 = ctl_mono_ms();
@@ -332,6 +364,12 @@ cmd_submit(int argc, char **argv)
 	if (argc != 1)
 		die_usage("submit: expected one recipients file (or - for stdin)");
 	path = argv[0];
+	if (o.append && (o.camp_opts || o.camp_file))
+		die_usage("submit --append takes the campaign definition from redis: no campaign options");
+	if (o.append) {
+		r = append_campaign(&tpl);
+		goto have_campaign;
+	}
 	if (o.camp_file) {
 		/* the file is the base: settings given as flags were stored in o.camp
 		 * already and must win, so load into a fresh one and merge */
@@ -371,6 +409,7 @@ cmd_submit(int argc, char **argv)
 		return EX_USAGE;
 	}
 	r = connect_redis();
+have_campaign:
 	fd = open_input(path, o.strict);
 	if (o.strict) {
 		unsigned long bad = strict_check(fd, tpl);
@@ -390,7 +429,7 @@ cmd_submit(int argc, char **argv)
 		ctl_redis_close(r);
 		return EX_USAGE;
 	}
-	rc = ctl_campdef_create(r, &o.camp, ctl_now_ms(), err, sizeof(err));
+	rc = o.append ? 0 : ctl_campdef_create(r, &o.camp, ctl_now_ms(), err, sizeof(err));
 	if (rc < 0) {
 		fprintf(stderr, "mailpumpctl: %s\n", err);
 		ctl_input_close(in);
@@ -444,8 +483,10 @@ cmd_submit(int argc, char **argv)
 		fprintf(stderr, "mailpumpctl: %s\n", ctl_submit_error(s));
 		ex = EX_USAGE;
 	} else if (rc < 0) {
-		/* input or Redis failed midway: do not leave a half-submitted
-		 * campaign quietly sending; cancel it if Redis still answers */
+		/* input or Redis failed midway. What is queued stays queued
+		 * (and is delivered); the campaign stays "submitting" so it
+		 * never reaches done half-submitted. The operator resumes it
+		 * (already queued recipients are skipped) or cancels it. */
 		if (rc == -ENOMEM)
 			fprintf(stderr, "mailpumpctl: submission failed: out of memory\n");
 		else if (rc != -EIO || ctl_submit_error(s)[0] != 'n')
@@ -453,21 +494,10 @@ cmd_submit(int argc, char **argv)
 				rc == -EIO ? ctl_submit_error(s) : "cannot read the recipients");
 		ctl_submit_free(s);
 		s = NULL;
-		while (ctl_redis_pending(r)) {
-			redisReply *rp;
-
-			if (ctl_redis_reply(r, &rp) < 0)
-				break;
-			freeReplyObject(rp);
-		}
-		if (ctl_redis_wait(r, 2000) == 0 &&
-		    ctl_campdef_control(r, o.camp.id, "cancel", old, neu, sizeof(old),
-			err, sizeof(err)) == 0)
-			fprintf(stderr, "mailpumpctl: campaign %s cancelled (%lu recipients had been queued)\n",
-				o.camp.id, st.accepted);
-		else
-			fprintf(stderr, "mailpumpctl: campaign %s is left in state submitting with up to %lu recipients queued; cancel it with 'mailpumpctl cancel %s'\n",
-				o.camp.id, st.accepted, o.camp.id);
+		fprintf(stderr, "mailpumpctl: campaign %s is left in state submitting with up to %lu recipients queued; "
+			"resume with 'mailpumpctl submit --append %s FILE' (queued recipients are skipped) "
+			"or cancel it with 'mailpumpctl cancel %s'\n",
+			o.camp.id, st.accepted, o.camp.id, o.camp.id);
 		ex = ctl_redis_connected(r) ? EX_USAGE : EX_REDIS;
 		if (rc == -EIO && !ctl_redis_connected(r))
 			ex = EX_REDIS;
@@ -578,7 +608,7 @@ cmd_watch(int argc, char **argv)
 	r = connect_redis();
 	for (;;) {
 		json_t *j;
-		const char *st;
+		char st[32];
 		long long fin, total;
 		int64_t now = ctl_mono_ms();
 		int ended, rc;
@@ -596,7 +626,7 @@ cmd_watch(int argc, char **argv)
 			ex = rc_exit(rc);
 			break;
 		}
-		st = jget_str(j, "state");
+		snprintf(st, sizeof(st), "%s", jget_str(j, "state"));
 		ended = strcmp(st, "done") == 0 || strcmp(st, "cancelled") == 0;
 		fin = jget_int(j, "final");
 		total = jget_int(j, "total");
@@ -877,7 +907,7 @@ enum {
 	OPT_FROM_NAME, OPT_REPLY_TO, OPT_SUBJECT, OPT_TEXT, OPT_HTML, OPT_HEADER,
 	OPT_UNSUB, OPT_TLS, OPT_TLS_OVR, OPT_WINDOW, OPT_MAX_AGE, OPT_FORMAT,
 	OPT_STRICT, OPT_BATCH, OPT_QUIET, OPT_MAX_ERRORS, OPT_INTERVAL,
-	OPT_TIMEOUT, OPT_DOMAIN, OPT_TOP, OPT_LIMIT, OPT_HELP,
+	OPT_TIMEOUT, OPT_DOMAIN, OPT_TOP, OPT_LIMIT, OPT_HELP, OPT_APPEND,
 };
 
 static const struct option longopts[] = {
@@ -909,6 +939,7 @@ static const struct option longopts[] = {
 	{ "top", required_argument, NULL, OPT_TOP },
 	{ "limit", required_argument, NULL, OPT_LIMIT },
 	{ "help", no_argument, NULL, OPT_HELP },
+	{ "append", required_argument, NULL, OPT_APPEND },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -941,6 +972,7 @@ camp_set(const char *key, const char *v)
 {
 	char err[512];
 
+	o.camp_opts = 1;
 	if (ctl_campdef_set(&o.camp, key, v, err, sizeof(err)) < 0) {
 		fprintf(stderr, "mailpumpctl: %s\n", err);
 		exit(EX_USAGE);
@@ -975,10 +1007,12 @@ main(int argc, char **argv)
 		case OPT_WINDOW: camp_set("window", optarg); break;
 		case OPT_MAX_AGE: camp_set("max_age_s", optarg); break;
 		case OPT_HEADER:
+			o.camp_opts = 1;
 			if (ctl_campdef_add_header(&o.camp, optarg, err, sizeof(err)) < 0)
 				die_usage("%s", err);
 			break;
 		case OPT_TLS_OVR:
+			o.camp_opts = 1;
 			if (ctl_campdef_add_tls_override(&o.camp, optarg, err, sizeof(err)) < 0)
 				die_usage("%s", err);
 			break;
@@ -991,6 +1025,11 @@ main(int argc, char **argv)
 				die_usage("--format '%s': expected csv or jsonl", optarg);
 			break;
 		case OPT_STRICT: o.strict = 1; break;
+		case OPT_APPEND:
+			if (!ctl_campdef_id_valid(optarg))
+				die_usage("--append '%s': not a campaign id", optarg);
+			o.append = optarg;
+			break;
 		case OPT_BATCH: o.batch = (unsigned)num_arg("batch", optarg, 1, 1000); break;
 		case OPT_QUIET: o.quiet = 1; break;
 		case OPT_MAX_ERRORS: o.max_errors = num_arg("max-errors", optarg, 1, 1L << 30); break;

@@ -5,7 +5,10 @@
  * and again after a reconnect, unix sockets, the key builder, pipelining,
  * EVALSHA with the NOSCRIPT fallback after SCRIPT FLUSH, the reply
  * timeout, a server killed and restarted (command fails, back-off, then
- * reconnect), and a clear error for a refused connection.
+ * reconnect), a clear error for a refused connection, and the submit
+ * engine with tiny batches and caps: early flushes, duplicates inside and
+ * across batches, and the server losing its scripts while batches are in
+ * flight (each is re-run once, nothing lost or counted twice).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,7 +23,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ctl_campdef.h"
 #include "ctl_redis.h"
+#include "ctl_submit.h"
 #include "mp_test.h"
 
 static char dir[64];
@@ -359,6 +364,178 @@ test_timeout_and_restart(void)
 	}
 }
 
+struct seen {
+	int dups, invalid;
+	unsigned long dup_lines[16];
+};
+
+static void
+on_dup(void *user, unsigned long line, const char *addr)
+{
+	struct seen *x = user;
+
+	(void)addr;
+	if (x->dups < 16)
+		x->dup_lines[x->dups] = line;
+	x->dups++;
+}
+
+static void
+on_inv(void *user, unsigned long line, const char *msg)
+{
+	struct seen *x = user;
+
+	(void)line;
+	(void)msg;
+	x->invalid++;
+}
+
+static long long
+hget_ll(struct ctl_redis *r, const char *key, const char *field)
+{
+	redisReply *rep = ctl_redis_cmd(r, "HGET %s %s", key, field);
+	long long v = -1;
+
+	if (rep)
+		(void)ctl_redis_reply_int(rep, &v), freeReplyObject(rep);
+	return v;
+}
+
+static void
+test_submit(void)
+{
+	struct ctl_submit_conf sc = { 0 };
+	struct ctl_submit_stats st;
+	struct ctl_campdef cd;
+	struct msg_template *tpl = NULL;
+	struct ctl_redis *r, *r2;
+	struct ctl_submit *s;
+	struct seen x = { 0 };
+	char err[512], addr[64], k[CTL_KEY_MAX], state[32];
+	struct ctl_input_rec rec;
+	struct ctl_input_field f;
+	redisReply *rep;
+	int i, rc = 0;
+
+	r = open_url("redis://:s3cret@127.0.0.1:%d/2", 0, err, sizeof(err));
+	r2 = open_url("redis://:s3cret@127.0.0.1:%d/2", 0, err, sizeof(err));
+	CHECK(r != NULL && r2 != NULL);
+	if (r == NULL || r2 == NULL)
+		return;
+	ctl_campdef_init(&cd);
+	CHECK_EQ(ctl_campdef_set(&cd, "id", "sub-1", err, sizeof(err)), 0);
+	CHECK_EQ(ctl_campdef_set(&cd, "from", "news@example.com", err, sizeof(err)), 0);
+	CHECK_EQ(ctl_campdef_set(&cd, "subject", "Hi {{n}}", err, sizeof(err)), 0);
+	CHECK_EQ(ctl_campdef_set(&cd, "text", "x\n", err, sizeof(err)), 0);
+	CHECK_EQ(ctl_campdef_validate(&cd, &tpl, err, sizeof(err)), 0);
+	CHECK_EQ(ctl_campdef_create(r, &cd, ctl_now_ms(), err, sizeof(err)), 0);
+	CHECK_EQ(ctl_campdef_create(r, &cd, ctl_now_ms(), err, sizeof(err)), -EEXIST);
+	if (tpl == NULL)
+		return;
+	sc.batch_size = 3;
+	sc.buffer_max = 4;      /* forces early flushes of the oldest domains */
+	sc.pipeline = 4;
+	sc.on_duplicate = on_dup;
+	sc.on_invalid = on_inv;
+	sc.user = &x;
+	s = ctl_submit_new(r, "sub-1", tpl, &sc);
+	CHECK(s != NULL);
+	memset(&rec, 0, sizeof(rec));
+	rec.f = &f;
+	rec.nf = 1;
+	f.name = "n";
+	f.value = "1";
+	f.len = 1;
+	/* 60 lines over 5 domains; every 10th repeats line i-5; line 33 is bad */
+	for (i = 1; i <= 60 && rc == 0; i++) {
+		int who = (i % 10 == 0) ? i - 5 : i;
+
+		snprintf(addr, sizeof(addr), i == 33 ? "bad@@d%d.test" : "u%d@D%d.test", who, who % 5);
+		rec.line = (unsigned long)i;
+		rec.email = addr;
+		rec.email_len = strlen(addr);
+		if (i == 30) {
+			/* the server forgets every script while batches wait in
+			 * the pipeline: they come back NOSCRIPT and are re-run */
+			rep = ctl_redis_cmd(r2, "SCRIPT FLUSH");
+			CHECK(rep != NULL);
+			if (rep)
+				freeReplyObject(rep);
+		}
+		rc = ctl_submit_add(s, &rec);
+	}
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(ctl_submit_end(s), 0);
+	ctl_submit_get_stats(s, &st);
+	CHECK_EQ(st.records, 60);
+	CHECK_EQ(st.invalid, 1);
+	CHECK_EQ(st.duplicates, 6);
+	CHECK_EQ(st.accepted, 53);
+	CHECK(st.reruns >= 1);
+	CHECK_EQ(x.dups, 6);
+	CHECK_EQ(x.invalid, 1);
+	CHECK_EQ(x.dups >= 1 ? (long long)(x.dup_lines[0] % 10) : -1, 0);
+	CHECK_EQ(ctl_campdef_finish(r, "sub-1", ctl_submit_take_invalid(s), state, sizeof(state),
+		err, sizeof(err)), 0);
+	CHECK_STREQ(state, "running");
+	ctl_submit_free(s);
+
+	ctl_redis_key(r, k, sizeof(k), CTL_K_CAMPAIGN, "sub-1");
+	CHECK_EQ(hget_ll(r, k, "total"), 53);
+	CHECK_EQ(hget_ll(r, k, "invalid"), 1);
+	CHECK_EQ(hget_ll(r, k, "duplicates_skipped"), 6);
+	ctl_redis_key(r, k, sizeof(k), CTL_K_COUNTS, "sub-1");
+	CHECK_EQ(hget_ll(r, k, "queued"), 53);
+	ctl_redis_key(r, k, sizeof(k), CTL_K_RCPT, "sub-1");
+	rep = ctl_redis_cmd(r, "HLEN %s", k);
+	CHECK(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 53);
+	if (rep)
+		freeReplyObject(rep);
+	/* every jobs entry: one domain, at most 3 recipients, 53 in all */
+	ctl_redis_key(r, k, sizeof(k), CTL_K_JOBS);
+	rep = ctl_redis_cmd(r, "XRANGE %s - +", k);
+	CHECK(rep && rep->type == REDIS_REPLY_ARRAY);
+	if (rep && rep->type == REDIS_REPLY_ARRAY) {
+		size_t e, total = 0, bad = 0;
+
+		for (e = 0; e < rep->elements; e++) {
+			redisReply *kv = rep->element[e]->element[1];
+			const char *dom = NULL, *rc_json = NULL;
+			json_t *arr;
+			size_t j;
+
+			for (j = 0; j + 1 < kv->elements; j += 2) {
+				if (strcmp(kv->element[j]->str, "domain") == 0)
+					dom = kv->element[j + 1]->str;
+				if (strcmp(kv->element[j]->str, "rcpts") == 0)
+					rc_json = kv->element[j + 1]->str;
+			}
+			arr = rc_json ? json_loads(rc_json, 0, NULL) : NULL;
+			if (dom == NULL || !json_is_array(arr) || json_array_size(arr) > 3 ||
+			    json_array_size(arr) == 0) {
+				bad++;
+			} else {
+				for (j = 0; j < json_array_size(arr); j++) {
+					const char *to = json_string_value(json_object_get(json_array_get(arr, j), "to"));
+
+					if (to == NULL || strcmp(strchr(to, '@') + 1, dom) != 0)
+						bad++;
+				}
+				total += json_array_size(arr);
+			}
+			json_decref(arr);
+		}
+		CHECK_EQ(bad, 0);
+		CHECK_EQ(total, 53);
+	}
+	if (rep)
+		freeReplyObject(rep);
+	msg_template_free(tpl);
+	ctl_campdef_fini(&cd);
+	ctl_redis_close(r);
+	ctl_redis_close(r2);
+}
+
 int
 main(void)
 {
@@ -373,6 +550,7 @@ main(void)
 	start_server();
 	test_auth_select();
 	test_keys_pipeline_scripts();
+	test_submit();
 	test_timeout_and_restart();
 	cleanup();
 	return mp_test_result("ctl_redis");
