@@ -6,8 +6,11 @@
  * and the baseline of the benchmark.
  *
  * Order: parse options, load recipients and the message (a raw file is
- * read and normalised to CRLF once; every transaction streams from that
- * one copy), compile the template, create the engine, then loop: keep up
+ * read and normalised to CRLF once and every transaction streams from
+ * that one copy, the session dot-stuffing on the fly: msg_ renders only
+ * from templates, it has no pass-through for a finished message; a
+ * template is rendered per transaction straight into the session's
+ * buffer by msg_render_read), create the engine, then loop: keep up
  * to --sessions sessions open while messages remain; each session pulls
  * at most --msgs-per-conn messages of --rcpt-per-txn recipients from a
  * shared cursor, so a failing connection takes no more than that with it.
@@ -1093,6 +1096,18 @@ main(int argc, char **argv)
 	kconf.smtp = &R.smtp;
 	kconf.tls_conf = &tconf;
 	kconf.max_sessions = R.sessions;
+	{
+		/* one descriptor per session: raise the soft limit as far as allowed */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)R.sessions + 64) {
+			rl.rlim_cur = rl.rlim_max < (rlim_t)R.sessions + 64 ? rl.rlim_max :
+				(rlim_t)R.sessions + 64;
+			if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < (rlim_t)R.sessions + 16)
+				fprintf(stderr, "mp-smtpsend: warning: open file limit %llu is low for %u sessions\n",
+					(unsigned long long)rl.rlim_cur, R.sessions);
+		}
+	}
 	R.e = ksock_engine_new(&kconf, err, sizeof(err));
 	if (R.e == NULL) {
 		fprintf(stderr, "mp-smtpsend: %s\n", err);

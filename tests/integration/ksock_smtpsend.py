@@ -115,6 +115,8 @@ class TlsSmtp:
         self.mode = mode
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
+        if mode == "tls12":
+            self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         self.ls = socket.socket()
         self.ls.bind(("127.0.0.1", 0))
         self.ls.listen(64)
@@ -142,6 +144,10 @@ class TlsSmtp:
         f = c.makefile("rwb")
         tls = False
         try:
+            if self.mode == "implicit":
+                c = self.ctx.wrap_socket(c, server_side=True)
+                f = c.makefile("rwb")
+                tls = True
             f.write(b"220 mx.test ESMTP py\r\n")
             f.flush()
             while True:
@@ -245,6 +251,34 @@ def tls_cases(tmp, msg):
               r["tls"]["verify"] == "unknown-ca", "opportunistic under TLS, verify noted: %s" % r)
     finally:
         srv.close()
+    # implicit TLS (port 465 style)
+    srv = TlsSmtp("implicit", crt, key)
+    try:
+        rc, recs, summ, err = run(["--server", "mx.test:%d" % srv.port, "--connect", "127.0.0.1",
+                                   "--from", "s@client.test", "--message", msg, "--ca", ca,
+                                   "--rcpt", "a@dest.test", "--implicit-tls", "--tls", "verify"])
+        consistent(recs, summ, 1)
+        r = recs[0] if recs else {}
+        check(r.get("outcome") == "delivered" and r.get("tls") and
+              r["tls"]["verify"] == "ok", "implicit TLS delivered: %s" % r)
+    finally:
+        srv.close()
+    # a TLS 1.2 server: fine by default, refused with --tls-min 1.3
+    srv = TlsSmtp("tls12", crt, key)
+    try:
+        base = ["--server", "mx.test:%d" % srv.port, "--connect", "127.0.0.1",
+                "--from", "s@client.test", "--message", msg, "--ca", ca, "--rcpt", "a@dest.test"]
+        rc, recs, summ, err = run(base + ["--tls", "verify"])
+        r = recs[0] if recs else {}
+        check(r.get("outcome") == "delivered" and r.get("tls") and
+              r["tls"]["version"] == "TLSv1.2", "TLS 1.2 server: delivered under 1.2: %s" % r)
+        rc, recs, summ, err = run(base + ["--tls", "required", "--tls-min", "1.3"])
+        r = recs[0] if recs else {}
+        check(r.get("outcome") == "deferred" and r.get("stage") == "tls" and
+              r.get("tls") and r["tls"]["verify"] == "protocol-version",
+              "--tls-min 1.3 against a 1.2 server: deferred, protocol-version: %s" % r)
+    finally:
+        srv.close()
     # a broken handshake under opportunistic TLS: retried in plaintext
     srv = TlsSmtp("badtls", crt, key)
     try:
@@ -302,8 +336,12 @@ def main():
         text = os.path.join(tmp, "t.txt")
         with open(text, "w") as f:
             f.write("Hello {{first}}!\n.line with a dot\n")
+        html = os.path.join(tmp, "t.html")
+        with open(html, "w") as f:
+            f.write("<p>Hello <b>{{first}}</b></p>\n")
         rc, recs, summ, err = run(server + ["--from", "s@client.test", "--rcpt-csv", csv,
                                             "--subject", "Hi {{first}}", "--text", text,
+                                            "--html", html,
                                             "--sessions", "3", "--helo", "client.test"])
         check(rc == 0, "template run exit 0 (%d: %s)" % (rc, err))
         consistent(recs, summ, 6)
@@ -318,6 +356,10 @@ def main():
         check(len(bodies) == 6, "6 messages in the sink (%d)" % len(bodies))
         check(any("Hello Ann!" in b and "Subject: Hi Ann" in b for b in bodies), "merged for Ann")
         check(any('Hello Quo "Q"!' in b for b in bodies), "quoted CSV field merged")
+        check(all("multipart/alternative" in b and "text/html" in b for b in bodies),
+              "text and html parts")
+        check(any("<b>Quo &quot;Q&quot;</b>" in b or "<b>Quo &#34;Q&#34;</b>" in b
+                  or "Quo &quot;Q&quot;" in b for b in bodies), "html merge escaped")
         check(all("\n.line with a dot" in b for b in bodies), "dot line unstuffed at the sink")
 
         # 2: raw message, --count cycling, several recipients per message

@@ -145,6 +145,7 @@ enum srv_mode {
 	SRV_STALL_MAIL,		/* never answer MAIL (idle sessions) */
 	SRV_FLOOD,		/* an EHLO reply that never ends */
 	SRV_TLS_GARBAGE,	/* 220 to STARTTLS, then bytes that are no TLS */
+	SRV_INJECT,		/* plaintext after the 220 to STARTTLS, then TLS */
 };
 
 #define SRV_CONNS_MAX 128
@@ -272,6 +273,7 @@ srv_conn(void *arg)
 	struct srv *s = c->s;
 	char line[1100];
 	int tls_offer = s->mode == SRV_STARTTLS || s->mode == SRV_TLS_GARBAGE ||
+		s->mode == SRV_INJECT ||
 		(s->mode == SRV_STALL_MAIL && s->sctx != NULL);
 
 	struct timeval tv = { .tv_sec = 10 };
@@ -307,7 +309,10 @@ srv_conn(void *arg)
 				cx_send(c, "250-STARTTLS\r\n");
 			cx_send(c, "250 ENHANCEDSTATUSCODES\r\n");
 		} else if (strncasecmp(line, "STARTTLS", 8) == 0 && tls_offer && c->ssl == NULL) {
-			cx_send(c, "220 2.0.0 go ahead\r\n");
+			if (s->mode == SRV_INJECT)	/* one segment: CVE-2011-0411 */
+				cx_send(c, "220 2.0.0 go ahead\r\n250 2.0.0 injected\r\n");
+			else
+				cx_send(c, "220 2.0.0 go ahead\r\n");
 			c->len = 0;	/* nothing from before the handshake */
 			if (s->mode == SRV_TLS_GARBAGE) {
 				for (int i = 0; i < 64; i++)
@@ -451,7 +456,7 @@ srv_stop(struct srv *s)
 
 /* A run: `total` messages of one recipient each, at most per_conn per session. */
 struct drv {
-	unsigned total, per_conn, next;
+	unsigned total, per_conn, next, rpt;
 	unsigned nres, sessions_done, dup;
 	unsigned out[SMTP_OUT_LAST];
 	unsigned stage[SMTP_STAGE_LAST];
@@ -508,13 +513,13 @@ d_next(void *user, struct smtp_txn *t)
 	memset(t, 0, sizeof(*t));
 	t->mail_from = "sender@client.test";
 	t->rcpt = &d->rcptp[d->next];
-	t->n_rcpt = 1;
+	t->n_rcpt = d->total - d->next < d->rpt ? d->total - d->next : d->rpt;
 	t->user = (void *)(uintptr_t)d->next;
 	t->body.open = b_open;
 	t->body.read = b_read;
 	t->body.src = sd;
 	t->body.size = (int64_t)body_len;
-	d->next++;
+	d->next += t->n_rcpt;
 	return 0;
 }
 
@@ -560,6 +565,7 @@ drv_init(struct drv *d, unsigned total, unsigned per_conn)
 	memset(d, 0, sizeof(*d));
 	d->total = total;
 	d->per_conn = per_conn;
+	d->rpt = 1;
 	for (unsigned i = 0; i < total && i < MSGS_MAX; i++) {
 		snprintf(d->rcpt[i], sizeof(d->rcpt[i]), "u%u@dest.test", i);
 		d->rcptp[i] = d->rcpt[i];
@@ -747,6 +753,21 @@ test_sink_concurrency(void)
 	printf("sink: 50 sessions, %u delivered, %d dump files, bytes out %llu, per-session struct %zu bytes\n",
 		d.out[SMTP_OUT_DELIVERED], files, (unsigned long long)st.bytes_out, st.sess_bytes);
 	ksock_engine_free(e);
+	count_dumps(dir, 1);
+
+	/* 30 sessions, 1000 recipients in messages of 4: 250 messages */
+	e = engine(NULL, 5000);
+	drv_init(&d, 1000, 10);
+	d.rpt = 4;
+	for (int i = 0; i < 30; i++)
+		CHECK_EQ(open_sess(e, &d, port, SMTP_TLS_OPPORTUNISTIC, 0, NULL), 0);
+	CHECK_EQ(run_until_idle(e, 30000), 0);
+	check_exactly_once(&d);
+	CHECK_EQ(d.out[SMTP_OUT_DELIVERED], 1000);
+	for (int i = 0; i < 100 && (files = count_dumps(dir, 0)) < 250; i++)
+		usleep(20000);
+	CHECK_EQ(files, 250);
+	ksock_engine_free(e);
 	kill(pid, SIGTERM);
 	waitpid(pid, NULL, 0);
 	count_dumps(dir, 1);
@@ -818,8 +839,8 @@ short_timeouts(struct smtp_config *c)
 {
 	smtp_config_defaults(c);
 	c->helo_name = "client.test";
-	c->t_greeting = c->t_cmd = c->t_tls = c->t_mail = c->t_rcpt = 400;
-	c->t_data_init = c->t_data_block = c->t_data_term = 400;
+	c->t_greeting = c->t_cmd = c->t_tls = c->t_mail = c->t_rcpt = 1000;
+	c->t_data_init = c->t_data_block = c->t_data_term = 1000;
 }
 
 /* Each hostile or broken server: every recipient deferred, at the right stage. */
@@ -961,6 +982,28 @@ test_tls_verify_reasons(void)
 		ksock_engine_free(e);
 		srv_stop(s);
 	}
+}
+
+/* Plaintext behind the 220 to STARTTLS is dropped, never taken as a reply. */
+static void
+test_starttls_injection(void)
+{
+	static struct drv d;
+	struct srv *s = srv_start(SRV_INJECT, &good);
+	struct ksock_engine *e = engine(NULL, 2000);
+
+	drv_init(&d, 2, 2);
+	CHECK_EQ(open_sess(e, &d, s->port, SMTP_TLS_VERIFY, 0, NULL), 0);
+	CHECK_EQ(run_until_idle(e, 5000), 0);
+	check_exactly_once(&d);
+	CHECK_EQ(d.out[SMTP_OUT_DELIVERED], 2);
+	CHECK(d.info.tls_active);
+	CHECK(d.info.discarded >= strlen("250 2.0.0 injected\r\n"));
+	CHECK_EQ(atomic_load(&s->msgs), 2);
+	printf("starttls injection: %u plaintext bytes discarded, delivered under %s\n",
+		d.info.discarded, d.tls.version);
+	ksock_engine_free(e);
+	srv_stop(s);
 }
 
 /* Good certificate: delivered under TLS; the second connection resumes. */
@@ -1331,6 +1374,7 @@ main(void)
 	test_tls_required_no_starttls();
 	test_tls_verify_reasons();
 	test_tls_ok_and_resume();
+	test_starttls_injection();
 	test_async();
 	test_big_message();
 	test_idle_memory();
