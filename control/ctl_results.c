@@ -418,64 +418,125 @@ ctl_op_ack(struct ctl_sched *s, struct sbatch *b)
 	op_push(s, op);
 }
 
-/* @return 0 applied, 1 retry later (connection trouble) */
-static int
-op_exec(struct ctl_sched *s, struct sop *op)
+/* What a write's reply means for its recipient. */
+static void
+op_reply(struct ctl_sched *s, struct sop *op, const redisReply *r)
 {
-	redisReply *r;
+	long long v;
 
-	if (!ctl_rc_ready(s))
-		return 1;
-	r = ctl_redis_eval(s->rc, &script_tab[op->script], op->nkeys, op->argc,
-		(const char **)op->argv, op->lens);
-	if (r == NULL) {
-		ctl_rc_failed(s, "eval");
-		return 1;
-	}
-	if (r->type == REDIS_REPLY_ERROR) {
-		/* a script error is a bug or foreign data in our keys: keep the
-		 * write (nothing may be lost) and retry after a pause */
-		LOGW("event=write_error kind=%d err=\"%s\"", op->kind, r->str);
-		freeReplyObject(r);
-		s->st.redis_errors++;
-		s->ops_pause_mono = ctl_mono_ms() + 1000;
-		return 1;
-	}
-	if (op->kind == OP_FINAL || op->kind == OP_DEFER) {
-		long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : 1;
-
-		if (v == 0 && op->kind == OP_FINAL)
-			s->st.dup_final++;
-		if (v < 0)
-			LOGW("event=unknown_rcpt campaign=%s rcpt=%s",
-				op->r->b->camp->id, op->r->addr);
-	}
-	freeReplyObject(r);
-	return 0;
+	if (op->kind != OP_FINAL && op->kind != OP_DEFER)
+		return;
+	v = r->type == REDIS_REPLY_INTEGER ? r->integer : 1;
+	if (v == 0 && op->kind == OP_FINAL)
+		s->st.dup_final++;
+	if (v < 0)
+		LOGW("event=unknown_rcpt campaign=%s rcpt=%s",
+			op->r->b->camp->id, op->r->addr);
 }
 
-int
-ctl_ops_flush(struct ctl_sched *s)
+/* Unlink the writes Redis confirmed, in queue order, and act on them. */
+static unsigned
+ops_reap(struct ctl_sched *s)
 {
-	unsigned done = 0;
+	struct sop **pp = &s->ops, *prev = NULL;
+	unsigned n = 0;
 
-	if (s->ops != NULL && ctl_mono_ms() < s->ops_pause_mono)
-		return 0;
-	while (s->ops != NULL) {
-		struct sop *op = s->ops;
+	while (*pp != NULL) {
+		struct sop *op = *pp;
 
-		if (op_exec(s, op) != 0)
-			break;
-		s->ops = op->next;
-		if (s->ops == NULL)
-			s->ops_tail = NULL;
+		if (!op->ok) {
+			prev = op;
+			pp = &op->next;
+			continue;
+		}
+		*pp = op->next;
+		if (s->ops_tail == op)
+			s->ops_tail = prev;
 		s->nops--;
-		done++;
+		n++;
+		/* may queue an ack at the tail: after prev, so the walk sees it */
 		if (op->kind == OP_FINAL || op->kind == OP_DEFER)
 			ctl_sched_settled(s, op->r);
 		else if (op->kind == OP_ACK)
 			ctl_sched_batch_acked(s, op->b);
 		op_free(op);
+	}
+	return n;
+}
+
+/*
+ * Send queued writes pipelined, FLUSH_PIPE at a time, and keep each one
+ * until its own reply came back. A write whose reply is an error stays
+ * queued (after a pause) while the others complete: nothing depends on an
+ * earlier write except an ack, which is only queued once its recipients'
+ * writes are confirmed. On a connection failure the writes without a
+ * reply stay queued and are sent again after the reconnect (they may have
+ * run: the finalise script then counts a dup_delivery, never a second
+ * state change).
+ */
+#define FLUSH_PIPE 64
+
+int
+ctl_ops_flush(struct ctl_sched *s)
+{
+	unsigned done = 0, noscript_rounds = 0;
+
+	if (s->ops != NULL && ctl_mono_ms() < s->ops_pause_mono)
+		return 0;
+	while (s->ops != NULL) {
+		struct sop *batch[FLUSH_PIPE], *op;
+		unsigned n = 0, i;
+		int io_fail = 0, err_seen = 0, noscript = 0;
+
+		if (!ctl_rc_ready(s))
+			break;
+		for (i = 0; i < SC_LAST; i++) {
+			if (script_tab[i].sha[0] == '\0' &&
+			    ctl_redis_script_load(s->rc, &script_tab[i]) < 0) {
+				ctl_rc_failed(s, "script_load");
+				return (int)done;
+			}
+		}
+		for (op = s->ops; op != NULL && n < FLUSH_PIPE; op = op->next) {
+			op->ok = 0;
+			if (ctl_redis_eval_append(s->rc, &script_tab[op->script], op->nkeys,
+			    op->argc, (const char **)op->argv, op->lens) < 0)
+				break;
+			batch[n++] = op;
+		}
+		for (i = 0; i < n; i++) {
+			redisReply *r;
+
+			if (ctl_redis_reply(s->rc, &r) < 0) {
+				io_fail = 1;
+				break;
+			}
+			if (r->type == REDIS_REPLY_ERROR) {
+				/* NOSCRIPT: the server lost its scripts; reload next round */
+				if (ctl_redis_is_noscript(r)) {
+					script_tab[batch[i]->script].sha[0] = '\0';
+					noscript = 1;
+				} else {
+					LOGW("event=write_error kind=%d err=\"%s\"",
+						batch[i]->kind, r->str);
+					err_seen = 1;
+				}
+				s->st.redis_errors++;
+			} else {
+				op_reply(s, batch[i], r);
+				batch[i]->ok = 1;
+			}
+			freeReplyObject(r);
+		}
+		done += ops_reap(s);
+		if (io_fail || n == 0) {
+			ctl_rc_failed(s, "eval");
+			break;
+		}
+		if (err_seen || (noscript && ++noscript_rounds > 3)) {
+			s->ops_pause_mono = ctl_mono_ms() + 1000;
+			break;
+		}
 	}
 	return (int)done;
 }

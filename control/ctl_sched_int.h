@@ -128,6 +128,7 @@ struct sop {
 	struct srcpt *r;		/* FINAL, DEFER */
 	struct sbatch *b;		/* ACK */
 	char state[16];			/* FINAL: new state, for stats */
+	uint8_t ok;			/* Redis confirmed it (flush in progress) */
 	struct sop *next;
 };
 

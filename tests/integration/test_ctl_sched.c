@@ -754,8 +754,9 @@ test_refresh_keeps_batches(void)
 	rig_free(&b);
 }
 
-/* the scheduler's Redis connection is killed again and again: writes are
- * repeated after the reconnect, nothing is lost, counts stay consistent */
+/* the scheduler's Redis connection is killed again and again and the
+ * server forgets its scripts: writes are repeated after the reconnect or
+ * the reload, nothing is lost, counts stay consistent */
 static void
 test_redis_connection_loss(void)
 {
@@ -778,6 +779,8 @@ test_redis_connection_loss(void)
 			cmd("CLIENT KILL TYPE normal SKIPME yes");
 			kills++;
 		}
+		if (i % 53 == 11)
+			cmd("SCRIPT FLUSH");	/* as after a server restart: NOSCRIPT */
 		if (i % 16 == 0) {
 			redisReply *r = redisCommand(rc, "HGET mp:campaign:flaky state");
 
