@@ -12,9 +12,13 @@
  *    one by the maximum age, then the recipient is failed with the last
  *    reply; counts add up at every check;
  *  - 5xx bounces, cancelled and paused campaigns, re-delivered batches of
- *    final recipients are skipped, a consumer that vanished has its
- *    batches claimed by another and every recipient ends in exactly one
- *    final state.
+ *    final recipients are skipped, malformed batches are dropped alone, a
+ *    consumer that vanished has its batches claimed by another and every
+ *    recipient ends in exactly one final state, a live consumer keeps
+ *    batches it holds longer than min-idle;
+ *  - Redis trouble (connection killed, scripts flushed) loses nothing;
+ *  - results of a consumer that stalled and lost its batches to another
+ *    are counted as dup_deliveries and change no state or counter.
  * Skips (77) without redis-server.
  */
 #include <errno.h>
@@ -801,6 +805,45 @@ test_redis_connection_loss(void)
 	rig_free(&g);
 }
 
+/* A stalls (no refresh within B's min-idle), B takes its batches over and
+ * delivers; then A's sessions finish too: A's results find the recipients
+ * final, are counted as dup_deliveries and change nothing else */
+static void
+test_dup_deliveries_counted(void)
+{
+	static const char *const doms[] = { "ok.test" };
+	struct rig a, b;
+
+	cmd("FLUSHALL");
+	if (rig_new(&a, "stall-a", NULL, 60000) < 0 || rig_new(&b, "eager-b", NULL, 200) < 0) {
+		CHECK(0);
+		return;
+	}
+	seed("dup", doms, 1, 15, 5, 3600, "running");
+	a.tb->hold = 1;
+	for (int i = 0; i < 20; i++)
+		ctl_sched_step(a.s, 0);
+	CHECK_EQ(a.tb->nopen, 1);		/* all 15 in one session */
+	sleep_ms(300);
+	CHECK_EQ(run_until_done(&b, "dup", 2000, 20), 0);
+	CHECK(ctl_sched_stats(b.s)->batches_claimed == 3);
+	CHECK_EQ(count("dup", "delivered"), 15);
+	a.tb->hold = 0;
+	for (int i = 0; i < 50; i++) {
+		ctl_sched_step(a.s, 0);
+		fake_now += 20;
+	}
+	CHECK_EQ(count("dup", "dup_deliveries"), 15);
+	CHECK_EQ(count("dup", "delivered"), 15);
+	CHECK_EQ(count("dup", "attempts"), 15);
+	CHECK_EQ(ctl_sched_stats(a.s)->dup_final, 15);
+	check_consistent("dup", 15);
+	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs"), 0);
+	CHECK_EQ(ctl_sched_held(a.s), 0);
+	rig_free(&a);
+	rig_free(&b);
+}
+
 int
 main(void)
 {
@@ -820,6 +863,7 @@ main(void)
 	test_claim_after_death();
 	test_refresh_keeps_batches();
 	test_redis_connection_loss();
+	test_dup_deliveries_counted();
 	redis_stop();
 	return mp_test_result("ctl_sched_clock");
 }
