@@ -540,9 +540,11 @@ take_entries(struct ctl_sched *s, const redisReply *entries, int claimed)
 	}
 }
 
-/* @return entries read, or -EIO */
+/* Read new entries (from ">") or our own pending ones after the id in
+ * @p from, which is then advanced to the last id read.
+ * @return entries read, or -EIO */
 static int
-read_batches(struct ctl_sched *s, const char *from, unsigned block)
+read_batches(struct ctl_sched *s, char *from, size_t fromlen, unsigned block)
 {
 	unsigned room = s->conf.max_batches > s->nbatches ? s->conf.max_batches - s->nbatches : 0;
 	unsigned count = room < s->conf.read_count ? room : s->conf.read_count;
@@ -574,6 +576,13 @@ read_batches(struct ctl_sched *s, const char *from, unsigned block)
 
 		n = (int)entries->elements;
 		take_entries(s, entries, 0);
+		if (n > 0 && strcmp(from, ">") != 0) {
+			const redisReply *last = entries->element[n - 1];
+
+			if (last->type == REDIS_REPLY_ARRAY && last->elements >= 1 &&
+			    last->element[0]->type == REDIS_REPLY_STRING)
+				snprintf(from, fromlen, "%s", last->element[0]->str);
+		}
 	}
 	freeReplyObject(r);
 	return n;
@@ -583,16 +592,11 @@ read_batches(struct ctl_sched *s, const char *from, unsigned block)
 static void
 read_own_pending(struct ctl_sched *s)
 {
-	for (int i = 0; i < 1000; i++) {
-		unsigned before = s->nbatches;
-		int n = read_batches(s, "0", 0);
+	char from[48] = "0";
 
-		/* read "0" returns the same entries until acked: stop when
-		 * nothing new was taken or no room is left */
-		if (n <= 0 || s->nbatches == before ||
-		    s->nbatches >= s->conf.max_batches)
-			break;
-		if ((unsigned)n < s->conf.read_count)
+	/* what does not fit now is claimed back later by XAUTOCLAIM */
+	for (int i = 0; i < 1000 && s->nbatches < s->conf.max_batches; i++) {
+		if (read_batches(s, from, sizeof(from), 0) <= 0)
 			break;
 	}
 }
@@ -1189,6 +1193,7 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 	busy = s->orders_out > 0;
 	if (!s->stopping && ctl_rc_ready(s) && s->nbatches < s->conf.max_batches &&
 	    (now >= s->read_at || s->read_at - now > 60000)) {
+		char gt[2] = ">";
 		unsigned block = 0;
 
 		if (!busy && s->nops == 0 && ctl_dns_pending(s->conf.dns) == 0) {
@@ -1198,7 +1203,7 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 			if (queued_work(s) && block > 20)
 				block = 20;
 		}
-		n = read_batches(s, ">", block);
+		n = read_batches(s, gt, sizeof(gt), block);
 		waited = block > 0;
 		s->last_read_empty = n == 0;
 		s->read_at = n > 0 ? now : now + s->conf.read_every_ms;

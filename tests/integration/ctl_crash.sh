@@ -74,6 +74,7 @@ PA=$(R xpending mp:jobs mailpump | head -1)
 echo "A killed: delivered=$DA pending_batches=$PA"
 [ "$DA" -ge 100 ] && [ "$DA" -lt $TOTAL ] || mp_fail "A was not killed mid-campaign ($DA)"
 [ "$PA" -gt 0 ] || mp_fail "no pending batches after A died"
+sleep 0.5	# the sink may still be writing what A sent before it died
 SINK_A=$(find "$MP_TMP/sink" -type f | wc -l)
 
 # 2. B: claims after 1.5 s idle, SIGTERM while busy -> exit 0 within grace

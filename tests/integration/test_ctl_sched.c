@@ -844,6 +844,37 @@ test_dup_deliveries_counted(void)
 	rig_free(&b);
 }
 
+/* a consumer restarted under the same name picks up all its own pending
+ * batches at once (more than one read's worth), without waiting for a claim */
+static void
+test_restart_same_name(void)
+{
+	static const char *const doms[] = { "ok.test" };
+	struct rig a, a2;
+
+	cmd("FLUSHALL");
+	if (rig_new(&a, "same", NULL, 60000) < 0) {
+		CHECK(0);
+		return;
+	}
+	seed("again", doms, 1, 60, 3, 3600, "running");	/* 20 batches */
+	a.tb->hold = 1;
+	for (int i = 0; i < 40; i++)
+		ctl_sched_step(a.s, 0);
+	CHECK_EQ(ctl_sched_stats(a.s)->batches_read, 20);
+	rig_free(&a);
+	if (rig_new(&a2, "same", NULL, 60000) < 0) {
+		CHECK(0);
+		return;
+	}
+	CHECK_EQ(run_until_done(&a2, "again", 3000, 20), 0);
+	CHECK_EQ(ctl_sched_stats(a2.s)->batches_read, 20);
+	CHECK_EQ(ctl_sched_stats(a2.s)->batches_claimed, 0);
+	CHECK_EQ(count("again", "delivered"), 60);
+	check_consistent("again", 60);
+	rig_free(&a2);
+}
+
 int
 main(void)
 {
@@ -864,6 +895,7 @@ main(void)
 	test_refresh_keeps_batches();
 	test_redis_connection_loss();
 	test_dup_deliveries_counted();
+	test_restart_same_name();
 	redis_stop();
 	return mp_test_result("ctl_sched_clock");
 }
