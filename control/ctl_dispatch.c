@@ -44,6 +44,7 @@ struct ctl_campaign *
 ctl_campaign_new(const char *id, const char *mail_from,
 	const struct msg_template_spec *spec, char *err, size_t errlen)
 {
+	struct msg_template_spec sp;
 	struct ctl_campaign *c;
 
 	if (id == NULL || !camp_id_ok(id)) {
@@ -60,7 +61,11 @@ ctl_campaign_new(const char *id, const char *mail_from,
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	c->tpl = msg_template_compile(spec, err, errlen);
+	/* Message-IDs are "<id.index@domain>": the campaign id is always there */
+	sp = *spec;
+	if (sp.campaign_id == NULL)
+		sp.campaign_id = id;
+	c->tpl = msg_template_compile(&sp, err, errlen);
 	if (c->tpl == NULL) {
 		free(c->mail_from);
 		free(c);
