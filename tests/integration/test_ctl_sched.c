@@ -18,10 +18,14 @@
  *    batches it holds longer than min-idle;
  *  - Redis trouble (connection killed, scripts flushed) loses nothing;
  *  - results of a consumer that stalled and lost its batches to another
- *    are counted as dup_deliveries and change no state or counter.
+ *    are counted as dup_deliveries and change no state or counter;
+ *  - MX through dnsmasq on loopback: 421 and refused connects fall back
+ *    to the next MX within one attempt, null MX / NXDOMAIN bounce, DNS
+ *    trouble defers until the maximum age.
  * Skips (77) without redis-server.
  */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
@@ -29,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -320,7 +325,20 @@ tb_answer(struct tb *t, struct ctl_order *o)
 		memset(&r, 0, sizeof(r));
 		r.order_id = o->id;
 		r.msg_index = i;
-		if (strcmp(o->domain, "slow.test") == 0) {
+		if (strcmp(o->domain, "busy.test") == 0 &&
+		    o->addr.sin_addr.s_addr == htonl(0x7f00003d)) {
+			/* its first MX is overloaded */
+			r.outcome = SMTP_OUT_DEFERRED;
+			r.stage = SMTP_STAGE_GREETING;
+			r.code = 421;
+			snprintf(r.text, sizeof(r.text), "421 4.3.2 too busy");
+		} else if (strcmp(o->domain, "down.test") == 0 &&
+		    o->addr.sin_addr.s_addr == htonl(0x7f000047)) {
+			/* its first MX refuses connections */
+			r.outcome = SMTP_OUT_DEFERRED;
+			r.stage = SMTP_STAGE_CONNECT;
+			snprintf(r.text, sizeof(r.text), "connect 127.0.0.71:25: Connection refused");
+		} else if (strcmp(o->domain, "slow.test") == 0) {
 			r.outcome = SMTP_OUT_DEFERRED;
 			r.stage = SMTP_STAGE_RCPT;
 			r.code = 451;
@@ -348,7 +366,8 @@ tb_answer(struct tb *t, struct ctl_order *o)
 	}
 	memset(&rep, 0, sizeof(rep));
 	rep.order_id = o->id;
-	rep.connected = 1;
+	rep.connected = !(strcmp(o->domain, "down.test") == 0 &&
+		o->addr.sin_addr.s_addr == htonl(0x7f000047));
 	rep.info.starttls_offered = 1;
 	rep.info.tls_active = 1;
 	snprintf(rep.info.greeting_host, sizeof(rep.info.greeting_host), "mx.%.40s", o->domain);
@@ -400,6 +419,9 @@ struct rig {
 	struct tb *tb;
 };
 
+/* DNS for the MX test: NULL = static route "*" only */
+static const char *rig_dns_servers;
+
 static int
 rig_new(struct rig *g, const char *consumer, const char *shape_spec, uint64_t min_idle)
 {
@@ -410,8 +432,11 @@ rig_new(struct rig *g, const char *consumer, const char *shape_spec, uint64_t mi
 	char err[256];
 
 	memset(g, 0, sizeof(*g));
+	dc.servers = rig_dns_servers;
+	dc.timeout_ms = 500;
 	g->dns = ctl_dns_new(&dc, err, sizeof(err));
-	if (g->dns == NULL || ctl_dns_route_parse(g->dns, "*=127.0.0.1:25", err, sizeof(err)) < 0) {
+	if (g->dns == NULL || (rig_dns_servers == NULL &&
+	    ctl_dns_route_parse(g->dns, "*=127.0.0.1:25", err, sizeof(err)) < 0)) {
 		fprintf(stderr, "dns: %s\n", err);
 		return -1;
 	}
@@ -875,6 +900,132 @@ test_restart_same_name(void)
 	rig_free(&a2);
 }
 
+/* A loopback port free for both UDP and TCP (dnsmasq binds both). */
+static int
+free_port(void)
+{
+	for (int tries = 0; tries < 50; tries++) {
+		struct sockaddr_in a = { .sin_family = AF_INET };
+		socklen_t len = sizeof(a);
+		int u = socket(AF_INET, SOCK_DGRAM, 0), t, ok;
+
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (u < 0 || bind(u, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+		    getsockname(u, (struct sockaddr *)&a, &len) < 0) {
+			if (u >= 0)
+				close(u);
+			continue;
+		}
+		t = socket(AF_INET, SOCK_STREAM, 0);
+		ok = t >= 0 && bind(t, (struct sockaddr *)&a, sizeof(a)) == 0;
+		if (t >= 0)
+			close(t);
+		close(u);
+		if (ok)
+			return ntohs(a.sin_port);
+	}
+	return -1;
+}
+
+/* MX resolution through a real DNS server (dnsmasq on loopback): a 421
+ * from the preferred MX and a refused connect both move the recipients to
+ * the next MX within the same attempt; null MX and NXDOMAIN bounce without
+ * a session; a domain whose MX host cannot be resolved is deferred */
+static void
+test_mx_fallback(void)
+{
+	static const char *const doms[] = { "busy.test", "down.test", "null.test", "nx.test",
+		"temp.test" };
+	char servers[64], port[32];
+	pid_t dpid;
+	struct rig g;
+	int p = free_port();
+
+	if (system("command -v dnsmasq >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "mx_fallback: dnsmasq not installed, skipped\n");
+		return;
+	}
+	CHECK(p > 0);
+	snprintf(port, sizeof(port), "--port=%d", p);
+	dpid = fork();
+	if (dpid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		freopen("/dev/null", "w", stderr);
+		execlp("dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+			"--no-resolv", "--no-hosts", "--pid-file=", "--listen-address=127.0.0.1",
+			"--bind-interfaces", port, "--local=/test/",
+			"--mx-host=busy.test,mx1.busy.test,10", "--mx-host=busy.test,mx2.busy.test,20",
+			"--host-record=mx1.busy.test,127.0.0.61", "--host-record=mx2.busy.test,127.0.0.62",
+			"--mx-host=down.test,mx1.down.test,10", "--mx-host=down.test,mx2.down.test,20",
+			"--host-record=mx1.down.test,127.0.0.71", "--host-record=mx2.down.test,127.0.0.72",
+			"--mx-host=null.test,.,0", "--mx-host=temp.test,mx.other.example,10",
+			(char *)NULL);
+		_exit(127);
+	}
+	sleep_ms(300);
+	snprintf(servers, sizeof(servers), "127.0.0.1:%d", p);
+	cmd("FLUSHALL");
+	rig_dns_servers = servers;
+	if (rig_new(&g, "mx", NULL, 60000) < 0) {
+		CHECK(0);
+		rig_dns_servers = NULL;
+		kill(dpid, SIGTERM);
+		waitpid(dpid, NULL, 0);
+		return;
+	}
+	rig_dns_servers = NULL;
+	g.tb->sess_ms = 0;
+	seed("mx", doms, 5, 6, 10, 1, "running");	/* max age 1 s: temp.test fails soon */
+	for (int i = 0; i < 4000; i++) {
+		redisReply *r;
+		int done;
+
+		ctl_sched_step(g.s, 0);
+		fake_now += 50;
+		if (i % 8 != 0)
+			continue;
+		sleep_ms(1);			/* let dnsmasq answer in real time */
+		r = redisCommand(rc, "HGET mp:campaign:mx state");
+		done = r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "done") == 0;
+		freeReplyObject(r);
+		if (done && ctl_sched_held(g.s) == 0)
+			break;
+	}
+	{
+		json_t *j = rcpt_state("mx", "u1@busy.test");
+
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "delivered");
+		CHECK_STREQ(json_string_value(json_object_get(j, "mx")), "mx2.busy.test");
+		CHECK_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
+		json_decref(j);
+		j = rcpt_state("mx", "u2@down.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "delivered");
+		CHECK_STREQ(json_string_value(json_object_get(j, "mx")), "mx2.down.test");
+		CHECK_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
+		json_decref(j);
+		j = rcpt_state("mx", "u3@null.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "bounced");
+		CHECK(strstr(json_string_value(json_object_get(j, "text")), "null_mx") != NULL);
+		json_decref(j);
+		j = rcpt_state("mx", "u0@nx.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "bounced");
+		json_decref(j);
+		j = rcpt_state("mx", "u0@temp.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "failed");
+		CHECK(strstr(json_string_value(json_object_get(j, "text")), "tempfail") != NULL);
+		json_decref(j);
+	}
+	CHECK_EQ(ctl_sched_stats(g.s)->mx_fallbacks, 12);
+	CHECK_EQ(count("mx", "delivered"), 12);
+	CHECK_EQ(count("mx", "bounced"), 12);
+	CHECK_EQ(count("mx", "failed"), 6);
+	check_consistent("mx", 30);
+	CHECK_EQ(rint_cmd("HGET %s %s", "mp:tls:down.test", "connect_failed"), 1);
+	rig_free(&g);
+	kill(dpid, SIGTERM);
+	waitpid(dpid, NULL, 0);
+}
+
 int
 main(void)
 {
@@ -896,6 +1047,7 @@ main(void)
 	test_redis_connection_loss();
 	test_dup_deliveries_counted();
 	test_restart_same_name();
+	test_mx_fallback();
 	redis_stop();
 	return mp_test_result("ctl_sched_clock");
 }
