@@ -18,7 +18,9 @@
 #  - per-domain TLS counters reflect each listener: STARTTLS + TLS 1.3 and
 #    verified on the good one, no STARTTLS and plaintext deliveries on the
 #    plain one, verify failures by reason (self-signed, expired), and a
-#    TLS record on every delivered recipient that went over TLS;
+#    TLS record on every delivered recipient that went over TLS; a TLS
+#    1.0-only listener fails the handshake (we require 1.2) and gets the
+#    mail in plaintext on a new connection under "opportunistic";
 #  - a "verify" campaign: delivered (verified) to the good listener, never
 #    in plaintext or to a bad certificate: those recipients are retried and
 #    failed at the campaign's maximum age with the TLS reason.
@@ -46,7 +48,8 @@ pf_start "$SNS" "$D" \
 	"ip=$NET.10;name=mx1.pf.test;tls=good;domains=a.test,b.test,mx.test" \
 	"ip=$NET.11;name=plain.pf.test;tls=none;domains=plain.test" \
 	"ip=$NET.12;name=self.pf.test;tls=selfsigned;domains=self.test" \
-	"ip=$NET.13;name=old.pf.test;tls=expired;domains=old.test" ||
+	"ip=$NET.13;name=old.pf.test;tls=expired;domains=old.test" \
+	"ip=$NET.14;name=legacy.pf.test;tls=tls10;domains=legacy.test" ||
 	mp_fail "pf_start"
 # the preferred MX of mx.test: an address with nobody listening
 ip -n "$SNS" addr add "$NET.20/24" dev "$PF_SERVER_IF"
@@ -58,7 +61,7 @@ ip netns exec "$CNS" dnsmasq --keep-in-foreground --conf-file=/dev/null \
 	--bind-interfaces --port=5300 --local=/test/ --local-ttl=60 \
 	--host-record=mx1.pf.test,$NET.10 --host-record=plain.pf.test,$NET.11 \
 	--host-record=self.pf.test,$NET.12 --host-record=old.pf.test,$NET.13 \
-	--host-record=dead.pf.test,$NET.20 \
+	--host-record=legacy.pf.test,$NET.14 --host-record=dead.pf.test,$NET.20 \
 	--mx-host=mx.test,dead.pf.test,10 --mx-host=mx.test,mx1.pf.test,20 \
 	--mx-host=null.test,.,0 --mx-host=tempfail.test,mx.other.example,10 \
 	>"$MP_TMP/dnsmasq.log" 2>&1 &
@@ -75,7 +78,7 @@ URL=redis://127.0.0.1:$RPORT
 # recipients: domain:count; bad.test users are unknown to Postfix
 {
 	echo "email,first"
-	for spec in a.test:700 b.test:500 plain.test:300 self.test:200 old.test:150 \
+	for spec in a.test:650 legacy.test:50 b.test:500 plain.test:300 self.test:200 old.test:150 \
 		mx.test:100 null.test:20 nx.test:10; do
 		dom=${spec%%:*}
 		for i in $(seq 1 "${spec##*:}"); do echo "u$i@$dom,F$i"; done
@@ -104,13 +107,15 @@ ip netns exec "$CNS" "$CTL" --redis "$URL" submit --id strict --from news@pf.tes
 	--quiet "$MP_TMP/strict.csv" >>"$MP_TMP/submit.log" 2>&1 || mp_fail "submit strict"
 [ "$(R hget mp:campaign:main total)" = 2000 ] || mp_fail "main: total $(R hget mp:campaign:main total)"
 
-ROUTES="a.test=mx1.pf.test,b.test=mx1.pf.test,plain.test=plain.pf.test,self.test=self.pf.test,old.test=old.pf.test"
+ROUTES="a.test=mx1.pf.test,b.test=mx1.pf.test,plain.test=plain.pf.test,self.test=self.pf.test,old.test=old.pf.test,legacy.test=legacy.pf.test"
 ip netns exec "$CNS" timeout 600 "$DELIVER" --redis "$URL" --consumer e2e \
 	--route "$ROUTES" --dns 127.0.0.1:5300 --ca "$CA" --helo client.pf.test \
 	--max-conns 4 --msgs-per-conn 50 --retry-base 1 --connect-timeout 5000 \
 	--until-idle --timeout 500 --stats >"$MP_TMP/deliver.out" 2>"$MP_TMP/deliver.log" ||
 	mp_fail "mp-deliver exited $? $(cat "$MP_TMP/deliver.out")"
 cat "$MP_TMP/deliver.out"
+grep -q '"plaintext_retries":50,' "$MP_TMP/deliver.out" || mp_fail "legacy.test: not retried in plaintext"
+grep -q '"mx_fallbacks":100,' "$MP_TMP/deliver.out" || mp_fail "mx.test: no MX fallback"
 EXPECT=$((700 + 500 + 300 + 200 + 150 + 100 + 10))
 pf_wait_delivered "$D" $EXPECT 120 || mp_fail "postfix delivered $(pf_maildir_count "$D") of $EXPECT"
 pf_wait_queue_empty "$D" 60 || mp_fail "postfix queue not empty"
@@ -157,7 +162,7 @@ for camp, total in (("main", 2000), ("strict", 35)):
         if j["state"] == "delivered":
             check(n == 1, "%s delivered, %d messages in maildir" % (a, n))
             dom = a.split("@")[1]
-            if dom in ("plain.test",):
+            if dom in ("plain.test", "legacy.test"):
                 check(j["tls"] is None, a + ": plaintext but TLS record")
             else:
                 check(j["tls"] is not None and j["tls"]["version"] == "TLSv1.3",
@@ -189,7 +194,7 @@ for camp, total in (("main", 2000), ("strict", 35)):
 # per domain: Redis delivered == maildir messages
 rc = {k: json.loads(v) for k, v in hall("mp:campaign:main:rcpt").items()}
 rc2 = {k: json.loads(v) for k, v in hall("mp:campaign:strict:rcpt").items()}
-for dom in ("a.test", "b.test", "plain.test", "self.test", "old.test", "mx.test"):
+for dom in ("a.test", "b.test", "plain.test", "self.test", "old.test", "mx.test", "legacy.test"):
     red = sum(1 for a, j in list(rc.items()) + list(rc2.items())
               if a.endswith("@" + dom) and j["state"] == "delivered")
     md = len(glob.glob(os.path.join(M, dom, "*", "new", "*")) + glob.glob(os.path.join(M, dom, "*", "cur", "*")))
@@ -197,7 +202,7 @@ for dom in ("a.test", "b.test", "plain.test", "self.test", "old.test", "mx.test"
 
 # TLS counters per listener personality
 t = {d: {k: int(v) for k, v in hall("mp:tls:" + d).items()}
-     for d in ("a.test", "plain.test", "self.test", "old.test", "mx.test")}
+     for d in ("a.test", "plain.test", "self.test", "old.test", "mx.test", "legacy.test")}
 a = t["a.test"]
 check(a.get("sessions", 0) > 0 and a.get("starttls_offered") == a["sessions"] and
       a.get("tls_ok") == a["sessions"] and a.get("version:TLSv1.3") == a["sessions"] and
@@ -210,6 +215,9 @@ s = t["self.test"]
 check(s.get("tls_ok", 0) > 0 and s.get("verify_fail:self-signed") == s.get("tls_ok"), "tls self.test %s" % s)
 o = t["old.test"]
 check(o.get("verify_fail:expired", 0) >= o.get("tls_ok", 0) > 0, "tls old.test %s" % o)
+l = t["legacy.test"]
+check(l.get("starttls_offered", 0) > 0 and l.get("tls_failed", 0) > 0 and l.get("tls_ok", 0) == 0 and
+      l.get("plaintext_deliveries") == 50, "tls legacy.test (TLS 1.0 only) %s" % l)
 m = t["mx.test"]
 check(m.get("connect_failed", 0) >= 1 and m.get("tls_ok", 0) >= 1, "tls mx.test %s" % m)
 check(a.get("hs_count", 0) == a.get("tls_ok") and a.get("hs_ms_sum", -1) >= 0, "handshake time %s" % a)
