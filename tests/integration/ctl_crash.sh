@@ -61,7 +61,7 @@ MPC=10
 "$DELIVER" --redis "$URL" --consumer A --route "$ROUTE" --max-conns $MAXC \
 	--msgs-per-conn $MPC --rate 20 --burst 5 --stats >"$MP_TMP/a.out" 2>"$MP_TMP/a.log" &
 A=$!
-MP_PIDS+=($A)
+MP_PIDS+=("$A")
 for _ in $(seq 100); do
 	d=$(R hget mp:campaign:crash1:counts delivered)
 	[ "${d:-0}" -ge 100 ] && break
@@ -72,7 +72,9 @@ wait $A 2>/dev/null
 DA=$(R hget mp:campaign:crash1:counts delivered)
 PA=$(R xpending mp:jobs mailpump | head -1)
 echo "A killed: delivered=$DA pending_batches=$PA"
-[ "$DA" -ge 100 ] && [ "$DA" -lt $TOTAL ] || mp_fail "A was not killed mid-campaign ($DA)"
+if [ "$DA" -lt 100 ] || [ "$DA" -ge $TOTAL ]; then
+	mp_fail "A was not killed mid-campaign ($DA)"
+fi
 [ "$PA" -gt 0 ] || mp_fail "no pending batches after A died"
 sleep 0.5	# the sink may still be writing what A sent before it died
 SINK_A=$(find "$MP_TMP/sink" -type f | wc -l)
@@ -82,7 +84,7 @@ SINK_A=$(find "$MP_TMP/sink" -type f | wc -l)
 	--msgs-per-conn $MPC --rate 20 --burst 5 --min-idle 1500 --grace 20 \
 	--stats >"$MP_TMP/b.out" 2>"$MP_TMP/b.log" &
 B=$!
-MP_PIDS+=($B)
+MP_PIDS+=("$B")
 for _ in $(seq 200); do
 	d=$(R hget mp:campaign:crash1:counts delivered)
 	[ "${d:-0}" -ge $((DA + 100)) ] && break

@@ -26,6 +26,7 @@
 #    failed at the campaign's maximum age with the TLS reason.
 # usage: ctl_deliver_postfix.sh MP_DELIVER MAILPUMPCTL
 . "$(dirname "$0")/lib.sh"
+# shellcheck disable=SC2034 # read by postfix.sh: unknown users get 550
 PF_UNKNOWN=reject
 . "$(dirname "$0")/postfix.sh"
 mp_need_root
