@@ -21,6 +21,8 @@
 #    TLS record on every delivered recipient that went over TLS; a TLS
 #    1.0-only listener fails the handshake (we require 1.2) and gets the
 #    mail in plaintext on a new connection under "opportunistic";
+#  - a recipient whose merge field would inject a header fails alone with
+#    a reason naming the field; its batch neighbour is delivered;
 #  - a "verify" campaign: delivered (verified) to the good listener, never
 #    in plaintext or to a bad certificate: those recipients are retried and
 #    failed at the campaign's maximum age with the TLS reason.
@@ -97,6 +99,8 @@ URL=redis://127.0.0.1:$RPORT
 grep -v -e '^email' -e '^nobody' -e '@null.test' -e '@nx.test' -e '@tempfail.test' \
 	"$MP_TMP/main.csv" "$MP_TMP/strict.csv" |
 	cut -d: -f2 | cut -d, -f1 >"$MP_TMP/boxes"
+echo crlf1@a.test >>"$MP_TMP/boxes"
+echo crlf2@a.test >>"$MP_TMP/boxes"
 pf_add_mailboxes "$D" -f "$MP_TMP/boxes" || mp_fail "mailboxes"
 printf 'Hello {{first}},\n\nyour message.\n.\n..a line starting with dots\n' >"$MP_TMP/body.txt"
 
@@ -107,6 +111,20 @@ ip netns exec "$CNS" "$CTL" --redis "$URL" submit --id strict --from news@pf.tes
 	--subject 'Strict {{first}}' --text "$MP_TMP/body.txt" --tls verify --max-age 4 \
 	--quiet "$MP_TMP/strict.csv" >>"$MP_TMP/submit.log" 2>&1 || mp_fail "submit strict"
 [ "$(R hget mp:campaign:main total)" = 2000 ] || mp_fail "main: total $(R hget mp:campaign:main total)"
+# a job written by some other application, with a header injection in a
+# merge field used by the Subject: that recipient fails alone, its
+# neighbour in the same batch is delivered
+NOW=$(date +%s%3N)
+R hset mp:campaign:raw id raw from news@pf.test subject 'Raw {{first}}' \
+	text 'Hello {{first}}' tls_policy opportunistic state running \
+	created_ms "$NOW" submitted_ms "$NOW" total 2 >/dev/null
+R hset mp:campaign:raw:counts queued 2 deferred 0 delivered 0 bounced 0 failed 0 \
+	cancelled 0 dup_deliveries 0 attempts 0 >/dev/null
+for a in crlf1@a.test crlf2@a.test; do
+	R hset mp:campaign:raw:rcpt "$a" '{"state":"queued","attempts":0}' >/dev/null
+done
+R xadd mp:jobs '*' campaign raw domain a.test attempt 0 \
+	rcpts '[{"to":"crlf1@a.test","f":{"first":"x\r\nBcc: victim@evil.test"}},{"to":"crlf2@a.test","f":{"first":"Fine"}}]' >/dev/null
 
 ROUTES="a.test=mx1.pf.test,b.test=mx1.pf.test,plain.test=plain.pf.test,self.test=self.pf.test,old.test=old.pf.test,legacy.test=legacy.pf.test"
 ip netns exec "$CNS" timeout 600 "$DELIVER" --redis "$URL" --consumer e2e \
@@ -117,7 +135,7 @@ ip netns exec "$CNS" timeout 600 "$DELIVER" --redis "$URL" --consumer e2e \
 cat "$MP_TMP/deliver.out"
 grep -q '"plaintext_retries":50,' "$MP_TMP/deliver.out" || mp_fail "legacy.test: not retried in plaintext"
 grep -q '"mx_fallbacks":100,' "$MP_TMP/deliver.out" || mp_fail "mx.test: no MX fallback"
-EXPECT=$((700 + 500 + 300 + 200 + 150 + 100 + 10))
+EXPECT=$((700 + 500 + 300 + 200 + 150 + 100 + 10 + 1))
 pf_wait_delivered "$D" $EXPECT 120 || mp_fail "postfix delivered $(pf_maildir_count "$D") of $EXPECT"
 pf_wait_queue_empty "$D" 60 || mp_fail "postfix queue not empty"
 
@@ -142,6 +160,13 @@ fails = []
 def check(cond, what):
     if not cond:
         fails.append(what)
+
+raw = {k: json.loads(v) for k, v in hall("mp:campaign:raw:rcpt").items()}
+check(raw["crlf1@a.test"]["state"] == "failed" and "first" in raw["crlf1@a.test"]["text"] and
+      len(files("crlf1@a.test")) == 0, "header injection: %s" % raw["crlf1@a.test"])
+check(raw["crlf2@a.test"]["state"] == "delivered" and len(files("crlf2@a.test")) == 1,
+      "neighbour of a bad recipient: %s" % raw["crlf2@a.test"])
+check(r("hget", "mp:campaign:raw", "state") == ["done"], "raw campaign not done")
 
 for camp, total in (("main", 2000), ("strict", 35)):
     rc = {k: json.loads(v) for k, v in hall("mp:campaign:%s:rcpt" % camp).items()}
@@ -196,7 +221,7 @@ for camp, total in (("main", 2000), ("strict", 35)):
 rc = {k: json.loads(v) for k, v in hall("mp:campaign:main:rcpt").items()}
 rc2 = {k: json.loads(v) for k, v in hall("mp:campaign:strict:rcpt").items()}
 for dom in ("a.test", "b.test", "plain.test", "self.test", "old.test", "mx.test", "legacy.test"):
-    red = sum(1 for a, j in list(rc.items()) + list(rc2.items())
+    red = sum(1 for a, j in list(rc.items()) + list(rc2.items()) + list(raw.items())
               if a.endswith("@" + dom) and j["state"] == "delivered")
     md = len(glob.glob(os.path.join(M, dom, "*", "new", "*")) + glob.glob(os.path.join(M, dom, "*", "cur", "*")))
     check(red == md, "%s: redis delivered %d, maildir %d" % (dom, red, md))
