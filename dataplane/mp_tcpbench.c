@@ -8,7 +8,9 @@
  * Each worker lcore runs its share of --conns with its share of
  * --concurrency. The main lcore waits until every worker is done (or
  * --timeout), then reports, including whether every pool of the stack
- * came back to its start value.
+ * came back to its start value. CPU time is each worker thread's own
+ * (RUSAGE_THREAD) from its first poll to its last connection, so EAL
+ * start-up and the drain are not counted.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <rte_cycles.h>
@@ -68,6 +71,7 @@ struct bench_worker {
 	uint64_t ok, failed[UTCP_ERR_LAST], verify_failed, local_failed;
 	uint64_t bytes_sent, bytes_verified;
 	uint64_t start_us, end_us, drain_deadline;
+	struct rusage ru_start, ru_end;  /* this worker thread, over the run */
 	struct utcp_counters start_cnt;
 	struct utcp_conn_info first;    /* the first established connection */
 	int have_first;
@@ -274,8 +278,10 @@ bench_poll(void *app, struct dp_worker *w, uint64_t now_us)
 	struct bench_worker *b = app;
 	int work = 0;
 
-	if (b->start_us == 0)
+	if (b->start_us == 0) {
 		b->start_us = now_us;
+		getrusage(RUSAGE_THREAD, &b->ru_start);
+	}
 	for (int i = 0; i < OPEN_PER_POLL && b->to_open > 0 &&
 	     b->open_now < b->n_slots; i++) {
 		struct bconn *s = &b->slots[b->free_slots[b->n_free - 1]];
@@ -298,6 +304,7 @@ bench_poll(void *app, struct dp_worker *w, uint64_t now_us)
 	if (!b->done_conns && b->to_open == 0 && b->open_now == 0) {
 		b->done_conns = 1;
 		b->end_us = now_us;
+		getrusage(RUSAGE_THREAD, &b->ru_end);
 		b->drain_deadline = now_us + DRAIN_GRACE_US;
 	}
 	if (b->done_conns && !b->finished) {
@@ -348,6 +355,12 @@ setup_worker(struct dp_worker *w, void *arg)
 	return 0;
 }
 
+static double
+tv_s(const struct timeval *tv)
+{
+	return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
+}
+
 static void
 report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 	double seconds, int timed_out)
@@ -357,6 +370,7 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 	struct utcp_counters tot = {0};
 	struct dp_counters dc;
 	uint64_t drops = 0, conns_done;
+	double cpu_user = 0, cpu_sys = 0;
 	int pools = 1;
 
 	for (unsigned int i = 0; i < n; i++) {
@@ -372,6 +386,10 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		verified += b->bytes_verified;
 		peak += b->peak;
 		incomplete += b->to_open + b->open_now;
+		if (b->done_conns) {
+			cpu_user += tv_s(&b->ru_end.ru_utime) - tv_s(&b->ru_start.ru_utime);
+			cpu_sys += tv_s(&b->ru_end.ru_stime) - tv_s(&b->ru_start.ru_stime);
+		}
 		utcp_stack_counters(b->tcp.stack, &c);
 		pools &= pools_back(&b->start_cnt, &c);
 		tot.retransmits += c.retransmits;
@@ -400,6 +418,7 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		"\"rto_fired\":%llu,\"fast_recoveries\":%llu,\"syn_retransmits\":%llu,"
 		"\"tw_reused\":%llu,\"tw_recycled\":%llu,\"segs_in\":%llu,\"segs_out\":%llu,"
 		"\"busy_cycles\":%llu,\"busy_cycles_per_conn\":%.0f,\"tsc_hz\":%llu,"
+		"\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,\"conn_stack_bytes\":%zu,"
 		"\"drops_total\":%llu,\"drops\":{",
 		mode_names[bc->mode], n, (unsigned long long)bc->conns, bc->concurrency,
 		(unsigned long long)bc->bytes, (unsigned long long)ok,
@@ -422,7 +441,10 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		(unsigned long long)tot.segs_in, (unsigned long long)tot.segs_out,
 		(unsigned long long)dc.busy_cycles,
 		conns_done ? (double)dc.busy_cycles / (double)conns_done : 0.0,
-		(unsigned long long)rte_get_tsc_hz(), (unsigned long long)drops);
+		(unsigned long long)rte_get_tsc_hz(), cpu_user, cpu_sys,
+		n > 0 ? utcp_stack_state_bytes(bw[0].tcp.stack) /
+			utcp_stack_max_conns(bw[0].tcp.stack) : 0,
+		(unsigned long long)drops);
 	for (int i = 0, first = 1; i < DP_DROP_LAST; i++)
 		if (dc.drops[i] != 0) {
 			printf("%s\"%s\":%llu", first ? "" : ",", dp_drop_names[i],
