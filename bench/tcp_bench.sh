@@ -6,7 +6,7 @@
 #   short connections/s  connect, 100-byte request, 100-byte response, close
 #   bulk Gbit/s          one connection sending --bytes, checked by the sink
 # Each scenario alternates the two clients MP_BENCH_ROUNDS times (default
-# 3) and keeps the median run of each. Prints a markdown table and one JSON
+# 5) and keeps the median run of each. Prints a markdown table and one JSON
 # line, and writes both to $MP_BENCH_RESULTS/tcp-<date>.{md,json} (default
 # bench/results next to this script). Bounded: every client run has its
 # own timeout, the whole run stays under 4 minutes.
@@ -24,12 +24,13 @@ BENCH=$1
 KCLIENT=$2
 SERVER=$3
 RESULTS=${MP_BENCH_RESULTS:-$(cd "$(dirname "$0")" && pwd)/results}
-ROUNDS=${MP_BENCH_ROUNDS:-3}
+ROUNDS=${MP_BENCH_ROUNDS:-5}
 RR_CONNS=${MP_BENCH_RR_CONNS:-20000}
-RR_CONC=${MP_BENCH_RR_CONC:-32}
+RR_CONC=${MP_BENCH_RR_CONC:-256}
 BULK_BYTES=${MP_BENCH_BULK_BYTES:-$((256 * 1048576))}
 RUN_TIMEOUT=${MP_BENCH_RUN_TIMEOUT:-20}
 BENCH_START=$(date +%s)
+LOAD_START=$(cut -d" " -f1 /proc/loadavg)
 
 NS_S=mptbs$MP_SUFFIX
 NS_C=mptbc$MP_SUFFIX
@@ -123,115 +124,159 @@ PY
 		mp_fail "$name round $round: $(tail -c 600 "$out.raw")"
 }
 
-echo "tcp bench: $(nproc) cores, net_tap vs veth, $ROUNDS rounds" >&2
+echo "tcp bench: $(nproc) cores, net_tap vs veth, up to $ROUNDS rounds" >&2
+done_rounds=0
 for round in $(seq "$ROUNDS"); do
 	one mp mp_rr --peer $TAP_IP:7 --mode echo --bytes 100 --conns "$RR_CONNS" \
 		--concurrency "$RR_CONC"
 	one k k_rr --peer $VS_IP:7 --mode echo --bytes 100 --conns "$RR_CONNS" \
 		--concurrency "$RR_CONC"
+	one mp mp_conn --peer $TAP_IP:7 --mode connect --conns "$RR_CONNS" \
+		--concurrency "$RR_CONC"
+	one k k_conn --peer $VS_IP:7 --mode connect --conns "$RR_CONNS" \
+		--concurrency "$RR_CONC"
 	one mp mp_bulk --peer $TAP_IP:19 --mode bulk --bytes "$BULK_BYTES" --conns 1
 	one k k_bulk --peer $VS_IP:19 --mode bulk --bytes "$BULK_BYTES" --conns 1
-	if [ $(( $(date +%s) - BENCH_START )) -gt 170 ]; then
+	# The same kernel client with one MSS per packet, as on the tap: no
+	# 64 KiB GSO packets through the veth.
+	ip netns exec "$NS_C" ip link set dev "$VC" gso_max_segs 1
+	one k k_bulk1 --peer $VS_IP:19 --mode bulk --bytes "$BULK_BYTES" --conns 1
+	ip netns exec "$NS_C" ip link set dev "$VC" gso_max_segs 65535
+	done_rounds=$round
+	if [ $(( $(date +%s) - BENCH_START )) -gt 150 ]; then
 		echo "tcp bench: stopping after round $round (time budget)" >&2
-		ROUNDS=$round
 		break
 	fi
 done
 
 mkdir -p "$RESULTS" || mp_fail "cannot create $RESULTS"
 STAMP=$(date -u +%Y%m%d-%H%M%S)
-python3 - "$MP_TMP" "$ROUNDS" "$RESULTS/tcp-$STAMP" "$(nproc)" \
-	"$(lscpu | sed -n 's/^Model name: *//p' | head -1)" <<'PY' || mp_fail "report"
+python3 - "$MP_TMP" "$done_rounds" "$RESULTS/tcp-$STAMP" "$(nproc)" \
+	"$(lscpu | sed -n 's/^Model name: *//p' | head -1)" "$(uname -r)" \
+	"$LOAD_START" "$(cut -d' ' -f1 /proc/loadavg)" <<'PY' || mp_fail "report"
 import json, statistics, sys, time
-tmp, rounds, base, ncpu, model = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+tmp, rounds = sys.argv[1], int(sys.argv[2])
+base, ncpu, model, kernel, load0, load1 = sys.argv[3:]
 
-def runs(name):
+def load(name):
     return [json.load(open("%s/%s.%d.json" % (tmp, name, r))) for r in range(1, rounds + 1)]
-
-def median_run(name, key):
-    rs = sorted(runs(name), key=lambda j: j[key])
-    return rs[(len(rs) - 1) // 2], [j[key] for j in runs(name)]
 
 def cpu(j):
     return j["cpu_user_s"] + j["cpu_sys_s"]
 
-mp_rr, mp_rr_all = median_run("mp_rr", "conns_per_s")
-k_rr, k_rr_all = median_run("k_rr", "conns_per_s")
-mp_bulk, mp_bulk_all = median_run("mp_bulk", "gbit_per_s")
-k_bulk, k_bulk_all = median_run("k_bulk", "gbit_per_s")
-hz = mp_rr["tsc_hz"]
+def med(xs):
+    return statistics.median(xs)
 
-def per_core(j):  # connections per CPU-second of the client
-    return j["ok"] / cpu(j) if cpu(j) > 0 else 0.0
+# Every figure is the median over the rounds of that figure: the machine
+# is shared, so rates and CPU times vary from round to round.
+res = {"bench": "tcp", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+       "machine": {"cpus": int(ncpu), "model": model, "kernel": kernel,
+                   "loadavg_start": float(load0), "loadavg_end": float(load1),
+                   "mailpump_nic": "net_tap (DPDK 22.11, --no-pci)", "kernel_nic": "veth"},
+       "rounds": rounds}
+md = ["## TCP benchmark, %s" % res["date"], "",
+      "Machine: %s CPUs (%s), Linux %s, load average %s at the start, %s at the end. "
+      "mailpump: mp-tcpbench on DPDK net_tap, one worker lcore; kernel: mp-tcpkclient, one "
+      "epoll thread, over a veth from another namespace; both against the same mp-tcpserver "
+      "(one thread per port, kernel sockets). Server on CPU 0, client on CPU 1. Each figure "
+      "is the median over %d alternating rounds (a ratio: the median of the rounds' ratios)." % (ncpu, model, kernel, load0, load1, rounds),
+      "", "| | mailpump | kernel | mailpump/kernel |", "|---|---:|---:|---:|"]
 
-res = {
-    "bench": "tcp", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    "machine": {"cpus": int(ncpu), "model": model, "nic": "net_tap (mailpump), veth (kernel)"},
-    "rounds": rounds,
-    "rr": {
-        "bytes": mp_rr["bytes_per_conn"], "conns": mp_rr["conns"],
-        "concurrency": mp_rr["concurrency"],
-        "mailpump_conns_per_s": mp_rr["conns_per_s"], "kernel_conns_per_s": k_rr["conns_per_s"],
-        "mailpump_all": mp_rr_all, "kernel_all": k_rr_all,
-        "ratio": mp_rr["conns_per_s"] / k_rr["conns_per_s"],
-        "mailpump_cpu_s_per_kconn": 1000 * cpu(mp_rr) / mp_rr["ok"],
-        "kernel_cpu_s_per_kconn": 1000 * cpu(k_rr) / k_rr["ok"],
-        "mailpump_conns_per_cpu_s": per_core(mp_rr), "kernel_conns_per_cpu_s": per_core(k_rr),
-        "per_core_ratio": per_core(mp_rr) / per_core(k_rr),
-        "mailpump_busy_cycles_per_conn": mp_rr["busy_cycles_per_conn"],
-        "mailpump_busy_conns_per_core_s": hz / mp_rr["busy_cycles_per_conn"],
-        "kernel_cycles_per_conn": cpu(k_rr) * hz / k_rr["ok"],
-        "busy_per_core_ratio": (cpu(k_rr) * hz / k_rr["ok"]) / mp_rr["busy_cycles_per_conn"],
-        "server_cpu_s_per_kconn_mailpump": 1000 * mp_rr["server_cpu_s"] / mp_rr["ok"],
-        "server_cpu_s_per_kconn_kernel": 1000 * k_rr["server_cpu_s"] / k_rr["ok"],
-        "mailpump_tw_recycled": mp_rr["tw_recycled"], "mailpump_tw_reused": mp_rr["tw_reused"],
-        "mailpump_retransmits": mp_rr["retransmits"],
-    },
-    "bulk": {
-        "bytes": mp_bulk["bytes_per_conn"],
-        "mailpump_gbit_per_s": mp_bulk["gbit_per_s"], "kernel_gbit_per_s": k_bulk["gbit_per_s"],
-        "mailpump_all": mp_bulk_all, "kernel_all": k_bulk_all,
-        "ratio": mp_bulk["gbit_per_s"] / k_bulk["gbit_per_s"],
-        "mailpump_cpu_s_per_gbyte": cpu(mp_bulk) / (mp_bulk["bytes_verified"] / 1e9),
-        "kernel_cpu_s_per_gbyte": cpu(k_bulk) / (k_bulk["bytes_verified"] / 1e9),
-        "mailpump_busy_cycles_per_byte": mp_bulk["busy_cycles"] / mp_bulk["bytes_verified"],
-        "server_cpu_s_mailpump": mp_bulk["server_cpu_s"], "server_cpu_s_kernel": k_bulk["server_cpu_s"],
-        "mailpump_retransmits": mp_bulk["retransmits"],
-    },
-    "conn_state_bytes": mp_rr["conn_state_bytes"],
-    "conn_stack_bytes": mp_rr["conn_stack_bytes"],
-}
-r, b = res["rr"], res["bulk"]
-md = []
-md.append("## TCP benchmark, %s" % res["date"])
-md.append("")
-md.append("Machine: %s CPUs (%s); mailpump: mp-tcpbench, DPDK net_tap, one worker "
-          "lcore; kernel: mp-tcpkclient, one epoll thread on a veth; same mp-tcpserver "
-          "(one thread per port). Median of %d alternating rounds." % (ncpu, model, rounds))
-md.append("")
-md.append("| scenario | mailpump | kernel | mailpump/kernel |")
-md.append("|---|---:|---:|---:|")
-md.append("| short connections/s (%d B req/resp, %d conns, %d at once) | %.0f | %.0f | %.2fx |" % (
-    r["bytes"], r["conns"], r["concurrency"], r["mailpump_conns_per_s"], r["kernel_conns_per_s"], r["ratio"]))
-md.append("| client CPU s per 1000 connections | %.4f | %.4f | |" % (
-    r["mailpump_cpu_s_per_kconn"], r["kernel_cpu_s_per_kconn"]))
-md.append("| connections per client CPU-second | %.0f | %.0f | %.2fx |" % (
-    r["mailpump_conns_per_cpu_s"], r["kernel_conns_per_cpu_s"], r["per_core_ratio"]))
-md.append("| client cycles per connection (mailpump: worker busy cycles) | %.0f | %.0f | %.2fx |" % (
-    r["mailpump_busy_cycles_per_conn"], r["kernel_cycles_per_conn"], r["busy_per_core_ratio"]))
-md.append("| server CPU s per 1000 connections | %.4f | %.4f | |" % (
-    r["server_cpu_s_per_kconn_mailpump"], r["server_cpu_s_per_kconn_kernel"]))
-md.append("| bulk Gbit/s (1 connection, %d MiB, verified by the sink) | %.2f | %.2f | %.2fx |" % (
-    b["bytes"] >> 20, b["mailpump_gbit_per_s"], b["kernel_gbit_per_s"], b["ratio"]))
-md.append("| bulk client CPU s per GB | %.3f | %.3f | |" % (
-    b["mailpump_cpu_s_per_gbyte"], b["kernel_cpu_s_per_gbyte"]))
-md.append("")
-md.append("All rounds: short conn/s mailpump %s, kernel %s; bulk Gbit/s mailpump %s, kernel %s." % (
-    ", ".join("%.0f" % x for x in r["mailpump_all"]), ", ".join("%.0f" % x for x in r["kernel_all"]),
-    ", ".join("%.2f" % x for x in b["mailpump_all"]), ", ".join("%.2f" % x for x in b["kernel_all"])))
-md.append("Stack state: %d bytes per connection object, %d bytes per connection with "
-          "every table of the stack, data buffers excluded (an idle connection holds none)." % (
-    res["conn_state_bytes"], res["conn_stack_bytes"]))
+def row(label, a, b, fmt, ratio=True):
+    r = ("%.2fx" % (a / b)) if ratio and b else ""
+    md.append("| %s | %s | %s | %s |" % (label, fmt % a, fmt % b, r))
+
+hz = load("mp_rr")[0]["tsc_hz"]
+for key, title in (("rr", "connect, 100 B request, 100 B response, close"),
+                   ("conn", "connect and close")):
+    M, K = load("mp_" + key), load("k_" + key)
+    d = {"conns": M[0]["conns"], "concurrency": M[0]["concurrency"],
+         "bytes": M[0]["bytes_per_conn"],
+         "mailpump_all": [j["conns_per_s"] for j in M],
+         "kernel_all": [j["conns_per_s"] for j in K],
+         "ratio_all": [m["conns_per_s"] / k["conns_per_s"] for m, k in zip(M, K)],
+         "mailpump_user_us_per_conn": med([1e6 * j["cpu_user_s"] / j["ok"] for j in M]),
+         "mailpump_sys_us_per_conn": med([1e6 * j["cpu_sys_s"] / j["ok"] for j in M]),
+         "kernel_user_us_per_conn": med([1e6 * j["cpu_user_s"] / j["ok"] for j in K]),
+         "kernel_sys_us_per_conn": med([1e6 * j["cpu_sys_s"] / j["ok"] for j in K]),
+         "mailpump_cpu_s_per_kconn": med([1000 * cpu(j) / j["ok"] for j in M]),
+         "kernel_cpu_s_per_kconn": med([1000 * cpu(j) / j["ok"] for j in K]),
+         "mailpump_conns_per_cpu_s": med([j["ok"] / cpu(j) for j in M]),
+         "kernel_conns_per_cpu_s": med([j["ok"] / cpu(j) for j in K]),
+         "mailpump_busy_cycles_per_conn": med([j["busy_cycles_per_conn"] for j in M]),
+         "mailpump_busy_cycles_per_conn_min": min(j["busy_cycles_per_conn"] for j in M),
+         "kernel_cpu_cycles_per_conn": med([cpu(j) * hz / j["ok"] for j in K]),
+         "mailpump_server_cpu_s_per_kconn": med([1000 * j["server_cpu_s"] / j["ok"] for j in M]),
+         "kernel_server_cpu_s_per_kconn": med([1000 * j["server_cpu_s"] / j["ok"] for j in K]),
+         "mailpump_segs_per_conn": (M[0]["segs_in"] + M[0]["segs_out"]) / M[0]["ok"],
+         "mailpump_retransmits": sum(j["retransmits"] for j in M),
+         "mailpump_tw_recycled": sum(j["tw_recycled"] for j in M),
+         "kernel_port_waits": sum(j["port_waits"] for j in K)}
+    d["mailpump_conns_per_s"] = med(d["mailpump_all"])
+    d["kernel_conns_per_s"] = med(d["kernel_all"])
+    d["ratio"] = med(d["ratio_all"])
+    d["per_core_ratio"] = d["mailpump_conns_per_cpu_s"] / d["kernel_conns_per_cpu_s"]
+    res[key] = d
+    md.append("| **%s** (%d conns, %d at once) | | | |" % (title, d["conns"], d["concurrency"]))
+    md.append("| connections/s | %.0f | %.0f | %.2fx |" % (
+        d["mailpump_conns_per_s"], d["kernel_conns_per_s"], d["ratio"]))
+    row("client CPU s per 1000 connections", d["mailpump_cpu_s_per_kconn"],
+        d["kernel_cpu_s_per_kconn"], "%.4f", False)
+    md.append("| &nbsp;&nbsp;user / sys, us per connection | %.1f / %.1f | %.1f / %.1f | |" % (
+        d["mailpump_user_us_per_conn"], d["mailpump_sys_us_per_conn"],
+        d["kernel_user_us_per_conn"], d["kernel_sys_us_per_conn"]))
+    row("connections per client CPU-second", d["mailpump_conns_per_cpu_s"],
+        d["kernel_conns_per_cpu_s"], "%.0f")
+    md.append("| client cycles per connection (mailpump: worker busy cycles, min %.0f; "
+              "kernel: CPU time x TSC) | %.0f | %.0f | |" % (
+                  d["mailpump_busy_cycles_per_conn_min"], d["mailpump_busy_cycles_per_conn"],
+                  d["kernel_cpu_cycles_per_conn"]))
+    row("server CPU s per 1000 connections", d["mailpump_server_cpu_s_per_kconn"],
+        d["kernel_server_cpu_s_per_kconn"], "%.4f", False)
+
+M, K, K1 = load("mp_bulk"), load("k_bulk"), load("k_bulk1")
+gb = lambda j: j["bytes_verified"] / 1e9
+b = {"bytes": M[0]["bytes_per_conn"],
+     "mailpump_all": [j["gbit_per_s"] for j in M], "kernel_all": [j["gbit_per_s"] for j in K],
+     "kernel_1seg_all": [j["gbit_per_s"] for j in K1],
+     "mailpump_cpu_s_per_gb": med([cpu(j) / gb(j) for j in M]),
+     "kernel_cpu_s_per_gb": med([cpu(j) / gb(j) for j in K]),
+     "kernel_1seg_cpu_s_per_gb": med([cpu(j) / gb(j) for j in K1]),
+     "mailpump_server_cpu_s_per_gb": med([j["server_cpu_s"] / gb(j) for j in M]),
+     "kernel_server_cpu_s_per_gb": med([j["server_cpu_s"] / gb(j) for j in K]),
+     "kernel_1seg_server_cpu_s_per_gb": med([j["server_cpu_s"] / gb(j) for j in K1]),
+     "mailpump_busy_cycles_per_byte": med([j["busy_cycles"] / j["bytes_verified"] for j in M]),
+     "mailpump_retransmits": sum(j["retransmits"] for j in M)}
+for k in ("mailpump", "kernel", "kernel_1seg"):
+    b[k + "_gbit_per_s"] = med(b[k + "_all"])
+b["ratio"] = med([m / k for m, k in zip(b["mailpump_all"], b["kernel_all"])])
+b["ratio_1seg"] = med([m / k for m, k in zip(b["mailpump_all"], b["kernel_1seg_all"])])
+res["bulk"] = b
+md.append("| **bulk: one connection, %d MiB, checked by the sink** | | | |" % (b["bytes"] >> 20))
+md.append("| Gbit/s | %.2f | %.2f | %.2fx |" % (
+    b["mailpump_gbit_per_s"], b["kernel_gbit_per_s"], b["ratio"]))
+md.append("| Gbit/s, kernel with one MSS per packet (veth gso_max_segs 1) | %.2f | %.2f | %.2fx |" % (
+    b["mailpump_gbit_per_s"], b["kernel_1seg_gbit_per_s"], b["ratio_1seg"]))
+md.append("| client CPU s per GB (kernel one MSS per packet: %.2f) | %.2f | %.2f | |" % (
+    b["kernel_1seg_cpu_s_per_gb"], b["mailpump_cpu_s_per_gb"], b["kernel_cpu_s_per_gb"]))
+md.append("| server CPU s per GB (kernel one MSS per packet: %.2f) | %.2f | %.2f | |" % (
+    b["kernel_1seg_server_cpu_s_per_gb"], b["mailpump_server_cpu_s_per_gb"],
+    b["kernel_server_cpu_s_per_gb"]))
+rr0 = load("mp_rr")[0]
+res["conn_state_bytes"] = rr0["conn_state_bytes"]
+res["conn_stack_bytes"] = rr0["conn_stack_bytes"]
+fmt = lambda xs, f: ", ".join(f % x for x in xs)
+md += ["",
+       "Rounds: rr conn/s mailpump %s; kernel %s. Connect conn/s mailpump %s; kernel %s. "
+       "Bulk Gbit/s mailpump %s; kernel %s; kernel one MSS per packet %s." % (
+           fmt(res["rr"]["mailpump_all"], "%.0f"), fmt(res["rr"]["kernel_all"], "%.0f"),
+           fmt(res["conn"]["mailpump_all"], "%.0f"), fmt(res["conn"]["kernel_all"], "%.0f"),
+           fmt(b["mailpump_all"], "%.2f"), fmt(b["kernel_all"], "%.2f"),
+           fmt(b["kernel_1seg_all"], "%.2f")),
+       "",
+       "Stack state: %d bytes per connection object; %d bytes per connection counting every "
+       "table of the stack (max_conns = concurrency + 64), data buffers excluded: an idle "
+       "established connection holds none." % (res["conn_state_bytes"], res["conn_stack_bytes"])]
 text = "\n".join(md) + "\n"
 line = json.dumps(res, sort_keys=True)
 open(base + ".md", "w").write(text)
