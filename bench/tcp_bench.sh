@@ -14,8 +14,12 @@
 # Topology (addresses from the tcpbench ranges):
 #   server ns: tap  198.18.10.1/24 <- mp-tcpbench 198.18.10.2 (DPDK, net_tap)
 #              veth 198.18.11.1/24 <- client ns 198.18.11.2 (mp-tcpkclient)
-# Pinning on a 2-core machine: the server on CPU 0, each client (the DPDK
-# worker lcore, or the kernel client thread) on CPU 1.
+# Pinning on a 2-core machine: the server on CPU 0, each client (every
+# thread of mp-tcpbench, or the kernel client's one thread) on CPU 1.
+# Client CPU is the process's user+sys time from the first connect to the
+# last completion (getrusage); the worker's busy cycles are TSC cycles of
+# loop iterations that did work, so they include time the worker was
+# preempted on a loaded machine.
 #
 # usage: tcp_bench.sh MP_TCPBENCH MP_TCPKCLIENT MP_TCPSERVER
 . "$(dirname "$0")/../tests/integration/lib.sh"
@@ -44,11 +48,12 @@ VC_IP=198.18.11.2
 
 if [ "$(nproc)" -ge 2 ]; then
 	SRV_CPU=0 CLI_CPU=1
-	LCORES=0@0,1@1
 else
 	SRV_CPU=0 CLI_CPU=0
-	LCORES=0@0,1@0
 fi
+# Every thread of mp-tcpbench (main lcore, worker lcore, EAL's control
+# threads) on the client CPU, like the kernel client's one thread.
+LCORES=0@$CLI_CPU,1@$CLI_CPU
 
 mp_netns "$NS_S"
 mp_netns "$NS_C"
@@ -98,7 +103,7 @@ one() {
 	out="$MP_TMP/$name.$round.json"
 	t0=$(srv_ticks)
 	if [ "$side" = mp ]; then
-		ip netns exec "$NS_S" timeout -k 5 $((RUN_TIMEOUT + 15)) "$BENCH" \
+		ip netns exec "$NS_S" timeout -k 5 $((RUN_TIMEOUT + 15)) taskset -c $CLI_CPU "$BENCH" \
 			--vdev "net_tap_b$MP_SUFFIX,iface=$TAP" --ip $DP_IP/24 \
 			--file-prefix "mptb$MP_SUFFIX" --garp 0 --lcores $LCORES \
 			--timeout "$RUN_TIMEOUT" "$@" >"$out.raw" 2>"$MP_TMP/$name.$round.log"
@@ -113,6 +118,11 @@ one() {
 import json, sys
 j = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 j["server_cpu_s"] = int(sys.argv[3]) / int(sys.argv[4])
+if "proc_cpu_user_s" in j:
+    # mp-tcpbench: the client's CPU is the whole process's (the worker
+    # thread's own figures are kept as worker_cpu_*).
+    j["worker_cpu_user_s"], j["worker_cpu_sys_s"] = j["cpu_user_s"], j["cpu_sys_s"]
+    j["cpu_user_s"], j["cpu_sys_s"] = j["proc_cpu_user_s"], j["proc_cpu_sys_s"]
 json.dump(j, open(sys.argv[2], "w"))
 bad = j["ok"] != j["conns"] or j["timed_out"]
 print("  %-8s round %s: ok=%d/%d %.2f s %.0f conn/s %.3f Gbit/s%s" % (

@@ -12,8 +12,9 @@
  * known a worker keeps only one connection open, so a burst of SYNs does
  * not overflow the ARP queue, and the clock starts once it is known.
  * CPU time is each worker thread's own
- * (RUSAGE_THREAD) from its first poll to its last connection, so EAL
- * start-up and the drain are not counted.
+ * (RUSAGE_THREAD) from its first poll to its last connection, and the
+ * whole process's over the same window (proc_cpu_*), so EAL start-up and
+ * the drain are not counted.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -75,6 +76,7 @@ struct bench_worker {
 	uint64_t bytes_sent, bytes_verified;
 	uint64_t start_us, end_us, drain_deadline;
 	struct rusage ru_start, ru_end;  /* this worker thread, over the run */
+	struct rusage rp_start, rp_end;  /* the whole process, same window */
 	struct utcp_counters start_cnt;
 	struct utcp_conn_info first;    /* the first established connection */
 	int have_first;
@@ -298,6 +300,7 @@ bench_poll(void *app, struct dp_worker *w, uint64_t now_us)
 		else {
 			b->start_us = now_us;
 			getrusage(RUSAGE_THREAD, &b->ru_start);
+			getrusage(RUSAGE_SELF, &b->rp_start);
 		}
 	}
 	for (int i = 0; i < OPEN_PER_POLL && b->to_open > 0 &&
@@ -323,10 +326,12 @@ bench_poll(void *app, struct dp_worker *w, uint64_t now_us)
 		if (b->start_us == 0) {     /* the neighbour never answered */
 			b->start_us = now_us;
 			getrusage(RUSAGE_THREAD, &b->ru_start);
+			getrusage(RUSAGE_SELF, &b->rp_start);
 		}
 		b->done_conns = 1;
 		b->end_us = now_us;
 		getrusage(RUSAGE_THREAD, &b->ru_end);
+		getrusage(RUSAGE_SELF, &b->rp_end);
 		b->drain_deadline = now_us + DRAIN_GRACE_US;
 	}
 	if (b->done_conns && !b->finished) {
@@ -392,7 +397,8 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 	struct utcp_counters tot = {0};
 	struct dp_counters dc;
 	uint64_t drops = 0, conns_done;
-	double cpu_user = 0, cpu_sys = 0;
+	double cpu_user = 0, cpu_sys = 0, proc_user = 0, proc_sys = 0;
+	const struct bench_worker *first = NULL, *last = NULL;
 	int pools = 1;
 
 	for (unsigned int i = 0; i < n; i++) {
@@ -411,6 +417,10 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		if (b->done_conns) {
 			cpu_user += tv_s(&b->ru_end.ru_utime) - tv_s(&b->ru_start.ru_utime);
 			cpu_sys += tv_s(&b->ru_end.ru_stime) - tv_s(&b->ru_start.ru_stime);
+			if (first == NULL || b->start_us < first->start_us)
+				first = b;
+			if (last == NULL || b->end_us > last->end_us)
+				last = b;
 		}
 		utcp_stack_counters(b->tcp.stack, &c);
 		pools &= pools_back(&b->start_cnt, &c);
@@ -423,6 +433,12 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		tot.tw_reused += c.tw_reused;
 		tot.tw_recycled += c.tw_recycled;
 		tot.challenge_acks += c.challenge_acks;
+	}
+	if (first != NULL && last != NULL) {
+		/* Every thread of the process from the first worker's start to
+		 * the last one's end: the main lcore and EAL's threads too. */
+		proc_user = tv_s(&last->rp_end.ru_utime) - tv_s(&first->rp_start.ru_utime);
+		proc_sys = tv_s(&last->rp_end.ru_stime) - tv_s(&first->rp_start.ru_stime);
 	}
 	conns_done = ok + verify + local;
 	for (int r = 0; r < UTCP_ERR_LAST; r++)
@@ -440,7 +456,8 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		"\"rto_fired\":%llu,\"fast_recoveries\":%llu,\"syn_retransmits\":%llu,"
 		"\"tw_reused\":%llu,\"tw_recycled\":%llu,\"segs_in\":%llu,\"segs_out\":%llu,"
 		"\"busy_cycles\":%llu,\"busy_cycles_per_conn\":%.0f,\"tsc_hz\":%llu,"
-		"\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,\"conn_stack_bytes\":%zu,"
+		"\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,\"proc_cpu_user_s\":%.3f,"
+		"\"proc_cpu_sys_s\":%.3f,\"conn_stack_bytes\":%zu,"
 		"\"drops_total\":%llu,\"drops\":{",
 		mode_names[bc->mode], n, (unsigned long long)bc->conns, bc->concurrency,
 		(unsigned long long)bc->bytes, (unsigned long long)ok,
@@ -463,7 +480,7 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		(unsigned long long)tot.segs_in, (unsigned long long)tot.segs_out,
 		(unsigned long long)dc.busy_cycles,
 		conns_done ? (double)dc.busy_cycles / (double)conns_done : 0.0,
-		(unsigned long long)rte_get_tsc_hz(), cpu_user, cpu_sys,
+		(unsigned long long)rte_get_tsc_hz(), cpu_user, cpu_sys, proc_user, proc_sys,
 		n > 0 ? utcp_stack_state_bytes(bw[0].tcp.stack) /
 			utcp_stack_max_conns(bw[0].tcp.stack) : 0,
 		(unsigned long long)drops);
