@@ -150,7 +150,8 @@ int dp_eal_init(const struct dp_conf *c, const char *prog);
  * The signals a PMD may raise per received frame (the tap PMD's Rx trigger:
  * SIGIO or a real-time signal). dp_eal_init() blocks them in the calling
  * thread before EAL creates its threads; worker lcores unblock them, so
- * they land on a worker instead of waking the main lcore.
+ * they land on a worker instead of waking the main lcore. The main thread
+ * keeps them blocked (so would a child it forks and execs: unblock first).
  * @param set filled with SIGIO and SIGRTMIN..SIGRTMAX
  */
 void dp_signals_for_workers(sigset_t *set);
