@@ -283,6 +283,8 @@ md.append("| Gbit/s, kernel with one MSS per packet (veth gso_max_segs 1) | %.2f
     b["mailpump_gbit_per_s"], b["kernel_1seg_gbit_per_s"], b["ratio_1seg"]))
 md.append("| client CPU s per GB (kernel one MSS per packet: %.2f) | %.2f | %.2f | |" % (
     b["kernel_1seg_cpu_s_per_gb"], b["mailpump_cpu_s_per_gb"], b["kernel_cpu_s_per_gb"]))
+md.append("| worker busy cycles per byte (kernel: CPU time x TSC) | %.1f | %.1f | |" % (
+    b["mailpump_busy_cycles_per_byte"], b["kernel_cpu_s_per_gb"] * hz / 1e9))
 md.append("| server CPU s per GB (kernel one MSS per packet: %.2f) | %.2f | %.2f | |" % (
     b["kernel_1seg_server_cpu_s_per_gb"], b["mailpump_server_cpu_s_per_gb"],
     b["kernel_server_cpu_s_per_gb"]))
