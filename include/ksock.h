@@ -1,0 +1,197 @@
+/*
+ * Kernel-socket transport (ksock_): runs SMTP sessions (struct smtp_sess,
+ * include/smtp.h) over TLS (include/tls.h, memory BIOs) over non-blocking
+ * Linux TCP sockets, with one epoll set, in one thread. It is the
+ * transport of mp-smtpsend and the baseline the benchmark compares the
+ * DPDK dataplane against; the control plane can drive it as a worker.
+ *
+ * Call order:
+ *
+ *   tls_alloc_init()                once per process (before OpenSSL is used)
+ *   ksock_engine_new()
+ *   ksock_sess_open() ...           any time, also from inside a callback
+ *   while (ksock_engine_active(e))  ksock_engine_poll(e, timeout_ms)
+ *   ksock_engine_free()
+ *
+ * Every callback (next_txn, result, done) is made from inside
+ * ksock_engine_poll(), never from ksock_sess_open() and never re-entering
+ * ksock_engine_poll(); callbacks may call ksock_sess_open().
+ *
+ * Per session: a connect with a timeout; then the SMTP machine; a
+ * tls_conn is created only when STARTTLS (or implicit TLS) starts; the
+ * session's transactions are pulled through req->next_txn (return -ENOENT
+ * when there is no more for this connection: the session then QUITs; on a
+ * fatal error the session drains next_txn and fails what it gets, so a
+ * caller hands out only what it means for this one connection), every
+ * recipient gets exactly one req->result, and req->done is the session's
+ * last callback. A connect failure (refused, unreachable, timeout) is a
+ * session whose recipients are all SMTP_OUT_DEFERRED at
+ * SMTP_STAGE_CONNECT, reason text naming the address and the error.
+ *
+ * TLS: SNI and the verify name are req->host; verification is enforced
+ * only under SMTP_TLS_VERIFY (otherwise the record still says what was
+ * wrong). A failed handshake defers the session's recipients at
+ * SMTP_STAGE_TLS with the reason ("expired: certificate has expired") and
+ * smtp_sess_info.tls_failed set; retrying them in plaintext under
+ * opportunistic TLS is the caller's choice (mp-smtpsend does). Sessions
+ * are resumed per destination through the tls_ctx cache with the key
+ * "host@ip:port". OpenSSL async jobs (TLS_PAUSED / -EINPROGRESS) never
+ * block: the paused call is remembered and nothing else touches that
+ * tls_conn; its wait fds (tls_conn_async_fds) join the epoll set, and
+ * tls_ctx_ready_drain() is checked on every poll (while a job that has
+ * no wait fd is paused, poll waits at most 2 ms, since a callback from a
+ * provider thread wakes no fd). A session that ends while a job is paused
+ * is freed once the job finishes (at most 2 s later; otherwise the
+ * tls_conn is leaked on purpose, never freed under OpenSSL).
+ *
+ * Memory: one struct ksock_sess (the SMTP session with its 2 KiB command
+ * buffer; ksock_engine_stats().sess_bytes, 3944 bytes on x86_64) plus the
+ * tls_conn when TLS is up. Measured by tests/integration/test_ksock.c
+ * (sessions idle, waiting on a MAIL reply): about 4.1 KiB per plaintext
+ * session and 24 KiB per session after STARTTLS, heap only (the kernel's
+ * socket buffers come on top). Socket reads go through one engine-wide
+ * buffer; a session allocates a tail buffer only while the kernel or the
+ * TLS layer took part of a write or a feed, and frees it once drained.
+ *
+ * Robustness: a peer that resets, closes (also mid-DATA), stalls (SMTP
+ * timeouts through smtp_sess_deadline) or sends garbage ends only its
+ * own session, recipients deferred with the reason. Not thread-safe: one
+ * engine per thread; ksock_engine_free() must not be called from a
+ * callback.
+ */
+#ifndef MP_KSOCK_H
+#define MP_KSOCK_H
+
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "smtp.h"
+#include "tls.h"
+
+struct ksock_engine;
+
+/** Defaults of struct ksock_conf. */
+#define KSOCK_CONNECT_TIMEOUT_DEFAULT 30000	/* ms */
+#define KSOCK_MAX_SESSIONS_DEFAULT    4096
+#define KSOCK_RX_BUF                  65536	/* engine-wide read buffer */
+
+/**
+ * Engine configuration. Zero-initialise and set what differs; pointers
+ * must stay valid for the engine's life unless said otherwise.
+ */
+struct ksock_conf {
+	/** Default SMTP parameters of sessions whose req->smtp is NULL;
+	 *  NULL = smtp_config_defaults(). Copied. */
+	const struct smtp_config *smtp;
+	/** Use this TLS context (not freed by the engine); NULL = the engine
+	 *  creates its own from tls_conf. */
+	struct tls_ctx *tls;
+	/** Options of the engine's own TLS context (NULL = defaults: TLS 1.2
+	 *  minimum, system CA store). Read by ksock_engine_new() only. */
+	const struct tls_ctx_conf *tls_conf;
+	uint32_t connect_timeout_ms;	/**< 0 = KSOCK_CONNECT_TIMEOUT_DEFAULT */
+	unsigned max_sessions;		/**< open sessions at once; 0 = default */
+	struct in_addr source;		/**< bind source address; 0 = any */
+	int sndbuf;			/**< SO_SNDBUF of each socket; 0 = kernel default */
+};
+
+/**
+ * One SMTP session to one server address. Copied by ksock_sess_open()
+ * (host too); smtp, if given, must outlive the session.
+ */
+struct ksock_sess_req {
+	const char *host;		/**< server host name: SNI, verify, cache key; NULL = the IP */
+	struct sockaddr_in addr;	/**< IPv4 address + port to connect to */
+	enum smtp_tls_policy policy;	/**< overrides smtp->tls_policy */
+	int implicit_tls;		/**< TLS before the greeting (port 465); ORed with smtp's */
+	const struct smtp_config *smtp;	/**< NULL = engine default */
+	/** Next message for this connection (see smtp_io_ops.next_txn).
+	 *  @return 0, or -ENOENT when there is none for this connection. */
+	int  (*next_txn)(void *user, struct smtp_txn *txn);
+	/** One per recipient, exactly once. @p tls is the session's TLS
+	 *  record once a handshake was attempted (also when it failed: it
+	 *  carries the verify reason), NULL if no TLS was tried. */
+	void (*result)(void *user, const struct smtp_rcpt_result *r,
+		const struct tls_record *tls);
+	/** The session's last callback (may be NULL). */
+	void (*done)(void *user, const struct smtp_sess_info *info,
+		const struct tls_record *tls);
+	void *user;
+	uint32_t id;			/**< session id for logs; 0 = engine assigns */
+};
+
+/** Engine counters (monotonic since ksock_engine_new). */
+struct ksock_stats {
+	uint64_t sessions;		/**< opened */
+	uint64_t connected;		/**< TCP connect succeeded */
+	uint64_t connect_failed;	/**< refused, unreachable, error */
+	uint64_t connect_timeouts;
+	uint64_t tls_started;		/**< handshakes begun */
+	uint64_t tls_ok;
+	uint64_t tls_failed;
+	uint64_t tls_resumed;
+	uint64_t async_pauses;		/**< TLS_PAUSED / -EINPROGRESS seen */
+	uint64_t bytes_in;		/**< from the kernel, ciphertext included */
+	uint64_t bytes_out;
+	uint64_t tails;			/**< partial writes/feeds that needed a tail buffer */
+	uint64_t write_blocked;		/**< SMTP writes refused for now (socket or TLS full) */
+	unsigned active;		/**< sessions whose done has not been called */
+	size_t sess_bytes;		/**< sizeof the per-session structure */
+};
+
+/**
+ * Create an engine (epoll set, read buffer, TLS context unless given).
+ * @param conf configuration; NULL = all defaults
+ * @param err receives a message on failure (may be NULL)
+ * @param errlen size of @p err
+ * @return the engine, or NULL (bad TLS options, unreadable CA file, no
+ *         memory, no epoll) with @p err filled.
+ */
+struct ksock_engine *ksock_engine_new(const struct ksock_conf *conf,
+	char *err, size_t errlen);
+
+/**
+ * Free the engine. Sessions still open are closed without callbacks (a
+ * caller that wants every result polls until ksock_engine_active() is 0).
+ */
+void ksock_engine_free(struct ksock_engine *e);
+
+/**
+ * Start one session: creates the socket and begins a non-blocking
+ * connect. Results arrive through @p req's callbacks from later
+ * ksock_engine_poll() calls, also when the connect fails at once.
+ * @return 0; -EINVAL (NULL or missing callback, not AF_INET, bad smtp
+ *         config); -EMFILE (max_sessions reached or no file descriptor);
+ *         -ENOMEM. On error no callback is made.
+ */
+int ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req);
+
+/**
+ * Wait up to @p timeout_ms (-1 = until something happens, 0 = do not
+ * wait) for I/O, then run socket events, ready async TLS jobs, timers
+ * (connect and SMTP timeouts) and the callbacks they cause.
+ * @return number of sessions that had work (>= 0), or -errno if epoll
+ *         failed (EINTR is 0).
+ */
+int ksock_engine_poll(struct ksock_engine *e, int timeout_ms);
+
+/**
+ * Abort every open session: the next ksock_engine_poll() reports their
+ * recipients (SMTP_OUT_DEFERRED, reason "Operation canceled", stage where
+ * the session was) and done callbacks, as a transport failure would.
+ * Sessions opened afterwards are not affected. For a caller's own
+ * deadline (mp-smtpsend --timeout) or a shutdown that keeps every result.
+ */
+void ksock_engine_abort(struct ksock_engine *e);
+
+/** @return sessions opened whose done callback has not run yet. */
+unsigned ksock_engine_active(const struct ksock_engine *e);
+
+/** Copy the engine counters into @p st. */
+void ksock_engine_stats(const struct ksock_engine *e, struct ksock_stats *st);
+
+/** @return the engine's TLS context (for tls_ctx_cache_stats). */
+struct tls_ctx *ksock_engine_tls(const struct ksock_engine *e);
+
+#endif
