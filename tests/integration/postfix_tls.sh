@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# mp-smtpsend against real Postfix smtpd with STARTTLS, client and server in
+# their own network namespaces (postfix.sh harness):
+#  - 1,000 messages over 50 concurrent sessions under "verify": every
+#    recipient delivered exactly once into its own maildir, every file
+#    byte-exact against the source after Postfix's trace headers, with a
+#    body full of dot-stuffing traps (lone ".", "..", leading dots, a
+#    998-octet line and one that stuffing makes 999, a final "." line);
+#    every JSON TLS record TLSv1.3, verify ok;
+#  - the same message from a CRLF file and one without a final newline;
+#  - template + CSV personalisation checked per recipient (Subject, decoded
+#    text, quoted CSV field, UTF-8 through RFC 2047 / quoted-printable);
+#  - verify against the wrong CA, wrong host name, expired certificate,
+#    self-signed and TLS 1.0-only servers: each deferred at stage "tls"
+#    with its reason in the JSON and nothing delivered; "required" refuses
+#    the TLS 1.0 and no-STARTTLS servers but delivers (encrypted) to the
+#    unverifiable ones while still recording why they did not verify;
+#  - opportunistic to a server without STARTTLS: plaintext delivery, tls null;
+#  - a second connection to the same server resumes the TLS session.
+#
+# usage: postfix_tls.sh MP_SMTPSEND
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/postfix.sh"
+mp_need_root
+command -v postfix >/dev/null || { echo "SKIP: postfix not installed" >&2; exit 77; }
+SEND=$1
+[ -x "$SEND" ] || mp_fail "mp-smtpsend not found: $SEND"
+
+CNS=mppfc$MP_SUFFIX
+SNS=mppfs$MP_SUFFIX
+D=$MP_TMP/pf
+mp_netns "$CNS"
+mp_netns "$SNS"
+pf_link "$CNS" "$SNS" || mp_fail "veth"
+pf_make_certs "$D/certs" || mp_fail "certificates"
+CA=$D/certs/ca.pem
+# One domain per listener, so "nothing delivered to them" is a count.
+pf_start "$SNS" "$D" \
+	"ip=198.19.20.10;name=mx1.pf.test;tls=good;domains=a.test,b.test,tpl.test,resume.test" \
+	"ip=198.19.20.11;name=plain.pf.test;tls=none;domains=plain.test" \
+	"ip=198.19.20.12;name=old.pf.test;tls=expired;domains=expired.test" \
+	"ip=198.19.20.13;name=bad.pf.test;tls=badname;domains=badname.test" \
+	"ip=198.19.20.14;name=self.pf.test;tls=selfsigned;domains=selfsigned.test" \
+	"ip=198.19.20.15;name=legacy.pf.test;tls=tls10;domains=tls10.test" ||
+	mp_fail "pf_start"
+MAILDIR=$(pf_maildir_root "$D")
+
+run=0
+# send NAME SERVER_NAME IP ARGS...: one mp-smtpsend run from the client
+# namespace; its JSON lines end up in $OUT.
+send() {
+	local name=$1 host=$2 ip=$3 rc
+	shift 3
+	run=$((run + 1))
+	OUT=$MP_TMP/run$run.json
+	ip netns exec "$CNS" "$SEND" --server "$host:25" --connect "$ip" \
+		--from sender@pf.test --helo client.pf.test --timeout 300 "$@" \
+		>"$OUT" 2>"$MP_TMP/run$run.log"
+	rc=$?
+	[ $rc -eq 0 ] || mp_fail "$name: mp-smtpsend exited $rc"
+	tail -1 "$OUT" | grep -q '"summary"' || mp_fail "$name: no summary line"
+}
+
+# check NAME PYTHON: assert over the last run's records r (list of dicts),
+# summary s and maildir root M; helpers in the prelude.
+check() {
+	python3 - "$OUT" "$MAILDIR" "$1" "$2" <<'PY' || mp_fail "$1 (see $OUT)"
+import email, glob, json, os, sys
+from email import policy
+
+lines = [json.loads(l) for l in open(sys.argv[1])]
+r = [l for l in lines if "rcpt" in l]
+s = lines[-1]["summary"]
+M = sys.argv[2]
+TRACE = (b"return-path:", b"x-original-to:", b"delivered-to:", b"received:")
+
+def files(addr):
+    user, dom = addr.lower().split("@")
+    return sorted(glob.glob(os.path.join(M, dom, user, "new", "*")) +
+                  glob.glob(os.path.join(M, dom, user, "cur", "*")))
+
+def count(dom):
+    return len(glob.glob(os.path.join(M, dom, "*", "new", "*")) +
+               glob.glob(os.path.join(M, dom, "*", "cur", "*")))
+
+def untrace(data):
+    """The message as the client sent it: Postfix's trace headers removed
+    from the top (with their continuation lines)."""
+    lines = data.split(b"\n")
+    i = 0
+    trace = []
+    while i < len(lines) and lines[i].lower().startswith(TRACE):
+        j = i + 1
+        while j < len(lines) and lines[j][:1] in (b" ", b"\t"):
+            j += 1
+        trace.append(b"\n".join(lines[i:j]))
+        i = j
+    return trace, b"\n".join(lines[i:])
+
+def fail(msg):
+    print("FAIL:", sys.argv[3], "-", msg)
+    sys.exit(1)
+
+try:
+    exec(sys.argv[4])
+except AssertionError as e:
+    fail("assertion: %s" % (e.args[0] if e.args else "?"))
+print("ok: %-58s %s" % (sys.argv[3], {k: s[k] for k in ("recipients", "delivered", "deferred", "sessions", "resumed")}))
+PY
+}
+
+# --- the trap message ------------------------------------------------------
+python3 - "$MP_TMP" <<'PY'
+import sys
+d = sys.argv[1]
+body = [
+    b".", b"..", b"...", b".leading dot", b" .space then dot", b"ends with a dot.",
+    b".\t.tab", b"x" * 998, b"." + b"y" * 997, b"." * 500, b"", b"", b"after two blank lines",
+    b"=2E not an escape", b"From the beginning of a line", b"-- ", b"last line before a final dot", b".",
+]
+head = [
+    b"From: Mailpump Test <sender@pf.test>",
+    b"To: Undisclosed recipients:;",
+    b"Subject: dot-stuffing traps",
+    b"Date: Tue, 01 Dec 2026 12:00:00 +0000",
+    b"Message-ID: <traps@pf.test>",
+    b"MIME-Version: 1.0",
+    b"Content-Type: text/plain; charset=us-ascii",
+]
+lf = b"\n".join(head) + b"\n\n" + b"\n".join(body) + b"\n"
+open(d + "/traps.eml", "wb").write(lf)
+open(d + "/traps-crlf.eml", "wb").write(lf.replace(b"\n", b"\r\n"))
+open(d + "/traps-nonl.eml", "wb").write(lf[:-1])
+with open(d + "/bulk.txt", "w") as f:
+    for i in range(1000):
+        f.write("bulk%04d@%s\n" % (i, "a.test" if i % 2 else "b.test"))
+with open(d + "/crlf.txt", "w") as f:
+    for i in range(10):
+        f.write("crlf%02d@a.test\n" % i)
+PY
+pf_add_mailboxes "$D" -f "$MP_TMP/bulk.txt" || mp_fail "mailboxes"
+pf_add_mailboxes "$D" -f "$MP_TMP/crlf.txt" || mp_fail "mailboxes"
+pf_add_mailboxes "$D" nonl@a.test || mp_fail "mailboxes"
+
+# --- 1,000 messages, 50 sessions, verify -------------------------------------
+# Server-side view of the concurrency, sampled while the run lasts.
+( for _ in $(seq 3000); do
+	ip netns exec "$SNS" ss -Htn state established '( sport = :25 )' | wc -l
+	sleep 0.05
+  done >"$MP_TMP/conc.txt" ) &
+SAMPLER=$!
+MP_PIDS+=("$SAMPLER")
+send "bulk" mx1.pf.test 198.19.20.10 --rcpt-file "$MP_TMP/bulk.txt" \
+	--message "$MP_TMP/traps.eml" --sessions 50 --msgs-per-conn 20 --tls verify --ca "$CA"
+kill "$SAMPLER" 2>/dev/null
+wait "$SAMPLER" 2>/dev/null
+PEAK=$(sort -n "$MP_TMP/conc.txt" | tail -1)
+echo "info: peak established SMTP connections seen by the server: $PEAK"
+[ "${PEAK:-0}" -ge 2 ] || mp_fail "the server never saw two sessions at once"
+check "bulk, verify with the right CA: 1000 delivered, 50 TLS 1.3 sessions" '
+assert s["recipients"] == 1000 and s["delivered"] == 1000, s
+assert s["sessions"] == 50 and s["tls_sessions"] == 50, s
+assert len(r) == 1000 and len({x["rcpt"] for x in r}) == 1000, len(r)
+sessions = {}
+for x in r:
+    assert x["outcome"] == "delivered" and x["code"] == 250 and x["esc"].startswith("2."), x
+    t = x["tls"]
+    assert t and t["version"] == "TLSv1.3" and t["verify"] == "ok", x
+    assert t["cipher"].startswith("TLS_") and "pf.test" in t["subject"], t
+    assert "mailpump ca" in t["issuer"], t
+    sessions[x["session"]] = sessions.get(x["session"], 0) + 1
+assert len(sessions) == 50 and max(sessions.values()) <= 20, sessions
+'
+pf_wait_queue_empty "$D" 300 || mp_fail "queue did not drain after the bulk run"
+check "bulk maildirs: each recipient once, byte-exact" '
+src = open(sys.argv[1].rsplit("/", 1)[0] + "/traps.eml", "rb").read()
+want = [l.strip() for l in open(sys.argv[1].rsplit("/", 1)[0] + "/bulk.txt")]
+assert count("a.test") + count("b.test") == 1000, (count("a.test"), count("b.test"))
+for a in want:
+    f = files(a)
+    assert len(f) == 1, (a, f)
+    trace, msg = untrace(open(f[0], "rb").read())
+    assert b"Delivered-To: " + a.encode() in trace, (a, trace)
+    assert any(b"using TLSv1.3" in t for t in trace), (a, trace)
+    if msg != src:
+        import difflib
+        d = difflib.diff_bytes(difflib.unified_diff, src.split(b"\n"), msg.split(b"\n"), lineterm=b"")
+        fail("%s differs:\n%s" % (a, b"\n".join(list(d)[:20]).decode("latin-1")))
+'
+
+# --- line-ending variants ------------------------------------------------------
+send "crlf" mx1.pf.test 198.19.20.10 --rcpt-file "$MP_TMP/crlf.txt" \
+	--message "$MP_TMP/traps-crlf.eml" --sessions 3 --tls verify --ca "$CA"
+send "nonl" mx1.pf.test 198.19.20.10 --rcpt nonl@a.test \
+	--message "$MP_TMP/traps-nonl.eml" --tls verify --ca "$CA"
+pf_wait_queue_empty "$D" 60 || mp_fail "queue did not drain"
+check "CRLF source and missing final newline: same bytes delivered" '
+src = open(sys.argv[1].rsplit("/", 1)[0] + "/traps.eml", "rb").read()
+for a in ["crlf%02d@a.test" % i for i in range(10)] + ["nonl@a.test"]:
+    f = files(a)
+    assert len(f) == 1, (a, f)
+    assert untrace(open(f[0], "rb").read())[1] == src, a
+'
+
+# --- template + CSV ------------------------------------------------------------
+python3 - "$MP_TMP" <<'PY'
+import csv, sys
+d = sys.argv[1]
+rows = [("tpl%02d@tpl.test" % i, "Name %d" % i, str(1000 + i)) for i in range(24)]
+rows[3] = ("tpl03@tpl.test", "Smith, Jo", "1003")       # quoted CSV field
+rows[5] = ("tpl05@tpl.test", "Zoë Ångström", "1005")    # UTF-8: RFC 2047 + QP
+rows[7] = ("tpl07@tpl.test", ".Dot", "1007")             # merge value starting a line with "."
+with open(d + "/tpl.csv", "w", newline="") as f:
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(("email", "name", "code"))
+    w.writerows(rows)
+open(d + "/tpl.txt", "w").write(
+    "{{name}}\nHello {{name}},\n.your code is {{code}}\n.\n{{missing|nobody}}\nbye\n")
+open(d + "/tpl.rcpts", "w").write("".join(r[0] + "\n" for r in rows))
+PY
+pf_add_mailboxes "$D" -f "$MP_TMP/tpl.rcpts" || mp_fail "mailboxes"
+send "template" mx1.pf.test 198.19.20.10 --rcpt-csv "$MP_TMP/tpl.csv" \
+	--subject "Hi {{name}} #{{code}}" --text "$MP_TMP/tpl.txt" --sessions 4 --tls verify --ca "$CA"
+pf_wait_queue_empty "$D" 60 || mp_fail "queue did not drain"
+check "template + CSV: personalised per recipient" '
+import csv
+rows = list(csv.DictReader(open(sys.argv[1].rsplit("/", 1)[0] + "/tpl.csv", newline="")))
+assert len(r) == len(rows) == 24 and s["delivered"] == 24, s
+for row in rows:
+    f = files(row["email"])
+    assert len(f) == 1, (row, f)
+    m = email.message_from_bytes(untrace(open(f[0], "rb").read())[1], policy=policy.default)
+    assert m["To"].addresses[0].addr_spec == row["email"], m["To"]
+    assert str(m["Subject"]) == "Hi %s #%s" % (row["name"], row["code"]), (row, str(m["Subject"]))
+    want = "%s\nHello %s,\n.your code is %s\n.\nnobody\nbye\n" % (row["name"], row["name"], row["code"])
+    got = m.get_content()
+    assert got == want, (row, got)
+'
+
+# --- TLS failures, verify and required -----------------------------------------
+send "wrong CA" mx1.pf.test 198.19.20.10 --rcpt wrongca@resume.test \
+	--message "$MP_TMP/traps.eml" --tls verify --ca "$D/certs/otherca.pem"
+check "verify, wrong CA: unknown-ca, not delivered" '
+assert len(r) == 1 and r[0]["outcome"] == "deferred" and r[0]["stage"] == "tls", r
+assert r[0]["tls"]["verify"] == "unknown-ca", r[0]["tls"]
+'
+for c in "expired old.pf.test 198.19.20.12 expired" \
+	"badname bad.pf.test 198.19.20.13 name-mismatch" \
+	"selfsigned self.pf.test 198.19.20.14 self-signed" \
+	"tls10 legacy.pf.test 198.19.20.15 protocol-version"; do
+	read -r kind host ip reason <<<"$c"
+	set -- "$kind" "$host" "$ip" "$reason"
+	send "verify $1" "$2" "$3" --rcpt "v1@$1.test" --rcpt "v2@$1.test" \
+		--message "$MP_TMP/traps.eml" --tls verify --ca "$CA"
+	check "verify, $1 server: $4, not delivered" "
+assert len(r) == 2 and s['delivered'] == 0, s
+for x in r:
+    assert x['outcome'] == 'deferred' and x['stage'] == 'tls', x
+    assert x['tls'] and x['tls']['verify'] == '$4', x
+    assert '$4' in x['text'], x
+"
+	send "required $1" "$2" "$3" --rcpt "q1@$1.test" --message "$MP_TMP/traps.eml" --tls required --ca "$CA"
+	if [ "$1" = tls10 ]; then
+		check "required, tls10 server: protocol-version, not delivered" "
+assert len(r) == 1 and r[0]['outcome'] == 'deferred' and r[0]['stage'] == 'tls', r
+assert r[0]['tls']['verify'] == 'protocol-version', r
+"
+	else
+		# required means encrypted, not authenticated: delivered, with the
+		# reason it would not have verified still on record.
+		check "required, $1 server: encrypted delivery, verify=$4 recorded" "
+assert len(r) == 1 and r[0]['outcome'] == 'delivered', r
+assert r[0]['tls']['version'] == 'TLSv1.3' and r[0]['tls']['verify'] == '$4', r
+"
+	fi
+done
+send "verify plain" plain.pf.test 198.19.20.11 --rcpt v1@plain.test --message "$MP_TMP/traps.eml" --tls verify --ca "$CA"
+check "verify, no STARTTLS: not delivered" '
+assert len(r) == 1 and r[0]["outcome"] == "deferred" and r[0]["stage"] == "tls" and r[0]["tls"] is None, r
+assert "STARTTLS" in r[0]["text"], r
+'
+send "required plain" plain.pf.test 198.19.20.11 --rcpt q1@plain.test --message "$MP_TMP/traps.eml" --tls required
+check "required, no STARTTLS: not delivered" '
+assert len(r) == 1 and r[0]["outcome"] == "deferred" and r[0]["tls"] is None, r
+'
+send "opportunistic plain" plain.pf.test 198.19.20.11 --rcpt o1@plain.test --message "$MP_TMP/traps.eml" --tls opportunistic
+check "opportunistic, no STARTTLS: plaintext delivery, tls null" '
+assert len(r) == 1 and r[0]["outcome"] == "delivered" and r[0]["tls"] is None, r
+'
+
+# --- resumption ------------------------------------------------------------------
+send "resume" mx1.pf.test 198.19.20.10 --rcpt r1@resume.test --rcpt r2@resume.test \
+	--message "$MP_TMP/traps.eml" --sessions 1 --msgs-per-conn 1 --tls verify --ca "$CA"
+check "second connection to the same server resumes" '
+assert len(r) == 2 and s["delivered"] == 2 and s["sessions"] == 2, s
+a, b = sorted(r, key=lambda x: x["session"])
+assert a["session"] != b["session"], r
+assert a["tls"]["resumed"] is False and b["tls"]["resumed"] is True, (a["tls"], b["tls"])
+assert b["tls"]["verify"] == "ok" and s["resumed"] == 1, (b["tls"], s)
+'
+
+# --- what reached Postfix --------------------------------------------------------
+pf_wait_queue_empty "$D" 60 || mp_fail "queue did not drain"
+check "deliveries per server: none to the refused ones" '
+want = {"expired.test": 1, "badname.test": 1, "selfsigned.test": 1, "tls10.test": 0,
+        "plain.test": 1, "resume.test": 2}
+got = {d: count(d) for d in want}
+assert got == want, got
+'
+grep -q 'bare <LF>\|bare newline' "$(pf_log "$D")" && mp_fail "Postfix saw bare LF from the client"
+exit 0
