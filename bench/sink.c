@@ -810,7 +810,7 @@ conn_run(struct conn *c)
 			}
 			continue;
 		}
-		if (c->can_read || (c->ssl != NULL && SSL_pending(c->ssl) > 0)) {
+		if (c->can_read || (c->ssl != NULL && SSL_has_pending(c->ssl))) {
 			int r = conn_read(c);
 
 			if (r < 0) {
@@ -1016,7 +1016,10 @@ tls_setup(void)
 		return -1;
 	}
 	SSL_CTX_set_mode(g_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-			 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+			 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* read what the socket has, not one record header at a time: half the
+	 * read syscalls (SSL_has_pending then covers the buffered rest) */
+	SSL_CTX_set_read_ahead(g_ctx, 1);
 	SSL_CTX_set_session_id_context(g_ctx, (const unsigned char *)"mp-sink", 7);
 	if (C.resume) {
 		SSL_CTX_set_session_cache_mode(g_ctx, SSL_SESS_CACHE_SERVER);

@@ -97,7 +97,7 @@ if [ "$QUICK" = 1 ]; then
 	SWEEP="1 10 100 1000"
 	TMO=120
 else
-	N_HS=2000 N_1K=8000 N_10K=5000 N_100K=1500 N_BULK=300
+	N_HS=1000 N_1K=5000 N_10K=3000 N_100K=600 N_BULK=150
 	S_HS=20 S_MSG=20 S_BULK=4
 	SWEEP="1 10 100 1000 10000"
 	TMO=240
@@ -414,10 +414,10 @@ scenario msg_1k ecdsa 1 0 1k "$N_1K" "$S_MSG" 100
 scenario msg_10k ecdsa 1 0 10k "$N_10K" "$S_MSG" 100
 scenario msg_100k ecdsa 1 0 100k "$N_100K" "$S_MSG" 100
 for n in $SWEEP; do
-	# about 3 messages per session, at least 30, at most 30,000
+	# about 3 messages per session (2 at 10,000), at least 30
 	cnt=$((n * 3))
 	[ $cnt -lt 30 ] && cnt=30
-	[ $cnt -gt 30000 ] && cnt=30000
+	[ $cnt -gt 20000 ] && cnt=20000
 	scenario "sweep_$n" ecdsa 1 50 1k "$cnt" "$n" 100
 done
 scenario bulk_1m ecdsa 1 0 1m "$N_BULK" "$S_BULK" 100

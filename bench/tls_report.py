@@ -160,6 +160,8 @@ def measure(rundir, env):
         r["cycles_source"] = "worker busy cycles"
     if r.get("rss_kib") and r.get("sessions"):
         r["rss_kib_per_session"] = r["rss_kib"] / r["sessions"]
+    if str(r.get("scenario", "")).startswith("hs_resumed_") and r["hs_full"] and not r["hs_resumed"]:
+        r["note"] = (r.get("note", "") + " client does not resume TLS sessions").strip()
     if ok < r.get("count", 0) and r["status"] == "ok":
         r["status"] = "incomplete"
     if summ.get("delivered") is not None and summ["delivered"] != ok:
@@ -234,7 +236,9 @@ def main():
               "*per core* = count / contender CPU seconds (all its processes); "
               "*wall* = contender start (Postfix: `postqueue -f` on a queue filled beforehand) "
               "to the sink counting the last message; cycles = CPU s × %s MHz / count; "
-              "*sink busy* = sink CPU / wall (near 100%% means the sink's core was the limit)."
+              "*sink busy* = sink CPU / wall (near 100%% means the sink's core was the limit); "
+              "peak RSS: mp-cpurun's ru_maxrss for single processes, for Postfix the largest sum "
+              "of its processes' VmRSS seen (shared pages counted in each process)."
               % fmt(env.get("cpu_mhz"), 0))
     md.append("")
 
