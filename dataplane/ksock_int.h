@@ -58,6 +58,7 @@ struct ksock_sess {
 	uint8_t hs;			/* TLS handshake in progress */
 	uint8_t readable;		/* read side not drained to EAGAIN */
 	uint8_t rd_eof;
+	uint8_t eof_fed;		/* tls_conn_feed_eof done */
 	uint8_t smtp_blocked;		/* ops->write said -EAGAIN */
 	uint8_t smtp_closed;		/* ops->close was called */
 	uint8_t async_ready;

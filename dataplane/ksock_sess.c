@@ -429,6 +429,12 @@ rx_feed(struct ksock_sess *s)
 		fed += (size_t)f;
 		tail_take(&s->rx, (size_t)f);
 	}
+	if (s->rx == NULL && s->rd_eof && !s->eof_fed) {
+		/* the end of stream goes in behind the last byte */
+		tls_conn_feed_eof(s->tls);
+		s->eof_fed = 1;
+		fed++;
+	}
 	return fed;
 }
 
@@ -526,8 +532,7 @@ sess_read(struct ksock_sess *s, uint64_t now)
 			if (s->tls == NULL) {
 				smtp_sess_on_closed(&s->smtp, 0, now);
 			} else {
-				if (s->rx == NULL)
-					tls_conn_feed_eof(s->tls);
+				rx_feed(s);	/* feeds the end of stream once the tail is in */
 				tls_in(s, now);
 			}
 			return;

@@ -1096,6 +1096,18 @@ main(int argc, char **argv)
 	kconf.smtp = &R.smtp;
 	kconf.tls_conf = &tconf;
 	kconf.max_sessions = R.sessions;
+	{
+		/* one descriptor per session: raise the soft limit as far as allowed */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)R.sessions + 64) {
+			rl.rlim_cur = rl.rlim_max < (rlim_t)R.sessions + 64 ? rl.rlim_max :
+				(rlim_t)R.sessions + 64;
+			if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < (rlim_t)R.sessions + 16)
+				fprintf(stderr, "mp-smtpsend: warning: open file limit %llu is low for %u sessions\n",
+					(unsigned long long)rl.rlim_cur, R.sessions);
+		}
+	}
 	R.e = ksock_engine_new(&kconf, err, sizeof(err));
 	if (R.e == NULL) {
 		fprintf(stderr, "mp-smtpsend: %s\n", err);

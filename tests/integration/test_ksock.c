@@ -839,8 +839,8 @@ short_timeouts(struct smtp_config *c)
 {
 	smtp_config_defaults(c);
 	c->helo_name = "client.test";
-	c->t_greeting = c->t_cmd = c->t_tls = c->t_mail = c->t_rcpt = 400;
-	c->t_data_init = c->t_data_block = c->t_data_term = 400;
+	c->t_greeting = c->t_cmd = c->t_tls = c->t_mail = c->t_rcpt = 1000;
+	c->t_data_init = c->t_data_block = c->t_data_term = 1000;
 }
 
 /* Each hostile or broken server: every recipient deferred, at the right stage. */
