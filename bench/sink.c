@@ -18,9 +18,11 @@
  *
  * Order per connection: accept -> greeting -> command lines (pipelined
  * batches are answered in one write) -> STARTTLS -> handshake -> EHLO ->
- * transactions -> QUIT. With --latency, the replies a batch of input
- * produced are held for that long and the connection reads nothing more
- * until they are sent (a server that thinks per reply). The main thread
+ * transactions -> QUIT. With --latency L, the replies that one read's
+ * worth of input produced are released L ms after that input arrived,
+ * while the connection goes on reading and answering (a server that takes
+ * L to answer each command, pipelined or not, however the client cut its
+ * writes into segments). The main thread
  * only waits for signals: SIGUSR1 writes the stats file, SIGTERM/SIGINT
  * write it and exit, and with --expect N it is written (complete=true)
  * as soon as N messages (ok + corrupt) were counted.
@@ -52,6 +54,7 @@
 #define HDR_CAP		65536		/* header section limit of a message */
 #define LINE_MAX_LEN	4096
 #define EV_BATCH	256
+#define MAX_HELD	64		/* held reply batches per connection */
 
 struct conf {
 	struct sockaddr_in addr;
@@ -88,10 +91,10 @@ struct conn {
 	int fd;
 	SSL *ssl;
 	enum cstate state;
-	int can_read, can_write, paused, tls_pending, close_after_flush, dead;
+	int can_read, can_write, tls_pending, close_after_flush, dead;
 	int tls;
-	uint64_t due_ns;
-	struct conn *next_due;
+	unsigned nev;			/* its reply batches still held (--latency) */
+	size_t rel;			/* out bytes released for sending */
 	char in[IN_CAP];
 	size_t in_len;
 	char *out;
@@ -115,7 +118,13 @@ struct thr {
 	pthread_t tid;
 	int ep, lfd;
 	uint64_t rng;
-	struct conn *due_head, *due_tail;
+	/* held reply batches in due order (the latency is constant) */
+	struct due_ev {
+		struct conn *c;
+		uint64_t due_ns;
+		size_t end;		/* release out up to here */
+	} *ev;
+	size_t ev_cap, ev_head, ev_n;
 	struct stats st;
 };
 
@@ -193,12 +202,15 @@ reply(struct conn *c, const char *s)
 
 static void conn_start_tls(struct conn *c);
 
-/* Write what is buffered; 0 when all is out, 1 when blocked, -1 dead. */
+/* Write what is buffered and released; 0 when that is out, 1 when
+ * blocked, -1 dead. Starts TLS / closes once everything is out. */
 static int
 conn_flush(struct conn *c)
 {
-	while (c->out_off < c->out_len) {
-		size_t n = c->out_len - c->out_off;
+	size_t lim = C.latency_ns > 0 ? c->rel : c->out_len;
+
+	while (c->out_off < lim) {
+		size_t n = lim - c->out_off;
 		ssize_t w;
 
 		if (c->ssl != NULL && c->state != C_HANDSHAKE) {
@@ -230,7 +242,13 @@ conn_flush(struct conn *c)
 		}
 		c->out_off += (size_t)w;
 	}
-	c->out_off = c->out_len = 0;
+	if (c->out_off < c->out_len || c->nev > 0)
+		return 0;
+	c->out_off = c->out_len = c->rel = 0;
+	if (c->close_after_flush) {
+		c->dead = 1;
+		return -1;
+	}
 	if (c->tls_pending) {
 		c->tls_pending = 0;
 		conn_start_tls(c);
@@ -652,19 +670,26 @@ conn_process(struct conn *c)
 /* connection I/O                                                     */
 /* ---------------------------------------------------------------- */
 
+/* A dead connection: closed now, freed once no held batch names it. */
 static void
 conn_free(struct conn *c)
 {
 	struct thr *t = c->t;
 
-	if (c->ssl != NULL)
-		SSL_free(c->ssl);
-	close(c->fd);
+	if (c->fd >= 0) {
+		if (c->ssl != NULL)
+			SSL_free(c->ssl);
+		c->ssl = NULL;
+		close(c->fd);
+		c->fd = -1;
+		ST_ADD(t, active, -1);
+	}
+	if (c->nev > 0)
+		return;
 	free(c->out);
 	free(c->hdr);
 	EVP_MD_CTX_free(c->md);
 	free(c);
-	ST_ADD(t, active, -1);
 }
 
 static void
@@ -764,19 +789,30 @@ conn_read(struct conn *c)
 	return 1;
 }
 
-static void
-due_push(struct conn *c)
+/* Hold the replies produced so far until the latency has passed. */
+static int
+ev_push(struct conn *c)
 {
 	struct thr *t = c->t;
 
-	c->paused = 1;
-	c->due_ns = mono_ns() + C.latency_ns;
-	c->next_due = NULL;
-	if (t->due_tail)
-		t->due_tail->next_due = c;
-	else
-		t->due_head = c;
-	t->due_tail = c;
+	if (t->ev_n == t->ev_cap) {
+		size_t cap = t->ev_cap ? t->ev_cap * 2 : 1024, i;
+		struct due_ev *n = malloc(cap * sizeof(*n));
+
+		if (n == NULL)
+			return -ENOMEM;
+		for (i = 0; i < t->ev_n; i++)
+			n[i] = t->ev[(t->ev_head + i) % t->ev_cap];
+		free(t->ev);
+		t->ev = n;
+		t->ev_cap = cap;
+		t->ev_head = 0;
+	}
+	t->ev[(t->ev_head + t->ev_n) % t->ev_cap] = (struct due_ev){
+		.c = c, .due_ns = mono_ns() + C.latency_ns, .end = c->out_len };
+	t->ev_n++;
+	c->nev++;
+	return 0;
 }
 
 /* Run a connection as far as it can go right now; frees it when it died. */
@@ -785,13 +821,15 @@ conn_run(struct conn *c)
 {
 	unsigned guard;
 
-	for (guard = 0; guard < (1u << 24) && !c->dead && !c->paused; guard++) {
+	for (guard = 0; guard < (1u << 24) && !c->dead; guard++) {
 		int progressed = 0;
+		size_t lim = C.latency_ns > 0 ? c->rel : c->out_len;
 
-		if (c->out_len > 0) {
+		if (c->out_off < lim || (c->out_len == 0 && c->nev == 0 &&
+					 (c->tls_pending || c->close_after_flush))) {
 			int r = conn_flush(c);
 
-			if (r < 0 || (r == 0 && c->close_after_flush)) {
+			if (r < 0) {
 				c->dead = 1;
 				break;
 			}
@@ -810,7 +848,9 @@ conn_run(struct conn *c)
 			}
 			continue;
 		}
-		if (c->can_read || (c->ssl != NULL && SSL_has_pending(c->ssl))) {
+		/* nothing more is read after STARTTLS or QUIT until the reply is out */
+		if (!c->tls_pending && !c->close_after_flush && c->nev < MAX_HELD &&
+		    (c->can_read || (c->ssl != NULL && SSL_has_pending(c->ssl)))) {
 			int r = conn_read(c);
 
 			if (r < 0) {
@@ -820,7 +860,7 @@ conn_run(struct conn *c)
 			if (r > 0)
 				progressed = 1;
 		}
-		if (c->in_len > 0) {
+		if (c->in_len > 0 && !c->tls_pending && !c->close_after_flush) {
 			size_t before = c->in_len, ob = c->out_len;
 
 			conn_process(c);
@@ -828,12 +868,12 @@ conn_run(struct conn *c)
 				break;
 			if (c->in_len != before || c->out_len != ob)
 				progressed = 1;
+			if (c->out_len > ob && C.latency_ns > 0 && ev_push(c) < 0) {
+				c->dead = 1;
+				break;
+			}
 		}
-		if (c->out_len > 0 && C.latency_ns > 0) {
-			due_push(c);
-			return;
-		}
-		if (!progressed && c->out_len == 0)
+		if (!progressed)
 			return;
 	}
 	if (c->dead)
@@ -880,10 +920,9 @@ thr_accept(struct thr *t)
 			snprintf(buf, sizeof(buf), "220 %s ESMTP mp-sink", C.name);
 			reply(c, buf);
 		}
-		if (C.latency_ns > 0)
-			due_push(c);
-		else
-			conn_run(c);
+		if (C.latency_ns > 0 && ev_push(c) < 0)
+			c->dead = 1;
+		conn_run(c);
 	}
 }
 
@@ -899,8 +938,8 @@ thr_main(void *arg)
 		int timeout = 100, n, i;
 		uint64_t now;
 
-		if (t->due_head != NULL) {
-			uint64_t d = t->due_head->due_ns, nw = mono_ns();
+		if (t->ev_n > 0) {
+			uint64_t d = t->ev[t->ev_head].due_ns, nw = mono_ns();
 
 			timeout = d <= nw ? 0 : (int)((d - nw) / 1000000) + 1;
 			if (timeout > 100)
@@ -918,19 +957,23 @@ thr_main(void *arg)
 				c->can_read = 1;
 			if (evs[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 				c->can_write = 1;
-			/* a paused connection keeps its flags for later */
-			if (!c->paused)
+			if (!c->dead)
 				conn_run(c);
 		}
 		now = mono_ns();
-		while (t->due_head != NULL && t->due_head->due_ns <= now) {
-			struct conn *c = t->due_head;
+		while (t->ev_n > 0 && t->ev[t->ev_head].due_ns <= now) {
+			struct due_ev e = t->ev[t->ev_head];
 
-			t->due_head = c->next_due;
-			if (t->due_head == NULL)
-				t->due_tail = NULL;
-			c->paused = 0;
-			conn_run(c);
+			t->ev_head = (t->ev_head + 1) % t->ev_cap;
+			t->ev_n--;
+			e.c->nev--;
+			if (e.c->dead) {
+				conn_free(e.c);
+				continue;
+			}
+			if (e.end > e.c->rel)
+				e.c->rel = e.end;
+			conn_run(e.c);
 		}
 	}
 	return NULL;

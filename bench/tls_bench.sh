@@ -89,6 +89,15 @@ pin() { # pin CPU CMD...: run CMD on that CPU (or unpinned)
 	shift
 	if [ -n "$c" ]; then taskset -c "$c" "$@"; else "$@"; fi
 }
+# the same as a command prefix, for exec chains through ip netns exec
+PIN_SINK=()
+PIN_CLIENT=()
+[ -n "$SINK_CPU" ] && PIN_SINK=(taskset -c "$SINK_CPU")
+[ -n "$CLIENT_CPU" ] && PIN_CLIENT=(taskset -c "$CLIENT_CPU")
+# rc_status EXIT: ok (0), timeout (2) or error
+rc_status() {
+	case $1 in 0) echo ok ;; 2) echo timeout ;; *) echo error ;; esac
+}
 
 # --- counts --------------------------------------------------------------
 if [ "$QUICK" = 1 ]; then
@@ -210,8 +219,8 @@ grep -q '^+F5:' "$OUT/raw/openssl_speed.txt" || die "openssl speed gave no X2551
 
 # --- one measurement -------------------------------------------------------
 # Scenario parameters for the run in progress.
-SC= SC_CERT= SC_RESUME= SC_LAT= SC_MSG= SC_N= SC_S= SC_MPC=
-RUN=
+SC='' SC_CERT='' SC_RESUME='' SC_LAT='' SC_MSG='' SC_N='' SC_S='' SC_MPC=''
+RUN='' SINK_EXPECT=''
 
 sink_start() {
 	local args=(--listen "0.0.0.0:25" --threads 1 --name "$SINK_NAME"
@@ -221,7 +230,7 @@ sink_start() {
 	[ "$SC_LAT" = 0 ] || args+=(--latency "$SC_LAT")
 	rm -f "$RUN/sink.json"
 	ip netns exec "$SNS" bash -c 'ulimit -n 200000 2>/dev/null; exec "$@"' sink \
-		$(if [ -n "$SINK_CPU" ]; then echo taskset -c "$SINK_CPU"; fi) \
+		"${PIN_SINK[@]}" \
 		"$SINK" "${args[@]}" 2>"$RUN/sink.log" &
 	SINK_PID=$!
 	MP_PIDS+=("$SINK_PID")
@@ -258,13 +267,13 @@ run_meta() { # common fields + contender-specific ones
 
 c_smtpsend() {
 	ip netns exec "$CNS" bash -c 'ulimit -n 200000 2>/dev/null; exec "$@"' smtpsend \
-		$(if [ -n "$CLIENT_CPU" ]; then echo taskset -c "$CLIENT_CPU"; fi) \
+		"${PIN_CLIENT[@]}" \
 		"$CPURUN" "$RUN/cpu.json" -- "$SMTPSEND" --server "$SINK_NAME:25" --connect "$SINK_IP" \
 		--from "$FROM" --rcpt "$RCPT" --message "$MSGS/$SC_MSG.eml" --count "$SC_N" \
 		--sessions "$SC_S" --msgs-per-conn "$SC_MPC" --tls verify --ca "$CERTS/ca.pem" \
 		--quiet --timeout "$TMO" >"$RUN/out.json" 2>"$RUN/err.log"
 	local rc=$?
-	run_meta smtpsend "$SC_S" exit="$rc" status="$([ $rc = 0 ] && echo ok || { [ $rc = 2 ] && echo timeout || echo error; })"
+	run_meta smtpsend "$SC_S" exit="$rc" status="$(rc_status $rc)"
 }
 
 c_nodemailer() {
@@ -273,14 +282,14 @@ c_nodemailer() {
 		return
 	fi
 	ip netns exec "$CNS" bash -c 'ulimit -n 200000 2>/dev/null; exec "$@"' nodemailer \
-		$(if [ -n "$CLIENT_CPU" ]; then echo taskset -c "$CLIENT_CPU"; fi) \
+		"${PIN_CLIENT[@]}" \
 		"$CPURUN" "$RUN/cpu.json" -- node --max-old-space-size=4096 "$NODEDIR/send.js" \
 		--host "$SINK_IP" --port 25 --servername "$SINK_NAME" --ca "$CERTS/ca.pem" \
 		--message "$MSGS/$SC_MSG.eml" --count "$SC_N" --sessions "$SC_S" \
 		--msgs-per-conn "$SC_MPC" --from "$FROM" --rcpt "$RCPT" --timeout "$TMO" \
 		>"$RUN/out.json" 2>"$RUN/err.log"
 	local rc=$?
-	run_meta nodemailer "$SC_S" exit="$rc" status="$([ $rc = 0 ] && echo ok || { [ $rc = 2 ] && echo timeout || echo error; })"
+	run_meta nodemailer "$SC_S" exit="$rc" status="$(rc_status $rc)"
 }
 
 c_postfix() {
@@ -319,17 +328,15 @@ c_postfix() {
 		sleep 0.1
 		i=$((i + 1))
 		if [ $((i % 10)) = 5 ]; then
-			st=$(pfb_stat "$d")
-			set -- $st
-			[ "$2" -gt "$rss" ] && rss=$2
+			read -r _ st _ <<<"$(pfb_stat "$d")"
+			[ "${st:-0}" -gt "$rss" ] && rss=$st
 		fi
 	done
 	sink_complete || status=timeout
 	after=$(pfb_stat "$d")
-	set -- $before
-	local b=$1
-	set -- $after
-	local a=$1 hz
+	local a b hz
+	read -r b _ <<<"$before"
+	read -r a _ <<<"$after"
 	hz=$(getconf CLK_TCK)
 	run_meta postfix "$s" status="$status" note="$note" start_ts="$t0" \
 		cpu_s="$(python3 -c "print(($a - $b) / $hz)")" rss_kib="$rss" \
@@ -371,7 +378,7 @@ c_dpdk() {
 	local rc=$?
 	kill "$cfg" 2>/dev/null
 	wait "$cfg" 2>/dev/null
-	run_meta dpdk "$SC_S" exit="$rc" status="$([ $rc = 0 ] && echo ok || { [ $rc = 2 ] && echo timeout || echo error; })"
+	run_meta dpdk "$SC_S" exit="$rc" status="$(rc_status $rc)"
 }
 
 want_scenario() {
@@ -431,7 +438,7 @@ perf_profile() { # perf_profile SCENARIO CERT RESUME MSG COUNT SESSIONS MPC
 	SINK_EXPECT=$SC_N
 	mkdir -p "$RUN"
 	sink_start
-	ip netns exec "$CNS" $(if [ -n "$CLIENT_CPU" ]; then echo taskset -c "$CLIENT_CPU"; fi) \
+	ip netns exec "$CNS" "${PIN_CLIENT[@]}" \
 		perf record -q -g -o "$RUN/perf.data" -- "$SMTPSEND" --server "$SINK_NAME:25" \
 		--connect "$SINK_IP" --from "$FROM" --rcpt "$RCPT" --message "$MSGS/$SC_MSG.eml" \
 		--count "$SC_N" --sessions "$SC_S" --msgs-per-conn "$SC_MPC" --tls verify \

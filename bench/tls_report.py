@@ -160,6 +160,8 @@ def measure(rundir, env):
         r["cycles_source"] = "worker busy cycles"
     if r.get("rss_kib") and r.get("sessions"):
         r["rss_kib_per_session"] = r["rss_kib"] / r["sessions"]
+    if r.get("sink_busy", 0) >= 0.9:
+        r["note"] = (r.get("note", "") + " sink-bound: the sink's core was busy").strip()
     if str(r.get("scenario", "")).startswith("hs_resumed_") and r["hs_full"] and not r["hs_resumed"]:
         r["note"] = (r.get("note", "") + " client does not resume TLS sessions").strip()
     if ok < r.get("count", 0) and r["status"] == "ok":

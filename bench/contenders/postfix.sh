@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Postfix's SMTP client as a benchmark contender (sourced by
 # bench/tls_bench.sh, after tests/integration/lib.sh). One private
 # instance per measurement: its own config, queue and data directories
@@ -162,6 +163,7 @@ EOF
 pfb_inject() {
 	local d=$1 n=$2 msg=$3 from=$4 rcpt=$5 ns=${PFB_NS:-} send=${PFB_SMTPSEND:-}
 	if [ "${PFB_INJECT:-smtp}" = sendmail ] || [ -z "$send" ]; then
+		# shellcheck disable=SC2016 # the inner sh expands them
 		seq "$n" | xargs -P 4 -n 50 sh -c '
 			conf=$1 msg=$2 from=$3 rcpt=$4
 			shift 4

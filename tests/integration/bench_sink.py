@@ -10,7 +10,8 @@ chunks (250), a resumed TLS 1.3 handshake with the first connection's
 ticket, and a plaintext transaction. The stats file must show exactly
 those counts. A second sink with --bounce-rate 1, --latency 200 and
 --no-pipelining --no-chunking answers RCPT with 550, hides the
-extensions, and holds its greeting at least 150 ms (a lower bound only).
+extensions, holds its greeting at least 150 ms (a lower bound only) and
+keeps held replies in command order across separate writes.
 Also: mkmsg.py's messages verify, and bad options exit 1.
 Usage: bench_sink.py MP_SINK MKMSG_PY
 """
@@ -218,11 +219,17 @@ def main():
         check(c.cmd("RCPT TO:<u@sink.bench.test>")[0] == 550, "RCPT bounced")
         check(c.cmd("DATA")[0] == 554, "DATA without recipients refused")
         check(c.cmd("BDAT 10 LAST")[0] == 502, "BDAT refused when CHUNKING is off")
+        # held replies keep their order, pipelined in one write or not
+        c.s.sendall(b"RSET\r\nMAIL FROM:<a@client.test>\r\n")
+        c.s.sendall(b"RCPT TO:<u@sink.bench.test>\r\n")
+        c.s.sendall(b"DATA\r\nNOOP\r\n")
+        codes = [c.reply()[0] for _ in range(5)]
+        check(codes == [250, 250, 550, 554, 250], "held replies in order: %r" % codes)
         c.cmd("QUIT")
         c.s.close()
         st = stop_sink(p, stats)
         procs.remove(p)
-        check(st["rcpt_bounced"] == 1 and st["messages_ok"] == 0, "bounce counted, nothing ok")
+        check(st["rcpt_bounced"] == 2 and st["messages_ok"] == 0, "bounces counted, nothing ok")
     finally:
         for p in procs:
             p.kill()
