@@ -323,18 +323,25 @@ set_deadline(struct smtp_sess *s, uint32_t ms, enum smtp_stage st)
 static void __attribute__((format(printf, 3, 4)))
 out_fmt(struct smtp_sess *s, enum out_kind kind, const char *fmt, ...)
 {
+	size_t off = s->gathering ? s->out_len : 0;
 	va_list ap;
 	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(s->out, sizeof(s->out), fmt, ap);
+	n = vsnprintf(s->out + off, sizeof(s->out) - off, fmt, ap);
 	va_end(ap);
-	/* inputs are length-checked before, so this cannot be cut */
-	if (n < 0 || (size_t)n >= sizeof(s->out))
+	if (n < 0 || off + (size_t)n >= sizeof(s->out)) {
+		/* gathering: no room left, the command waits for the next write */
+		if (s->gathering) {
+			s->out[off] = '\0';
+			return;
+		}
+		/* inputs are length-checked before, so this cannot be cut */
 		abort();
-	s->out_len = (uint16_t)n;
+	}
+	s->out_len = (uint16_t)(off + (size_t)n);
 	s->out_cmd = (uint8_t)kind;
-	LOGD(s, "send cmd=\"%.*s\"", n > 2 ? n - 2 : n, s->out);
+	LOGD(s, "send cmd=\"%.*s\"", n > 2 ? n - 2 : n, s->out + off);
 }
 
 static int
@@ -560,21 +567,69 @@ chunk:
 	}
 }
 
+static int
+out_is_seq(uint8_t kind)
+{
+	return kind == OUT_SEQ_MAIL || kind == OUT_SEQ_RCPT || kind == OUT_SEQ_DATA;
+}
+
+/*
+ * With PIPELINING, MAIL, the RCPTs and DATA go out in as few writes as
+ * out[] allows (RFC 2920 3.1), so that a TLS transport makes one record
+ * and one segment of them, not one per command. Each command is accounted
+ * as it is appended (what sess_produce() picks next depends on it); the
+ * caller undoes that if the write does not happen.
+ */
+static void
+pipeline_gather(struct smtp_sess *s)
+{
+	uint16_t len;
+
+	s->gathering = 1;
+	for (;;) {
+		len = s->out_len;
+		sess_written(s);	/* accounts the last command, clears out_len */
+		s->out_len = len;
+		if (!sess_produce(s) || s->out_len == len)
+			break;
+		/* these states produce nothing but pipeline commands */
+		if (!out_is_seq(s->out_cmd))
+			abort();
+	}
+	s->gathering = 0;
+}
+
 /* Write as much as the state allows until the transport says -EAGAIN. */
 static void
 sess_pump(struct smtp_sess *s)
 {
 	struct smtp_rcpt_result r;
-	int rc;
+	uint32_t snd_pos = 0, snd_rcpt = 0, outstanding = 0;
+	int rc, gathered;
 
 	while (s->state != SMTP_ST_DONE) {
 		if (s->out_len == 0 && !sess_produce(s))
 			return;
 		if (s->out_len == 0)
 			return;
+		gathered = s->pipelining && out_is_seq(s->out_cmd);
+		if (gathered) {
+			snd_pos = s->snd_pos;
+			snd_rcpt = s->snd_rcpt;
+			outstanding = s->outstanding;
+			pipeline_gather(s);
+		}
 		rc = s->ops->write(s->ctx, s->out, s->out_len);
-		if (rc == -EAGAIN)
+		if (rc == -EAGAIN) {
+			if (gathered) {
+				/* nothing went: produce the same commands again later */
+				s->snd_pos = snd_pos;
+				s->snd_rcpt = snd_rcpt;
+				s->outstanding = outstanding;
+				s->out_len = 0;
+			}
 			return;
+		}
 		if (rc < 0) {
 			res_local(&r, SMTP_OUT_DEFERRED, stage_of(s->state),
 				"write to %s failed: %s", host(s), strerror(-rc));
@@ -583,7 +638,10 @@ sess_pump(struct smtp_sess *s)
 			sess_goto(s, SMTP_ST_DONE);
 			return;
 		}
-		sess_written(s);
+		if (gathered)
+			s->out_len = 0;	/* accounted while gathering */
+		else
+			sess_written(s);
 	}
 }
 

@@ -370,6 +370,7 @@ struct smtp_sess {
 	uint16_t out_len;		/**< pending bytes in out[] */
 	uint8_t out_cmd;		/**< out[] holds a command (expects a reply) */
 	uint8_t seq_out;		/**< out[] holds a pipeline-sequence command */
+	uint8_t gathering;		/**< out_fmt appends: pipeline commands gathered into one write */
 	uint32_t txn_next;		/**< first rcpt of the next batch */
 	uint32_t b_first, b_end;	/**< current batch [b_first, b_end) */
 	uint32_t n_valid;		/**< recipients of the batch sent */

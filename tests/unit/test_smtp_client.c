@@ -1078,31 +1078,86 @@ test_body_without_final_crlf(void)
 	EXPECT_W("line\r\nno end\r\n.\r\n");
 }
 
-/* The transport refuses a pipelined RCPT (-EAGAIN) and MAIL's 5xx comes
- * back meanwhile: the unsent RCPT is dropped, never written later. */
+/* With PIPELINING, MAIL, every RCPT and DATA leave in one write (one TLS
+ * record, one segment); a write refused with -EAGAIN is produced again,
+ * whole, when the transport has room. */
 static void
-test_eagain_mid_pipeline_mail_rejected(void)
+test_pipeline_one_write(void)
 {
-	static const char *const r1[] = { "a@y.org", "b@y.org" };
+	static const char *const r1[] = { "a@y.org", "b@y.org", "c@y.org" };
 	struct membody b = { body_raw, sizeof(body_raw) - 1 };
+	int w;
 
 	h_init(SMTP_TLS_NONE);
-	add_txn("s@x.org", r1, 2, &b, -1, NULL);
+	add_txn("s@x.org", r1, 3, &b, -1, NULL);
 	h_start();
 	srv(GREET);
 	take();
-	H.block_after = H.writes + 2;
+	H.block = 1;
 	srv("250-mx\r\n250 PIPELINING\r\n");
-	EXPECT_W("MAIL FROM:<s@x.org>\r\nRCPT TO:<a@y.org>\r\n");
-	srv("550 5.7.1 go away\r\n503 5.5.1 no\r\n");
+	EXPECT_W("");
+	w = H.writes;
+	H.block = 0;
+	smtp_sess_on_writable(&H.s, H.now);
+	CHECK_EQ(H.writes, w + 1);
+	EXPECT_W("MAIL FROM:<s@x.org>\r\nRCPT TO:<a@y.org>\r\nRCPT TO:<b@y.org>\r\n"
+		"RCPT TO:<c@y.org>\r\nDATA\r\n");
+	srv("250 ok\r\n250 ok\r\n550 no\r\n250 ok\r\n354 go\r\n");
+	srv("250 queued\r\n");
+	CHECK_EQ(H.nres, 3);
+	CHECK_EQ(res_for("b@y.org")->code, 550);
+	CHECK_EQ(res_for("a@y.org")->outcome, SMTP_OUT_DELIVERED);
+	CHECK_EQ(res_for("c@y.org")->outcome, SMTP_OUT_DELIVERED);
+}
+
+/* A pipeline longer than one write: the transport refuses the second
+ * write (-EAGAIN) and MAIL's 5xx comes back meanwhile: the unsent RCPTs
+ * are dropped, never written later, and only the replies of what was
+ * written are drained. */
+static void
+test_eagain_mid_pipeline_mail_rejected(void)
+{
+	enum { N = 12 };
+	static char addr[N][256];
+	static const char *rc[N];
+	struct membody b = { body_raw, sizeof(body_raw) - 1 };
+	char replies[4096] = "550 5.7.1 go away\r\n";
+	const char *first;
+	int sent = 0;
+
+	for (int i = 0; i < N; i++) {
+		/* 64-octet local part, long domain: about 210 bytes a RCPT */
+		snprintf(addr[i], sizeof(addr[i]), "%02d%s@%s.example", i,
+			"llllllllllllllllllllllllllllllllllllllllllllllllllllllllllllll",
+			"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd."
+			"dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd");
+		rc[i] = addr[i];
+	}
+	h_init(SMTP_TLS_NONE);
+	add_txn("s@x.org", rc, N, &b, -1, NULL);
+	h_start();
+	srv(GREET);
+	take();
+	H.block_after = H.writes + 1;
+	srv("250-mx\r\n250 PIPELINING\r\n");
+	first = take();
+	CHECK(strncmp(first, "MAIL FROM:<s@x.org>\r\n", 21) == 0);
+	for (const char *p = first; (p = strstr(p, "RCPT TO:")) != NULL; p++)
+		sent++;
+	CHECK(sent > 0 && sent < N);	/* out[] holds only part of the pipeline */
+	CHECK(strstr(first, "DATA") == NULL);
+	for (int i = 0; i < sent; i++)
+		strcat(replies, "503 5.5.1 no\r\n");
+	srv(replies);
 	H.block = 0;
 	H.block_after = 0;
 	smtp_sess_on_writable(&H.s, H.now);
 	EXPECT_W("RSET\r\n");
-	CHECK_EQ(H.nres, 2);
-	CHECK_EQ(H.res[1].code, 550);
-	CHECK_EQ(H.res[1].stage, SMTP_STAGE_MAIL);
-	CHECK(strstr(H.all, "RCPT TO:<b@y.org>") == NULL);
+	CHECK_EQ(H.nres, N);
+	CHECK_EQ(H.res[N - 1].code, 550);
+	CHECK_EQ(H.res[N - 1].stage, SMTP_STAGE_MAIL);
+	CHECK(strstr(H.all, addr[N - 1]) == NULL);
+	CHECK(strstr(H.all, "DATA") == NULL);
 }
 
 /* A body that cannot be opened fails its own message before MAIL; the
@@ -1174,6 +1229,7 @@ main(void)
 	test_bdat_chunk_refused();
 	test_tls_handshake_timeout();
 	test_body_without_final_crlf();
+	test_pipeline_one_write();
 	test_eagain_mid_pipeline_mail_rejected();
 	test_body_open_failure_is_local();
 	test_init_rejects_bad_config();
