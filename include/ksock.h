@@ -66,6 +66,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mps.h"
 #include "smtp.h"
 #include "tls.h"
 
@@ -97,29 +98,12 @@ struct ksock_conf {
 };
 
 /**
- * One SMTP session to one server address. Copied by ksock_sess_open()
- * (host too); smtp, if given, must outlive the session.
+ * One SMTP session to one server address: the session core's request
+ * (struct mps_req in include/mps.h), so the same request opens a session
+ * on this engine or on a DPDK worker's (usock_sess_open). Copied by
+ * ksock_sess_open() (host too); smtp, if given, must outlive the session.
  */
-struct ksock_sess_req {
-	const char *host;		/**< server host name: SNI, verify, cache key; NULL = the IP */
-	struct sockaddr_in addr;	/**< IPv4 address + port to connect to */
-	enum smtp_tls_policy policy;	/**< overrides smtp->tls_policy */
-	int implicit_tls;		/**< TLS before the greeting (port 465); ORed with smtp's */
-	const struct smtp_config *smtp;	/**< NULL = engine default */
-	/** Next message for this connection (see smtp_io_ops.next_txn).
-	 *  @return 0, or -ENOENT when there is none for this connection. */
-	int  (*next_txn)(void *user, struct smtp_txn *txn);
-	/** One per recipient, exactly once. @p tls is the session's TLS
-	 *  record once a handshake was attempted (also when it failed: it
-	 *  carries the verify reason), NULL if no TLS was tried. */
-	void (*result)(void *user, const struct smtp_rcpt_result *r,
-		const struct tls_record *tls);
-	/** The session's last callback (may be NULL). */
-	void (*done)(void *user, const struct smtp_sess_info *info,
-		const struct tls_record *tls);
-	void *user;
-	uint32_t id;			/**< session id for logs; 0 = engine assigns */
-};
+#define ksock_sess_req mps_req
 
 /** Engine counters (monotonic since ksock_engine_new). */
 struct ksock_stats {
