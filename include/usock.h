@@ -84,7 +84,9 @@ struct usock_engine *usock_engine_new(const struct usock_conf *conf,
 void usock_engine_free(struct usock_engine *e);
 
 /**
- * Start one session (utcp_connect). Results come through @p req's
+ * Start one session (utcp_connect); its connect timeout counts from the
+ * clock of the last usock_poll() / usock_on_event(), so a worker polls
+ * once before it opens its first sessions. Results come through @p req's
  * callbacks from later usock_on_event()/usock_poll() calls, also when the
  * connect fails at once.
  * @return 0; -EINVAL (bad request); -EMFILE (pool empty: try again after
