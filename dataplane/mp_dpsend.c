@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <rte_cycles.h>
@@ -48,6 +49,7 @@ struct send_worker {
 	struct rte_ring *out;
 	uint64_t start_us, end_us;
 	uint64_t lines_lost;		/* only if the run is stopped mid-way */
+	struct rusage ru;		/* the worker thread's, when it finished */
 	int aborted;
 	int finished;			/* read by the main lcore */
 };
@@ -119,6 +121,10 @@ worker_poll(void *app, struct dp_worker *w, uint64_t now_us)
 		mpsend_fill(&x->b);
 	if (!x->finished && x->b.active == 0 && mpsend_finished()) {
 		x->end_us = now_us;
+		/* once: how much CPU the worker really had, and how often the
+		 * kernel took its core away (busy cycles are TSC deltas, so a
+		 * preempted iteration counts its wait too) */
+		getrusage(RUSAGE_THREAD, &x->ru);
 		__atomic_store_n(&x->finished, 1, __ATOMIC_RELEASE);
 	}
 	return work;
@@ -216,6 +222,8 @@ summary_extra(FILE *f, void *arg)
 	struct dp_counters dc;
 	struct usock_stats us, tot = { 0 };
 	uint64_t retrans = 0, drops = 0, lost = 0, hs, msgs = mpsend_msgs_ok();
+	uint64_t nivcsw = 0;
+	double wcpu = 0;
 
 	dp_stats_sum(a->w, a->n, &dc, NULL);
 	for (unsigned i = 0; i < DP_DROP_LAST; i++)
@@ -237,6 +245,9 @@ summary_extra(FILE *f, void *arg)
 		utcp_stack_counters(sw[i].tcp.stack, &c);
 		retrans += c.retransmits;
 		lost += sw[i].lines_lost;
+		wcpu += (double)sw[i].ru.ru_utime.tv_sec + (double)sw[i].ru.ru_utime.tv_usec / 1e6 +
+			(double)sw[i].ru.ru_stime.tv_sec + (double)sw[i].ru.ru_stime.tv_usec / 1e6;
+		nivcsw += (uint64_t)sw[i].ru.ru_nivcsw;
 	}
 	hs = tot.core.tls_ok + tot.core.tls_failed;
 	fprintf(f, ",\"dataplane\":{\"workers\":%u,\"tsc_hz\":%llu,\"busy_cycles\":%llu,"
@@ -245,7 +256,8 @@ summary_extra(FILE *f, void *arg)
 		"\"async_pauses\":%llu,\"tails\":%llu,\"connected\":%llu,\"connect_failed\":%llu,"
 		"\"connect_timeouts\":%llu,\"resets\":%llu,\"retransmits\":%llu,"
 		"\"loops\":%llu,\"busy_loops\":%llu,\"idle_sleeps\":%llu,\"rx_pkts\":%llu,"
-		"\"tx_pkts\":%llu,\"drops_total\":%llu,\"sess_bytes\":%zu,\"lines_lost\":%llu}",
+		"\"tx_pkts\":%llu,\"drops_total\":%llu,\"sess_bytes\":%zu,\"lines_lost\":%llu,"
+		"\"worker_cpu_s\":%.3f,\"worker_preempted\":%llu}",
 		a->n, (unsigned long long)rte_get_tsc_hz(), (unsigned long long)dc.busy_cycles,
 		msgs ? (double)dc.busy_cycles / (double)msgs : 0.0,
 		hs ? (double)dc.busy_cycles / (double)hs : 0.0,
@@ -257,7 +269,8 @@ summary_extra(FILE *f, void *arg)
 		(unsigned long long)retrans, (unsigned long long)dc.loops,
 		(unsigned long long)dc.busy_loops, (unsigned long long)dc.idle_sleeps,
 		(unsigned long long)dc.rx_pkts, (unsigned long long)dc.tx_pkts,
-		(unsigned long long)drops, tot.sess_bytes, (unsigned long long)lost);
+		(unsigned long long)drops, tot.sess_bytes, (unsigned long long)lost, wcpu,
+		(unsigned long long)nivcsw);
 }
 
 static int

@@ -103,6 +103,7 @@ assert dp["busy_cycles"] > 0 and dp["busy_cycles_per_msg"] > 0 and dp["busy_cycl
 assert dp["tails"] == 0 and dp["lines_lost"] == 0 and dp["connect_failed"] == 0, dp
 print("info: %.1f msgs/s, %.0f busy cycles/msg, %.0f busy cycles/handshake (tsc %d Hz), idle sleeps %d" % (
     s["msgs_per_s"], dp["busy_cycles_per_msg"], dp["busy_cycles_per_handshake"], dp["tsc_hz"], dp["idle_sleeps"]))
+print("info: dataplane", json.dumps(dp))
 '
 pf_wait_queue_empty "$D" 300 || mp_fail "queue did not drain after the bulk run"
 check "dp bulk maildirs: each recipient once, byte-exact" '
