@@ -11,6 +11,7 @@
 #    stage "tls" with the reason, nothing delivered;
 #  - opportunistic to the listener without STARTTLS: plaintext delivery;
 #  - a second connection to the same server resumes the TLS session;
+#  - two workers (software steering): 100 messages, byte-exact;
 #  - 2% random loss each way on the Postfix side (nftables numgen): 200
 #    messages over 10 sessions still all delivered, byte-exact, with
 #    retransmissions seen.
@@ -76,12 +77,16 @@ d = sys.argv[1]
 with open(d + "/bulk.txt", "w") as f:
     for i in range(500):
         f.write("dp%04d@%s\n" % (i, "a.test" if i % 2 else "b.test"))
+with open(d + "/two.txt", "w") as f:
+    for i in range(100):
+        f.write("two%04d@a.test\n" % i)
 with open(d + "/loss.txt", "w") as f:
     for i in range(200):
         f.write("lossy%04d@loss.test\n" % i)
 PY
 pf_add_mailboxes "$D" -f "$MP_TMP/bulk.txt" || mp_fail "mailboxes"
 pf_add_mailboxes "$D" -f "$MP_TMP/loss.txt" || mp_fail "mailboxes"
+pf_add_mailboxes "$D" -f "$MP_TMP/two.txt" || mp_fail "mailboxes"
 
 # --- 500 messages, 20 sessions, verify ---------------------------------------
 send "bulk" mx1.pf.test 198.19.50.10 --rcpt-file "$MP_TMP/bulk.txt" \
@@ -109,7 +114,7 @@ pf_wait_queue_empty "$D" 300 || mp_fail "queue did not drain after the bulk run"
 check "dp bulk maildirs: each recipient once, byte-exact" '
 src = open(sys.argv[1].rsplit("/", 1)[0] + "/traps.eml", "rb").read()
 want = [l.strip() for l in open(sys.argv[1].rsplit("/", 1)[0] + "/bulk.txt")]
-assert count("a.test") + count("b.test") == 500, (count("a.test"), count("b.test"))
+assert count("a.test") + count("b.test") == 500, (count("a.test"), count("b.test"))  # before two.txt
 exact(want, src, tls="TLSv1.3")
 '
 
@@ -145,6 +150,18 @@ assert len(r) == 2 and s["delivered"] == 2 and s["sessions"] == 2, s
 a, b = sorted(r, key=lambda x: x["session"])
 assert a["tls"]["resumed"] is False and b["tls"]["resumed"] is True, (a["tls"], b["tls"])
 assert b["tls"]["verify"] == "ok" and s["resumed"] == 1, (b["tls"], s)
+'
+
+# --- two workers (software steering through the redirect rings) -----------------
+send "two workers" mx1.pf.test 198.19.50.10 --rcpt-file "$MP_TMP/two.txt" \
+	--message "$MP_TMP/traps.eml" --sessions 10 --msgs-per-conn 10 --tls verify --ca "$CA" \
+	--lcores 0@0,1@1,2@1
+pf_wait_queue_empty "$D" 120 || mp_fail "queue did not drain after the two-worker run"
+check "dp two workers: 100 delivered byte-exact over 10 sessions" '
+assert s["recipients"] == 100 and s["delivered"] == 100 and s["sessions"] == 10, s
+assert s["dataplane"]["workers"] == 2 and s["dataplane"]["handshakes"] == 10, s["dataplane"]
+src = open(sys.argv[1].rsplit("/", 1)[0] + "/traps.eml", "rb").read()
+exact([l.strip() for l in open(sys.argv[1].rsplit("/", 1)[0] + "/two.txt")], src, tls="TLSv1.3")
 '
 
 # --- 2% loss each way on the Postfix side -----------------------------------------
