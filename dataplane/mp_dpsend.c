@@ -17,12 +17,16 @@
  * workers' busy cycles (dp counters) per message and per TLS handshake.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
+
+#include <openssl/async.h>
 
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -41,6 +45,37 @@
 #define LINE_BURST 64
 #define STOP_GRACE_S 5
 
+/*
+ * --test-async-pause: an emulated asynchronous crypto provider for tests.
+ * Inside each certificate check the job pauses (ASYNC_pause_job), handing
+ * OpenSSL either a wait fd (an eventfd) or nothing (then the wait ctx
+ * callback signals, which lands in tls_ctx_ready_drain). A helper thread
+ * signals the job only after the worker loop went round ASYNC_LOOPS more
+ * times, so a loop that blocked on the paused job would never see it
+ * resume: the run would time out instead of delivering.
+ */
+#define ASYNC_SLOTS 256
+#define ASYNC_LOOPS 2000
+
+enum { AP_OFF = 0, AP_FD, AP_CALLBACK };
+
+struct apause_req {
+	int used;			/* 0 free, 1 waiting, 2 signalled */
+	int efd;
+	ASYNC_callback_fn cb;
+	void *cbarg;
+	uint64_t loops_at;
+};
+
+struct apause {
+	int mode;
+	const volatile uint64_t *loops;	/* the worker's loop counter */
+	pthread_t th;
+	int th_started;
+	uint64_t pauses;
+	struct apause_req req[ASYNC_SLOTS];
+};
+
 struct send_worker {
 	struct dp_tcp tcp;
 	struct usock_engine *e;
@@ -50,6 +85,7 @@ struct send_worker {
 	uint64_t start_us, end_us;
 	uint64_t lines_lost;		/* only if the run is stopped mid-way */
 	struct rusage ru;		/* the worker thread's, when it finished */
+	struct apause ap;
 	int aborted;
 	int finished;			/* read by the main lcore */
 };
@@ -57,8 +93,78 @@ struct send_worker {
 static struct send_worker *sw;
 static unsigned n_sw;
 static volatile int abort_flag;
+static int async_mode;
 /* the worker whose loop is running on this thread (for emit_line) */
 static __thread struct send_worker *cur;
+
+static void *
+apause_thread(void *arg)
+{
+	struct apause *ap = arg;
+
+	while (!__atomic_load_n(&dp_stop, __ATOMIC_RELAXED)) {
+		uint64_t loops = __atomic_load_n(ap->loops, __ATOMIC_RELAXED);
+
+		for (unsigned i = 0; i < ASYNC_SLOTS; i++) {
+			struct apause_req *q = &ap->req[i];
+			uint64_t one = 1;
+
+			if (__atomic_load_n(&q->used, __ATOMIC_ACQUIRE) != 1 ||
+			    loops < q->loops_at + ASYNC_LOOPS)
+				continue;
+			__atomic_store_n(&q->used, 2, __ATOMIC_RELEASE);
+			if (ap->mode == AP_FD) {
+				if (write(q->efd, &one, sizeof(one)) != sizeof(one))
+					perror("mp-dpsend: eventfd");
+			} else if (q->cb != NULL) {
+				q->cb(q->cbarg);
+			}
+		}
+		usleep(200);
+	}
+	return NULL;
+}
+
+/* Runs inside the handshake's async job, on the worker. */
+static void
+apause_hook(struct tls_conn *c, void *arg)
+{
+	struct apause *ap = arg;
+	ASYNC_JOB *job = ASYNC_get_current_job();
+	struct apause_req *q = NULL;
+	ASYNC_WAIT_CTX *w;
+	static const int key;
+
+	(void)c;
+	if (job == NULL)
+		return;
+	for (unsigned i = 0; i < ASYNC_SLOTS && q == NULL; i++)
+		if (__atomic_load_n(&ap->req[i].used, __ATOMIC_ACQUIRE) == 0)
+			q = &ap->req[i];
+	if (q == NULL)
+		return;
+	w = ASYNC_get_wait_ctx(job);
+	q->efd = -1;
+	q->cb = NULL;
+	if (ap->mode == AP_FD) {
+		q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (q->efd < 0)
+			return;
+		ASYNC_WAIT_CTX_set_wait_fd(w, &key, q->efd, NULL, NULL);
+	} else {
+		ASYNC_WAIT_CTX_get_callback(w, &q->cb, &q->cbarg);
+	}
+	q->loops_at = __atomic_load_n(ap->loops, __ATOMIC_RELAXED);
+	ap->pauses++;
+	__atomic_store_n(&q->used, 1, __ATOMIC_RELEASE);
+	ASYNC_pause_job();
+	if (ap->mode == AP_FD) {
+		w = ASYNC_get_wait_ctx(ASYNC_get_current_job());
+		ASYNC_WAIT_CTX_clear_fd(w, &key);
+		close(q->efd);
+	}
+	__atomic_store_n(&q->used, 0, __ATOMIC_RELEASE);
+}
 
 /* ---------------------------------------------------------------- */
 /* on the worker                                                      */
@@ -147,6 +253,7 @@ setup_worker(struct dp_worker *w, void *arg)
 	struct dp_tcp_app app = { on_event, worker_poll, x };
 	struct usock_conf uc = { 0 };
 	struct utcp_conf tc = { 0 };
+	struct tls_ctx_conf tcc;
 	char name[RTE_MEMPOOL_NAMESIZE], err[256];
 	unsigned total = mpsend_sessions();
 	int ret;
@@ -163,6 +270,17 @@ setup_worker(struct dp_worker *w, void *arg)
 	uc.smtp = mpsend_smtp();
 	uc.tls_conf = mpsend_tls_conf();
 	uc.max_sessions = x->b.limit;
+	if (async_mode != AP_OFF) {
+		x->ap.mode = async_mode;
+		x->ap.loops = &w->cnt.loops;
+		tcc = *mpsend_tls_conf();	/* copied by tls_ctx_new() */
+		tcc.test_pause_hook = apause_hook;
+		tcc.test_pause_arg = &x->ap;
+		uc.tls_conf = &tcc;
+		if (pthread_create(&x->ap.th, NULL, apause_thread, &x->ap) != 0)
+			return -EAGAIN;
+		x->ap.th_started = 1;
+	}
 	x->e = usock_engine_new(&uc, err, sizeof(err));
 	if (x->e == NULL) {
 		fprintf(stderr, "mp-dpsend: worker %u: %s\n", w->id, err);
@@ -222,7 +340,7 @@ summary_extra(FILE *f, void *arg)
 	struct dp_counters dc;
 	struct usock_stats us, tot = { 0 };
 	uint64_t retrans = 0, drops = 0, lost = 0, hs, msgs = mpsend_msgs_ok();
-	uint64_t nivcsw = 0;
+	uint64_t nivcsw = 0, tpauses = 0;
 	double wcpu = 0;
 
 	dp_stats_sum(a->w, a->n, &dc, NULL);
@@ -248,6 +366,7 @@ summary_extra(FILE *f, void *arg)
 		wcpu += (double)sw[i].ru.ru_utime.tv_sec + (double)sw[i].ru.ru_utime.tv_usec / 1e6 +
 			(double)sw[i].ru.ru_stime.tv_sec + (double)sw[i].ru.ru_stime.tv_usec / 1e6;
 		nivcsw += (uint64_t)sw[i].ru.ru_nivcsw;
+		tpauses += sw[i].ap.pauses;
 	}
 	hs = tot.core.tls_ok + tot.core.tls_failed;
 	fprintf(f, ",\"dataplane\":{\"workers\":%u,\"tsc_hz\":%llu,\"busy_cycles\":%llu,"
@@ -257,7 +376,7 @@ summary_extra(FILE *f, void *arg)
 		"\"connect_timeouts\":%llu,\"resets\":%llu,\"retransmits\":%llu,"
 		"\"loops\":%llu,\"busy_loops\":%llu,\"idle_sleeps\":%llu,\"rx_pkts\":%llu,"
 		"\"tx_pkts\":%llu,\"drops_total\":%llu,\"sess_bytes\":%zu,\"lines_lost\":%llu,"
-		"\"worker_cpu_s\":%.3f,\"worker_preempted\":%llu}",
+		"\"worker_cpu_s\":%.3f,\"worker_preempted\":%llu,\"test_pauses\":%llu}",
 		a->n, (unsigned long long)rte_get_tsc_hz(), (unsigned long long)dc.busy_cycles,
 		msgs ? (double)dc.busy_cycles / (double)msgs : 0.0,
 		hs ? (double)dc.busy_cycles / (double)hs : 0.0,
@@ -270,12 +389,37 @@ summary_extra(FILE *f, void *arg)
 		(unsigned long long)dc.busy_loops, (unsigned long long)dc.idle_sleeps,
 		(unsigned long long)dc.rx_pkts, (unsigned long long)dc.tx_pkts,
 		(unsigned long long)drops, tot.sess_bytes, (unsigned long long)lost, wcpu,
-		(unsigned long long)nivcsw);
+		(unsigned long long)nivcsw, (unsigned long long)tpauses);
+}
+
+enum { OPT_ASYNC = DP_OPT_LAST };
+
+static void
+usage_dp(FILE *f)
+{
+	dp_options_usage(f);
+	fputs("Test:\n"
+"  --test-async-pause fd|callback\n"
+"                      emulate an asynchronous crypto provider: every certificate\n"
+"                      check pauses its OpenSSL job until the worker loop went\n"
+"                      round 2000 more times (signalled by a wait fd or the wait\n"
+"                      ctx callback); proves the loop never blocks on a pause\n", f);
 }
 
 static int
 apply_dp(void *arg, int opt, const char *optarg)
 {
+	if (opt == OPT_ASYNC) {
+		if (strcmp(optarg, "fd") == 0)
+			async_mode = AP_FD;
+		else if (strcmp(optarg, "callback") == 0)
+			async_mode = AP_CALLBACK;
+		else {
+			fprintf(stderr, "mp-dpsend: --test-async-pause: fd|callback\n");
+			return -1;
+		}
+		return 0;
+	}
 	if (opt < DP_OPT_VDEV || opt >= DP_OPT_LAST ||
 	    dp_conf_apply_option(arg, opt, optarg) != 0) {
 		fprintf(stderr, "mp-dpsend: --%s: invalid value \"%s\"\n", dp_option_name(opt),
@@ -296,15 +440,16 @@ int
 main(int argc, char **argv)
 {
 	struct dp_conf conf;
+	struct option opts[DP_OPT_LAST - DP_OPT_VDEV + 2];
 	struct mpsend_cli cli = {
 		.prog = "mp-dpsend",
 		.what = "Send a message to each recipient through one SMTP server over concurrent\n"
 			"sessions on DPDK worker lcores (userspace TCP); print one JSON line per\n"
 			"recipient and a summary (with the workers' busy cycles per message).",
-		.opts = dp_long_options,
-		.nopts = dp_long_options_n,
+		.opts = opts,
+		.nopts = dp_long_options_n + 1,
 		.apply = apply_dp,
-		.usage = dp_options_usage,
+		.usage = usage_dp,
 		.arg = &conf,
 		.emit = emit_line,
 		.allow_rest = 1,
@@ -318,6 +463,11 @@ main(int argc, char **argv)
 	char msg[256];
 	int n = 0, rc, rest, timed_out = 0, ret = 1;
 
+	if (dp_long_options_n + 1 > sizeof(opts) / sizeof(opts[0]))
+		return 1;
+	memcpy(opts, dp_long_options, dp_long_options_n * sizeof(opts[0]));
+	opts[dp_long_options_n] = (struct option){ "test-async-pause", required_argument,
+		NULL, OPT_ASYNC };
 	dp_conf_defaults(&conf);
 	conf.garp_count = 1;
 	rc = mpsend_parse(&cli, argc, argv, &rest);
@@ -385,12 +535,19 @@ main(int argc, char **argv)
 	__atomic_store_n(&dp_stop, 1, __ATOMIC_RELAXED);
 	rte_eal_mp_wait_lcore();
 	drain_lines();
+	for (int i = 0; i < n; i++)
+		if (sw[i].ap.th_started) {
+			pthread_join(sw[i].ap.th, NULL);
+			sw[i].ap.th_started = 0;
+		}
 	xa.w = workers;
 	xa.n = (unsigned)n;
 	mpsend_summary(stdout, elapsed, timed_out, summary_extra, &xa);
 	ret = timed_out ? 2 : 0;
 out_free:
 	for (unsigned i = 0; i < sa.n; i++) {
+		if (sw[i].ap.th_started)
+			pthread_join(sw[i].ap.th, NULL);
 		usock_engine_free(sw[i].e);
 		dp_tcp_detach(&sw[i].tcp);
 		rte_ring_free(sw[i].out);

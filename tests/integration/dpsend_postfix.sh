@@ -11,6 +11,9 @@
 #    stage "tls" with the reason, nothing delivered;
 #  - opportunistic to the listener without STARTTLS: plaintext delivery;
 #  - a second connection to the same server resumes the TLS session;
+#  - async TLS: an emulated provider pauses every certificate check until
+#    the worker loop has gone round 2000 more times (wait fd, and wait
+#    ctx callback): everything delivered, so the loop never blocked;
 #  - two workers (software steering): 100 messages, byte-exact;
 #  - 2% random loss each way on the Postfix side (nftables numgen): 200
 #    messages over 10 sessions still all delivered, byte-exact, with
@@ -77,6 +80,10 @@ d = sys.argv[1]
 with open(d + "/bulk.txt", "w") as f:
     for i in range(500):
         f.write("dp%04d@%s\n" % (i, "a.test" if i % 2 else "b.test"))
+for m in ("fd", "callback"):
+    with open(d + "/async-%s.txt" % m, "w") as f:
+        for i in range(20):
+            f.write("async%s%02d@a.test\n" % (m, i))
 with open(d + "/two.txt", "w") as f:
     for i in range(100):
         f.write("two%04d@a.test\n" % i)
@@ -151,6 +158,21 @@ a, b = sorted(r, key=lambda x: x["session"])
 assert a["tls"]["resumed"] is False and b["tls"]["resumed"] is True, (a["tls"], b["tls"])
 assert b["tls"]["verify"] == "ok" and s["resumed"] == 1, (b["tls"], s)
 '
+
+# --- async TLS jobs paused (emulated provider) ------------------------------------
+# Each certificate check pauses its job until the worker loop went round
+# 2000 more times: a loop that blocked on the pause would never resume it.
+for mode in fd callback; do
+	send "async $mode" mx1.pf.test 198.19.50.10 --rcpt-file "$MP_TMP/async-$mode.txt" \
+		--message "$MP_TMP/traps.eml" --sessions 4 --msgs-per-conn 5 --tls verify --ca "$CA" \
+		--test-async-pause $mode --timeout 120
+	check "dp async pauses ($mode): the loop runs on, 20 delivered" '
+assert s["recipients"] == 20 and s["delivered"] == 20 and not s["timeout"], s
+dp = s["dataplane"]
+assert dp["test_pauses"] >= 1 and dp["async_pauses"] >= dp["test_pauses"], dp
+assert dp["handshakes"] == 4 and dp["tls_failed"] == 0, dp
+'
+done
 
 # --- two workers (software steering through the redirect rings) -----------------
 send "two workers" mx1.pf.test 198.19.50.10 --rcpt-file "$MP_TMP/two.txt" \
