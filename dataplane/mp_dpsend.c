@@ -262,14 +262,16 @@ setup_worker(struct dp_worker *w, void *arg)
 	x->b.limit = total / a->n + (w->id < total % a->n);
 	if (x->b.limit == 0)
 		x->b.limit = 1;
-	tc.max_conns = x->b.limit + 64;
+	tc.max_conns = 2 * x->b.limit + 64;
 	ret = dp_tcp_attach(w, &x->tcp, &tc, a->steer, &app);
 	if (ret < 0)
 		return ret;
 	uc.stack = x->tcp.stack;
 	uc.smtp = mpsend_smtp();
 	uc.tls_conf = mpsend_tls_conf();
-	uc.max_sessions = x->b.limit;
+	/* twice the sessions: a slot returns to the pool at the engine's next
+	 * poll, while the done callback that freed it already opens the next */
+	uc.max_sessions = 2 * x->b.limit;
 	if (async_mode != AP_OFF) {
 		x->ap.mode = async_mode;
 		x->ap.loops = &w->cnt.loops;

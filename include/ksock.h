@@ -1,7 +1,9 @@
 /*
  * Kernel-socket transport (ksock_): runs SMTP sessions (struct smtp_sess,
  * include/smtp.h) over TLS (include/tls.h, memory BIOs) over non-blocking
- * Linux TCP sockets, with one epoll set, in one thread. It is the
+ * Linux TCP sockets, with one epoll set, in one thread. The session itself
+ * is the session core (include/mps.h), shared with the DPDK workers'
+ * engine (include/usock.h); this engine is its kernel-socket transport. It is the
  * transport of mp-smtpsend and the baseline the benchmark compares the
  * DPDK dataplane against; the control plane can drive it as a worker.
  *
@@ -44,14 +46,16 @@
  * is freed once the job finishes (at most 2 s later; otherwise the
  * tls_conn is leaked on purpose, never freed under OpenSSL).
  *
- * Memory: one struct ksock_sess (the SMTP session with its 2 KiB command
- * buffer; ksock_engine_stats().sess_bytes, 3944 bytes on x86_64) plus the
- * tls_conn when TLS is up. Measured by tests/integration/test_ksock.c
- * (sessions idle, waiting on a MAIL reply): about 4.1 KiB per plaintext
- * session and 24 KiB per session after STARTTLS, heap only (the kernel's
- * socket buffers come on top). Socket reads go through one engine-wide
- * buffer; a session allocates a tail buffer only while the kernel or the
- * TLS layer took part of a write or a feed, and frees it once drained.
+ * Memory: one struct ksock_sess (the session core, include/mps.h: the SMTP
+ * session with its 2 KiB command buffer, a 2 KiB tail for a write the
+ * socket took part of, the host name; ksock_engine_stats().sess_bytes,
+ * 6280 bytes on x86_64) plus the tls_conn when TLS is up. Measured by
+ * tests/integration/test_ksock.c (sessions idle, waiting on a MAIL
+ * reply): about 7.2 KiB per plaintext session and 27 KiB per session
+ * after STARTTLS, heap only (the kernel's socket buffers come on top).
+ * Socket reads go through one engine-wide buffer; a session allocates a
+ * ciphertext tail only while the TLS layer took part of a feed, and frees
+ * it once drained.
  *
  * Robustness: a peer that resets, closes (also mid-DATA), stalls (SMTP
  * timeouts through smtp_sess_deadline) or sends garbage ends only its

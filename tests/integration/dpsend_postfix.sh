@@ -68,6 +68,7 @@ send() {
 	rc=$?
 	[ $rc -eq 0 ] || mp_fail "$name: mp-dpsend exited $rc"
 	tail -1 "$OUT" | grep -q '"summary"' || mp_fail "$name: no summary line"
+	! grep -q "cannot open a session" "$MP_TMP/run$run.log" || mp_fail "$name: a session open failed"
 }
 check() {
 	pf_check "$OUT" "$MAILDIR" "$1" "$2"
