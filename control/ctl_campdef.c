@@ -1,0 +1,785 @@
+/*
+ * Campaign definitions: assembling (JSON file, then command-line
+ * settings on top), validating (addresses through msg_addr_valid, the
+ * templates through msg_template_compile), and the three Lua scripts that
+ * move a campaign through its states in Redis: create, finish, control.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ctl_campdef.h"
+
+#define TEMPLATE_FILE_MAX (8u << 20)
+
+#define ERR(...) do { \
+	if (errlen) snprintf(err, errlen, __VA_ARGS__); \
+} while (0)
+
+void
+ctl_campdef_init(struct ctl_campdef *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->max_age_s = CTL_MAX_AGE_DEFAULT;
+}
+
+void
+ctl_campdef_fini(struct ctl_campdef *c)
+{
+	free(c->from);
+	free(c->from_name);
+	free(c->reply_to);
+	free(c->subject);
+	free(c->text);
+	free(c->html);
+	free(c->unsub);
+	json_decref(c->headers);
+	json_decref(c->tls_overrides);
+	memset(c, 0, sizeof(*c));
+}
+
+int
+ctl_tls_policy_valid(const char *s)
+{
+	return s && (strcmp(s, "none") == 0 || strcmp(s, "opportunistic") == 0 ||
+		strcmp(s, "required") == 0 || strcmp(s, "verify") == 0);
+}
+
+int
+ctl_campdef_id_valid(const char *s)
+{
+	size_t n = 0;
+
+	for (; s[n]; n++) {
+		char ch = s[n];
+
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
+			return 0;
+	}
+	return n >= 1 && n <= CTL_ID_MAX;
+}
+
+static int
+read_file(const char *path, char **out, char *err, size_t errlen)
+{
+	struct stat st;
+	char *buf;
+	ssize_t n;
+	size_t got = 0;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ERR("%s: %s", path, strerror(errno));
+		return -ENOENT;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (size_t)st.st_size > TEMPLATE_FILE_MAX) {
+		ERR("%s: not a regular file of at most %u MiB", path,
+			TEMPLATE_FILE_MAX >> 20);
+		close(fd);
+		return -EINVAL;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (buf == NULL) {
+		close(fd);
+		ERR("out of memory");
+		return -ENOMEM;
+	}
+	while (got < (size_t)st.st_size) {
+		n = read(fd, buf + got, (size_t)st.st_size - got);
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			break;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	buf[got] = '\0';
+	if (memchr(buf, '\0', got)) {
+		ERR("%s: contains a NUL byte", path);
+		free(buf);
+		return -EINVAL;
+	}
+	*out = buf;
+	return 0;
+}
+
+static int
+set_str(char **dst, const char *v, char *err, size_t errlen)
+{
+	char *d = strdup(v);
+
+	if (d == NULL) {
+		ERR("out of memory");
+		return -ENOMEM;
+	}
+	free(*dst);
+	*dst = d;
+	return 0;
+}
+
+int
+ctl_campdef_set(struct ctl_campdef *c, const char *key, const char *v,
+	char *err, size_t errlen)
+{
+	char *buf = NULL;
+	int rc;
+
+	if (strcmp(key, "id") == 0) {
+		if (!ctl_campdef_id_valid(v)) {
+			ERR("campaign: id '%s': use 1 to %d of A-Z a-z 0-9 . _ -", v, CTL_ID_MAX);
+			return -EINVAL;
+		}
+		snprintf(c->id, sizeof(c->id), "%s", v);
+		return 0;
+	}
+	if (strcmp(key, "from") == 0)
+		return set_str(&c->from, v, err, errlen);
+	if (strcmp(key, "from_name") == 0)
+		return set_str(&c->from_name, v, err, errlen);
+	if (strcmp(key, "reply_to") == 0)
+		return set_str(&c->reply_to, v, err, errlen);
+	if (strcmp(key, "subject") == 0)
+		return set_str(&c->subject, v, err, errlen);
+	if (strcmp(key, "text") == 0)
+		return set_str(&c->text, v, err, errlen);
+	if (strcmp(key, "html") == 0)
+		return set_str(&c->html, v, err, errlen);
+	if (strcmp(key, "unsubscribe") == 0)
+		return set_str(&c->unsub, v, err, errlen);
+	if (strcmp(key, "text_file") == 0 || strcmp(key, "html_file") == 0) {
+		rc = read_file(v, &buf, err, errlen);
+		if (rc < 0)
+			return rc;
+		if (key[0] == 't') {
+			free(c->text);
+			c->text = buf;
+		} else {
+			free(c->html);
+			c->html = buf;
+		}
+		return 0;
+	}
+	if (strcmp(key, "tls_policy") == 0) {
+		if (!ctl_tls_policy_valid(v)) {
+			ERR("campaign: tls_policy '%s': expected none, opportunistic, required or verify", v);
+			return -EINVAL;
+		}
+		snprintf(c->tls_policy, sizeof(c->tls_policy), "%s", v);
+		return 0;
+	}
+	if (strcmp(key, "window") == 0) {
+		if (strlen(v) >= sizeof(c->window)) {
+			ERR("campaign: window '%s': expected HH:MM-HH:MM", v);
+			return -EINVAL;
+		}
+		snprintf(c->window, sizeof(c->window), "%s", v);
+		return 0;
+	}
+	if (strcmp(key, "max_age_s") == 0) {
+		char *end;
+		long long n = strtoll(v, &end, 10);
+
+		if (end == v || *end || n <= 0 || n > 10LL * 365 * 86400) {
+			ERR("campaign: max_age_s '%s': expected seconds > 0", v);
+			return -EINVAL;
+		}
+		c->max_age_s = n;
+		return 0;
+	}
+	ERR("campaign: unknown setting '%s'", key);
+	return -EINVAL;
+}
+
+int
+ctl_campdef_add_header(struct ctl_campdef *c, const char *line, char *err,
+	size_t errlen)
+{
+	const char *colon = strchr(line, ':');
+	char name[MSG_MAX_HNAME + 1];
+	size_t n;
+
+	if (colon == NULL || colon == line || (size_t)(colon - line) > MSG_MAX_HNAME) {
+		ERR("campaign: header '%s': expected 'Name: value'", line);
+		return -EINVAL;
+	}
+	n = (size_t)(colon - line);
+	memcpy(name, line, n);
+	name[n] = '\0';
+	colon++;
+	while (*colon == ' ' || *colon == '\t')
+		colon++;
+	if (c->headers == NULL && (c->headers = json_object()) == NULL)
+		return -ENOMEM;
+	if (json_object_set_new(c->headers, name, json_string(colon)) < 0) {
+		ERR("campaign: header '%s': value is not UTF-8", name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int
+ctl_campdef_add_tls_override(struct ctl_campdef *c, const char *spec,
+	char *err, size_t errlen)
+{
+	const char *eq = strchr(spec, '=');
+	char dom[256];
+	size_t n;
+
+	if (eq == NULL || eq == spec || (size_t)(eq - spec) >= sizeof(dom) ||
+	    !ctl_tls_policy_valid(eq + 1)) {
+		ERR("campaign: tls override '%s': expected domain=none|opportunistic|required|verify", spec);
+		return -EINVAL;
+	}
+	n = (size_t)(eq - spec);
+	for (size_t i = 0; i < n; i++)
+		dom[i] = (char)((spec[i] >= 'A' && spec[i] <= 'Z') ? spec[i] + 32 : spec[i]);
+	dom[n] = '\0';
+	if (c->tls_overrides == NULL && (c->tls_overrides = json_object()) == NULL)
+		return -ENOMEM;
+	json_object_set_new(c->tls_overrides, dom, json_string(eq + 1));
+	return 0;
+}
+
+int
+ctl_campdef_load_json(struct ctl_campdef *c, const char *path, char *err,
+	size_t errlen)
+{
+	json_error_t je;
+	json_t *root, *v;
+	const char *key;
+	char *dirbuf, *dir;
+	char sub[4096], num[32];
+	int rc = 0;
+
+	root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+	if (root == NULL) {
+		ERR("%s:%d:%d: %s", path, je.line, je.column, je.text);
+		return -EINVAL;
+	}
+	if (!json_is_object(root)) {
+		ERR("%s: expected a JSON object", path);
+		json_decref(root);
+		return -EINVAL;
+	}
+	dirbuf = strdup(path);
+	if (dirbuf == NULL) {
+		json_decref(root);
+		return -ENOMEM;
+	}
+	dir = dirname(dirbuf);
+	json_object_foreach(root, key, v) {
+		char e2[400];
+
+		if (strcmp(key, "headers") == 0 || strcmp(key, "tls_overrides") == 0) {
+			const char *k2;
+			json_t *v2;
+
+			if (!json_is_object(v)) {
+				ERR("%s: %s: expected an object", path, key);
+				rc = -EINVAL;
+				break;
+			}
+			json_object_foreach(v, k2, v2) {
+				if (!json_is_string(v2)) {
+					ERR("%s: %s.%s: expected a string", path, key, k2);
+					rc = -EINVAL;
+					break;
+				}
+				snprintf(sub, sizeof(sub), key[0] == 'h' ? "%s: %s" : "%s=%s",
+					k2, json_string_value(v2));
+				rc = key[0] == 'h' ?
+					ctl_campdef_add_header(c, sub, e2, sizeof(e2)) :
+					ctl_campdef_add_tls_override(c, sub, e2, sizeof(e2));
+				if (rc < 0) {
+					ERR("%s: %s", path, e2);
+					break;
+				}
+			}
+			if (rc < 0)
+				break;
+			continue;
+		}
+		if (strcmp(key, "max_age_s") == 0 && json_is_integer(v)) {
+			snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
+			rc = ctl_campdef_set(c, key, num, e2, sizeof(e2));
+		} else if (!json_is_string(v)) {
+			snprintf(e2, sizeof(e2), "%s: expected a string", key);
+			rc = -EINVAL;
+		} else if (strcmp(key, "text_file") == 0 || strcmp(key, "html_file") == 0) {
+			const char *p = json_string_value(v);
+
+			if (p[0] != '/')
+				snprintf(sub, sizeof(sub), "%s/%s", dir, p);
+			else
+				snprintf(sub, sizeof(sub), "%s", p);
+			rc = ctl_campdef_set(c, key, sub, e2, sizeof(e2));
+		} else {
+			rc = ctl_campdef_set(c, key, json_string_value(v), e2, sizeof(e2));
+		}
+		if (rc < 0) {
+			ERR("%s: %s", path, e2);
+			break;
+		}
+	}
+	free(dirbuf);
+	json_decref(root);
+	return rc;
+}
+
+static int
+window_valid(const char *w)
+{
+	int h1, m1, h2, m2;
+	char tail;
+
+	if (sscanf(w, "%2d:%2d-%2d:%2d%c", &h1, &m1, &h2, &m2, &tail) != 4)
+		return 0;
+	if (strlen(w) != 11)
+		return 0;
+	return h1 >= 0 && h1 < 24 && h2 >= 0 && h2 < 24 && m1 >= 0 && m1 < 60 &&
+	       m2 >= 0 && m2 < 60 && (h1 != h2 || m1 != m2);
+}
+
+void
+ctl_campdef_new_id(char *buf, size_t cap)
+{
+	static const char b36[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+	unsigned long long ms = (unsigned long long)ctl_now_ms();
+	unsigned char rnd[4] = { 0 };
+	char tmp[32];
+	int n = 0;
+
+	do {
+		tmp[n++] = b36[ms % 36];
+		ms /= 36;
+	} while (ms && n < (int)sizeof(tmp));
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+		unsigned long long x = (unsigned long long)ctl_mono_ms() ^ (unsigned long long)getpid();
+
+		memcpy(rnd, &x, sizeof(rnd));
+	}
+	{
+		char rev[32];
+		int i;
+
+		for (i = 0; i < n; i++)
+			rev[i] = tmp[n - 1 - i];
+		rev[n] = '\0';
+		snprintf(buf, cap, "c%s-%02x%02x%02x%02x", rev, rnd[0], rnd[1], rnd[2], rnd[3]);
+	}
+}
+
+int
+ctl_campdef_validate(struct ctl_campdef *c, struct msg_template **tpl,
+	char *err, size_t errlen)
+{
+	struct msg_template_spec spec;
+	struct msg_header *hdrs = NULL;
+	size_t nh = 0;
+	char e2[400];
+	const char *k;
+	json_t *v;
+
+	*tpl = NULL;
+	if (c->id[0] == '\0')
+		ctl_campdef_new_id(c->id, sizeof(c->id));
+	if (c->from == NULL || c->from[0] == '\0') {
+		ERR("campaign: from: sender address required");
+		return -EINVAL;
+	}
+	if (msg_addr_valid(c->from, MSG_F_SMTPUTF8) < 0) {
+		ERR("campaign: from: bad address syntax '%.200s'", c->from);
+		return -EINVAL;
+	}
+	if (c->reply_to && c->reply_to[0] && msg_addr_valid(c->reply_to, MSG_F_SMTPUTF8) < 0) {
+		ERR("campaign: reply_to: bad address syntax '%.200s'", c->reply_to);
+		return -EINVAL;
+	}
+	if (c->subject == NULL || c->subject[0] == '\0') {
+		ERR("campaign: subject required");
+		return -EINVAL;
+	}
+	if ((c->text == NULL || c->text[0] == '\0') && (c->html == NULL || c->html[0] == '\0')) {
+		ERR("campaign: a text and/or an html template is required");
+		return -EINVAL;
+	}
+	if (c->tls_policy[0] == '\0')
+		snprintf(c->tls_policy, sizeof(c->tls_policy), "opportunistic");
+	if (c->window[0] && !window_valid(c->window)) {
+		ERR("campaign: window '%s': expected HH:MM-HH:MM (UTC, start != end)", c->window);
+		return -EINVAL;
+	}
+	if (c->tls_overrides) {
+		json_object_foreach(c->tls_overrides, k, v) {
+			char probe[300];
+
+			snprintf(probe, sizeof(probe), "x@%s", k);
+			if (strlen(k) > 253 || msg_addr_valid(probe, MSG_F_SMTPUTF8) < 0 ||
+			    k[0] == '[') {
+				ERR("campaign: tls override: '%s' is not a domain name", k);
+				return -EINVAL;
+			}
+		}
+	}
+	if (c->headers && json_object_size(c->headers) > 0) {
+		nh = json_object_size(c->headers);
+		if (nh > MSG_MAX_HEADERS) {
+			ERR("campaign: %zu extra headers, at most %d", nh, MSG_MAX_HEADERS);
+			return -EINVAL;
+		}
+		hdrs = calloc(nh, sizeof(*hdrs));
+		if (hdrs == NULL)
+			return -ENOMEM;
+		nh = 0;
+		json_object_foreach(c->headers, k, v) {
+			hdrs[nh].name = k;
+			hdrs[nh].value = json_string_value(v);
+			nh++;
+		}
+	}
+	memset(&spec, 0, sizeof(spec));
+	spec.campaign_id = c->id;
+	spec.from_addr = c->from;
+	spec.from_name = c->from_name && c->from_name[0] ? c->from_name : NULL;
+	spec.reply_to = c->reply_to && c->reply_to[0] ? c->reply_to : NULL;
+	spec.subject = c->subject;
+	spec.text = c->text && c->text[0] ? c->text : NULL;
+	spec.html = c->html && c->html[0] ? c->html : NULL;
+	spec.headers = hdrs;
+	spec.nheaders = nh;
+	spec.unsub_url = c->unsub && c->unsub[0] ? c->unsub : NULL;
+	*tpl = msg_template_compile(&spec, e2, sizeof(e2));
+	free(hdrs);
+	if (*tpl == NULL) {
+		ERR("campaign: %s", e2);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* KEYS: campaign, campaigns, counts, jobs. ARGV: id, created_ms, field,
+ * value... The consumer group is created here too (at ID 0, so batches
+ * written before any daemon started are delivered); BUSYGROUP is fine. */
+static struct ctl_redis_script create_lua = { .src =
+	"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+	"local f = {}\n"
+	"for i = 3, #ARGV do f[#f + 1] = ARGV[i] end\n"
+	"redis.call('HSET', KEYS[1], unpack(f))\n"
+	"redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])\n"
+	"redis.call('HSET', KEYS[3], 'queued', 0, 'deferred', 0, 'delivered', 0,\n"
+	"  'bounced', 0, 'failed', 0, 'cancelled', 0, 'dup_deliveries', 0, 'attempts', 0)\n"
+	"redis.pcall('XGROUP', 'CREATE', KEYS[4], '" CTL_GROUP "', '0', 'MKSTREAM')\n"
+	"return 1\n" };
+
+static char *
+json_str_or_empty(json_t *o)
+{
+	if (o == NULL || json_object_size(o) == 0)
+		return strdup("{}");
+	return json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+}
+
+static const char *
+nz(const char *s)
+{
+	return s ? s : "";
+}
+
+int
+ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
+	int64_t now_ms, char *err, size_t errlen)
+{
+	char kc[CTL_KEY_MAX], kz[CTL_KEY_MAX], kn[CTL_KEY_MAX], kj[CTL_KEY_MAX];
+	char created[24], maxage[24];
+	char *hdrs = json_str_or_empty(c->headers);
+	char *ovr = json_str_or_empty(c->tls_overrides);
+	const char *argv[48];
+	redisReply *rep;
+	int n = 0, rc = 0;
+
+	if (hdrs == NULL || ovr == NULL) {
+		free(hdrs);
+		free(ovr);
+		ERR("out of memory");
+		return -ENOMEM;
+	}
+	ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, c->id);
+	ctl_redis_key(r, kz, sizeof(kz), CTL_K_CAMPAIGNS);
+	ctl_redis_key(r, kn, sizeof(kn), CTL_K_COUNTS, c->id);
+	ctl_redis_key(r, kj, sizeof(kj), CTL_K_JOBS);
+	snprintf(created, sizeof(created), "%lld", (long long)now_ms);
+	snprintf(maxage, sizeof(maxage), "%lld", c->max_age_s);
+#define KV(k, v) do { argv[n++] = (k); argv[n++] = nz(v); } while (0)
+	argv[n++] = kc;
+	argv[n++] = kz;
+	argv[n++] = kn;
+	argv[n++] = kj;
+	argv[n++] = c->id;
+	argv[n++] = created;
+	KV(CTL_F_ID, c->id);
+	KV(CTL_F_FROM, c->from);
+	KV(CTL_F_FROM_NAME, c->from_name);
+	KV(CTL_F_REPLY_TO, c->reply_to);
+	KV(CTL_F_SUBJECT, c->subject);
+	KV(CTL_F_TEXT, c->text);
+	KV(CTL_F_HTML, c->html);
+	KV(CTL_F_HEADERS, hdrs);
+	KV(CTL_F_UNSUB, c->unsub);
+	KV(CTL_F_TLS_POLICY, c->tls_policy);
+	KV(CTL_F_TLS_OVERRIDES, ovr);
+	KV(CTL_F_WINDOW, c->window);
+	KV(CTL_F_MAX_AGE, maxage);
+	KV(CTL_F_STATE, "submitting");
+	KV(CTL_F_CREATED, created);
+	KV(CTL_F_TOTAL, "0");
+	KV(CTL_F_INVALID, "0");
+	KV(CTL_F_DUPS, "0");
+#undef KV
+	rep = ctl_redis_eval(r, &create_lua, 4, n, argv, NULL);
+	free(hdrs);
+	free(ovr);
+	if (rep == NULL) {
+		ERR("%s", ctl_redis_error(r));
+		return -EIO;
+	}
+	if (rep->type == REDIS_REPLY_ERROR) {
+		ERR("redis %s: %s", ctl_redis_where(r), rep->str);
+		rc = -EIO;
+	} else if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 0) {
+		ERR("campaign '%s' already exists", c->id);
+		rc = -EEXIST;
+	}
+	freeReplyObject(rep);
+	return rc;
+}
+
+/* KEYS: campaign, counts. ARGV: now_ms, invalid delta. */
+static struct ctl_redis_script finish_lua = { .src =
+	"if redis.call('EXISTS', KEYS[1]) == 0 then return false end\n"
+	"redis.call('HSET', KEYS[1], 'submitted_ms', ARGV[1])\n"
+	"redis.call('HINCRBY', KEYS[1], 'invalid', ARGV[2])\n"
+	"local st = redis.call('HGET', KEYS[1], 'state')\n"
+	"if st == 'submitting' then\n"
+	"  st = 'running'\n"
+	"  local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')\n"
+	"  local c = redis.call('HMGET', KEYS[2], 'delivered', 'bounced', 'failed', 'cancelled')\n"
+	"  local fin = 0\n"
+	"  for _, v in ipairs(c) do fin = fin + tonumber(v or '0') end\n"
+	"  if fin >= total then\n"
+	"    st = 'done'\n"
+	"    redis.call('HSET', KEYS[1], 'done_ms', ARGV[1])\n"
+	"  end\n"
+	"  redis.call('HSET', KEYS[1], 'state', st)\n"
+	"end\n"
+	"return st\n" };
+
+int
+ctl_campdef_finish(struct ctl_redis *r, const char *id, long long invalid_delta,
+	char *state, size_t cap, char *err, size_t errlen)
+{
+	char kc[CTL_KEY_MAX], kn[CTL_KEY_MAX], now[24], inv[24];
+	const char *argv[4];
+	redisReply *rep;
+	int rc = 0;
+
+	ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, id);
+	ctl_redis_key(r, kn, sizeof(kn), CTL_K_COUNTS, id);
+	snprintf(now, sizeof(now), "%lld", (long long)ctl_now_ms());
+	snprintf(inv, sizeof(inv), "%lld", invalid_delta);
+	argv[0] = kc;
+	argv[1] = kn;
+	argv[2] = now;
+	argv[3] = inv;
+	rep = ctl_redis_eval(r, &finish_lua, 2, 4, argv, NULL);
+	if (rep == NULL) {
+		ERR("%s", ctl_redis_error(r));
+		return -EIO;
+	}
+	if (rep->type == REDIS_REPLY_STRING) {
+		snprintf(state, cap, "%s", rep->str);
+	} else if (rep->type == REDIS_REPLY_NIL) {
+		ERR("campaign '%s' vanished from redis during submission", id);
+		rc = -ENOENT;
+	} else {
+		ERR("redis %s: %s", ctl_redis_where(r),
+			rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+		rc = -EIO;
+	}
+	freeReplyObject(rep);
+	return rc;
+}
+
+/* KEYS: campaign, counts. ARGV: action, now_ms.
+ * Returns {old, new} or an error reply "NOCAMPAIGN" / "REFUSED <why>". */
+static struct ctl_redis_script control_lua = { .src =
+	"local st = redis.call('HGET', KEYS[1], 'state')\n"
+	"if not st then return redis.error_reply('NOCAMPAIGN') end\n"
+	"local a = ARGV[1]\n"
+	"local new = st\n"
+	"if a == 'pause' then\n"
+	"  if st == 'submitting' or st == 'running' then new = 'paused'\n"
+	"  elseif st ~= 'paused' then return redis.error_reply('REFUSED campaign is ' .. st) end\n"
+	"elseif a == 'resume' then\n"
+	"  if st == 'paused' then\n"
+	"    if redis.call('HEXISTS', KEYS[1], 'submitted_ms') == 1 then new = 'running' else new = 'submitting' end\n"
+	"  elseif st ~= 'running' and st ~= 'submitting' then\n"
+	"    return redis.error_reply('REFUSED campaign is ' .. st) end\n"
+	"elseif a == 'cancel' then\n"
+	"  if st == 'submitting' or st == 'running' or st == 'paused' then new = 'cancelled'\n"
+	"  elseif st ~= 'cancelled' then return redis.error_reply('REFUSED campaign is ' .. st) end\n"
+	"else return redis.error_reply('REFUSED unknown action ' .. a) end\n"
+	"if new ~= st then\n"
+	"  if new == 'running' then\n"
+	"    local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')\n"
+	"    local c = redis.call('HMGET', KEYS[2], 'delivered', 'bounced', 'failed', 'cancelled')\n"
+	"    local fin = 0\n"
+	"    for _, v in ipairs(c) do fin = fin + tonumber(v or '0') end\n"
+	"    if fin >= total then new = 'done'; redis.call('HSET', KEYS[1], 'done_ms', ARGV[2]) end\n"
+	"  end\n"
+	"  redis.call('HSET', KEYS[1], 'state', new)\n"
+	"  if new == 'cancelled' then redis.call('HSET', KEYS[1], 'cancelled_ms', ARGV[2]) end\n"
+	"end\n"
+	"return {st, new}\n" };
+
+int
+ctl_campdef_control(struct ctl_redis *r, const char *id, const char *action,
+	char *old_state, char *new_state, size_t cap, char *err, size_t errlen)
+{
+	char kc[CTL_KEY_MAX], kn[CTL_KEY_MAX], now[24];
+	const char *argv[4];
+	redisReply *rep;
+	int rc = 0;
+
+	if (!ctl_campdef_id_valid(id)) {
+		ERR("unknown campaign '%.80s' (not a valid campaign id)", id);
+		return -ENOENT;
+	}
+	ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, id);
+	ctl_redis_key(r, kn, sizeof(kn), CTL_K_COUNTS, id);
+	snprintf(now, sizeof(now), "%lld", (long long)ctl_now_ms());
+	argv[0] = kc;
+	argv[1] = kn;
+	argv[2] = action;
+	argv[3] = now;
+	rep = ctl_redis_eval(r, &control_lua, 2, 4, argv, NULL);
+	if (rep == NULL) {
+		ERR("%s", ctl_redis_error(r));
+		return -EIO;
+	}
+	/* Redis 7 prefixes script error replies without a code with "ERR " */
+	if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "ERR ", 4) == 0)
+		memmove(rep->str, rep->str + 4, strlen(rep->str + 4) + 1);
+	if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+	    rep->element[0]->type == REDIS_REPLY_STRING &&
+	    rep->element[1]->type == REDIS_REPLY_STRING) {
+		snprintf(old_state, cap, "%s", rep->element[0]->str);
+		snprintf(new_state, cap, "%s", rep->element[1]->str);
+	} else if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOCAMPAIGN", 10) == 0) {
+		ERR("unknown campaign '%s' (no %s in redis %s)", id, kc, ctl_redis_where(r));
+		rc = -ENOENT;
+	} else if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "REFUSED ", 8) == 0) {
+		ERR("cannot %s campaign '%s': %s", action, id, rep->str + 8);
+		rc = -EPERM;
+	} else {
+		ERR("redis %s: %s", ctl_redis_where(r),
+			rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+		rc = -EIO;
+	}
+	freeReplyObject(rep);
+	return rc;
+}
+
+int
+ctl_campdef_exists(struct ctl_redis *r, const char *id)
+{
+	char kc[CTL_KEY_MAX];
+	redisReply *rep;
+	int rc;
+
+	if (!ctl_campdef_id_valid(id))
+		return 0;
+	ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, id);
+	rep = ctl_redis_cmd(r, "EXISTS %s", kc);
+	if (rep == NULL)
+		return -EIO;
+	rc = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+	freeReplyObject(rep);
+	return rc;
+}
+
+int
+ctl_campdef_load_redis(struct ctl_redis *r, const char *id, struct ctl_campdef *c,
+	char *state, size_t cap, int *submitted, char *err, size_t errlen)
+{
+	static const char *const strs[] = {
+		"from", "from_name", "reply_to", "subject", "text", "html",
+		"unsubscribe", "tls_policy", "window", "max_age_s",
+	};
+	char kc[CTL_KEY_MAX], e2[400];
+	const char *v;
+	redisReply *h;
+	size_t i;
+	int rc = 0;
+
+	if (!ctl_campdef_id_valid(id)) {
+		ERR("unknown campaign '%.80s' (not a valid campaign id)", id);
+		return -ENOENT;
+	}
+	ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, id);
+	h = ctl_redis_cmd(r, "HGETALL %s", kc);
+	if (h == NULL || h->type != REDIS_REPLY_ARRAY) {
+		ERR("%s", h == NULL ? ctl_redis_error(r) :
+			h->type == REDIS_REPLY_ERROR ? h->str : "HGETALL: unexpected reply");
+		if (h)
+			freeReplyObject(h);
+		return -EIO;
+	}
+	if (h->elements == 0) {
+		freeReplyObject(h);
+		ERR("unknown campaign '%s' (no %s in redis %s)", id, kc, ctl_redis_where(r));
+		return -ENOENT;
+	}
+	snprintf(c->id, sizeof(c->id), "%s", id);
+	for (i = 0; i < sizeof(strs) / sizeof(strs[0]) && rc == 0; i++) {
+		v = ctl_redis_hget(h, strs[i]);
+		if (v && v[0])
+			rc = ctl_campdef_set(c, strs[i], v, e2, sizeof(e2));
+	}
+	for (i = 0; i < 2 && rc == 0; i++) {
+		const char *f = i == 0 ? CTL_F_HEADERS : CTL_F_TLS_OVERRIDES;
+		json_t *o = NULL;
+
+		v = ctl_redis_hget(h, f);
+		if (v && v[0]) {
+			o = json_loads(v, 0, NULL);
+			if (!json_is_object(o)) {
+				json_decref(o);
+				snprintf(e2, sizeof(e2), "stored %s is not a JSON object", f);
+				rc = -EINVAL;
+				break;
+			}
+		}
+		if (i == 0)
+			c->headers = o;
+		else
+			c->tls_overrides = o;
+	}
+	v = ctl_redis_hget(h, CTL_F_STATE);
+	snprintf(state, cap, "%s", v ? v : "");
+	v = ctl_redis_hget(h, CTL_F_SUBMITTED);
+	*submitted = v && v[0];
+	freeReplyObject(h);
+	if (rc < 0)
+		ERR("campaign '%s' in redis: %s", id, e2);
+	return rc;
+}

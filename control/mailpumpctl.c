@@ -1,0 +1,1071 @@
+/*
+ * mailpumpctl: the operator's tool over the Redis contract. Commands:
+ * submit (campaign definition + streamed recipients), status, watch,
+ * report tls|campaign, pause, resume, cancel, list. Reports only read
+ * Redis. Every command prints a human form or, with --json, one JSON
+ * document (watch: one JSON line per interval) on stdout; errors go to
+ * stderr. Exit status: 0 ok, 1 usage or input error (or a refused state
+ * change), 2 Redis unreachable or failing, 3 unknown campaign id,
+ * 4 watch --timeout reached.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "ctl_campdef.h"
+#include "ctl_input.h"
+#include "ctl_redis.h"
+#include "ctl_report.h"
+#include "ctl_submit.h"
+
+#define EX_OK       0
+#define EX_USAGE    1
+#define EX_REDIS    2
+#define EX_UNKNOWN  3
+#define EX_TIMEOUT  4
+
+#define ERRS_IN_JSON 1000   /* errors listed in submit --json output */
+
+static const char usage_text[] =
+"usage: mailpumpctl [--redis URL] [--ns PREFIX] [--json] COMMAND ...\n"
+"\n"
+"  submit [campaign options] [--format csv|jsonl] [--strict] RECIPIENTS|-\n"
+"      campaign options: --campaign FILE.json --id ID --from ADDR\n"
+"        --from-name NAME --reply-to ADDR --subject TEMPLATE --text FILE\n"
+"        --html FILE --header 'Name: value' (repeatable) --unsubscribe URL\n"
+"        --tls none|opportunistic|required|verify\n"
+"        --tls-override DOMAIN=POLICY (repeatable) --window HH:MM-HH:MM\n"
+"        --max-age SECONDS\n"
+"      --append ID: resume an interrupted submission of campaign ID with\n"
+"        the same (or remaining) recipients; already queued ones are skipped\n"
+"      --batch N (recipients per job, default 100) --quiet (no per-line\n"
+"      messages) --max-errors N (stop printing after N line messages)\n"
+"  status ID\n"
+"  watch ID [--interval SECONDS] [--timeout SECONDS]\n"
+"  report tls [--domain DOMAIN] [--top N]\n"
+"  report campaign ID [--top N]\n"
+"  pause ID | resume ID | cancel ID\n"
+"  list [--limit N]\n"
+"\n"
+"  --redis URL   redis://[user[:password]@]host[:port][/db] or a unix socket\n"
+"                path (default $MAILPUMP_REDIS or redis://127.0.0.1:6379/0)\n"
+"  --ns PREFIX   key namespace (default $MAILPUMP_NS or mp:)\n"
+"  --json        machine-readable output\n"
+"Exit: 0 ok, 1 usage/input error, 2 redis error, 3 unknown campaign,\n"
+"      4 watch timeout.\n";
+
+struct opts {
+	const char *redis;
+	const char *ns;
+	int json;
+	/* submit */
+	struct ctl_campdef camp;
+	const char *camp_file;
+	const char *append;
+	int camp_opts;          /* campaign options given */
+	enum ctl_input_fmt fmt;
+	int strict;
+	int quiet;
+	long max_errors;
+	unsigned batch;
+	/* watch / reports */
+	double interval;
+	double timeout;
+	const char *domain;
+	int top;
+	int limit;
+};
+
+static struct opts o;
+static volatile sig_atomic_t stop_flag;
+
+static void
+die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void
+die_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "mailpumpctl: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n(mailpumpctl --help for usage)\n");
+	exit(EX_USAGE);
+}
+
+static int
+rc_exit(int rc)
+{
+	if (rc == -ENOENT)
+		return EX_UNKNOWN;
+	if (rc == -EIO || rc == -ECONNREFUSED || rc == -EAGAIN)
+		return EX_REDIS;
+	return EX_USAGE;
+}
+
+static struct ctl_redis *
+connect_redis(void)
+{
+	struct ctl_redis_conf rc;
+	struct ctl_redis *r;
+	char err[512];
+
+	memset(&rc, 0, sizeof(rc));
+	rc.url = o.redis;
+	rc.ns = o.ns;
+	r = ctl_redis_open(&rc, err, sizeof(err));
+	if (r == NULL) {
+		if (strncmp(err, "redis url", 9) == 0 || strncmp(err, "redis namespace", 15) == 0) {
+			fprintf(stderr, "mailpumpctl: %s\n", err);
+			exit(EX_USAGE);
+		}
+		fprintf(stderr, "mailpumpctl: cannot reach redis: %s\n", err);
+		exit(EX_REDIS);
+	}
+	return r;
+}
+
+static void
+print_json(json_t *j)
+{
+	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+
+	if (s) {
+		puts(s);
+		free(s);
+	}
+}
+
+static long long
+jget_int(json_t *o2, const char *k)
+{
+	json_t *v = json_object_get(o2, k);
+
+	if (json_is_integer(v))
+		return json_integer_value(v);
+	if (json_is_real(v))
+		return (long long)json_real_value(v);
+	return 0;
+}
+
+static const char *
+jget_str(json_t *o2, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o2, k));
+
+	return s ? s : "";
+}
+
+static void
+fmt_duration(char *buf, size_t cap, double s)
+{
+	long long t = (long long)(s + 0.5);
+
+	if (t >= 3600)
+		snprintf(buf, cap, "%lldh%02lldm", t / 3600, (t / 60) % 60);
+	else if (t >= 60)
+		snprintf(buf, cap, "%lldm%02llds", t / 60, t % 60);
+	else
+		snprintf(buf, cap, "%llds", t);
+}
+
+static void
+fmt_time(char *buf, size_t cap, long long ms)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	if (ms <= 0) {
+		snprintf(buf, cap, "-");
+		return;
+	}
+	gmtime_r(&t, &tm);
+	strftime(buf, cap, "%Y-%m-%d %H:%M:%SZ", &tm);
+}
+
+/* --- submit --- */
+
+struct submit_ctx {
+	long printed;
+	json_t *errors;
+};
+
+static void
+report_line(struct submit_ctx *x, unsigned long line, const char *msg, const char *kind)
+{
+	if (!o.quiet && (o.max_errors <= 0 || x->printed < o.max_errors)) {
+		fprintf(stderr, "%s\n", msg);
+		x->printed++;
+		if (o.max_errors > 0 && x->printed == o.max_errors)
+			fprintf(stderr, "mailpumpctl: --max-errors %ld reached, further line messages not shown\n",
+				o.max_errors);
+	}
+	if (x->errors && json_array_size(x->errors) < ERRS_IN_JSON)
+		json_array_append_new(x->errors, json_pack("{s:I s:s s:s}", "line",
+			(json_int_t)line, "kind", kind, "error", msg));
+}
+
+static void
+on_invalid(void *user, unsigned long line, const char *msg)
+{
+	report_line(user, line, msg, "invalid");
+}
+
+static void
+on_duplicate(void *user, unsigned long line, const char *addr)
+{
+	char msg[400];
+
+	snprintf(msg, sizeof(msg), "line %lu: duplicate recipient %s (skipped)", line, addr);
+	report_line(user, line, msg, "duplicate");
+}
+
+/* A seekable descriptor for the recipients (strict mode reads twice). */
+static int
+open_input(const char *path, int need_seek)
+{
+	char buf[65536];
+	ssize_t n;
+	int fd, tmp;
+
+	if (strcmp(path, "-") == 0)
+		fd = dup(0);
+	else
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "mailpumpctl: %s: %s\n", path, strerror(errno));
+		exit(EX_USAGE);
+	}
+	if (!need_seek || lseek(fd, 0, SEEK_CUR) >= 0)
+		return fd;
+	/* a pipe: spool it to an unnamed temporary file */
+	{
+		const char *dir = getenv("TMPDIR");
+
+		tmp = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_EXCL, 0600);
+	}
+	if (tmp < 0) {
+		fprintf(stderr, "mailpumpctl: --strict: cannot create a spool file for stdin: %s\n",
+			strerror(errno));
+		exit(EX_USAGE);
+	}
+	while ((n = read(fd, buf, sizeof(buf))) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			fprintf(stderr, "mailpumpctl: reading %s: %s\n", path, strerror(errno));
+			exit(EX_USAGE);
+		}
+		if (write(tmp, buf, (size_t)n) != n) {
+			fprintf(stderr, "mailpumpctl: --strict: spool file: %s\n", strerror(errno));
+			exit(EX_USAGE);
+		}
+	}
+	close(fd);
+	lseek(tmp, 0, SEEK_SET);
+	return tmp;
+}
+
+/* Strict mode, pass 1: every record must be valid. @return 0 or the
+ * line of the first error (printed). */
+static unsigned long
+strict_check(int fd, const struct msg_template *t)
+{
+	struct ctl_input_rec rec;
+	struct ctl_input *in;
+	char err[600], addr[320];
+	unsigned long n = 0;
+	int rc;
+
+	in = ctl_input_open(fd, o.fmt, err, sizeof(err));
+	if (in == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	for (;;) {
+		char *entry = NULL;
+
+		rc = ctl_input_next(in, &rec, err, sizeof(err));
+		if (rc == 0)
+			break;
+		if (rc == 1) {
+			rc = ctl_submit_check(t, &rec, addr, sizeof(addr), &entry, err, sizeof(err));
+			free(entry);
+			if (rc == 0) {
+				n++;
+				continue;
+			}
+		}
+		fprintf(stderr, "%s\n", err);
+		ctl_input_close(in);
+		return rec.line ? rec.line : 1;
+	}
+	ctl_input_close(in);
+	(void)n;
+	return 0;
+}
+
+/* submit --append ID: resume an interrupted submission. The definition
+ * is read back from Redis; already queued recipients come back as
+ * duplicates (HSETNX), so nobody gets a second copy. */
+static struct ctl_redis *
+append_campaign(struct msg_template **tpl)
+{
+	struct ctl_redis *r = connect_redis();
+	char err[600], state[32];
+	int submitted = 0, rc;
+
+	rc = ctl_campdef_load_redis(r, o.append, &o.camp, state, sizeof(state), &submitted,
+		err, sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, "mailpumpctl: %s\n", err);
+		exit(rc_exit(rc));
+	}
+	if (submitted || (strcmp(state, "submitting") != 0 && strcmp(state, "paused") != 0)) {
+		fprintf(stderr, "mailpumpctl: submit --append: campaign '%s' is %s%s; only an interrupted submission (state submitting) can be resumed\n",
+			o.append, state, submitted ? " and its submission ended" : "");
+		exit(EX_USAGE);
+	}
+	if (ctl_campdef_validate(&o.camp, tpl, err, sizeof(err)) < 0) {
+		fprintf(stderr, "mailpumpctl: stored %s\n", err);
+		exit(EX_USAGE);
+	}
+	return r;
+}
+
+static int
+cmd_submit(int argc, char **argv)
+{
+	struct ctl_submit_conf sc;
+	struct ctl_submit_stats st;
+	struct submit_ctx x = { 0 };
+	struct msg_template *tpl;
+	struct ctl_input_rec rec;
+	struct ctl_input *in;
+	struct ctl_submit *s;
+	struct ctl_redis *r;
+	char err[600], state[32] = "";
+	const char *path;
+	int fd, rc = 0, ex = EX_OK;
+	int64_t t0 = ctl_mono_ms();
+
+	if (argc != 1)
+		die_usage("submit: expected one recipients file (or - for stdin)");
+	path = argv[0];
+	if (o.append && (o.camp_opts || o.camp_file))
+		die_usage("submit --append takes the campaign definition from redis: no campaign options");
+	if (o.append) {
+		r = append_campaign(&tpl);
+		goto have_campaign;
+	}
+	if (o.camp_file) {
+		/* the file is the base: settings given as flags were stored in o.camp
+		 * already and must win, so load into a fresh one and merge */
+		struct ctl_campdef base;
+
+		ctl_campdef_init(&base);
+		if (ctl_campdef_load_json(&base, o.camp_file, err, sizeof(err)) < 0) {
+			fprintf(stderr, "mailpumpctl: %s\n", err);
+			return EX_USAGE;
+		}
+#define TAKE(f) do { if (o.camp.f == NULL) { o.camp.f = base.f; base.f = NULL; } } while (0)
+		TAKE(from); TAKE(from_name); TAKE(reply_to); TAKE(subject);
+		TAKE(text); TAKE(html); TAKE(unsub);
+#undef TAKE
+		if (o.camp.id[0] == '\0')
+			memcpy(o.camp.id, base.id, sizeof(base.id));
+		if (o.camp.tls_policy[0] == '\0')
+			memcpy(o.camp.tls_policy, base.tls_policy, sizeof(base.tls_policy));
+		if (o.camp.window[0] == '\0')
+			memcpy(o.camp.window, base.window, sizeof(base.window));
+		if (o.camp.max_age_s == CTL_MAX_AGE_DEFAULT)
+			o.camp.max_age_s = base.max_age_s;
+		if (base.headers) {
+			if (o.camp.headers == NULL)
+				o.camp.headers = json_object();
+			json_object_update_missing(o.camp.headers, base.headers);
+		}
+		if (base.tls_overrides) {
+			if (o.camp.tls_overrides == NULL)
+				o.camp.tls_overrides = json_object();
+			json_object_update_missing(o.camp.tls_overrides, base.tls_overrides);
+		}
+		ctl_campdef_fini(&base);
+	}
+	if (ctl_campdef_validate(&o.camp, &tpl, err, sizeof(err)) < 0) {
+		fprintf(stderr, "mailpumpctl: %s\n", err);
+		return EX_USAGE;
+	}
+	r = connect_redis();
+have_campaign:
+	fd = open_input(path, o.strict);
+	if (o.strict) {
+		unsigned long bad = strict_check(fd, tpl);
+
+		if (bad) {
+			fprintf(stderr, "mailpumpctl: --strict: aborted at line %lu; nothing was submitted\n", bad);
+			msg_template_free(tpl);
+			ctl_redis_close(r);
+			return EX_USAGE;
+		}
+		lseek(fd, 0, SEEK_SET);
+	}
+	in = ctl_input_open(fd, o.fmt, err, sizeof(err));
+	if (in == NULL) {
+		fprintf(stderr, "%s\nmailpumpctl: nothing was submitted\n", err);
+		msg_template_free(tpl);
+		ctl_redis_close(r);
+		return EX_USAGE;
+	}
+	rc = o.append ? 0 : ctl_campdef_create(r, &o.camp, ctl_now_ms(), err, sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, "mailpumpctl: %s\n", err);
+		ctl_input_close(in);
+		msg_template_free(tpl);
+		ctl_redis_close(r);
+		return rc == -EEXIST ? EX_USAGE : EX_REDIS;
+	}
+	if (o.json)
+		x.errors = json_array();
+	memset(&sc, 0, sizeof(sc));
+	sc.batch_size = o.batch;
+	sc.on_invalid = on_invalid;
+	sc.on_duplicate = on_duplicate;
+	sc.user = &x;
+	s = ctl_submit_new(r, o.camp.id, tpl, &sc);
+	if (s == NULL) {
+		fprintf(stderr, "mailpumpctl: out of memory\n");
+		return EX_USAGE;
+	}
+	for (;;) {
+		rc = ctl_input_next(in, &rec, err, sizeof(err));
+		if (rc == 0)
+			break;
+		if (rc == -EINVAL) {
+			ctl_submit_count_invalid(s);
+			on_invalid(&x, rec.line, err);
+			continue;
+		}
+		if (rc < 0) {
+			fprintf(stderr, "mailpumpctl: %s: %s\n", path, err);
+			break;
+		}
+		rc = ctl_submit_add(s, &rec);
+		if (rc < 0)
+			break;
+	}
+	if (rc == 0)
+		rc = ctl_submit_end(s);
+	ctl_submit_get_stats(s, &st);
+	if (rc == 0 || rc == -ECANCELED) {
+		if (ctl_campdef_finish(r, o.camp.id, ctl_submit_take_invalid(s), state,
+		    sizeof(state), err, sizeof(err)) < 0) {
+			fprintf(stderr, "mailpumpctl: %s\n", err);
+			rc = -EIO;
+		}
+	}
+	if (rc == -ECANCELED) {
+		fprintf(stderr, "mailpumpctl: %s; stopped after line %lu\n", ctl_submit_error(s), rec.line);
+		ex = EX_USAGE;
+	} else if (rc == -ENOENT) {
+		fprintf(stderr, "mailpumpctl: %s\n", ctl_submit_error(s));
+		ex = EX_USAGE;
+	} else if (rc < 0) {
+		/* input or Redis failed midway. What is queued stays queued
+		 * (and is delivered); the campaign stays "submitting" so it
+		 * never reaches done half-submitted. The operator resumes it
+		 * (already queued recipients are skipped) or cancels it. */
+		if (rc == -ENOMEM)
+			fprintf(stderr, "mailpumpctl: submission failed: out of memory\n");
+		else if (rc != -EIO || ctl_submit_error(s)[0] != 'n')
+			fprintf(stderr, "mailpumpctl: submission failed: %s\n",
+				rc == -EIO ? ctl_submit_error(s) : "cannot read the recipients");
+		ctl_submit_free(s);
+		s = NULL;
+		fprintf(stderr, "mailpumpctl: campaign %s is left in state submitting with up to %lu recipients queued; "
+			"resume with 'mailpumpctl submit --append %s FILE' (queued recipients are skipped) "
+			"or cancel it with 'mailpumpctl cancel %s'\n",
+			o.camp.id, st.accepted, o.camp.id, o.camp.id);
+		ex = ctl_redis_connected(r) ? EX_USAGE : EX_REDIS;
+		if (rc == -EIO && !ctl_redis_connected(r))
+			ex = EX_REDIS;
+	}
+	if (o.json) {
+		json_t *j = json_pack("{s:s s:s s:I s:I s:I s:I s:I s:f s:O}",
+			"id", o.camp.id, "state", state[0] ? state : "submitting",
+			"records", (json_int_t)st.records, "accepted", (json_int_t)st.accepted,
+			"invalid", (json_int_t)st.invalid, "duplicates", (json_int_t)st.duplicates,
+			"batches", (json_int_t)st.batches,
+			"seconds", (double)(ctl_mono_ms() - t0) / 1000.0,
+			"errors", x.errors);
+		print_json(j);
+		json_decref(j);
+	} else {
+		printf("%s\n", o.camp.id);
+		if (!o.quiet || ex != EX_OK)
+			fprintf(stderr, "campaign %s: %lu recipients queued in %lu batches, %lu invalid, %lu duplicates skipped (state %s)\n",
+				o.camp.id, st.accepted, st.batches, st.invalid, st.duplicates,
+				state[0] ? state : "submitting");
+	}
+	json_decref(x.errors);
+	ctl_submit_free(s);
+	ctl_input_close(in);
+	close(fd);
+	msg_template_free(tpl);
+	ctl_redis_close(r);
+	return ex;
+}
+
+/* --- status / watch --- */
+
+static void
+print_status(json_t *j)
+{
+	json_t *c = json_object_get(j, "counts");
+	char created[40], eta[32] = "-";
+	json_t *e = json_object_get(j, "eta_s");
+
+	fmt_time(created, sizeof(created), jget_int(j, "created_ms"));
+	if (json_is_number(e))
+		fmt_duration(eta, sizeof(eta), json_number_value(e));
+	printf("campaign   %s\n", jget_str(j, "id"));
+	printf("state      %s\n", jget_str(j, "state"));
+	printf("subject    %s\n", jget_str(j, "subject"));
+	printf("created    %s\n", created);
+	printf("recipients %lld (invalid lines %lld, duplicates skipped %lld)\n",
+		jget_int(j, "total"), jget_int(j, "invalid"), jget_int(j, "duplicates_skipped"));
+	printf("  queued %lld  deferred %lld  delivered %lld  bounced %lld  failed %lld  cancelled %lld\n",
+		jget_int(c, "queued"), jget_int(c, "deferred"), jget_int(c, "delivered"),
+		jget_int(c, "bounced"), jget_int(c, "failed"), jget_int(c, "cancelled"));
+	printf("progress   %.1f%% done (%lld of %lld final), %.1f/s average, ETA %s\n",
+		json_number_value(json_object_get(j, "percent_done")), jget_int(j, "final"),
+		jget_int(j, "total"), json_number_value(json_object_get(j, "rate_per_s")), eta);
+	if (jget_int(j, "dup_deliveries"))
+		printf("dup final reports %lld\n", jget_int(j, "dup_deliveries"));
+}
+
+static int
+cmd_status(int argc, char **argv)
+{
+	struct ctl_redis *r;
+	char err[512];
+	json_t *j;
+	int rc;
+
+	if (argc != 1)
+		die_usage("status: expected a campaign id");
+	r = connect_redis();
+	rc = ctl_report_status(r, argv[0], ctl_now_ms(), &j, err, sizeof(err));
+	ctl_redis_close(r);
+	if (rc < 0) {
+		fprintf(stderr, "mailpumpctl: %s\n", err);
+		return rc_exit(rc);
+	}
+	if (o.json)
+		print_json(j);
+	else
+		print_status(j);
+	json_decref(j);
+	return EX_OK;
+}
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	stop_flag = 1;
+}
+
+static int
+cmd_watch(int argc, char **argv)
+{
+	struct ctl_redis *r;
+	int tty = isatty(1);
+	int64_t start = ctl_mono_ms(), prev_t = 0;
+	long long prev_fin = -1;
+	double rate = -1;
+	char err[512];
+	int ex = EX_OK;
+
+	if (argc != 1)
+		die_usage("watch: expected a campaign id");
+	if (o.interval <= 0)
+		o.interval = 1.0;
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	r = connect_redis();
+	for (;;) {
+		json_t *j;
+		char st[32];
+		long long fin, total;
+		int64_t now = ctl_mono_ms();
+		int ended, rc;
+
+		rc = ctl_report_status(r, argv[0], ctl_now_ms(), &j, err, sizeof(err));
+		if (rc == -EIO) {
+			/* a Redis restart is survivable; a long outage is not */
+			if (ctl_redis_wait(r, 10000) == 0)
+				rc = ctl_report_status(r, argv[0], ctl_now_ms(), &j, err, sizeof(err));
+		}
+		if (rc < 0) {
+			if (tty && !o.json)
+				fputc('\n', stdout);
+			fprintf(stderr, "mailpumpctl: %s\n", err);
+			ex = rc_exit(rc);
+			break;
+		}
+		snprintf(st, sizeof(st), "%s", jget_str(j, "state"));
+		ended = strcmp(st, "done") == 0 || strcmp(st, "cancelled") == 0;
+		fin = jget_int(j, "final");
+		total = jget_int(j, "total");
+		if (prev_fin >= 0 && now > prev_t) {
+			double inst = (double)(fin - prev_fin) * 1000.0 / (double)(now - prev_t);
+
+			rate = rate < 0 ? inst : 0.7 * rate + 0.3 * inst;
+		}
+		prev_fin = fin;
+		prev_t = now;
+		if (o.json) {
+			json_object_set_new(j, "watch_rate_per_s", rate < 0 ? json_null() : json_real(rate));
+			{
+				char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+				if (s) {
+					puts(s);
+					free(s);
+				}
+			}
+		} else {
+			json_t *c = json_object_get(j, "counts");
+			double pct = json_number_value(json_object_get(j, "percent_done"));
+			char eta[32] = "-", bar[41];
+			int w = 40, k, filled = (int)(pct / 100.0 * w + 0.5);
+
+			if (rate > 0 && !ended)
+				fmt_duration(eta, sizeof(eta), (double)(total - fin) / rate);
+			else if (ended)
+				snprintf(eta, sizeof(eta), "0s");
+			for (k = 0; k < w; k++)
+				bar[k] = k < filled ? '#' : '.';
+			bar[w] = '\0';
+			printf("%s[%s] %5.1f%% %lld/%lld  dlv %lld  dfr %lld  bnc %lld  fail %lld  cncl %lld  %.1f/s  ETA %s  %s%s",
+				tty ? "\r\033[K" : "", bar, pct, fin, total,
+				jget_int(c, "delivered"), jget_int(c, "deferred"),
+				jget_int(c, "bounced"), jget_int(c, "failed"),
+				jget_int(c, "cancelled"), rate < 0 ? 0.0 : rate, eta, st,
+				tty ? "" : "\n");
+		}
+		fflush(stdout);
+		json_decref(j);
+		if (ended)
+			break;
+		if (o.timeout > 0 && (double)(ctl_mono_ms() - start) >= o.timeout * 1000.0) {
+			if (tty && !o.json)
+				fputc('\n', stdout);
+			fprintf(stderr, "mailpumpctl: watch: --timeout %.0f s reached, campaign %s is still %s\n",
+				o.timeout, argv[0], st[0] ? st : "running");
+			ex = EX_TIMEOUT;
+			break;
+		}
+		if (stop_flag) {
+			if (tty && !o.json)
+				fputc('\n', stdout);
+			ex = 130;
+			break;
+		}
+		{
+			double left = o.interval;
+
+			if (o.timeout > 0) {
+				double rest = o.timeout - (double)(ctl_mono_ms() - start) / 1000.0;
+
+				if (rest < left)
+					left = rest > 0 ? rest : 0;
+			}
+			struct timespec ts = { (time_t)left, (long)((left - floor(left)) * 1e9) };
+
+			nanosleep(&ts, NULL);
+		}
+		if (stop_flag) {
+			if (tty && !o.json)
+				fputc('\n', stdout);
+			ex = 130;
+			break;
+		}
+	}
+	if (tty && !o.json && ex == EX_OK)
+		fputc('\n', stdout);
+	ctl_redis_close(r);
+	return ex;
+}
+
+/* --- reports --- */
+
+static void
+print_reasons(const char *title, json_t *arr)
+{
+	size_t i;
+
+	if (json_array_size(arr) == 0)
+		return;
+	printf("\n%s:\n", title);
+	printf("  %8s  %4s  %-7s  %s\n", "COUNT", "CODE", "ESC", "TEXT");
+	for (i = 0; i < json_array_size(arr); i++) {
+		json_t *e = json_array_get(arr, i);
+
+		printf("  %8lld  %4lld  %-7s  %s\n", jget_int(e, "count"), jget_int(e, "code"),
+			jget_str(e, "esc")[0] ? jget_str(e, "esc") : "-", jget_str(e, "text"));
+	}
+}
+
+static void
+join_counts(char *buf, size_t cap, json_t *obj, int max)
+{
+	const char *k;
+	json_t *v;
+	size_t n = 0;
+	int i = 0;
+
+	buf[0] = '\0';
+	json_object_foreach(obj, k, v) {
+		int m;
+
+		if (i++ == max) {
+			snprintf(buf + n, cap - n, ",...");
+			return;
+		}
+		m = snprintf(buf + n, cap - n, "%s%s=%lld", n ? "," : "", k,
+			(long long)json_integer_value(v));
+		if (m < 0 || (size_t)m >= cap - n)
+			return;
+		n += (size_t)m;
+	}
+	if (n == 0)
+		snprintf(buf, cap, "-");
+}
+
+static int
+cmd_report(int argc, char **argv)
+{
+	struct ctl_redis *r;
+	char err[512];
+	json_t *j;
+	int rc;
+
+	if (argc < 1)
+		die_usage("report: expected 'tls' or 'campaign ID'");
+	if (strcmp(argv[0], "tls") == 0) {
+		size_t i;
+		json_t *t, *d;
+
+		if (argc != 1)
+			die_usage("report tls: unexpected argument '%s' (use --domain)", argv[1]);
+		r = connect_redis();
+		rc = ctl_report_tls(r, o.domain, o.top, &j, err, sizeof(err));
+		ctl_redis_close(r);
+		if (rc < 0) {
+			fprintf(stderr, "mailpumpctl: %s\n", err);
+			return rc == -ENOENT ? EX_UNKNOWN : rc_exit(rc);
+		}
+		if (o.json) {
+			print_json(j);
+			json_decref(j);
+			return EX_OK;
+		}
+		d = json_object_get(j, "domains");
+		printf("%-28s %8s %6s %-22s %-28s %-26s %6s %7s\n", "DOMAIN", "SESSIONS",
+			"TLS%", "VERSIONS", "TOP CIPHER", "FAILURES", "PLAIN", "NO-STLS");
+		for (i = 0; i < json_array_size(d); i++) {
+			json_t *e = json_array_get(d, i);
+			char ver[128], fail[160];
+			const char *tc = json_string_value(json_object_get(e, "top_cipher"));
+
+			join_counts(ver, sizeof(ver), json_object_get(e, "versions"), 3);
+			join_counts(fail, sizeof(fail), json_object_get(e, "failures"), 3);
+			if (jget_int(e, "tls_failed") && strcmp(fail, "-") == 0)
+				snprintf(fail, sizeof(fail), "tls_failed=%lld", jget_int(e, "tls_failed"));
+			printf("%-28s %8lld %5.1f%% %-22s %-28s %-26s %6lld %7lld\n",
+				jget_str(e, "domain"), jget_int(e, "sessions"),
+				json_number_value(json_object_get(e, "tls_percent")), ver,
+				tc ? tc : "-", fail, jget_int(e, "plaintext_deliveries"),
+				jget_int(e, "no_starttls"));
+		}
+		t = json_object_get(j, "totals");
+		printf("%lld domains, %lld sessions, %.1f%% TLS, %lld plaintext deliveries, %lld without STARTTLS\n",
+			jget_int(t, "domains"), jget_int(t, "sessions"),
+			json_number_value(json_object_get(t, "tls_percent")),
+			jget_int(t, "plaintext_deliveries"), jget_int(t, "no_starttls"));
+		json_decref(j);
+		return EX_OK;
+	}
+	if (strcmp(argv[0], "campaign") == 0) {
+		if (argc != 2)
+			die_usage("report campaign: expected a campaign id");
+		r = connect_redis();
+		rc = ctl_report_campaign(r, argv[1], o.top > 0 ? o.top : 10, ctl_now_ms(), &j,
+			err, sizeof(err));
+		ctl_redis_close(r);
+		if (rc < 0) {
+			fprintf(stderr, "mailpumpctl: %s\n", err);
+			return rc_exit(rc);
+		}
+		if (o.json) {
+			print_json(j);
+		} else {
+			print_status(j);
+			print_reasons("top bounce reasons", json_object_get(j, "bounce_reasons"));
+			print_reasons("top deferral reasons (last reply of recipients still deferred)",
+				json_object_get(j, "deferral_reasons"));
+			print_reasons("top failure reasons", json_object_get(j, "failure_reasons"));
+		}
+		json_decref(j);
+		return EX_OK;
+	}
+	die_usage("report: unknown report '%s' (tls or campaign)", argv[0]);
+}
+
+static int
+cmd_control(const char *action, int argc, char **argv)
+{
+	struct ctl_redis *r;
+	char err[512], old[32], neu[32];
+	int rc;
+
+	if (argc != 1)
+		die_usage("%s: expected a campaign id", action);
+	r = connect_redis();
+	rc = ctl_campdef_control(r, argv[0], action, old, neu, sizeof(old), err, sizeof(err));
+	ctl_redis_close(r);
+	if (rc < 0) {
+		fprintf(stderr, "mailpumpctl: %s\n", err);
+		return rc_exit(rc);
+	}
+	if (o.json) {
+		json_t *j = json_pack("{s:s s:s s:s s:b}", "id", argv[0], "old_state", old,
+			"state", neu, "changed", strcmp(old, neu) != 0);
+
+		print_json(j);
+		json_decref(j);
+	} else if (strcmp(old, neu) == 0) {
+		printf("campaign %s already %s\n", argv[0], neu);
+	} else {
+		printf("campaign %s: %s -> %s\n", argv[0], old, neu);
+	}
+	return EX_OK;
+}
+
+static int
+cmd_list(int argc, char **argv)
+{
+	struct ctl_redis *r;
+	char err[512], when[40];
+	json_t *j, *a;
+	size_t i;
+	int rc;
+
+	(void)argv;
+	if (argc != 0)
+		die_usage("list: no arguments expected");
+	r = connect_redis();
+	rc = ctl_report_list(r, o.limit, &j, err, sizeof(err));
+	ctl_redis_close(r);
+	if (rc < 0) {
+		fprintf(stderr, "mailpumpctl: %s\n", err);
+		return rc_exit(rc);
+	}
+	if (o.json) {
+		print_json(j);
+	} else {
+		a = json_object_get(j, "campaigns");
+		printf("%-28s %-11s %-21s %10s  %s\n", "ID", "STATE", "CREATED", "RECIPIENTS", "SUBJECT");
+		for (i = 0; i < json_array_size(a); i++) {
+			json_t *e = json_array_get(a, i);
+
+			fmt_time(when, sizeof(when), jget_int(e, "created_ms"));
+			printf("%-28s %-11s %-21s %10lld  %.60s\n", jget_str(e, "id"),
+				jget_str(e, "state"), when, jget_int(e, "total"), jget_str(e, "subject"));
+		}
+	}
+	json_decref(j);
+	return EX_OK;
+}
+
+enum {
+	OPT_REDIS = 256, OPT_NS, OPT_JSON, OPT_CAMPAIGN, OPT_ID, OPT_FROM,
+	OPT_FROM_NAME, OPT_REPLY_TO, OPT_SUBJECT, OPT_TEXT, OPT_HTML, OPT_HEADER,
+	OPT_UNSUB, OPT_TLS, OPT_TLS_OVR, OPT_WINDOW, OPT_MAX_AGE, OPT_FORMAT,
+	OPT_STRICT, OPT_BATCH, OPT_QUIET, OPT_MAX_ERRORS, OPT_INTERVAL,
+	OPT_TIMEOUT, OPT_DOMAIN, OPT_TOP, OPT_LIMIT, OPT_HELP, OPT_APPEND,
+};
+
+static const struct option longopts[] = {
+	{ "redis", required_argument, NULL, OPT_REDIS },
+	{ "ns", required_argument, NULL, OPT_NS },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "campaign", required_argument, NULL, OPT_CAMPAIGN },
+	{ "id", required_argument, NULL, OPT_ID },
+	{ "from", required_argument, NULL, OPT_FROM },
+	{ "from-name", required_argument, NULL, OPT_FROM_NAME },
+	{ "reply-to", required_argument, NULL, OPT_REPLY_TO },
+	{ "subject", required_argument, NULL, OPT_SUBJECT },
+	{ "text", required_argument, NULL, OPT_TEXT },
+	{ "html", required_argument, NULL, OPT_HTML },
+	{ "header", required_argument, NULL, OPT_HEADER },
+	{ "unsubscribe", required_argument, NULL, OPT_UNSUB },
+	{ "tls", required_argument, NULL, OPT_TLS },
+	{ "tls-override", required_argument, NULL, OPT_TLS_OVR },
+	{ "window", required_argument, NULL, OPT_WINDOW },
+	{ "max-age", required_argument, NULL, OPT_MAX_AGE },
+	{ "format", required_argument, NULL, OPT_FORMAT },
+	{ "strict", no_argument, NULL, OPT_STRICT },
+	{ "batch", required_argument, NULL, OPT_BATCH },
+	{ "quiet", no_argument, NULL, OPT_QUIET },
+	{ "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
+	{ "interval", required_argument, NULL, OPT_INTERVAL },
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+	{ "domain", required_argument, NULL, OPT_DOMAIN },
+	{ "top", required_argument, NULL, OPT_TOP },
+	{ "limit", required_argument, NULL, OPT_LIMIT },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ "append", required_argument, NULL, OPT_APPEND },
+	{ NULL, 0, NULL, 0 },
+};
+
+static long
+num_arg(const char *opt, const char *v, long min, long max)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < min || n > max)
+		die_usage("--%s '%s': expected a number from %ld to %ld", opt, v, min, max);
+	return n;
+}
+
+static double
+dbl_arg(const char *opt, const char *v)
+{
+	char *end;
+	double d = strtod(v, &end);
+
+	if (end == v || *end || !(d > 0) || d > 1e7)
+		die_usage("--%s '%s': expected a positive number of seconds", opt, v);
+	return d;
+}
+
+static void
+camp_set(const char *key, const char *v)
+{
+	char err[512];
+
+	o.camp_opts = 1;
+	if (ctl_campdef_set(&o.camp, key, v, err, sizeof(err)) < 0) {
+		fprintf(stderr, "mailpumpctl: %s\n", err);
+		exit(EX_USAGE);
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	char err[512];
+	const char *cmd;
+	int c;
+
+	ctl_campdef_init(&o.camp);
+	o.redis = getenv("MAILPUMP_REDIS");
+	o.ns = getenv("MAILPUMP_NS");
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_REDIS: o.redis = optarg; break;
+		case OPT_NS: o.ns = optarg; break;
+		case OPT_JSON: o.json = 1; break;
+		case OPT_CAMPAIGN: o.camp_file = optarg; break;
+		case OPT_ID: camp_set("id", optarg); break;
+		case OPT_FROM: camp_set("from", optarg); break;
+		case OPT_FROM_NAME: camp_set("from_name", optarg); break;
+		case OPT_REPLY_TO: camp_set("reply_to", optarg); break;
+		case OPT_SUBJECT: camp_set("subject", optarg); break;
+		case OPT_TEXT: camp_set("text_file", optarg); break;
+		case OPT_HTML: camp_set("html_file", optarg); break;
+		case OPT_UNSUB: camp_set("unsubscribe", optarg); break;
+		case OPT_TLS: camp_set("tls_policy", optarg); break;
+		case OPT_WINDOW: camp_set("window", optarg); break;
+		case OPT_MAX_AGE: camp_set("max_age_s", optarg); break;
+		case OPT_HEADER:
+			o.camp_opts = 1;
+			if (ctl_campdef_add_header(&o.camp, optarg, err, sizeof(err)) < 0)
+				die_usage("%s", err);
+			break;
+		case OPT_TLS_OVR:
+			o.camp_opts = 1;
+			if (ctl_campdef_add_tls_override(&o.camp, optarg, err, sizeof(err)) < 0)
+				die_usage("%s", err);
+			break;
+		case OPT_FORMAT:
+			if (strcmp(optarg, "csv") == 0)
+				o.fmt = CTL_INPUT_CSV;
+			else if (strcmp(optarg, "jsonl") == 0 || strcmp(optarg, "json") == 0)
+				o.fmt = CTL_INPUT_JSONL;
+			else
+				die_usage("--format '%s': expected csv or jsonl", optarg);
+			break;
+		case OPT_STRICT: o.strict = 1; break;
+		case OPT_APPEND:
+			if (!ctl_campdef_id_valid(optarg))
+				die_usage("--append '%s': not a campaign id", optarg);
+			o.append = optarg;
+			break;
+		case OPT_BATCH: o.batch = (unsigned)num_arg("batch", optarg, 1, 1000); break;
+		case OPT_QUIET: o.quiet = 1; break;
+		case OPT_MAX_ERRORS: o.max_errors = num_arg("max-errors", optarg, 1, 1L << 30); break;
+		case OPT_INTERVAL: o.interval = dbl_arg("interval", optarg); break;
+		case OPT_TIMEOUT: o.timeout = dbl_arg("timeout", optarg); break;
+		case OPT_DOMAIN: o.domain = optarg; break;
+		case OPT_TOP: o.top = (int)num_arg("top", optarg, 1, 1000000); break;
+		case OPT_LIMIT: o.limit = (int)num_arg("limit", optarg, 1, 1000000); break;
+		case 'h':
+		case OPT_HELP:
+			fputs(usage_text, stdout);
+			return EX_OK;
+		default:
+			fputs(usage_text, stderr);
+			return EX_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		fputs(usage_text, stderr);
+		return EX_USAGE;
+	}
+	cmd = argv[optind++];
+	argc -= optind;
+	argv += optind;
+	if (strcmp(cmd, "submit") == 0)
+		return cmd_submit(argc, argv);
+	if (strcmp(cmd, "status") == 0)
+		return cmd_status(argc, argv);
+	if (strcmp(cmd, "watch") == 0)
+		return cmd_watch(argc, argv);
+	if (strcmp(cmd, "report") == 0)
+		return cmd_report(argc, argv);
+	if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
+	    strcmp(cmd, "cancel") == 0)
+		return cmd_control(cmd, argc, argv);
+	if (strcmp(cmd, "list") == 0)
+		return cmd_list(argc, argv);
+	die_usage("unknown command '%s'", cmd);
+}
