@@ -1,0 +1,285 @@
+/*
+ * Campaign cache of the scheduler. A campaign is read from its hash
+ * (section F) the first time a batch names it and its template compiled
+ * once into an immutable struct ctl_campaign that every message of it
+ * references. Only the state is re-read later (at most every
+ * state_every_ms), so pause, resume and cancel take effect within that
+ * delay. A template that does not compile is kept as the reason why, and
+ * its recipients fail with it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctl_sched_int.h"
+#include "mp_log.h"
+
+#define LOGW(...) MP_LOG(MP_LOG_WARN, "ctl_sched", __VA_ARGS__)
+
+int
+ctl_policy_parse(const char *name, enum smtp_tls_policy *out)
+{
+	static const char *const names[] = { "none", "opportunistic", "required", "verify" };
+
+	for (unsigned i = 0; i < 4; i++) {
+		if (strcmp(name, names[i]) == 0) {
+			*out = (enum smtp_tls_policy)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static enum scamp_state
+state_parse(const char *v)
+{
+	if (v == NULL)
+		return SC_MISSING;
+	if (strcmp(v, "running") == 0)
+		return SC_RUNNING;
+	if (strcmp(v, "paused") == 0)
+		return SC_PAUSED;
+	if (strcmp(v, "cancelled") == 0)
+		return SC_CANCELLED;
+	if (strcmp(v, "done") == 0)
+		return SC_DONE;
+	return SC_SUBMITTING;
+}
+
+/* "HH:MM-HH:MM" -> minutes; @return 0 or -EINVAL */
+static int
+window_parse(const char *v, int *from, int *to)
+{
+	unsigned h1, m1, h2, m2;
+	char tail;
+
+	if (sscanf(v, "%u:%u-%u:%u%c", &h1, &m1, &h2, &m2, &tail) != 4 ||
+	    h1 > 23 || h2 > 24 || m1 > 59 || m2 > 59)
+		return -EINVAL;
+	*from = (int)(h1 * 60 + m1);
+	*to = (int)(h2 * 60 + m2);
+	return 0;
+}
+
+static const char *
+hget(const redisReply *r, const char *name)
+{
+	for (size_t i = 0; i + 1 < r->elements; i += 2) {
+		if (r->element[i]->type == REDIS_REPLY_STRING &&
+		    strcmp(r->element[i]->str, name) == 0 &&
+		    r->element[i + 1]->type == REDIS_REPLY_STRING)
+			return r->element[i + 1]->str;
+	}
+	return NULL;
+}
+
+static void
+camp_compile(struct scamp *c, const redisReply *h)
+{
+	struct msg_header hdr[MSG_MAX_HEADERS];
+	struct msg_template_spec spec = { 0 };
+	const char *v;
+	json_t *headers = NULL;
+	size_t nh = 0;
+
+	spec.campaign_id = c->id;
+	spec.from_addr = hget(h, "from");
+	spec.from_name = hget(h, "from_name");
+	spec.reply_to = hget(h, "reply_to");
+	spec.subject = hget(h, "subject");
+	spec.text = hget(h, "text");
+	spec.html = hget(h, "html");
+	spec.unsub_url = hget(h, "unsubscribe");
+	if (spec.from_name != NULL && spec.from_name[0] == '\0')
+		spec.from_name = NULL;
+	if (spec.reply_to != NULL && spec.reply_to[0] == '\0')
+		spec.reply_to = NULL;
+	if (spec.unsub_url != NULL && spec.unsub_url[0] == '\0')
+		spec.unsub_url = NULL;
+	if (spec.text != NULL && spec.text[0] == '\0' && spec.html != NULL)
+		spec.text = NULL;
+	if (spec.html != NULL && spec.html[0] == '\0')
+		spec.html = NULL;
+	v = hget(h, "headers");
+	if (v != NULL && v[0] != '\0') {
+		const char *name;
+		json_t *val;
+
+		headers = json_loads(v, 0, NULL);
+		if (!json_is_object(headers)) {
+			snprintf(c->bad, sizeof(c->bad), "campaign %s: headers is not a JSON object", c->id);
+			json_decref(headers);
+			return;
+		}
+		json_object_foreach(headers, name, val) {
+			if (nh == MSG_MAX_HEADERS || !json_is_string(val)) {
+				snprintf(c->bad, sizeof(c->bad), "campaign %s: bad headers", c->id);
+				json_decref(headers);
+				return;
+			}
+			hdr[nh].name = name;
+			hdr[nh].value = json_string_value(val);
+			nh++;
+		}
+	}
+	spec.headers = hdr;
+	spec.nheaders = nh;
+	if (spec.from_addr == NULL || spec.subject == NULL) {
+		snprintf(c->bad, sizeof(c->bad), "campaign %s: from and subject are required", c->id);
+	} else {
+		char err[CTL_REASON_MAX - 32];
+
+		c->cc = ctl_campaign_new(c->id, spec.from_addr, &spec, err, sizeof(err));
+		if (c->cc == NULL)
+			snprintf(c->bad, sizeof(c->bad), "template: %s", err);
+	}
+	json_decref(headers);
+}
+
+static void
+camp_fill(struct ctl_sched *s, struct scamp *c, const redisReply *h)
+{
+	const char *v;
+
+	(void)s;
+	c->state = state_parse(hget(h, "state"));
+	c->policy = SMTP_TLS_OPPORTUNISTIC;
+	v = hget(h, "tls_policy");
+	if (v != NULL && v[0] != '\0' && ctl_policy_parse(v, &c->policy) < 0)
+		LOGW("event=bad_tls_policy campaign=%s value=\"%s\"", c->id, v);
+	v = hget(h, "tls_overrides");
+	if (v != NULL && v[0] != '\0') {
+		c->overrides = json_loads(v, 0, NULL);
+		if (!json_is_object(c->overrides)) {
+			LOGW("event=bad_tls_overrides campaign=%s", c->id);
+			json_decref(c->overrides);
+			c->overrides = NULL;
+		}
+	}
+	c->win_from = c->win_to = -1;
+	v = hget(h, "window");
+	if (v != NULL && v[0] != '\0' && window_parse(v, &c->win_from, &c->win_to) < 0) {
+		LOGW("event=bad_window campaign=%s value=\"%s\"", c->id, v);
+		c->win_from = c->win_to = -1;
+	}
+	v = hget(h, "max_age_s");
+	c->max_age_ms = (v != NULL && v[0] != '\0') ? strtoull(v, NULL, 10) * 1000 : 432000000ull;
+	v = hget(h, "submitted_ms");
+	if (v == NULL || v[0] == '\0')
+		v = hget(h, "created_ms");
+	c->submitted_ms = v != NULL ? strtoull(v, NULL, 10) : 0;
+	camp_compile(c, h);
+	c->state_mono = ctl_mono_ms();
+}
+
+struct scamp *
+ctl_camp_get(struct ctl_sched *s, const char *id, int *err)
+{
+	struct scamp *c;
+	redisReply *r;
+
+	*err = 0;
+	for (c = s->camps; c != NULL; c = c->next) {
+		if (strcmp(c->id, id) == 0)
+			return c;
+	}
+	if (strlen(id) >= CTL_CAMP_ID_MAX) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	r = CTL_RC_CMD(s, "HGETALL %scampaign:%s", s->ns, id);
+	if (r == NULL) {
+		ctl_rc_failed(s, "hgetall");
+		*err = -EIO;
+		return NULL;
+	}
+	if (r->type != REDIS_REPLY_ARRAY) {
+		freeReplyObject(r);
+		*err = -EIO;
+		return NULL;
+	}
+	if (r->elements == 0) {
+		freeReplyObject(r);
+		*err = -ENOENT;
+		return NULL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		freeReplyObject(r);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	snprintf(c->id, sizeof(c->id), "%s", id);
+	camp_fill(s, c, r);
+	freeReplyObject(r);
+	if (c->cc == NULL)
+		LOGW("event=campaign_bad campaign=%s reason=\"%s\"", c->id, c->bad);
+	c->next = s->camps;
+	s->camps = c;
+	return c;
+}
+
+int
+ctl_camp_refresh(struct ctl_sched *s, struct scamp *c)
+{
+	redisReply *r;
+
+	if (ctl_mono_ms() - c->state_mono < (int64_t)s->conf.state_every_ms)
+		return 0;
+	r = CTL_RC_CMD(s, "HGET %scampaign:%s state", s->ns, c->id);
+	if (r == NULL) {
+		ctl_rc_failed(s, "hget");
+		return -EIO;
+	}
+	if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL)
+		c->state = state_parse(r->type == REDIS_REPLY_STRING ? r->str : NULL);
+	freeReplyObject(r);
+	c->state_mono = ctl_mono_ms();
+	return 0;
+}
+
+/* @return 1 when recipients of @p c may be dispatched now */
+int
+ctl_camp_sendable(struct ctl_sched *s, struct scamp *c, uint64_t now_ms)
+{
+	int minute;
+
+	(void)s;
+	if (c->state != SC_RUNNING && c->state != SC_DONE && c->state != SC_SUBMITTING)
+		return 0;
+	if (c->win_from < 0)
+		return 1;
+	minute = (int)((now_ms / 60000) % 1440);
+	if (c->win_from <= c->win_to)
+		return minute >= c->win_from && minute < c->win_to;
+	return minute >= c->win_from || minute < c->win_to;
+}
+
+enum smtp_tls_policy
+ctl_camp_policy(const struct scamp *c, const char *domain)
+{
+	enum smtp_tls_policy p = c->policy;
+	json_t *v;
+
+	if (c->overrides != NULL) {
+		v = json_object_get(c->overrides, domain);
+		if (json_is_string(v))
+			ctl_policy_parse(json_string_value(v), &p);
+	}
+	return p;
+}
+
+void
+ctl_camps_free(struct ctl_sched *s)
+{
+	while (s->camps != NULL) {
+		struct scamp *c = s->camps;
+
+		s->camps = c->next;
+		ctl_campaign_unref(c->cc);
+		json_decref(c->overrides);
+		free(c);
+	}
+}

@@ -1,0 +1,172 @@
+/*
+ * The objects that cross the dispatch interface (include/ctl_dispatch.h):
+ * the immutable compiled campaign with its atomic reference count, the
+ * one-block message, the order. Nothing here talks to Redis or the
+ * network; a DPDK worker links this file too.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl_dispatch.h"
+
+uint64_t
+ctl_hash64(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+static int
+camp_id_ok(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n >= CTL_CAMP_ID_MAX)
+		return 0;
+	for (; *id != '\0'; id++) {
+		char c = *id;
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+struct ctl_campaign *
+ctl_campaign_new(const char *id, const char *mail_from,
+	const struct msg_template_spec *spec, char *err, size_t errlen)
+{
+	struct msg_template_spec sp;
+	struct ctl_campaign *c;
+
+	if (id == NULL || !camp_id_ok(id)) {
+		snprintf(err, errlen, "bad campaign id");
+		return NULL;
+	}
+	if (mail_from == NULL || spec == NULL) {
+		snprintf(err, errlen, "campaign %s: no sender", id);
+		return NULL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL || (c->mail_from = strdup(mail_from)) == NULL) {
+		free(c);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	/* Message-IDs are "<id.index@domain>": the campaign id is always there */
+	sp = *spec;
+	if (sp.campaign_id == NULL)
+		sp.campaign_id = id;
+	c->tpl = msg_template_compile(&sp, err, errlen);
+	if (c->tpl == NULL) {
+		free(c->mail_from);
+		free(c);
+		return NULL;
+	}
+	snprintf(c->id, sizeof(c->id), "%s", id);
+	c->render_flags = MSG_F_8BITMIME;
+	__atomic_store_n(&c->refcnt, 1, __ATOMIC_RELEASE);
+	return c;
+}
+
+struct ctl_campaign *
+ctl_campaign_ref(struct ctl_campaign *c)
+{
+	__atomic_add_fetch(&c->refcnt, 1, __ATOMIC_RELAXED);
+	return c;
+}
+
+void
+ctl_campaign_unref(struct ctl_campaign *c)
+{
+	if (c == NULL)
+		return;
+	if (__atomic_sub_fetch(&c->refcnt, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	msg_template_free(c->tpl);
+	free(c->mail_from);
+	free(c);
+}
+
+struct ctl_msg *
+ctl_msg_new(struct ctl_campaign *camp, const char *rcpt,
+	const char *const *names, const char *const *values,
+	const size_t *lens, size_t nfields)
+{
+	size_t need = sizeof(struct ctl_msg) + nfields * sizeof(struct msg_field);
+	size_t rlen = strlen(rcpt) + 1;
+	struct ctl_msg *m;
+	char *p;
+
+	need += rlen;
+	for (size_t i = 0; i < nfields; i++)
+		need += strlen(names[i]) + 1 + lens[i] + 1;
+	m = malloc(need);
+	if (m == NULL)
+		return NULL;
+	memset(m, 0, sizeof(*m));
+	m->fields = (struct msg_field *)(m + 1);
+	m->nfields = nfields;
+	p = (char *)(m->fields + nfields);
+	memcpy(p, rcpt, rlen);
+	m->rcpt = p;
+	p += rlen;
+	for (size_t i = 0; i < nfields; i++) {
+		size_t nl = strlen(names[i]) + 1;
+
+		memcpy(p, names[i], nl);
+		m->fields[i].name = p;
+		p += nl;
+		memcpy(p, values[i], lens[i]);
+		p[lens[i]] = '\0';
+		m->fields[i].value = p;
+		m->fields[i].len = lens[i];
+		p += lens[i] + 1;
+	}
+	m->camp = ctl_campaign_ref(camp);
+	m->index = ctl_hash64(rcpt);
+	return m;
+}
+
+void
+ctl_msg_free(struct ctl_msg *m)
+{
+	if (m == NULL)
+		return;
+	ctl_campaign_unref(m->camp);
+	free(m);
+}
+
+struct ctl_order *
+ctl_order_new(unsigned cap)
+{
+	struct ctl_order *o = calloc(1, sizeof(*o));
+
+	if (o == NULL)
+		return NULL;
+	o->msgs = calloc(cap ? cap : 1, sizeof(*o->msgs));
+	if (o->msgs == NULL) {
+		free(o);
+		return NULL;
+	}
+	return o;
+}
+
+void
+ctl_order_free(struct ctl_order *o)
+{
+	if (o == NULL)
+		return;
+	for (unsigned i = 0; i < o->n_msgs; i++)
+		ctl_msg_free(o->msgs[i]);
+	free(o->msgs);
+	free(o);
+}

@@ -1,0 +1,589 @@
+/*
+ * Redis side of the scheduler: the connection (lazy connect, reconnect
+ * with backoff), the Lua scripts of the contract, and the write queue.
+ *
+ * Every write that settles something (a recipient final, a recipient
+ * handed to the retry set, a batch acknowledged, a session's TLS
+ * counters) is one atomic Lua call kept in a FIFO queue until Redis
+ * answered it. ctl_ops_flush() runs the queue in order; an I/O error
+ * leaves the failed write at the head and drops the connection, so the
+ * next flush after the reconnect repeats it. A recipient counts as settled
+ * (and its batch may be acknowledged) only once its write succeeded.
+ * The finalise script is idempotent: a recipient already final is left
+ * alone and dup_deliveries counted. It sets the campaign done (with
+ * done_ms) when the last recipient becomes final, only from running or
+ * paused: never during submitting, never over cancelled (README).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctl_sched_int.h"
+#include "mp_log.h"
+
+#define LOGW(...) MP_LOG(MP_LOG_WARN, "ctl_sched", __VA_ARGS__)
+#define LOGI(...) MP_LOG(MP_LOG_INFO, "ctl_sched", __VA_ARGS__)
+
+enum { SC_FINAL = 0, SC_ACK, SC_TLS, SC_MOVE, SC_LAST };
+
+/* KEYS: rcpt hash, counts, campaign, events, retry.
+ * ARGV: addr, json, state, campaign, code, esc, text, tls_version,
+ *       tls_cipher, ts_ms, maxlen, attempts delta, due_ms, retry member. */
+static const char script_final[] =
+	"local old = redis.call('HGET', KEYS[1], ARGV[1])\n"
+	"if not old then return -1 end\n"
+	"local ok, j = pcall(cjson.decode, old)\n"
+	"local st = 'queued'\n"
+	"if ok and type(j) == 'table' and type(j.state) == 'string' then st = j.state end\n"
+	"if st == 'delivered' or st == 'bounced' or st == 'failed' or st == 'cancelled' then\n"
+	"  if ARGV[3] ~= 'deferred' and ARGV[3] ~= 'cancelled' then\n"
+	"    redis.call('HINCRBY', KEYS[2], 'dup_deliveries', 1)\n"
+	"  end\n"
+	"  return 0\n"
+	"end\n"
+	"redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+	"if st ~= ARGV[3] then\n"
+	"  redis.call('HINCRBY', KEYS[2], st, -1)\n"
+	"  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)\n"
+	"end\n"
+	"if tonumber(ARGV[12]) > 0 then redis.call('HINCRBY', KEYS[2], 'attempts', ARGV[12]) end\n"
+	"redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', 'campaign', ARGV[4],\n"
+	"  'rcpt', ARGV[1], 'state', ARGV[3], 'code', ARGV[5], 'esc', ARGV[6],\n"
+	"  'text', ARGV[7], 'tls_version', ARGV[8], 'tls_cipher', ARGV[9], 'ts_ms', ARGV[10])\n"
+	"if ARGV[3] == 'deferred' then\n"
+	"  redis.call('ZADD', KEYS[5], ARGV[13], ARGV[14])\n"
+	"else\n"
+	"  local c = redis.call('HMGET', KEYS[2], 'delivered', 'bounced', 'failed', 'cancelled')\n"
+	"  local n = 0\n"
+	"  for i = 1, 4 do n = n + (tonumber(c[i]) or 0) end\n"
+	"  local h = redis.call('HMGET', KEYS[3], 'total', 'state')\n"
+	"  if h[1] and tonumber(h[1]) == n and (h[2] == 'running' or h[2] == 'paused') then\n"
+	"    redis.call('HSET', KEYS[3], 'state', 'done', 'done_ms', ARGV[10])\n"
+	"  end\n"
+	"end\n"
+	"return 1\n";
+
+/* KEYS: jobs. ARGV: group, id. */
+static const char script_ack[] =
+	"redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+	"redis.call('XDEL', KEYS[1], ARGV[2])\n"
+	"return 1\n";
+
+/* KEYS: tls:<domain>, tls:domains. ARGV: domain, then field, increment... */
+static const char script_tls[] =
+	"redis.call('SADD', KEYS[2], ARGV[1])\n"
+	"for i = 2, #ARGV - 1, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end\n"
+	"return 1\n";
+
+/* KEYS: retry, jobs. ARGV: now_ms, limit, batch size.
+ * Due members become job entries grouped by campaign and domain; members
+ * that do not parse are dropped (counted in the reply). */
+static const char script_move[] =
+	"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))\n"
+	"local groups, order, bad, bmax = {}, {}, 0, tonumber(ARGV[3])\n"
+	"local function flush(g)\n"
+	"  if #g.r == 0 then return end\n"
+	"  redis.call('XADD', KEYS[2], '*', 'campaign', g.c, 'domain', g.d,\n"
+	"    'attempt', tostring(g.a), 'rcpts', cjson.encode(g.r))\n"
+	"  g.r = {}\n"
+	"  g.a = 0\n"
+	"end\n"
+	"for _, m in ipairs(due) do\n"
+	"  redis.call('ZREM', KEYS[1], m)\n"
+	"  local ok, j = pcall(cjson.decode, m)\n"
+	"  if ok and type(j) == 'table' and type(j.c) == 'string' and type(j.d) == 'string'\n"
+	"     and type(j.to) == 'string' then\n"
+	"    local k = j.c .. '|' .. j.d\n"
+	"    local g = groups[k]\n"
+	"    if not g then g = {c = j.c, d = j.d, a = 0, r = {}}; groups[k] = g; table.insert(order, g) end\n"
+	"    local a = tonumber(j.a) or 1\n"
+	"    if a > g.a then g.a = a end\n"
+	"    table.insert(g.r, {to = j.to, f = j.f, a = a, first = j.first})\n"
+	"    if #g.r >= bmax then flush(g) end\n"
+	"  else\n"
+	"    bad = bad + 1\n"
+	"  end\n"
+	"end\n"
+	"for _, g in ipairs(order) do flush(g) end\n"
+	"return {#due - bad, bad}\n";
+
+static struct ctl_redis_script script_tab[SC_LAST] = {
+	{ script_final, "" }, { script_ack, "" }, { script_tls, "" }, { script_move, "" },
+};
+
+uint64_t
+ctl_sched_now(struct ctl_sched *s)
+{
+	if (s->conf.now_ms != NULL)
+		return s->conf.now_ms(s->conf.clock_arg);
+	return (uint64_t)ctl_now_ms();
+}
+
+void
+ctl_rc_failed(struct ctl_sched *s, const char *what)
+{
+	s->st.redis_errors++;
+	s->group_ok = 0;
+	LOGW("event=redis_error what=%s err=\"%s\"", what, ctl_redis_error(s->rc));
+}
+
+/* Connected with the consumer group in place. @return 1 when usable. */
+int
+ctl_rc_ready(struct ctl_sched *s)
+{
+	redisReply *r;
+
+	if (ctl_redis_ensure(s->rc) < 0) {
+		s->group_ok = 0;
+		return 0;
+	}
+	if (s->group_ok)
+		return 1;
+	r = ctl_redis_cmd(s->rc, "XGROUP CREATE %s %s 0 MKSTREAM", s->k_jobs, s->group);
+	if (r == NULL) {
+		ctl_rc_failed(s, "xgroup");
+		return 0;
+	}
+	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0) {
+		LOGW("event=xgroup_failed err=\"%s\"", r->str);
+		freeReplyObject(r);
+		return 0;
+	}
+	freeReplyObject(r);
+	s->group_ok = 1;
+	s->st.reconnects++;
+	return 1;
+}
+
+/* ---- write queue ---- */
+
+static struct sop *
+op_new(enum sop_kind kind, int script, int argc)
+{
+	struct sop *op = calloc(1, sizeof(*op));
+
+	if (op == NULL)
+		return NULL;
+	op->kind = kind;
+	op->script = script;
+	op->argv = calloc((size_t)argc, sizeof(char *));
+	op->lens = calloc((size_t)argc, sizeof(size_t));
+	if (op->argv == NULL || op->lens == NULL) {
+		free(op->argv);
+		free(op->lens);
+		free(op);
+		return NULL;
+	}
+	return op;
+}
+
+static void
+op_arg(struct sop *op, const char *v)
+{
+	size_t n = strlen(v);
+	char *p = malloc(n + 1);
+
+	if (p == NULL)
+		abort();	/* the write queue must not lose a write */
+	memcpy(p, v, n + 1);
+	op->argv[op->argc] = p;
+	op->lens[op->argc] = n;
+	op->argc++;
+}
+
+static void
+op_argf(struct sop *op, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	op_arg(op, buf);
+}
+
+static void
+op_free(struct sop *op)
+{
+	for (int i = 0; i < op->argc; i++)
+		free(op->argv[i]);
+	free(op->argv);
+	free(op->lens);
+	free(op);
+}
+
+static void
+op_push(struct ctl_sched *s, struct sop *op)
+{
+	if (op == NULL)
+		abort();	/* out of memory for a settling write */
+	if (s->ops_tail != NULL)
+		s->ops_tail->next = op;
+	else
+		s->ops = op;
+	s->ops_tail = op;
+	s->nops++;
+}
+
+static json_t *
+tls_json(const struct tls_record *t)
+{
+	return json_pack("{s:s, s:s, s:s, s:b, s:s, s:s, s:s, s:s, s:I}",
+		"version", t->version, "cipher", t->cipher, "group", t->group,
+		"resumed", t->resumed, "verify", tls_verify_reason_name(t->verify),
+		"subject", t->subject, "issuer", t->issuer,
+		"not_after", t->not_after_iso,
+		"handshake_ms", (json_int_t)(t->handshake_us / 1000));
+}
+
+static char *
+rcpt_json(const char *state, uint32_t attempts, const struct ctl_result *res,
+	const char *mx, uint64_t now)
+{
+	json_t *o = json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:s}",
+		"state", state, "attempts", (int)attempts,
+		"code", res->code, "esc", res->esc, "text", res->text,
+		"updated_ms", (json_int_t)now, "mx", mx ? mx : "");
+	char *txt;
+
+	if (o == NULL)
+		abort();
+	json_object_set_new(o, "tls", res->tls_on && res->has_tls ? tls_json(&res->tls) : json_null());
+	txt = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	if (txt == NULL)
+		abort();
+	return txt;
+}
+
+static struct sop *
+op_record(struct ctl_sched *s, enum sop_kind kind, struct srcpt *r,
+	const char *state, const struct ctl_result *res, const char *mx,
+	int attempts_delta, uint32_t attempts)
+{
+	const char *cid = r->b->camp->id;
+	uint64_t now = ctl_sched_now(s);
+	struct sop *op = op_new(kind, SC_FINAL, 2 + 5 + 14);
+	char *js;
+
+	if (op == NULL)
+		abort();
+	op->r = r;
+	snprintf(op->state, sizeof(op->state), "%s", state);
+	op->nkeys = 5;
+	op_argf(op, "%scampaign:%s:rcpt", s->ns, cid);
+	op_argf(op, "%scampaign:%s:counts", s->ns, cid);
+	op_argf(op, "%scampaign:%s", s->ns, cid);
+	op_arg(op, s->k_events);
+	op_arg(op, s->k_retry);
+	js = rcpt_json(state, attempts, res, mx, now);
+	op_arg(op, r->addr);
+	op_arg(op, js);
+	free(js);
+	op_arg(op, state);
+	op_arg(op, cid);
+	op_argf(op, "%d", res->code);
+	op_arg(op, res->esc);
+	op_arg(op, res->text);
+	op_arg(op, res->tls_on && res->has_tls ? res->tls.version : "");
+	op_arg(op, res->tls_on && res->has_tls ? res->tls.cipher : "");
+	op_argf(op, "%" PRIu64, now);
+	op_argf(op, "%u", s->conf.events_maxlen);
+	op_argf(op, "%d", attempts_delta);
+	return op;
+}
+
+void
+ctl_op_final(struct ctl_sched *s, struct srcpt *r, const char *state,
+	const struct ctl_result *res, const char *mx, int real_attempt)
+{
+	struct sop *op = op_record(s, OP_FINAL, r, state, res, mx,
+		real_attempt ? 1 : 0, r->attempt + (real_attempt ? 1 : 0));
+
+	op_arg(op, "0");
+	op_arg(op, "");
+	r->state = SR_SETTLING;
+	op_push(s, op);
+}
+
+void
+ctl_op_defer(struct ctl_sched *s, struct srcpt *r,
+	const struct ctl_result *res, const char *mx, uint64_t due_ms)
+{
+	struct sop *op = op_record(s, OP_DEFER, r, "deferred", res, mx, 1,
+		r->attempt + 1);
+	json_t *m = json_pack("{s:s, s:s, s:s, s:i, s:I}",
+		"c", r->b->camp->id, "d", r->b->dom->name, "to", r->addr,
+		"a", (int)(r->attempt + 1), "first", (json_int_t)r->first_ms);
+	char *txt;
+
+	if (m == NULL)
+		abort();
+	json_object_set(m, "f", r->fields != NULL ? r->fields : json_object());
+	if (r->fields == NULL)
+		json_decref(json_object_get(m, "f"));
+	txt = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(m);
+	if (txt == NULL)
+		abort();
+	op_argf(op, "%" PRIu64, due_ms);
+	op_arg(op, txt);
+	free(txt);
+	r->state = SR_SETTLING;
+	op_push(s, op);
+}
+
+void
+ctl_op_tls(struct ctl_sched *s, const struct ctl_order *o,
+	const struct ctl_sess_report *rep, unsigned plain_delivered)
+{
+	const struct smtp_sess_info *in = &rep->info;
+	const struct tls_record *t = &rep->tls;
+	struct sop *op = op_new(OP_TLS, SC_TLS, 64);
+
+	op->nkeys = 2;
+	op_argf(op, "%stls:%s", s->ns, o->domain);
+	op_arg(op, s->k_tls_domains);
+	op_arg(op, o->domain);
+	if (!rep->connected) {
+		op_arg(op, "connect_failed");
+		op_arg(op, "1");
+		op_push(s, op);
+		return;
+	}
+	op_arg(op, "sessions");
+	op_arg(op, "1");
+	if (in->starttls_offered) {
+		op_arg(op, "starttls_offered");
+		op_arg(op, "1");
+	} else if (!o->implicit_tls && in->greeting_host[0] != '\0') {
+		op_arg(op, "no_starttls");
+		op_arg(op, "1");
+	}
+	if (in->tls_active) {
+		op_arg(op, "tls_ok");
+		op_arg(op, "1");
+	}
+	if (in->tls_failed) {
+		op_arg(op, "tls_failed");
+		op_arg(op, "1");
+	}
+	if (rep->has_tls) {
+		if (in->tls_active) {
+			op_argf(op, "version:%s", t->version);
+			op_arg(op, "1");
+			op_argf(op, "cipher:%s", t->cipher);
+			op_arg(op, "1");
+			if (t->group[0] != '\0') {
+				op_argf(op, "group:%s", t->group);
+				op_arg(op, "1");
+			}
+			if (t->resumed) {
+				op_arg(op, "resumed");
+				op_arg(op, "1");
+			}
+			op_arg(op, "hs_ms_sum");
+			op_argf(op, "%" PRIu64, t->handshake_us / 1000);
+			op_arg(op, "hs_count");
+			op_arg(op, "1");
+		}
+		if (t->verify != TLS_VERIFY_OK && t->verify != TLS_VERIFY_NONE) {
+			op_argf(op, "verify_fail:%s", tls_verify_reason_name(t->verify));
+			op_arg(op, "1");
+		}
+	}
+	if (plain_delivered > 0) {
+		op_arg(op, "plaintext_deliveries");
+		op_argf(op, "%u", plain_delivered);
+	}
+	op_push(s, op);
+}
+
+void
+ctl_op_ack(struct ctl_sched *s, struct sbatch *b)
+{
+	struct sop *op = op_new(OP_ACK, SC_ACK, 4);
+
+	op->b = b;
+	b->acking = 1;
+	op->nkeys = 1;
+	op_arg(op, s->k_jobs);
+	op_arg(op, s->group);
+	op_arg(op, b->id);
+	op_push(s, op);
+}
+
+/* What a write's reply means for its recipient. */
+static void
+op_reply(struct ctl_sched *s, struct sop *op, const redisReply *r)
+{
+	long long v;
+
+	if (op->kind != OP_FINAL && op->kind != OP_DEFER)
+		return;
+	v = r->type == REDIS_REPLY_INTEGER ? r->integer : 1;
+	if (v == 0 && op->kind == OP_FINAL)
+		s->st.dup_final++;
+	if (v < 0)
+		LOGW("event=unknown_rcpt campaign=%s rcpt=%s",
+			op->r->b->camp->id, op->r->addr);
+}
+
+/* Unlink the writes Redis confirmed, in queue order, and act on them. */
+static unsigned
+ops_reap(struct ctl_sched *s)
+{
+	struct sop **pp = &s->ops, *prev = NULL;
+	unsigned n = 0;
+
+	while (*pp != NULL) {
+		struct sop *op = *pp;
+
+		if (!op->ok) {
+			prev = op;
+			pp = &op->next;
+			continue;
+		}
+		*pp = op->next;
+		if (s->ops_tail == op)
+			s->ops_tail = prev;
+		s->nops--;
+		n++;
+		/* may queue an ack at the tail: after prev, so the walk sees it */
+		if (op->kind == OP_FINAL || op->kind == OP_DEFER)
+			ctl_sched_settled(s, op->r);
+		else if (op->kind == OP_ACK)
+			ctl_sched_batch_acked(s, op->b);
+		op_free(op);
+	}
+	return n;
+}
+
+/*
+ * Send queued writes pipelined, FLUSH_PIPE at a time, and keep each one
+ * until its own reply came back. A write whose reply is an error stays
+ * queued (after a pause) while the others complete: nothing depends on an
+ * earlier write except an ack, which is only queued once its recipients'
+ * writes are confirmed. On a connection failure the writes without a
+ * reply stay queued and are sent again after the reconnect (they may have
+ * run: the finalise script then counts a dup_delivery, never a second
+ * state change).
+ */
+#define FLUSH_PIPE 64
+
+int
+ctl_ops_flush(struct ctl_sched *s)
+{
+	unsigned done = 0, noscript_rounds = 0;
+
+	if (s->ops != NULL && ctl_mono_ms() < s->ops_pause_mono)
+		return 0;
+	while (s->ops != NULL) {
+		struct sop *batch[FLUSH_PIPE], *op;
+		unsigned n = 0, i;
+		int io_fail = 0, err_seen = 0, noscript = 0;
+
+		if (!ctl_rc_ready(s))
+			break;
+		for (i = 0; i < SC_LAST; i++) {
+			if (script_tab[i].sha[0] == '\0' &&
+			    ctl_redis_script_load(s->rc, &script_tab[i]) < 0) {
+				ctl_rc_failed(s, "script_load");
+				return (int)done;
+			}
+		}
+		for (op = s->ops; op != NULL && n < FLUSH_PIPE; op = op->next) {
+			op->ok = 0;
+			if (ctl_redis_eval_append(s->rc, &script_tab[op->script], op->nkeys,
+			    op->argc, (const char **)op->argv, op->lens) < 0)
+				break;
+			batch[n++] = op;
+		}
+		for (i = 0; i < n; i++) {
+			redisReply *r;
+
+			if (ctl_redis_reply(s->rc, &r) < 0) {
+				io_fail = 1;
+				break;
+			}
+			if (r->type == REDIS_REPLY_ERROR) {
+				/* NOSCRIPT: the server lost its scripts; reload next round */
+				if (ctl_redis_is_noscript(r)) {
+					script_tab[batch[i]->script].sha[0] = '\0';
+					noscript = 1;
+				} else {
+					LOGW("event=write_error kind=%d err=\"%s\"",
+						batch[i]->kind, r->str);
+					err_seen = 1;
+				}
+				s->st.redis_errors++;
+			} else {
+				op_reply(s, batch[i], r);
+				batch[i]->ok = 1;
+			}
+			freeReplyObject(r);
+		}
+		done += ops_reap(s);
+		if (io_fail || n == 0) {
+			ctl_rc_failed(s, "eval");
+			break;
+		}
+		if (err_seen || (noscript && ++noscript_rounds > 3)) {
+			s->ops_pause_mono = ctl_mono_ms() + 1000;
+			break;
+		}
+	}
+	return (int)done;
+}
+
+void
+ctl_ops_free(struct ctl_sched *s)
+{
+	while (s->ops != NULL) {
+		struct sop *op = s->ops;
+
+		s->ops = op->next;
+		op_free(op);
+	}
+	s->ops_tail = NULL;
+	s->nops = 0;
+}
+
+int
+ctl_retry_move(struct ctl_sched *s, unsigned limit)
+{
+	char now[32], lim[16];
+	const char *argv[5];
+	redisReply *r;
+	int moved = 0;
+
+	if (!ctl_rc_ready(s))
+		return -EIO;
+	snprintf(now, sizeof(now), "%" PRIu64, ctl_sched_now(s));
+	snprintf(lim, sizeof(lim), "%u", limit);
+	argv[0] = s->k_retry;
+	argv[1] = s->k_jobs;
+	argv[2] = now;
+	argv[3] = lim;
+	argv[4] = "100";
+	r = ctl_redis_eval(s->rc, &script_tab[SC_MOVE], 2, 5, argv, NULL);
+	if (r == NULL) {
+		ctl_rc_failed(s, "retry_move");
+		return -EIO;
+	}
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+		moved = (int)r->element[0]->integer;
+		if (r->element[1]->integer > 0)
+			LOGW("event=retry_bad_members n=%lld", r->element[1]->integer);
+	} else if (r->type == REDIS_REPLY_ERROR) {
+		LOGW("event=retry_move_error err=\"%s\"", r->str);
+	}
+	freeReplyObject(r);
+	s->st.retry_moved += (uint64_t)moved;
+	return moved;
+}

@@ -1,0 +1,197 @@
+/*
+ * Internals shared by the scheduler's files: ctl_sched.c (loop, batches,
+ * domain queues, dispatch), ctl_campaign.c (campaign cache) and
+ * ctl_results.c (Redis connection, Lua scripts, the write queue).
+ */
+#ifndef CTL_SCHED_INT_H
+#define CTL_SCHED_INT_H
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "ctl_dns.h"
+#include "ctl_keys.h"
+#include "ctl_redis.h"
+#include "ctl_sched.h"
+#include "ctl_shape.h"
+
+#define CTL_REASON_MAX 256
+#define CTL_HOPS_MAX 16
+
+/* One server of a domain's route, in the order they are tried. */
+struct ctl_hop {
+	char host[CTL_DOMAIN_MAX];
+	struct sockaddr_in addr;
+	uint8_t implicit_tls;
+};
+
+enum ctl_route_status { CTL_ROUTE_OK = 0, CTL_ROUTE_TEMP, CTL_ROUTE_PERM };
+
+struct ctl_route {
+	enum ctl_route_status status;
+	char reason[CTL_REASON_MAX];
+	unsigned n;
+	struct ctl_hop hop[CTL_HOPS_MAX];
+};
+
+enum srcpt_state {
+	SR_QUEUED = 0,	/* in its domain queue */
+	SR_INFLIGHT,	/* in an order at the backend */
+	SR_SETTLING,	/* its write is queued */
+	SR_DONE,	/* final or in the retry set, written */
+};
+
+struct sbatch;
+struct sdom;
+struct scamp;
+
+struct srcpt {
+	struct sbatch *b;
+	char *addr;
+	json_t *fields;			/* object or NULL */
+	uint32_t attempt;
+	uint64_t first_ms;
+	uint8_t state;
+	uint8_t hop;			/* next hop of the route in this attempt */
+	uint8_t plaintext;		/* TLS failed under opportunistic */
+	struct srcpt *qprev, *qnext;	/* domain queue */
+};
+
+struct sbatch {
+	char id[48];			/* stream entry id */
+	char camp_id[CTL_CAMP_ID_MAX];
+	struct scamp *camp;
+	struct sdom *dom;
+	unsigned n, unsettled;
+	struct srcpt *r;
+	int64_t refreshed_mono;
+	uint64_t recheck_at;		/* waiting: next state check (scheduler clock) */
+	uint8_t admitted;		/* recipients queued (else waiting) */
+	uint8_t acking;			/* ack write queued */
+	struct sbatch *prev, *next;
+};
+
+enum scamp_state {
+	SC_SUBMITTING = 0, SC_RUNNING, SC_PAUSED, SC_CANCELLED, SC_DONE,
+	SC_MISSING,			/* no campaign hash: batch is bad */
+};
+
+struct scamp {
+	char id[CTL_CAMP_ID_MAX];
+	struct ctl_campaign *cc;	/* NULL when the template is bad */
+	char bad[CTL_REASON_MAX];	/* why cc is NULL */
+	enum scamp_state state;
+	int win_from, win_to;		/* minutes of the UTC day, -1 = none */
+	uint64_t max_age_ms;
+	uint64_t submitted_ms;
+	enum smtp_tls_policy policy;
+	json_t *overrides;		/* domain -> policy name */
+	int64_t state_mono;		/* when state was read */
+	struct scamp *next;
+};
+
+enum sdom_route { SD_NONE = 0, SD_RESOLVING, SD_READY };
+
+struct sdom {
+	char name[CTL_DOMAIN_MAX];
+	enum sdom_route rstate;
+	struct ctl_route route;
+	int64_t route_mono;
+	uint8_t active;			/* on the scheduler's active list */
+	struct sdom *anext;
+	struct srcpt *qhead, *qtail;
+	unsigned qlen;
+	unsigned conns;
+	unsigned refs;			/* held batches of this domain */
+	struct sdom *next;
+};
+
+/* The scheduler's side of an order at the backend. */
+struct somap {
+	struct sdom *dom;
+	unsigned n;
+	unsigned plain_delivered;
+	struct somap *prev, *next;
+	struct srcpt *r[];
+};
+
+enum sop_kind { OP_FINAL, OP_DEFER, OP_TLS, OP_ACK };
+
+/* One queued Redis write: a Lua call plus what to do once it succeeded. */
+struct sop {
+	enum sop_kind kind;
+	int script;			/* index into the script table */
+	int nkeys;
+	int argc;
+	char **argv;
+	size_t *lens;
+	struct srcpt *r;		/* FINAL, DEFER */
+	struct sbatch *b;		/* ACK */
+	char state[16];			/* FINAL: new state, for stats */
+	uint8_t ok;			/* Redis confirmed it (flush in progress) */
+	struct sop *next;
+};
+
+struct ctl_sched {
+	struct ctl_sched_conf conf;
+	char ns[64], group[64], consumer[128];
+	char k_jobs[96], k_retry[96], k_events[96], k_tls_domains[96];
+	/* Redis */
+	struct ctl_redis *rc;
+	int group_ok;
+	/* delivery */
+	struct ctl_backend be;
+	struct ctl_sink sink;
+	uint64_t next_order;
+	/* state */
+	struct sbatch *batches;
+	unsigned nbatches;
+	struct scamp *camps;
+	struct sdom *doms;
+	struct sop *ops, *ops_tail;
+	unsigned nops;
+	int64_t ops_pause_mono;
+	unsigned inflight_rcpts;
+	int stopping;
+	int started;
+	struct sdom *active;		/* domains with queued recipients */
+	struct somap *omaps;		/* orders at the backend */
+	unsigned orders_out;		/* orders at the backend */
+	uint64_t rng;
+	int64_t claim_mono, refresh_mono, idle_mono, gc_mono;
+	uint64_t retry_at, read_at;	/* scheduler clock */
+	int last_read_empty;
+	int redis_idle;			/* last check: no pending, no retries */
+	struct ctl_sched_stats st;
+};
+
+/* ctl_results.c */
+uint64_t ctl_sched_now(struct ctl_sched *s);
+int ctl_rc_ready(struct ctl_sched *s);
+void ctl_rc_failed(struct ctl_sched *s, const char *what);
+/* One command when connected (group in place), else NULL. */
+#define CTL_RC_CMD(s, ...) (ctl_rc_ready(s) ? ctl_redis_cmd((s)->rc, __VA_ARGS__) : NULL)
+void ctl_op_final(struct ctl_sched *s, struct srcpt *r, const char *state,
+	const struct ctl_result *res, const char *mx, int real_attempt);
+void ctl_op_defer(struct ctl_sched *s, struct srcpt *r,
+	const struct ctl_result *res, const char *mx, uint64_t due_ms);
+void ctl_op_tls(struct ctl_sched *s, const struct ctl_order *o,
+	const struct ctl_sess_report *rep, unsigned plain_delivered);
+void ctl_op_ack(struct ctl_sched *s, struct sbatch *b);
+int ctl_ops_flush(struct ctl_sched *s);
+int ctl_retry_move(struct ctl_sched *s, unsigned limit);
+void ctl_ops_free(struct ctl_sched *s);
+
+/* ctl_sched.c, called when a write of r succeeded */
+void ctl_sched_settled(struct ctl_sched *s, struct srcpt *r);
+void ctl_sched_batch_acked(struct ctl_sched *s, struct sbatch *b);
+
+/* ctl_campaign.c */
+struct scamp *ctl_camp_get(struct ctl_sched *s, const char *id, int *err);
+int ctl_camp_refresh(struct ctl_sched *s, struct scamp *c);
+int ctl_camp_sendable(struct ctl_sched *s, struct scamp *c, uint64_t now_ms);
+enum smtp_tls_policy ctl_camp_policy(const struct scamp *c, const char *domain);
+int ctl_policy_parse(const char *name, enum smtp_tls_policy *out);
+void ctl_camps_free(struct ctl_sched *s);
+
+#endif

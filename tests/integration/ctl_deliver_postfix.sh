@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# End to end without DPDK: mailpumpctl submits campaigns into redis-server,
+# mp-deliver (control plane + kernel-socket SMTP engine) delivers them to
+# one real Postfix with four smtpd listeners in a server namespace, client
+# and server joined by a veth (postfix.sh harness); dnsmasq in the client
+# namespace answers MX queries. What it proves:
+#  - 2,000 recipients over eight domains: static routes for five, MX for
+#    one whose preferred MX refuses connections (fallback to the next MX
+#    within the same attempt), a null MX and an NXDOMAIN domain (bounced
+#    without a connection), unknown users (550 -> bounced), and a domain
+#    whose MX host cannot be resolved for now (deferred, retried, failed at
+#    the maximum age); every recipient ends in
+#    exactly one final state, counters add up, campaign done, no job or
+#    retry left, one event per recipient;
+#  - Redis and the maildirs agree: per domain the delivered count equals
+#    the messages in the maildirs, each delivered recipient has exactly one
+#    message in its own maildir and each bounced one none;
+#  - per-domain TLS counters reflect each listener: STARTTLS + TLS 1.3 and
+#    verified on the good one, no STARTTLS and plaintext deliveries on the
+#    plain one, verify failures by reason (self-signed, expired), and a
+#    TLS record on every delivered recipient that went over TLS; a TLS
+#    1.0-only listener fails the handshake (we require 1.2) and gets the
+#    mail in plaintext on a new connection under "opportunistic";
+#  - a recipient whose merge field would inject a header fails alone with
+#    a reason naming the field; its batch neighbour is delivered;
+#  - a "verify" campaign: delivered (verified) to the good listener, never
+#    in plaintext or to a bad certificate: those recipients are retried and
+#    failed at the campaign's maximum age with the TLS reason.
+# usage: ctl_deliver_postfix.sh MP_DELIVER MAILPUMPCTL
+. "$(dirname "$0")/lib.sh"
+# shellcheck disable=SC2034 # read by postfix.sh: unknown users get 550
+PF_UNKNOWN=reject
+. "$(dirname "$0")/postfix.sh"
+mp_need_root
+command -v postfix >/dev/null || { echo "SKIP: postfix not installed" >&2; exit 77; }
+command -v redis-server >/dev/null || { echo "SKIP: redis-server not installed" >&2; exit 77; }
+command -v dnsmasq >/dev/null || { echo "SKIP: dnsmasq not installed" >&2; exit 77; }
+DELIVER=$1
+CTL=$2
+
+CNS=mpdc$MP_SUFFIX
+SNS=mpds$MP_SUFFIX
+D=$MP_TMP/pf
+NET=198.19.42
+mp_netns "$CNS"
+mp_netns "$SNS"
+pf_link "$CNS" "$SNS" "$NET.1" || mp_fail "veth"
+pf_make_certs "$D/certs" || mp_fail "certificates"
+CA=$D/certs/ca.pem
+pf_start "$SNS" "$D" \
+	"ip=$NET.10;name=mx1.pf.test;tls=good;domains=a.test,b.test,mx.test" \
+	"ip=$NET.11;name=plain.pf.test;tls=none;domains=plain.test" \
+	"ip=$NET.12;name=self.pf.test;tls=selfsigned;domains=self.test" \
+	"ip=$NET.13;name=old.pf.test;tls=expired;domains=old.test" \
+	"ip=$NET.14;name=legacy.pf.test;tls=tls10;domains=legacy.test" ||
+	mp_fail "pf_start"
+# the preferred MX of mx.test: an address with nobody listening
+ip -n "$SNS" addr add "$NET.20/24" dev "$PF_SERVER_IF"
+MAILDIR=$(pf_maildir_root "$D")
+
+# DNS for the client: MX records, host names of the listeners
+ip netns exec "$CNS" dnsmasq --keep-in-foreground --conf-file=/dev/null \
+	--no-resolv --no-hosts --pid-file= --listen-address=127.0.0.1 \
+	--bind-interfaces --port=5300 --local=/test/ --local-ttl=60 \
+	--host-record=mx1.pf.test,$NET.10 --host-record=plain.pf.test,$NET.11 \
+	--host-record=self.pf.test,$NET.12 --host-record=old.pf.test,$NET.13 \
+	--host-record=legacy.pf.test,$NET.14 --host-record=dead.pf.test,$NET.20 \
+	--mx-host=mx.test,dead.pf.test,10 --mx-host=mx.test,mx1.pf.test,20 \
+	--mx-host=null.test,.,0 --mx-host=tempfail.test,mx.other.example,10 \
+	>"$MP_TMP/dnsmasq.log" 2>&1 &
+MP_PIDS+=($!)
+
+RPORT=$(ip netns exec "$CNS" python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+ip netns exec "$CNS" redis-server --port "$RPORT" --bind 127.0.0.1 --save '' \
+	--appendonly no --dir "$MP_TMP" >"$MP_TMP/redis.log" 2>&1 &
+MP_PIDS+=($!)
+R() { ip netns exec "$CNS" redis-cli -p "$RPORT" --raw "$@"; }
+mp_wait_for 10 R ping || mp_fail "redis did not start"
+URL=redis://127.0.0.1:$RPORT
+
+# recipients: domain:count; bad.test users are unknown to Postfix
+{
+	echo "email,first"
+	for spec in a.test:650 legacy.test:50 b.test:500 plain.test:300 self.test:200 old.test:150 \
+		mx.test:100 null.test:20 nx.test:10; do
+		dom=${spec%%:*}
+		for i in $(seq 1 "${spec##*:}"); do echo "u$i@$dom,F$i"; done
+	done
+	for i in $(seq 1 20); do echo "nobody$i@b.test,N$i"; done
+} >"$MP_TMP/main.csv"
+{
+	echo "email,first"
+	for d in a.test old.test plain.test; do
+		for i in $(seq 1 10); do echo "s$i@$d,S$i"; done
+	done
+	for i in $(seq 1 5); do echo "s$i@tempfail.test,T$i"; done
+} >"$MP_TMP/strict.csv"
+# mailboxes for everyone Postfix should accept
+grep -v -e '^email' -e '^nobody' -e '@null.test' -e '@nx.test' -e '@tempfail.test' \
+	"$MP_TMP/main.csv" "$MP_TMP/strict.csv" |
+	cut -d: -f2 | cut -d, -f1 >"$MP_TMP/boxes"
+echo crlf1@a.test >>"$MP_TMP/boxes"
+echo crlf2@a.test >>"$MP_TMP/boxes"
+pf_add_mailboxes "$D" -f "$MP_TMP/boxes" || mp_fail "mailboxes"
+printf 'Hello {{first}},\n\nyour message.\n.\n..a line starting with dots\n' >"$MP_TMP/body.txt"
+
+ip netns exec "$CNS" "$CTL" --redis "$URL" submit --id main --from news@pf.test \
+	--subject 'Hi {{first}}' --text "$MP_TMP/body.txt" --quiet "$MP_TMP/main.csv" \
+	>"$MP_TMP/submit.log" 2>&1 || mp_fail "submit main"
+ip netns exec "$CNS" "$CTL" --redis "$URL" submit --id strict --from news@pf.test \
+	--subject 'Strict {{first}}' --text "$MP_TMP/body.txt" --tls verify --max-age 4 \
+	--quiet "$MP_TMP/strict.csv" >>"$MP_TMP/submit.log" 2>&1 || mp_fail "submit strict"
+[ "$(R hget mp:campaign:main total)" = 2000 ] || mp_fail "main: total $(R hget mp:campaign:main total)"
+# a job written by some other application, with a header injection in a
+# merge field used by the Subject: that recipient fails alone, its
+# neighbour in the same batch is delivered
+NOW=$(date +%s%3N)
+R hset mp:campaign:raw id raw from news@pf.test subject 'Raw {{first}}' \
+	text 'Hello {{first}}' tls_policy opportunistic state running \
+	created_ms "$NOW" submitted_ms "$NOW" total 2 >/dev/null
+R hset mp:campaign:raw:counts queued 2 deferred 0 delivered 0 bounced 0 failed 0 \
+	cancelled 0 dup_deliveries 0 attempts 0 >/dev/null
+for a in crlf1@a.test crlf2@a.test; do
+	R hset mp:campaign:raw:rcpt "$a" '{"state":"queued","attempts":0}' >/dev/null
+done
+R xadd mp:jobs '*' campaign raw domain a.test attempt 0 \
+	rcpts '[{"to":"crlf1@a.test","f":{"first":"x\r\nBcc: victim@evil.test"}},{"to":"crlf2@a.test","f":{"first":"Fine"}}]' >/dev/null
+
+ROUTES="a.test=mx1.pf.test,b.test=mx1.pf.test,plain.test=plain.pf.test,self.test=self.pf.test,old.test=old.pf.test,legacy.test=legacy.pf.test"
+ip netns exec "$CNS" timeout 600 "$DELIVER" --redis "$URL" --consumer e2e \
+	--route "$ROUTES" --dns 127.0.0.1:5300 --ca "$CA" --helo client.pf.test \
+	--max-conns 4 --msgs-per-conn 50 --retry-base 1 --connect-timeout 5000 \
+	--until-idle --timeout 500 --stats >"$MP_TMP/deliver.out" 2>"$MP_TMP/deliver.log" ||
+	mp_fail "mp-deliver exited $? $(cat "$MP_TMP/deliver.out")"
+cat "$MP_TMP/deliver.out"
+grep -q '"plaintext_retries":50,' "$MP_TMP/deliver.out" || mp_fail "legacy.test: not retried in plaintext"
+grep -q '"mx_fallbacks":100,' "$MP_TMP/deliver.out" || mp_fail "mx.test: no MX fallback"
+EXPECT=$((700 + 500 + 300 + 200 + 150 + 100 + 10 + 1))
+pf_wait_delivered "$D" $EXPECT 120 || mp_fail "postfix delivered $(pf_maildir_count "$D") of $EXPECT"
+pf_wait_queue_empty "$D" 60 || mp_fail "postfix queue not empty"
+
+python3 - "$RPORT" "$MAILDIR" "$CNS" <<'PY' || mp_fail "checks"
+import glob, json, os, subprocess, sys
+port, M, ns = sys.argv[1], sys.argv[2], sys.argv[3]
+
+def r(*a):
+    return subprocess.run(["ip", "netns", "exec", ns, "redis-cli", "-p", port, "--raw"] + list(a),
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+
+def hall(key):
+    h = r("hgetall", key)
+    return dict(zip(h[0::2], h[1::2]))
+
+def files(addr):
+    user, dom = addr.split("@")
+    return glob.glob(os.path.join(M, dom, user, "new", "*")) + \
+        glob.glob(os.path.join(M, dom, user, "cur", "*"))
+
+fails = []
+def check(cond, what):
+    if not cond:
+        fails.append(what)
+
+raw = {k: json.loads(v) for k, v in hall("mp:campaign:raw:rcpt").items()}
+check(raw["crlf1@a.test"]["state"] == "failed" and "first" in raw["crlf1@a.test"]["text"] and
+      len(files("crlf1@a.test")) == 0, "header injection: %s" % raw["crlf1@a.test"])
+check(raw["crlf2@a.test"]["state"] == "delivered" and len(files("crlf2@a.test")) == 1,
+      "neighbour of a bad recipient: %s" % raw["crlf2@a.test"])
+check(r("hget", "mp:campaign:raw", "state") == ["done"], "raw campaign not done")
+
+for camp, total in (("main", 2000), ("strict", 35)):
+    rc = {k: json.loads(v) for k, v in hall("mp:campaign:%s:rcpt" % camp).items()}
+    check(len(rc) == total, "%s: %d recipients" % (camp, len(rc)))
+    c = {k: int(v) for k, v in hall("mp:campaign:%s:counts" % camp).items()}
+    by = {}
+    for a, j in rc.items():
+        by[j["state"]] = by.get(j["state"], 0) + 1
+    for st in ("queued", "deferred", "delivered", "bounced", "failed", "cancelled"):
+        check(c.get(st, 0) == by.get(st, 0), "%s: count %s %d vs %d" % (camp, st, c.get(st, 0), by.get(st, 0)))
+    check(by.get("queued", 0) == 0 and by.get("deferred", 0) == 0, "%s: not final %s" % (camp, by))
+    check(r("hget", "mp:campaign:" + camp, "state") == ["done"], camp + ": not done")
+    check(c.get("dup_deliveries", 0) == 0, camp + ": dup_deliveries")
+    if camp == "main":
+        check(by == {"delivered": 1950, "bounced": 50}, "main states %s" % by)
+    # maildirs agree with Redis, recipient by recipient
+    for a, j in rc.items():
+        n = len(files(a))
+        if j["state"] == "delivered":
+            check(n == 1, "%s delivered, %d messages in maildir" % (a, n))
+            dom = a.split("@")[1]
+            if dom in ("plain.test", "legacy.test"):
+                check(j["tls"] is None, a + ": plaintext but TLS record")
+            else:
+                check(j["tls"] is not None and j["tls"]["version"] == "TLSv1.3",
+                      a + ": no TLS 1.3 record: %s" % j["tls"])
+            check(j["code"] == 250, a + ": code %s" % j["code"])
+        else:
+            check(n == 0, "%s %s but %d messages" % (a, j["state"], n))
+    rcm = rc
+    if camp == "main":
+        check(rcm["u1@null.test"]["state"] == "bounced" and "null_mx" in rcm["u1@null.test"]["text"],
+              "null MX: %s" % rcm["u1@null.test"])
+        check(rcm["u1@nx.test"]["state"] == "bounced" and "nxdomain" in rcm["u1@nx.test"]["text"],
+              "NXDOMAIN: %s" % rcm["u1@nx.test"])
+        check(rcm["nobody1@b.test"]["state"] == "bounced" and rcm["nobody1@b.test"]["code"] == 550,
+              "unknown user: %s" % rcm["nobody1@b.test"])
+        check(rcm["u1@mx.test"]["mx"] == "mx1.pf.test", "mx.test via %s" % rcm["u1@mx.test"]["mx"])
+        check(rcm["u5@self.test"]["tls"]["verify"] == "self-signed", "self.test verify %s" % rcm["u5@self.test"]["tls"])
+    else:
+        check(rc["s1@a.test"]["state"] == "delivered" and rc["s1@a.test"]["tls"]["verify"] == "ok",
+              "strict a.test: %s" % rc["s1@a.test"])
+        for d in ("old.test", "plain.test"):
+            check(rc["s1@" + d]["state"] == "failed", "strict %s: %s" % (d, rc["s1@" + d]))
+        check(rc["s1@old.test"]["attempts"] >= 2, "strict old.test retried: %s" % rc["s1@old.test"])
+        check("expired" in rc["s1@old.test"]["text"], "strict old.test reason: %s" % rc["s1@old.test"]["text"])
+        t = rc["s1@tempfail.test"]
+        check(t["state"] == "failed" and t["attempts"] >= 2 and "tempfail" in t["text"],
+              "DNS temporary failure deferred, then failed at max age: %s" % t)
+
+# per domain: Redis delivered == maildir messages
+rc = {k: json.loads(v) for k, v in hall("mp:campaign:main:rcpt").items()}
+rc2 = {k: json.loads(v) for k, v in hall("mp:campaign:strict:rcpt").items()}
+for dom in ("a.test", "b.test", "plain.test", "self.test", "old.test", "mx.test", "legacy.test"):
+    red = sum(1 for a, j in list(rc.items()) + list(rc2.items()) + list(raw.items())
+              if a.endswith("@" + dom) and j["state"] == "delivered")
+    md = len(glob.glob(os.path.join(M, dom, "*", "new", "*")) + glob.glob(os.path.join(M, dom, "*", "cur", "*")))
+    check(red == md, "%s: redis delivered %d, maildir %d" % (dom, red, md))
+
+# TLS counters per listener personality
+t = {d: {k: int(v) for k, v in hall("mp:tls:" + d).items()}
+     for d in ("a.test", "plain.test", "self.test", "old.test", "mx.test", "legacy.test")}
+a = t["a.test"]
+check(a.get("sessions", 0) > 0 and a.get("starttls_offered") == a["sessions"] and
+      a.get("tls_ok") == a["sessions"] and a.get("version:TLSv1.3") == a["sessions"] and
+      a.get("plaintext_deliveries", 0) == 0 and not any(k.startswith("verify_fail") for k in a),
+      "tls a.test %s" % a)
+p = t["plain.test"]
+check(p.get("no_starttls", 0) > 0 and p.get("tls_ok", 0) == 0 and
+      p.get("plaintext_deliveries") == 300, "tls plain.test %s" % p)
+s = t["self.test"]
+check(s.get("tls_ok", 0) > 0 and s.get("verify_fail:self-signed") == s.get("tls_ok"), "tls self.test %s" % s)
+o = t["old.test"]
+check(o.get("verify_fail:expired", 0) >= o.get("tls_ok", 0) > 0, "tls old.test %s" % o)
+l = t["legacy.test"]
+check(l.get("starttls_offered", 0) > 0 and l.get("tls_failed", 0) > 0 and l.get("tls_ok", 0) == 0 and
+      l.get("plaintext_deliveries") == 50, "tls legacy.test (TLS 1.0 only) %s" % l)
+m = t["mx.test"]
+check(m.get("connect_failed", 0) >= 1 and m.get("tls_ok", 0) >= 1, "tls mx.test %s" % m)
+check(a.get("hs_count", 0) == a.get("tls_ok") and a.get("hs_ms_sum", -1) >= 0, "handshake time %s" % a)
+check(r("xlen", "mp:jobs") == ["0"], "jobs left")
+check(r("zcard", "mp:retry") == ["0"], "retries left")
+ev = int(r("xlen", "mp:events")[0])
+check(ev >= 2030, "events %d" % ev)
+check("tls:a.test" not in r("smembers", "mp:tls:domains") and "a.test" in r("smembers", "mp:tls:domains"),
+      "tls:domains %s" % r("smembers", "mp:tls:domains"))
+if fails:
+    for f in fails[:40]:
+        print("FAIL:", f)
+    print("%d failures" % len(fails))
+    sys.exit(1)
+print("ok: main 1950 delivered / 50 bounced, strict 10 delivered / 25 failed, maildirs agree")
+PY
+echo "ctl_deliver_postfix: ok"

@@ -1,0 +1,1053 @@
+/*
+ * Scheduler core under a test clock: a real redis-server (unix socket in a
+ * temporary directory, no TCP), the real ctl_dns (static routes only),
+ * ctl_shape and ctl_retry, and a test backend implementing the dispatch
+ * interface that answers each message by its domain after a simulated
+ * session time. What it proves:
+ *  - shaping at the dispatch interface: never more concurrent orders per
+ *    domain than max_conns, never more messages per order than
+ *    msgs_per_conn, cumulative messages never above burst + rate * t;
+ *  - retry timing: each new attempt of a deferred recipient comes no
+ *    sooner than the jittered backoff allows and not much later, the last
+ *    one by the maximum age, then the recipient is failed with the last
+ *    reply; counts add up at every check;
+ *  - 5xx bounces, cancelled and paused campaigns, re-delivered batches of
+ *    final recipients are skipped, malformed batches are dropped alone, a
+ *    consumer that vanished has its batches claimed by another and every
+ *    recipient ends in exactly one final state, a live consumer keeps
+ *    batches it holds longer than min-idle;
+ *  - Redis trouble (connection killed, scripts flushed) loses nothing;
+ *  - results of a consumer that stalled and lost its batches to another
+ *    are counted as dup_deliveries and change no state or counter;
+ *  - MX through dnsmasq on loopback: 421 and refused connects fall back
+ *    to the next MX within one attempt, null MX / NXDOMAIN bounce, DNS
+ *    trouble defers until the maximum age.
+ * Skips (77) without redis-server.
+ */
+#include <errno.h>
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "ctl_dns.h"
+#include "ctl_retry.h"
+#include "ctl_sched.h"
+#include "ctl_shape.h"
+#include "mp_test.h"
+
+#define T0 ((uint64_t)1800000000000ull)
+
+static uint64_t fake_now = T0;
+static char tmpdir[64], sock[128], url[160];
+static pid_t redis_pid;
+static redisContext *rc;
+
+static uint64_t
+clk(void *arg)
+{
+	(void)arg;
+	return fake_now;
+}
+
+static void
+sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* ---- redis ---- */
+
+static int
+redis_start(void)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/mp-ctlsched.XXXXXX");
+	if (mkdtemp(tmpdir) == NULL)
+		return -1;
+	snprintf(sock, sizeof(sock), "%s/redis.sock", tmpdir);
+	snprintf(url, sizeof(url), "unix:%s", sock);
+	redis_pid = fork();
+	if (redis_pid == 0) {
+		/* dies with the test, whatever happens to it */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		freopen("/dev/null", "w", stdout);
+		execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock,
+			"--save", "", "--appendonly", "no", "--dir", tmpdir, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 100; i++) {
+		rc = redisConnectUnix(sock);
+		if (rc != NULL && !rc->err)
+			return 0;
+		if (rc != NULL)
+			redisFree(rc);
+		rc = NULL;
+		sleep_ms(50);
+	}
+	return -1;
+}
+
+static void
+redis_stop(void)
+{
+	if (rc != NULL)
+		redisFree(rc);
+	if (redis_pid > 0) {
+		kill(redis_pid, SIGTERM);
+		waitpid(redis_pid, NULL, 0);
+	}
+	unlink(sock);
+	rmdir(tmpdir);
+}
+
+static long long
+rint_cmd(const char *fmt, const char *a, const char *b)
+{
+	redisReply *r = redisCommand(rc, fmt, a, b);
+	long long v = -1;
+
+	if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+		v = r->integer;
+	else if (r != NULL && r->type == REDIS_REPLY_STRING)
+		v = atoll(r->str);
+	else if (r != NULL && r->type == REDIS_REPLY_NIL)
+		v = 0;
+	freeReplyObject(r);
+	return v;
+}
+
+static long long
+count(const char *camp, const char *field)
+{
+	char key[128];
+
+	snprintf(key, sizeof(key), "mp:campaign:%s:counts", camp);
+	return rint_cmd("HGET %s %s", key, field);
+}
+
+static void
+cmd(const char *fmt, ...)
+{
+	va_list ap;
+	redisReply *r;
+
+	va_start(ap, fmt);
+	r = redisvCommand(rc, fmt, ap);
+	va_end(ap);
+	if (r == NULL || r->type == REDIS_REPLY_ERROR)
+		fprintf(stderr, "redis: %s\n", r ? r->str : rc->errstr);
+	freeReplyObject(r);
+}
+
+/* A campaign with n recipients per domain, batches of bsize (section F). */
+static void
+seed(const char *camp, const char *const *domains, unsigned ndom, unsigned n,
+	unsigned bsize, unsigned max_age_s, const char *state)
+{
+	unsigned total = ndom * n;
+
+	cmd("HSET mp:campaign:%s id %s from news@sender.test subject %s text %s "
+		"tls_policy opportunistic max_age_s %u state %s created_ms %" PRIu64
+		" submitted_ms %" PRIu64 " total %u",
+		camp, camp, "Hi {{first|there}}", "Hello {{first|you}}\n", max_age_s, state,
+		fake_now, fake_now, total);
+	cmd("HSET mp:campaign:%s:counts queued %u deferred 0 delivered 0 bounced 0 "
+		"failed 0 cancelled 0 dup_deliveries 0 attempts 0", camp, total);
+	for (unsigned d = 0; d < ndom; d++) {
+		json_t *arr = json_array();
+
+		for (unsigned i = 0; i < n; i++) {
+			char addr[128];
+
+			snprintf(addr, sizeof(addr), "u%u@%s", i, domains[d]);
+			cmd("HSETNX mp:campaign:%s:rcpt %s %s", camp, addr,
+				"{\"state\":\"queued\",\"attempts\":0}");
+			json_array_append_new(arr, json_pack("{s:s, s:{s:s}}", "to", addr,
+				"f", "first", "F"));
+			if (json_array_size(arr) == bsize || i + 1 == n) {
+				char *txt = json_dumps(arr, JSON_COMPACT);
+
+				cmd("XADD mp:jobs * campaign %s domain %s attempt 0 rcpts %s",
+					camp, domains[d], txt);
+				free(txt);
+				json_array_clear(arr);
+			}
+		}
+		json_decref(arr);
+	}
+}
+
+/* every recipient exactly one state, counts equal to the hash */
+static void
+check_consistent(const char *camp, long long total)
+{
+	static const char *const st[] = { "queued", "deferred", "delivered", "bounced",
+		"failed", "cancelled" };
+	long long by[6] = { 0 }, sum = 0;
+	redisReply *r = redisCommand(rc, "HGETALL mp:campaign:%s:rcpt", camp);
+
+	CHECK(r != NULL && r->type == REDIS_REPLY_ARRAY);
+	if (r == NULL)
+		return;
+	CHECK_EQ(r->elements / 2, total);
+	for (size_t i = 1; i < r->elements; i += 2) {
+		json_t *j = json_loads(r->element[i]->str, 0, NULL);
+		const char *s = json_string_value(json_object_get(j, "state"));
+
+		for (int k = 0; s != NULL && k < 6; k++) {
+			if (strcmp(s, st[k]) == 0)
+				by[k]++;
+		}
+		json_decref(j);
+	}
+	freeReplyObject(r);
+	for (int k = 0; k < 6; k++) {
+		CHECK_EQ(count(camp, st[k]), by[k]);
+		sum += by[k];
+	}
+	CHECK_EQ(sum, total);
+}
+
+static json_t *
+rcpt_state(const char *camp, const char *addr)
+{
+	char key[128];
+	redisReply *r;
+	json_t *j = NULL;
+
+	snprintf(key, sizeof(key), "mp:campaign:%s:rcpt", camp);
+	r = redisCommand(rc, "HGET %s %s", key, addr);
+	if (r != NULL && r->type == REDIS_REPLY_STRING)
+		j = json_loads(r->str, 0, NULL);
+	freeReplyObject(r);
+	return j;
+}
+
+/* ---- test backend ---- */
+
+#define TB_MAX 4096
+#define LOG_MAX 20000
+
+struct tb_order {
+	struct ctl_order *o;
+	uint64_t due;
+};
+
+struct tb_att {		/* one dispatched message */
+	char rcpt[64];
+	uint64_t t;
+};
+
+struct tb {
+	struct ctl_sink sink;
+	struct tb_order open[TB_MAX];
+	unsigned nopen;
+	uint64_t sess_ms;		/* simulated session time */
+	int hold;			/* never complete (a consumer that dies) */
+	/* shaping observations for domain "shaped.test" */
+	unsigned max_open_shaped, max_msgs_shaped, violations;
+	uint64_t shaped_msgs, shaped_t0;
+	unsigned cap_conns, cap_msgs;
+	double cap_rate, cap_burst;
+	struct tb_att log[LOG_MAX];
+	unsigned nlog;
+	unsigned submits;
+};
+
+static unsigned
+tb_open_for(const struct tb *t, const char *dom)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < t->nopen; i++)
+		n += strcmp(t->open[i].o->domain, dom) == 0;
+	return n;
+}
+
+static int
+tb_submit(void *be, struct ctl_order *o)
+{
+	struct tb *t = be;
+
+	if (t->nopen == TB_MAX)
+		return -EAGAIN;
+	t->submits++;
+	if (strcmp(o->domain, "shaped.test") == 0) {
+		unsigned open = tb_open_for(t, o->domain) + 1;
+		double allowed;
+
+		if (t->shaped_msgs == 0)
+			t->shaped_t0 = fake_now;
+		t->shaped_msgs += o->n_msgs;
+		allowed = t->cap_burst + t->cap_rate * (double)(fake_now - t->shaped_t0) / 1000.0;
+		if (open > t->max_open_shaped)
+			t->max_open_shaped = open;
+		if (o->n_msgs > t->max_msgs_shaped)
+			t->max_msgs_shaped = o->n_msgs;
+		if (open > t->cap_conns || o->n_msgs > t->cap_msgs ||
+		    (double)t->shaped_msgs > allowed + 1e-9 || o->msgs_per_conn > t->cap_msgs) {
+			fprintf(stderr, "shaping violated at t=%" PRIu64 ": open=%u msgs=%u total=%" PRIu64
+				" allowed=%.1f\n", fake_now - T0, open, o->n_msgs, t->shaped_msgs, allowed);
+			t->violations++;
+		}
+	}
+	for (unsigned i = 0; i < o->n_msgs && t->nlog < LOG_MAX; i++) {
+		snprintf(t->log[t->nlog].rcpt, sizeof(t->log[0].rcpt), "%.60s", o->msgs[i]->rcpt);
+		t->log[t->nlog++].t = fake_now;
+	}
+	t->open[t->nopen].o = o;
+	t->open[t->nopen].due = fake_now + t->sess_ms;
+	t->nopen++;
+	return 0;
+}
+
+static void
+tb_answer(struct tb *t, struct ctl_order *o)
+{
+	struct ctl_sess_report rep;
+
+	for (unsigned i = 0; i < o->n_msgs; i++) {
+		struct ctl_result r;
+
+		memset(&r, 0, sizeof(r));
+		r.order_id = o->id;
+		r.msg_index = i;
+		if (strcmp(o->domain, "busy.test") == 0 &&
+		    o->addr.sin_addr.s_addr == htonl(0x7f00003d)) {
+			/* its first MX is overloaded */
+			r.outcome = SMTP_OUT_DEFERRED;
+			r.stage = SMTP_STAGE_GREETING;
+			r.code = 421;
+			snprintf(r.text, sizeof(r.text), "421 4.3.2 too busy");
+		} else if (strcmp(o->domain, "down.test") == 0 &&
+		    o->addr.sin_addr.s_addr == htonl(0x7f000047)) {
+			/* its first MX refuses connections */
+			r.outcome = SMTP_OUT_DEFERRED;
+			r.stage = SMTP_STAGE_CONNECT;
+			snprintf(r.text, sizeof(r.text), "connect 127.0.0.71:25: Connection refused");
+		} else if (strcmp(o->domain, "slow.test") == 0) {
+			r.outcome = SMTP_OUT_DEFERRED;
+			r.stage = SMTP_STAGE_RCPT;
+			r.code = 451;
+			snprintf(r.esc, sizeof(r.esc), "4.7.1");
+			snprintf(r.text, sizeof(r.text), "451 4.7.1 greylisted, try later");
+		} else if (strcmp(o->domain, "bounce.test") == 0) {
+			r.outcome = SMTP_OUT_BOUNCED;
+			r.stage = SMTP_STAGE_RCPT;
+			r.code = 550;
+			snprintf(r.esc, sizeof(r.esc), "5.1.1");
+			snprintf(r.text, sizeof(r.text), "550 5.1.1 no such user");
+		} else {
+			r.outcome = SMTP_OUT_DELIVERED;
+			r.stage = SMTP_STAGE_BODY;
+			r.code = 250;
+			snprintf(r.esc, sizeof(r.esc), "2.0.0");
+			snprintf(r.text, sizeof(r.text), "250 2.0.0 queued");
+			r.tls_on = 1;
+			r.has_tls = 1;
+			snprintf(r.tls.version, sizeof(r.tls.version), "TLSv1.3");
+			snprintf(r.tls.cipher, sizeof(r.tls.cipher), "TLS_AES_256_GCM_SHA384");
+			r.tls.verify = TLS_VERIFY_SELF_SIGNED;
+		}
+		t->sink.on_result(t->sink.arg, o, &r);
+	}
+	memset(&rep, 0, sizeof(rep));
+	rep.order_id = o->id;
+	rep.connected = !(strcmp(o->domain, "down.test") == 0 &&
+		o->addr.sin_addr.s_addr == htonl(0x7f000047));
+	rep.info.starttls_offered = 1;
+	rep.info.tls_active = 1;
+	snprintf(rep.info.greeting_host, sizeof(rep.info.greeting_host), "mx.%.40s", o->domain);
+	rep.has_tls = 1;
+	snprintf(rep.tls.version, sizeof(rep.tls.version), "TLSv1.3");
+	snprintf(rep.tls.cipher, sizeof(rep.tls.cipher), "TLS_AES_256_GCM_SHA384");
+	rep.tls.verify = TLS_VERIFY_SELF_SIGNED;
+	rep.tls.handshake_us = 3000;
+	t->sink.on_done(t->sink.arg, o, &rep);
+}
+
+static int
+tb_poll(void *be, int timeout_ms)
+{
+	struct tb *t = be;
+	int n = 0;
+
+	(void)timeout_ms;
+	if (t->hold)
+		return 0;
+	for (unsigned i = 0; i < t->nopen;) {
+		if (t->open[i].due <= fake_now) {
+			struct ctl_order *o = t->open[i].o;
+
+			t->open[i] = t->open[--t->nopen];
+			tb_answer(t, o);
+			n++;
+		} else {
+			i++;
+		}
+	}
+	return n;
+}
+
+static unsigned
+tb_active(void *be)
+{
+	return ((struct tb *)be)->nopen;
+}
+
+static const struct ctl_backend_ops tb_ops = { tb_submit, tb_poll, tb_active };
+
+/* ---- scheduler setup ---- */
+
+struct rig {
+	struct ctl_dns *dns;
+	struct ctl_shape *shape;
+	struct ctl_sched *s;
+	struct tb *tb;
+};
+
+/* DNS for the MX test: NULL = static route "*" only */
+static const char *rig_dns_servers;
+
+static int
+rig_new(struct rig *g, const char *consumer, const char *shape_spec, uint64_t min_idle)
+{
+	struct ctl_sched_conf sc = { 0 };
+	struct ctl_dns_conf dc = { 0 };
+	struct ctl_shape_conf shc = { 0 };
+	struct ctl_backend be;
+	char err[256];
+
+	memset(g, 0, sizeof(*g));
+	dc.servers = rig_dns_servers;
+	dc.timeout_ms = 500;
+	g->dns = ctl_dns_new(&dc, err, sizeof(err));
+	if (g->dns == NULL || (rig_dns_servers == NULL &&
+	    ctl_dns_route_parse(g->dns, "*=127.0.0.1:25", err, sizeof(err)) < 0)) {
+		fprintf(stderr, "dns: %s\n", err);
+		return -1;
+	}
+	g->shape = ctl_shape_new(&shc);
+	if (g->shape == NULL)
+		return -1;
+	if (shape_spec != NULL && ctl_shape_override_add(g->shape, shape_spec, err, sizeof(err)) < 0) {
+		fprintf(stderr, "shape: %s\n", err);
+		return -1;
+	}
+	sc.redis_url = url;
+	sc.consumer = consumer;
+	sc.block_ms = 1;
+	sc.read_every_ms = 1;
+	sc.min_idle_ms = min_idle;
+	sc.claim_every_ms = min_idle / 2 + 1;
+	sc.retry_every_ms = 1;
+	sc.state_every_ms = 1;
+	sc.now_ms = clk;
+	sc.seed = 42;
+	sc.dns = g->dns;
+	sc.shape = g->shape;
+	ctl_retry_conf_init(&sc.retry);
+	sc.retry.base_ms = 60000;
+	sc.retry.factor_pct = 200;
+	sc.retry.cap_ms = 600000;
+	sc.retry.jitter_pct = 20;
+	g->s = ctl_sched_new(&sc, err, sizeof(err));
+	if (g->s == NULL) {
+		fprintf(stderr, "sched: %s\n", err);
+		return -1;
+	}
+	g->tb = calloc(1, sizeof(*g->tb));
+	g->tb->sink = *ctl_sched_sink(g->s);
+	g->tb->sess_ms = 500;
+	be.ops = &tb_ops;
+	be.be = g->tb;
+	ctl_sched_set_backend(g->s, &be);
+	return 0;
+}
+
+static void
+rig_free(struct rig *g)
+{
+	/* orders still at the test backend belong to it */
+	for (unsigned i = 0; g->tb != NULL && i < g->tb->nopen; i++)
+		ctl_order_free(g->tb->open[i].o);
+	ctl_dns_free(g->dns);
+	ctl_sched_free(g->s);
+	ctl_shape_free(g->shape);
+	free(g->tb);
+}
+
+/* step until the campaign is done or the bound is hit; fake time += dt per step */
+static int
+run_until_done(struct rig *g, const char *camp, unsigned steps, uint64_t dt)
+{
+	char key[128];
+
+	snprintf(key, sizeof(key), "mp:campaign:%s", camp);
+	for (unsigned i = 0; i < steps; i++) {
+		redisReply *r;
+		int done;
+
+		ctl_sched_step(g->s, 0);
+		fake_now += dt;
+		if (i % 8 != 0)
+			continue;
+		r = redisCommand(rc, "HGET %s state", key);
+		done = r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "done") == 0;
+		freeReplyObject(r);
+		if (done && ctl_sched_held(g->s) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+static void
+test_shaping(void)
+{
+	static const char *const doms[] = { "shaped.test", "free.test" };
+	struct rig g;
+
+	cmd("FLUSHALL");
+	if (rig_new(&g, "shape-a", "shaped.test:max_conns=2,msgs_per_conn=3,rate=5,burst=4", 60000) < 0) {
+		CHECK(0);
+		return;
+	}
+	g.tb->cap_conns = 2;
+	g.tb->cap_msgs = 3;
+	g.tb->cap_rate = 5;
+	g.tb->cap_burst = 4;
+	g.tb->sess_ms = 700;
+	seed("shape", doms, 2, 120, 50, 3600, "running");
+	CHECK_EQ(run_until_done(&g, "shape", 20000, 20), 0);
+	CHECK_EQ(g.tb->violations, 0);
+	CHECK_EQ(g.tb->max_open_shaped, 2);	/* the limit was reached, never passed */
+	CHECK_EQ(g.tb->max_msgs_shaped, 3);
+	CHECK_EQ(g.tb->shaped_msgs, 120);
+	CHECK_EQ(count("shape", "delivered"), 240);
+	CHECK_EQ(count("shape", "attempts"), 240);
+	check_consistent("shape", 240);
+	/* TLS counters and proof of TLS per recipient */
+	CHECK(rint_cmd("HGET %s %s", "mp:tls:shaped.test", "sessions") >= 40);
+	CHECK_EQ(rint_cmd("HGET %s %s", "mp:tls:shaped.test", "verify_fail:self-signed"),
+		rint_cmd("HGET %s %s", "mp:tls:shaped.test", "sessions"));
+	CHECK_EQ(rint_cmd("SISMEMBER %s %s", "mp:tls:domains", "free.test"), 1);
+	{
+		json_t *j = rcpt_state("shape", "u7@shaped.test");
+		json_t *tls = json_object_get(j, "tls");
+
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "delivered");
+		CHECK_STREQ(json_string_value(json_object_get(tls, "version")), "TLSv1.3");
+		CHECK_EQ(json_integer_value(json_object_get(j, "code")), 250);
+		json_decref(j);
+	}
+	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs"), 0);
+	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "events"), 240);
+	rig_free(&g);
+}
+
+static void
+test_retry_timing(void)
+{
+	static const char *const doms[] = { "slow.test", "bounce.test" };
+	struct ctl_retry_conf rcf;
+	struct rig g;
+	uint64_t first = fake_now, max_age = 3600 * 1000;
+	unsigned att = 0, bad_gap = 0;
+	uint64_t prev = 0, last = 0;
+
+	cmd("FLUSHALL");
+	if (rig_new(&g, "retry-a", NULL, 60000) < 0) {
+		CHECK(0);
+		return;
+	}
+	g.tb->sess_ms = 0;
+	seed("retry", doms, 2, 5, 100, 3600, "running");
+	CHECK_EQ(run_until_done(&g, "retry", 40000, 1000), 0);
+	ctl_retry_conf_init(&rcf);
+	rcf.base_ms = 60000;
+	rcf.factor_pct = 200;
+	rcf.cap_ms = 600000;
+	rcf.jitter_pct = 20;
+	rcf.max_age_ms = max_age;
+	/* attempts of one deferred recipient, in order */
+	for (unsigned i = 0; i < g.tb->nlog; i++) {
+		uint64_t t = g.tb->log[i].t;
+
+		if (strcmp(g.tb->log[i].rcpt, "u3@slow.test") != 0)
+			continue;
+		if (att > 0) {
+			uint64_t d = ctl_retry_delay_ms(&rcf, att);
+			uint64_t gap = t - prev;
+			uint64_t lo = d - d * 20 / 100;
+
+			/* the last try is moved to the deadline */
+			if (t <= first + max_age + 3000 && prev + lo > first + max_age)
+				lo = first + max_age - prev;
+			if (gap + 1 < lo || gap > d + 5000) {
+				fprintf(stderr, "attempt %u gap %" PRIu64 " ms, nominal %" PRIu64 "\n",
+					att + 1, gap, d);
+				bad_gap++;
+			}
+		}
+		prev = t;
+		last = t;
+		att++;
+	}
+	CHECK_EQ(bad_gap, 0);
+	CHECK(att >= 6);		/* 60+120+240+480+600+600... within an hour */
+	CHECK(last <= first + max_age + 5000);
+	CHECK(last >= first + max_age - 600000);
+	{
+		json_t *j = rcpt_state("retry", "u3@slow.test");
+		const char *text = json_string_value(json_object_get(j, "text"));
+
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "failed");
+		CHECK(text != NULL && strstr(text, "451 4.7.1 greylisted") != NULL);
+		CHECK(text != NULL && strstr(text, "expired") != NULL);
+		CHECK_EQ(json_integer_value(json_object_get(j, "attempts")), att);
+		json_decref(j);
+		j = rcpt_state("retry", "u1@bounce.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "bounced");
+		CHECK_STREQ(json_string_value(json_object_get(j, "esc")), "5.1.1");
+		json_decref(j);
+	}
+	CHECK_EQ(count("retry", "failed"), 5);
+	CHECK_EQ(count("retry", "bounced"), 5);
+	CHECK_EQ(count("retry", "deferred"), 0);
+	CHECK_EQ(rint_cmd("ZCARD %s%s", "mp:", "retry"), 0);
+	check_consistent("retry", 10);
+	rig_free(&g);
+}
+
+static void
+test_pause_cancel_skip(void)
+{
+	static const char *const doms[] = { "ok.test" };
+	struct rig g;
+	unsigned before;
+
+	cmd("FLUSHALL");
+	if (rig_new(&g, "pc-a", NULL, 60000) < 0) {
+		CHECK(0);
+		return;
+	}
+	seed("paused", doms, 1, 30, 10, 3600, "paused");
+	for (int i = 0; i < 200; i++) {
+		ctl_sched_step(g.s, 0);
+		fake_now += 20;
+	}
+	CHECK_EQ(g.tb->submits, 0);		/* nothing leaves while paused */
+	CHECK_EQ(count("paused", "queued"), 30);
+	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs"), 3);	/* kept pending */
+	cmd("HSET mp:campaign:paused state running");
+	CHECK_EQ(run_until_done(&g, "paused", 5000, 20), 0);
+	CHECK_EQ(count("paused", "delivered"), 30);
+
+	/* cancelled: remaining recipients finalised as cancelled, no attempt */
+	seed("gone", doms, 1, 25, 10, 3600, "cancelled");
+	before = g.tb->submits;
+	for (int i = 0; i < 300; i++) {
+		ctl_sched_step(g.s, 0);
+		fake_now += 20;
+	}
+	CHECK_EQ(g.tb->submits, before);
+	CHECK_EQ(count("gone", "cancelled"), 25);
+	CHECK_EQ(count("gone", "attempts"), 0);
+	{
+		redisReply *r = redisCommand(rc, "HGET mp:campaign:gone state");
+
+		/* every recipient final, yet a cancelled campaign is never "done" */
+		CHECK(r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "cancelled") == 0);
+		freeReplyObject(r);
+	}
+	check_consistent("gone", 25);
+
+	/* the same batch again (a redelivery): every recipient is final, skipped */
+	{
+		const char *const d2[] = { "ok.test" };
+		unsigned sub = g.tb->submits;
+
+		cmd("XADD mp:jobs * campaign paused domain ok.test attempt 0 rcpts %s",
+			"[{\"to\":\"u1@ok.test\"},{\"to\":\"u2@ok.test\"}]");
+		for (int i = 0; i < 100; i++) {
+			ctl_sched_step(g.s, 0);
+			fake_now += 20;
+		}
+		(void)d2;
+		CHECK_EQ(g.tb->submits, sub);
+		CHECK_EQ(count("paused", "delivered"), 30);
+		CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs"), 0);
+		CHECK(ctl_sched_stats(g.s)->rcpts_skipped >= 2);
+	}
+	/* a malformed batch is acknowledged and dropped, nothing else stalls */
+	cmd("XADD mp:jobs * campaign paused domain ok.test attempt 0 rcpts %s", "{not json");
+	cmd("XADD mp:jobs * campaign nosuch domain ok.test attempt 0 rcpts %s", "[]");
+	for (int i = 0; i < 100; i++) {
+		ctl_sched_step(g.s, 0);
+		fake_now += 20;
+	}
+	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs"), 0);
+	CHECK_EQ(ctl_sched_stats(g.s)->batches_bad, 2);
+	rig_free(&g);
+}
+
+/* consumer A takes every batch and vanishes; B claims them after min-idle */
+static void
+test_claim_after_death(void)
+{
+	static const char *const doms[] = { "ok.test", "other.test" };
+	struct rig a, b;
+	long long pend;
+
+	cmd("FLUSHALL");
+	if (rig_new(&a, "dead-a", "*:msgs_per_conn=5", 300) < 0 ||
+	    rig_new(&b, "live-b", NULL, 300) < 0) {
+		CHECK(0);
+		return;
+	}
+	seed("crash", doms, 2, 40, 10, 3600, "running");
+	a.tb->hold = 1;
+	a.tb->sess_ms = 0;
+	for (int i = 0; i < 50; i++)
+		ctl_sched_step(a.s, 0);
+	/* some delivered by A before it dies: let it finish a few orders */
+	a.tb->hold = 0;
+	{
+		unsigned k = a.tb->nopen > 2 ? 2 : a.tb->nopen;
+
+		for (unsigned i = 0; i < k; i++) {
+			struct ctl_order *o = a.tb->open[0].o;
+
+			a.tb->open[0] = a.tb->open[--a.tb->nopen];
+			tb_answer(a.tb, o);
+		}
+		a.tb->hold = 1;
+		ctl_sched_step(a.s, 0);	/* their writes */
+	}
+	pend = rint_cmd("XPENDING %s %s", "mp:jobs", "mailpump");
+	(void)pend;
+	CHECK(count("crash", "delivered") > 0);
+	CHECK(count("crash", "delivered") < 80);
+	rig_free(&a);			/* dies: its batches stay pending */
+	sleep_ms(400);			/* > min-idle */
+	CHECK_EQ(run_until_done(&b, "crash", 20000, 20), 0);
+	CHECK(ctl_sched_stats(b.s)->batches_claimed > 0);
+	CHECK(ctl_sched_stats(b.s)->rcpts_skipped > 0);	/* A's finals not redone */
+	CHECK_EQ(count("crash", "delivered"), 80);
+	CHECK_EQ(count("crash", "dup_deliveries"), 0);
+	check_consistent("crash", 80);
+	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs"), 0);
+	rig_free(&b);
+}
+
+/* a live consumer holding batches longer than min-idle keeps them */
+static void
+test_refresh_keeps_batches(void)
+{
+	static const char *const doms[] = { "ok.test" };
+	struct rig a, b;
+
+	cmd("FLUSHALL");
+	if (rig_new(&a, "slow-a", NULL, 300) < 0 || rig_new(&b, "idle-b", NULL, 300) < 0) {
+		CHECK(0);
+		return;
+	}
+	seed("hold", doms, 1, 20, 10, 3600, "running");
+	a.tb->hold = 1;
+	for (int i = 0; i < 120; i++) {	/* ~1.2 s real, 4x min-idle */
+		ctl_sched_step(a.s, 0);
+		ctl_sched_step(b.s, 0);
+		sleep_ms(10);
+	}
+	CHECK_EQ(ctl_sched_stats(b.s)->batches_claimed, 0);
+	CHECK_EQ(ctl_sched_stats(b.s)->batches_read, 0);
+	CHECK_EQ(b.tb->submits, 0);
+	a.tb->hold = 0;
+	CHECK_EQ(run_until_done(&a, "hold", 2000, 20), 0);
+	CHECK_EQ(count("hold", "delivered"), 20);
+	check_consistent("hold", 20);
+	rig_free(&a);
+	rig_free(&b);
+}
+
+/* the scheduler's Redis connection is killed again and again and the
+ * server forgets its scripts: writes are repeated after the reconnect or
+ * the reload, nothing is lost, counts stay consistent */
+static void
+test_redis_connection_loss(void)
+{
+	static const char *const doms[] = { "ok.test", "bounce.test", "slow.test" };
+	struct rig g;
+	unsigned kills = 0;
+	int done = 0;
+
+	cmd("FLUSHALL");
+	if (rig_new(&g, "flaky", "*:msgs_per_conn=4", 60000) < 0) {
+		CHECK(0);
+		return;
+	}
+	g.tb->sess_ms = 100;
+	seed("flaky", doms, 3, 60, 7, 120, "running");
+	for (int i = 0; i < 200000 && !done; i++) {
+		ctl_sched_step(g.s, 0);
+		fake_now += 50;
+		if (i % 37 == 5) {
+			cmd("CLIENT KILL TYPE normal SKIPME yes");
+			kills++;
+		}
+		if (i % 53 == 11)
+			cmd("SCRIPT FLUSH");	/* as after a server restart: NOSCRIPT */
+		if (i % 16 == 0) {
+			redisReply *r = redisCommand(rc, "HGET mp:campaign:flaky state");
+
+			done = r != NULL && r->type == REDIS_REPLY_STRING &&
+				strcmp(r->str, "done") == 0 && ctl_sched_held(g.s) == 0;
+			freeReplyObject(r);
+		}
+	}
+	CHECK(done);
+	CHECK(kills > 10);
+	CHECK(ctl_sched_stats(g.s)->redis_errors > 0);
+	CHECK_EQ(count("flaky", "delivered"), 60);
+	CHECK_EQ(count("flaky", "bounced"), 60);
+	CHECK_EQ(count("flaky", "failed"), 60);
+	check_consistent("flaky", 180);
+	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs"), 0);
+	CHECK_EQ(rint_cmd("ZCARD %s%s", "mp:", "retry"), 0);
+	rig_free(&g);
+}
+
+/* A stalls (no refresh within B's min-idle), B takes its batches over and
+ * delivers; then A's sessions finish too: A's results find the recipients
+ * final, are counted as dup_deliveries and change nothing else */
+static void
+test_dup_deliveries_counted(void)
+{
+	static const char *const doms[] = { "ok.test" };
+	struct rig a, b;
+
+	cmd("FLUSHALL");
+	if (rig_new(&a, "stall-a", NULL, 60000) < 0 || rig_new(&b, "eager-b", NULL, 200) < 0) {
+		CHECK(0);
+		return;
+	}
+	seed("dup", doms, 1, 15, 5, 3600, "running");
+	a.tb->hold = 1;
+	for (int i = 0; i < 20; i++)
+		ctl_sched_step(a.s, 0);
+	CHECK_EQ(a.tb->nopen, 1);		/* all 15 in one session */
+	sleep_ms(300);
+	CHECK_EQ(run_until_done(&b, "dup", 2000, 20), 0);
+	CHECK(ctl_sched_stats(b.s)->batches_claimed == 3);
+	CHECK_EQ(count("dup", "delivered"), 15);
+	a.tb->hold = 0;
+	for (int i = 0; i < 50; i++) {
+		ctl_sched_step(a.s, 0);
+		fake_now += 20;
+	}
+	CHECK_EQ(count("dup", "dup_deliveries"), 15);
+	CHECK_EQ(count("dup", "delivered"), 15);
+	CHECK_EQ(count("dup", "attempts"), 15);
+	CHECK_EQ(ctl_sched_stats(a.s)->dup_final, 15);
+	check_consistent("dup", 15);
+	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs"), 0);
+	CHECK_EQ(ctl_sched_held(a.s), 0);
+	rig_free(&a);
+	rig_free(&b);
+}
+
+/* a consumer restarted under the same name picks up all its own pending
+ * batches at once (more than one read's worth), without waiting for a claim */
+static void
+test_restart_same_name(void)
+{
+	static const char *const doms[] = { "ok.test" };
+	struct rig a, a2;
+
+	cmd("FLUSHALL");
+	if (rig_new(&a, "same", NULL, 60000) < 0) {
+		CHECK(0);
+		return;
+	}
+	seed("again", doms, 1, 60, 3, 3600, "running");	/* 20 batches */
+	a.tb->hold = 1;
+	for (int i = 0; i < 40; i++)
+		ctl_sched_step(a.s, 0);
+	CHECK_EQ(ctl_sched_stats(a.s)->batches_read, 20);
+	rig_free(&a);
+	if (rig_new(&a2, "same", NULL, 60000) < 0) {
+		CHECK(0);
+		return;
+	}
+	CHECK_EQ(run_until_done(&a2, "again", 3000, 20), 0);
+	CHECK_EQ(ctl_sched_stats(a2.s)->batches_read, 20);
+	CHECK_EQ(ctl_sched_stats(a2.s)->batches_claimed, 0);
+	CHECK_EQ(count("again", "delivered"), 60);
+	check_consistent("again", 60);
+	rig_free(&a2);
+}
+
+/* A loopback port free for both UDP and TCP (dnsmasq binds both). */
+static int
+free_port(void)
+{
+	for (int tries = 0; tries < 50; tries++) {
+		struct sockaddr_in a = { .sin_family = AF_INET };
+		socklen_t len = sizeof(a);
+		int u = socket(AF_INET, SOCK_DGRAM, 0), t, ok;
+
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (u < 0 || bind(u, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+		    getsockname(u, (struct sockaddr *)&a, &len) < 0) {
+			if (u >= 0)
+				close(u);
+			continue;
+		}
+		t = socket(AF_INET, SOCK_STREAM, 0);
+		ok = t >= 0 && bind(t, (struct sockaddr *)&a, sizeof(a)) == 0;
+		if (t >= 0)
+			close(t);
+		close(u);
+		if (ok)
+			return ntohs(a.sin_port);
+	}
+	return -1;
+}
+
+/* MX resolution through a real DNS server (dnsmasq on loopback): a 421
+ * from the preferred MX and a refused connect both move the recipients to
+ * the next MX within the same attempt; null MX and NXDOMAIN bounce without
+ * a session; a domain whose MX host cannot be resolved is deferred */
+static void
+test_mx_fallback(void)
+{
+	static const char *const doms[] = { "busy.test", "down.test", "null.test", "nx.test",
+		"temp.test" };
+	char servers[64], port[32];
+	pid_t dpid;
+	struct rig g;
+	int p = free_port();
+
+	if (system("command -v dnsmasq >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "mx_fallback: dnsmasq not installed, skipped\n");
+		return;
+	}
+	CHECK(p > 0);
+	snprintf(port, sizeof(port), "--port=%d", p);
+	dpid = fork();
+	if (dpid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		freopen("/dev/null", "w", stderr);
+		execlp("dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+			"--no-resolv", "--no-hosts", "--pid-file=", "--listen-address=127.0.0.1",
+			"--bind-interfaces", port, "--local=/test/",
+			"--mx-host=busy.test,mx1.busy.test,10", "--mx-host=busy.test,mx2.busy.test,20",
+			"--host-record=mx1.busy.test,127.0.0.61", "--host-record=mx2.busy.test,127.0.0.62",
+			"--mx-host=down.test,mx1.down.test,10", "--mx-host=down.test,mx2.down.test,20",
+			"--host-record=mx1.down.test,127.0.0.71", "--host-record=mx2.down.test,127.0.0.72",
+			"--mx-host=null.test,.,0", "--mx-host=temp.test,mx.other.example,10",
+			(char *)NULL);
+		_exit(127);
+	}
+	sleep_ms(300);
+	snprintf(servers, sizeof(servers), "127.0.0.1:%d", p);
+	cmd("FLUSHALL");
+	rig_dns_servers = servers;
+	if (rig_new(&g, "mx", NULL, 60000) < 0) {
+		CHECK(0);
+		rig_dns_servers = NULL;
+		kill(dpid, SIGTERM);
+		waitpid(dpid, NULL, 0);
+		return;
+	}
+	rig_dns_servers = NULL;
+	g.tb->sess_ms = 0;
+	seed("mx", doms, 5, 6, 10, 1, "running");	/* max age 1 s: temp.test fails soon */
+	for (int i = 0; i < 4000; i++) {
+		redisReply *r;
+		int done;
+
+		ctl_sched_step(g.s, 0);
+		fake_now += 50;
+		if (i % 8 != 0)
+			continue;
+		sleep_ms(1);			/* let dnsmasq answer in real time */
+		r = redisCommand(rc, "HGET mp:campaign:mx state");
+		done = r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "done") == 0;
+		freeReplyObject(r);
+		if (done && ctl_sched_held(g.s) == 0)
+			break;
+	}
+	{
+		json_t *j = rcpt_state("mx", "u1@busy.test");
+
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "delivered");
+		CHECK_STREQ(json_string_value(json_object_get(j, "mx")), "mx2.busy.test");
+		CHECK_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
+		json_decref(j);
+		j = rcpt_state("mx", "u2@down.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "delivered");
+		CHECK_STREQ(json_string_value(json_object_get(j, "mx")), "mx2.down.test");
+		CHECK_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
+		json_decref(j);
+		j = rcpt_state("mx", "u3@null.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "bounced");
+		CHECK(strstr(json_string_value(json_object_get(j, "text")), "null_mx") != NULL);
+		json_decref(j);
+		j = rcpt_state("mx", "u0@nx.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "bounced");
+		json_decref(j);
+		j = rcpt_state("mx", "u0@temp.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "failed");
+		CHECK(strstr(json_string_value(json_object_get(j, "text")), "tempfail") != NULL);
+		json_decref(j);
+	}
+	CHECK_EQ(ctl_sched_stats(g.s)->mx_fallbacks, 12);
+	CHECK_EQ(count("mx", "delivered"), 12);
+	CHECK_EQ(count("mx", "bounced"), 12);
+	CHECK_EQ(count("mx", "failed"), 6);
+	check_consistent("mx", 30);
+	CHECK_EQ(rint_cmd("HGET %s %s", "mp:tls:down.test", "connect_failed"), 1);
+	rig_free(&g);
+	kill(dpid, SIGTERM);
+	waitpid(dpid, NULL, 0);
+}
+
+int
+main(void)
+{
+	if (system("command -v redis-server >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "SKIP: redis-server not installed\n");
+		return 77;
+	}
+	signal(SIGPIPE, SIG_IGN);	/* as mp-deliver: hiredis writes with write(2) */
+	if (redis_start() < 0) {
+		fprintf(stderr, "cannot start redis-server\n");
+		redis_stop();
+		return 1;
+	}
+	test_shaping();
+	test_retry_timing();
+	test_pause_cancel_skip();
+	test_claim_after_death();
+	test_refresh_keeps_batches();
+	test_redis_connection_loss();
+	test_dup_deliveries_counted();
+	test_restart_same_name();
+	test_mx_fallback();
+	redis_stop();
+	return mp_test_result("ctl_sched_clock");
+}
