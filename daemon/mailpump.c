@@ -125,19 +125,28 @@ struct cli {
 	const char *config;
 	int check;
 	int control;			/* a Redis URL came from somewhere */
-	struct ctl_conf *over;		/* overrides, applied after the file */
+	struct {			/* overrides, applied after the file */
+		const char *sec, *key, *val;	/* sec NULL: val is "section.key=value" */
+	} over[512];
+	unsigned nover;
 	char ips[1024];
 	char routes[CTL_DCONF_LIST_MAX][512];
 	unsigned nroutes;
 };
 
+static struct cli cli;		/* large: not on the stack */
+
 static int
 set_over(struct cli *c, const char *sec, const char *key, const char *v)
 {
-	if (ctl_conf_set(c->over, sec, key, v) < 0) {
-		fprintf(stderr, PROG ": out of memory\n");
+	if (c->nover == sizeof(c->over) / sizeof(c->over[0])) {
+		fprintf(stderr, PROG ": too many options\n");
 		return -1;
 	}
+	c->over[c->nover].sec = sec;
+	c->over[c->nover].key = key;
+	c->over[c->nover].val = v;
+	c->nover++;
 	return 0;
 }
 
@@ -147,7 +156,6 @@ parse_args(int argc, char **argv, struct cli *c, int *rest)
 {
 	struct option opts[DP_OPT_LAST - DP_OPT_VDEV + O_END - O_CONFIG + 1];
 	size_t n = 0;
-	char err[512];
 	int opt;
 
 	memcpy(opts, dp_long_options, dp_long_options_n * sizeof(opts[0]));
@@ -163,12 +171,9 @@ parse_args(int argc, char **argv, struct cli *c, int *rest)
 		case O_CONFIG: c->config = optarg; c->control = 1; break;
 		case O_CHECK: c->check = 1; break;
 		case O_SET:
-			if (ctl_conf_set_arg(c->over, optarg, err, sizeof(err)) < 0) {
-				fprintf(stderr, PROG ": --set %s: %s\n", optarg, err);
-				return -1;
-			}
 			if (strncmp(optarg, "redis.url=", 10) == 0)
 				c->control = 1;
+			if (set_over(c, NULL, NULL, optarg) < 0) return -1;
 			break;
 		case O_REDIS:
 			c->control = 1;
@@ -210,18 +215,6 @@ parse_args(int argc, char **argv, struct cli *c, int *rest)
 	}
 	*rest = optind;
 	return 0;
-}
-
-struct merge_arg {
-	struct ctl_conf *dst;
-};
-
-static int
-merge_item(void *arg, const struct ctl_conf_item *it)
-{
-	struct merge_arg *m = arg;
-
-	return ctl_conf_set(m->dst, it->section, it->key, it->value);
 }
 
 /* ------------------------------------------------------------------ */
@@ -532,7 +525,6 @@ control_loop(struct ctl_sched *s, const struct dp_worker *workers, unsigned n,
 int
 main(int argc, char **argv)
 {
-	struct cli cli = { 0 };
 	struct ctl_conf *cf = NULL;
 	struct ctl_sched_conf sc = { 0 };
 	struct ctl_dns_conf dnc = { 0 };
@@ -544,35 +536,34 @@ main(int argc, char **argv)
 	struct ctl_backend be;
 	struct dp_port port;
 	struct dp_worker *workers = NULL;
-	struct merge_arg ma;
 	char err[1024], consumer[160], host[64];
 	int rest, rc, ret = 1, n = 0, port_up = 0, eal_up = 0, floor_pol = 0;
 	static const char *const pols[] = { "none", "opportunistic", "required", "verify", NULL };
-	static const char *sections[] = { "redis", "daemon", "dataplane", "workers", "tls",
-		"smtp", "shaping", "shaping.domains", "routes", "dns", "retry" };
 
 	ctl_dconf_defaults(&dc);
-	cli.over = ctl_conf_new();
-	if (cli.over == NULL)
-		return 1;
 	rc = parse_args(argc, argv, &cli, &rest);
-	if (rc != 0) {
-		ctl_conf_free(cli.over);
+	if (rc != 0)
 		return rc > 0 ? 0 : 2;
-	}
 	cf = cli.config ? ctl_conf_load(cli.config, err, sizeof(err)) : ctl_conf_new();
 	if (cf == NULL) {
-		fprintf(stderr, PROG ": %s\n", err);
-		ctl_conf_free(cli.over);
+		fprintf(stderr, PROG ": bad configuration: %s\n", err);
 		return 2;
 	}
 	/* the command line wins over the file */
-	ma.dst = cf;
-	for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
-		if (ctl_conf_each(cli.over, sections[i], merge_item, &ma) != 0) {
-			fprintf(stderr, PROG ": out of memory\n");
+	for (unsigned i = 0; i < cli.nover; i++) {
+		int r = cli.over[i].sec == NULL ?
+			ctl_conf_set_arg(cf, cli.over[i].val, err, sizeof(err)) :
+			ctl_conf_set(cf, cli.over[i].sec, cli.over[i].key, cli.over[i].val);
+
+		if (r < 0) {
+			if (r == -ENOMEM)
+				snprintf(err, sizeof(err), "out of memory");
+			fprintf(stderr, PROG ": bad configuration: --set %s: %s\n",
+				cli.over[i].val, err);
+			ret = 2;
 			goto out_conf;
 		}
+	}
 	for (unsigned i = 0; i < cli.nroutes; i++) {
 		char *eq = strchr(cli.routes[i], '=');
 
@@ -610,15 +601,15 @@ main(int argc, char **argv)
 			goto out_conf;
 		}
 	}
-	if (cli.check) {
-		printf("configuration ok\n");
-		ret = 0;
-		goto out_conf;
-	}
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	signal(SIGPIPE, SIG_IGN);
 	if (dc.redis_url == NULL) {
+		if (cli.check) {
+			printf("configuration ok (dataplane only)\n");
+			ret = 0;
+			goto out_conf;
+		}
 		ret = run_dataplane_only(argv[0]);
 		goto out_conf;
 	}
@@ -662,6 +653,11 @@ main(int argc, char **argv)
 			ret = 2;
 			goto out;
 		}
+	if (cli.check) {
+		printf("configuration ok\n");
+		ret = 0;
+		goto out;
+	}
 	if (dc.consumer == NULL) {
 		if (gethostname(host, sizeof(host)) != 0)
 			snprintf(host, sizeof(host), "host");
@@ -780,7 +776,6 @@ out:
 		rte_eal_cleanup();
 out_conf:
 	ctl_conf_free(cf);
-	ctl_conf_free(cli.over);
 	fflush(stdout);
 	return ret;
 }
