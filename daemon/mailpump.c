@@ -255,6 +255,21 @@ floor_active(void *be)
 
 static const struct ctl_backend_ops floor_ops = { floor_submit, floor_poll, floor_active };
 
+static struct ctl_sched *sched;
+
+static int
+make_sched(const struct ctl_sched_conf *sc)
+{
+	char err[512];
+
+	sched = ctl_sched_new(sc, err, sizeof(err));
+	if (sched == NULL) {
+		fprintf(stderr, PROG ": bad configuration: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* workers                                                              */
 /* ------------------------------------------------------------------ */
@@ -673,16 +688,21 @@ main(int argc, char **argv)
 	sc.dns = dns;
 	sc.shape = shape;
 	sc.retry = dc.retry;
-	s = ctl_sched_new(&sc, err, sizeof(err));
-	if (s == NULL) {
-		fprintf(stderr, PROG ": bad configuration: %s\n", err);
+	/* a scheduler that would not start fails here, before the NIC; the
+	 * real one is made once the number of workers is known */
+	if (make_sched(&sc) < 0) {
 		ret = 2;
 		goto out;
 	}
-
+	ctl_sched_free(sched);
+	sched = NULL;
 	if (dc.transport == CTL_TRANSPORT_KSOCK) {
 		struct ctl_ksock_conf kc = { 0 };
 
+		sc.backend_slots = dc.max_sessions;
+		if (make_sched(&sc) < 0)
+			goto out;
+		s = sched;
 		kc.helo_name = dc.helo;
 		kc.tls = &dc.tls;
 		kc.connect_timeout_ms = (uint32_t)dc.connect_timeout_ms;
@@ -715,6 +735,11 @@ main(int argc, char **argv)
 		port_up = 1;
 		if (dp_steer_init(&steer, &port, n_ws) != 0)
 			goto out;
+		/* every worker's sessions can be busy at once */
+		sc.backend_slots = dc.max_sessions * n_ws;
+		if (make_sched(&sc) < 0)
+			goto out;
+		s = sched;
 		rcf.n_workers = n_ws;
 		rcf.max_sessions = dc.max_sessions;
 		rcf.socket_id = (int)rte_socket_id();
