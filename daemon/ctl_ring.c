@@ -700,6 +700,9 @@ ctl_rworker_poll(struct ctl_rworker *w, uint64_t now_us)
 				"session could not be opened");
 		work++;
 	}
+	w->st.open = usock_engine_active(w->e);
+	if (w->st.open > w->st.peak_open)
+		w->st.peak_open = w->st.open;
 	return work;
 }
 

@@ -58,6 +58,7 @@ struct ctl_rworker_stats {
 	uint64_t ev_waits;		/**< record pool empty: waited for returns */
 	uint64_t aborted;		/**< orders ended by ctl_ring_abort */
 	unsigned active, peak_active;	/**< orders at the worker (queued + open) */
+	unsigned open, peak_open;	/**< sessions open in the engine */
 	unsigned queued;		/**< waiting for a session slot */
 };
 

@@ -375,6 +375,7 @@ stats_json(FILE *f, struct ctl_sched *s, const struct dp_worker *workers, unsign
 			"\"delivered\":%llu,\"deferred\":%llu,\"bounced\":%llu,\"failed\":%llu,"
 			"\"connect_failed\":%llu,\"render_failed\":%llu,\"ev_waits\":%llu,"
 			"\"aborted\":%llu,\"active\":%llu,\"peak_active\":%llu,\"queued\":%llu,"
+			"\"open\":%llu,\"peak_open\":%llu,"
 			"\"sessions\":%llu,\"connected\":%llu,\"connect_timeouts\":%llu,"
 			"\"tls_ok\":%llu,\"tls_failed\":%llu,\"tls_resumed\":%llu,"
 			"\"sess_bytes\":%zu,\"busy_cycles\":%llu,\"loops\":%llu,"
@@ -383,6 +384,7 @@ stats_json(FILE *f, struct ctl_sched *s, const struct dp_worker *workers, unsign
 			RD(w->delivered), RD(w->deferred), RD(w->bounced), RD(w->failed),
 			RD(w->connect_failed), RD(w->render_failed), RD(w->ev_waits),
 			RD(w->aborted), RD(w->active), RD(w->peak_active), RD(w->queued),
+			RD(w->open), RD(w->peak_open),
 			(unsigned long long)us.sessions, (unsigned long long)us.connected,
 			(unsigned long long)us.connect_timeouts,
 			(unsigned long long)us.core.tls_ok, (unsigned long long)us.core.tls_failed,
