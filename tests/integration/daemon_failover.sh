@@ -38,7 +38,7 @@ dm_setup
 CONF=$MP_TMP/mailpump.conf
 dm_conf "$CONF" "[routes]" "f0.test = 198.19.60.140" "f1.test = 198.19.60.140" \
 	"f2.test = 198.19.60.140"
-sed -i "s/^max_conns = .*/max_conns = $CONNS/; s/^msgs_per_conn = .*/msgs_per_conn = $MPC\nrate = $RATE\nburst = 5/; s/^grace = .*/grace = 3s/" "$CONF"
+sed -i "s/^max_conns = .*/max_conns = $CONNS/; s/^msgs_per_conn = .*/msgs_per_conn = $MPC\nrate = $RATE\nburst = 5/; s/^grace = .*/grace = 1s/" "$CONF"
 
 python3 - "$MP_TMP" "$N" <<'PY'
 import sys
@@ -102,6 +102,9 @@ grep -q "worker=0 stopped" "$MP_TMP/a.log" || mp_fail "A: worker did not stop"
 AFTER_TERM=$(final)
 echo "A stopped by SIGTERM at $AT_TERM final, exited with $AFTER_TERM final: $(dm_counts fo)"
 [ "$AFTER_TERM" -lt "$N" ] || echo "(A finished everything within its grace)"
+if grep -q "event=grace_expired" "$MP_TMP/a.log"; then
+	echo "A: grace expired, open sessions were ended and handed back"
+fi
 RECONN=$(mp_json "$MP_TMP/a.stats.json" 'j["sched"]["reconnects"]')
 [ "$RECONN" -ge 1 ] || mp_fail "A: no Redis reconnect counted"
 dm_start b "$DM_TAP_B" 198.19.60.66/26 198.19.60.65 "$CONF" --lcores 0,1 --until-idle \

@@ -19,7 +19,9 @@
 #    (one domain: failed at max age, reason in the text), and a TLS 1.0
 #    only listener: handshake fails, mail goes in plaintext (one domain);
 #  - the daemon's counters (stats JSON): per worker and per domain, the
-#    worker's busy cycles, and they agree with Redis.
+#    worker's busy cycles, and they agree with Redis;
+#  - the same daemon with [daemon] transport = ksock (kernel sockets, no
+#    EAL) delivers a second campaign of 200.
 # MP_DAEMON_SCALE=K divides the recipient count (the sanitizer build).
 # usage: daemon_postfix.sh MAILPUMP MAILPUMPCTL
 . "$(dirname "$0")/lib.sh"
@@ -217,4 +219,25 @@ print("ok: %d recipients over 10 domains in %.1f s through the gateway (%d deliv
       "required); worker peak sessions %d, busy cycles/msg %.0f, rss %d kB" %
       (n, elapsed, n - n8, n8, w[0]["peak_active"], w[0]["busy_cycles"] / max(1, n), s["rss_kb"]))
 PY
+
+# --- the kernel-socket transport, same daemon, same control plane -----------
+python3 -c "
+print('email,first,code')
+for i in range(200):
+    print('k%03d@%s,K%03d,X%d' % (i, 'd0.test' if i % 2 else 'd6.test', i, i))
+" >"$MP_TMP/k.csv"
+cut -d, -f1 "$MP_TMP/k.csv" | tail -n +2 >"$MP_TMP/kboxes"
+pf_add_mailboxes "$DM_D" -f "$MP_TMP/kboxes" || mp_fail "mailboxes"
+BEFORE=$(pf_maildir_count "$DM_D")
+ip netns exec "$DM_RNS" "$CTL" --redis "$DM_URL" submit --id ks --from news@pf.test \
+	--subject 'For {{first}}' --text "$MP_TMP/body.txt" --quiet "$MP_TMP/k.csv" \
+	>>"$MP_TMP/submit.log" 2>&1 || mp_fail "submit ks"
+ip netns exec "$DM_RNS" "$DM_MAILPUMP" --config "$CONF" --transport ksock --consumer k \
+	--until-idle --timeout 300s --daemon-stats "$MP_TMP/k.stats.json" \
+	>"$MP_TMP/k.out" 2>"$MP_TMP/k.log" || mp_fail "ksock daemon exit $?"
+[ "$(R hget mp:campaign:ks:counts delivered)" = 200 ] || mp_fail "ksock: $(dm_counts ks)"
+[ "$(R hget mp:campaign:ks state)" = done ] || mp_fail "ksock: campaign not done"
+pf_wait_delivered "$DM_D" $((BEFORE + 200)) 120 || mp_fail "ksock: maildirs $(pf_maildir_count "$DM_D")"
+[ "$(mp_json "$MP_TMP/k.stats.json" 'j["transport"]')" = ksock ] || mp_fail "ksock: not the ksock transport"
+echo "ksock transport: 200 delivered"
 echo "daemon_postfix: ok (${ELAPSED} s for $N recipients)"
