@@ -89,8 +89,9 @@ grep -q "event=grace_expired" "$MP_TMP/a.log" || mp_fail "grace did not expire"
 WPEAK=$(mp_json "$MP_TMP/a.stats.json" 'j["workers"][0]["peak_open"]')
 SB=$(mp_json "$MP_TMP/a.stats.json" 'j["workers"][0]["sess_bytes"]')
 read -r q d dl b f c _ <<<"$(dm_counts conc)"
-[ $((dl + b + f + c)) -eq 0 ] && [ $((q + d)) -eq "$N" ] ||
+if [ $((dl + b + f + c)) -ne 0 ] || [ $((q + d)) -ne "$N" ]; then
 	mp_fail "after SIGTERM: want all $N queued/deferred, have $(dm_counts conc)"
+fi
 echo "SIGTERM with $WPEAK sessions open: exit 0, $d deferred + $q queued, none final"
 
 # 2. started again: every recipient delivered once the server answers
@@ -114,5 +115,5 @@ echo "memory: rss idle ${RSS0} kB (pools for $((N + 500)) sessions made at start
 [ "$KPEAK" -ge "$WANT" ] || mp_fail "server side: $KPEAK established connections < $WANT"
 [ "$DELIV" = "$N" ] || mp_fail "delivered $DELIV of $N ($(dm_counts conc))"
 [ "$MSGS" -eq "$N" ] || mp_fail "server got $MSGS messages of $N"
-[ "$(R hget mp:campaign:conc state)" = done ] || mp_fail "campaign not done"
+[ "$(R hget mp:campaign:conc state)" = "done" ] || mp_fail "campaign not done"
 echo "daemon_sessions: ok"
