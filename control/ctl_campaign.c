@@ -271,6 +271,34 @@ ctl_camp_policy(const struct scamp *c, const char *domain)
 	return p;
 }
 
+static void
+camp_free(struct scamp *c)
+{
+	ctl_campaign_unref(c->cc);	/* messages at a backend keep their own */
+	json_decref(c->overrides);
+	free(c);
+}
+
+/* Drop campaigns no held batch uses and none used for @p idle_ms: a
+ * daemon that runs for months sees many campaigns come and go. */
+void
+ctl_camps_gc(struct ctl_sched *s, int64_t idle_ms)
+{
+	struct scamp **pp = &s->camps;
+	int64_t now = ctl_mono_ms();
+
+	while (*pp != NULL) {
+		struct scamp *c = *pp;
+
+		if (c->refs == 0 && now - c->used_mono > idle_ms) {
+			*pp = c->next;
+			camp_free(c);
+			continue;
+		}
+		pp = &c->next;
+	}
+}
+
 void
 ctl_camps_free(struct ctl_sched *s)
 {
@@ -278,8 +306,6 @@ ctl_camps_free(struct ctl_sched *s)
 		struct scamp *c = s->camps;
 
 		s->camps = c->next;
-		ctl_campaign_unref(c->cc);
-		json_decref(c->overrides);
-		free(c);
+		camp_free(c);
 	}
 }

@@ -229,6 +229,10 @@ batch_free(struct ctl_sched *s, struct sbatch *b)
 	s->nbatches--;
 	if (b->dom != NULL)
 		b->dom->refs--;
+	if (b->camp != NULL) {
+		b->camp->refs--;
+		b->camp->used_mono = ctl_mono_ms();
+	}
 	for (unsigned i = 0; i < b->n; i++) {
 		free(b->r[i].addr);
 		json_decref(b->r[i].fields);
@@ -486,6 +490,8 @@ batch_admit(struct ctl_sched *s, struct sbatch *b)
 	b->recheck_at = ctl_sched_now(s) + RECHECK_MS;
 	if (b->camp == NULL) {
 		b->camp = ctl_camp_get(s, b->camp_id, &err);
+		if (b->camp != NULL)
+			b->camp->refs++;
 		if (b->camp == NULL) {
 			if (err == -ENOENT)
 				batch_bad(s, b, "campaign does not exist");
@@ -1186,6 +1192,7 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 	ctl_ops_flush(s);
 	if (mono - s->gc_mono >= 5000) {
 		dom_gc(s);
+		ctl_camps_gc(s, 600000);
 		ctl_shape_gc(s->conf.shape, now);
 		s->gc_mono = mono;
 	}

@@ -87,6 +87,8 @@ struct scamp {
 	enum smtp_tls_policy policy;
 	json_t *overrides;		/* domain -> policy name */
 	int64_t state_mono;		/* when state was read */
+	int64_t used_mono;		/* last time a batch let go of it */
+	unsigned refs;			/* held batches of this campaign */
 	struct scamp *next;
 };
 
@@ -193,5 +195,6 @@ int ctl_camp_sendable(struct ctl_sched *s, struct scamp *c, uint64_t now_ms);
 enum smtp_tls_policy ctl_camp_policy(const struct scamp *c, const char *domain);
 int ctl_policy_parse(const char *name, enum smtp_tls_policy *out);
 void ctl_camps_free(struct ctl_sched *s);
+void ctl_camps_gc(struct ctl_sched *s, int64_t idle_ms);
 
 #endif

@@ -19,6 +19,7 @@
  *  - Redis trouble (connection killed, scripts flushed) loses nothing;
  *  - results of a consumer that stalled and lost its batches to another
  *    are counted as dup_deliveries and change no state or counter;
+ *  - a send window holds a campaign outside it;
  *  - MX through dnsmasq on loopback: 421 and refused connects fall back
  *    to the next MX within one attempt, null MX / NXDOMAIN bounce, DNS
  *    trouble defers until the maximum age.
@@ -900,6 +901,41 @@ test_restart_same_name(void)
 	rig_free(&a2);
 }
 
+/* a campaign with a send window: held outside it, sent inside it */
+static void
+test_send_window(void)
+{
+	static const char *const doms[] = { "ok.test" };
+	unsigned m = (unsigned)((fake_now / 60000) % 1440), from = (m + 60) % 1440,
+		to = (m + 120) % 1440;
+	char win[16];
+	struct rig g;
+
+	cmd("FLUSHALL");
+	if (rig_new(&g, "win", NULL, 60000) < 0) {
+		CHECK(0);
+		return;
+	}
+	seed("win", doms, 1, 10, 5, 86400, "running");
+	snprintf(win, sizeof(win), "%02u:%02u-%02u:%02u", from / 60, from % 60, to / 60, to % 60);
+	cmd("HSET mp:campaign:win window %s", win);
+	for (int i = 0; i < 200; i++) {		/* 4 s, an hour before the window */
+		ctl_sched_step(g.s, 0);
+		fake_now += 20;
+	}
+	CHECK_EQ(g.tb->submits, 0);
+	CHECK_EQ(count("win", "queued"), 10);
+	fake_now += 3600 * 1000;		/* into the window */
+	CHECK_EQ(run_until_done(&g, "win", 3000, 20), 0);
+	CHECK_EQ(count("win", "delivered"), 10);
+	for (unsigned i = 0; i < g.tb->nlog; i++) {
+		unsigned mm = (unsigned)((g.tb->log[i].t / 60000) % 1440);
+
+		CHECK(from < to ? (mm >= from && mm < to) : (mm >= from || mm < to));
+	}
+	rig_free(&g);
+}
+
 /* A loopback port free for both UDP and TCP (dnsmasq binds both). */
 static int
 free_port(void)
@@ -1048,6 +1084,7 @@ main(void)
 	test_dup_deliveries_counted();
 	test_restart_same_name();
 	test_mx_fallback();
+	test_send_window();
 	redis_stop();
 	return mp_test_result("ctl_sched_clock");
 }
