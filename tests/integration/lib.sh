@@ -1,10 +1,12 @@
-# Shared helpers for integration tests (sourced). Every name a test
-# creates carries a per-run suffix; everything started is stopped by PID
-# and every namespace removed on any exit.
+# Shared helpers for integration tests and scripts/demo (sourced). Every
+# name a test creates carries a per-run suffix; everything started is
+# stopped by PID and every namespace removed on any exit. MP_TMP_PREFIX
+# names the temporary directory (default mp-test); MP_KEEP_TMP=1 leaves
+# it in place on exit (everything else is still stopped and removed).
 
 set -u
 MP_SUFFIX=${MP_SUFFIX:-$$}
-MP_TMP=$(mktemp -d /tmp/mp-test.XXXXXX)
+MP_TMP=$(mktemp -d "/tmp/${MP_TMP_PREFIX:-mp-test}.XXXXXX")
 MP_PIDS=()
 MP_NETNS=()
 
@@ -23,7 +25,7 @@ mp_cleanup() {
 	for ns in "${MP_NETNS[@]}"; do
 		ip netns del "$ns" 2>/dev/null
 	done
-	rm -rf "$MP_TMP"
+	[ "${MP_KEEP_TMP:-0}" = 1 ] || rm -rf "$MP_TMP"
 }
 trap mp_cleanup EXIT
 trap 'exit 130' INT TERM
