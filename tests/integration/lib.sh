@@ -10,6 +10,15 @@ MP_TMP=$(mktemp -d "/tmp/${MP_TMP_PREFIX:-mp-test}.XXXXXX")
 MP_PIDS=()
 MP_NETNS=()
 
+# mp_alive PID: the process exists and is not a zombie (a child that
+# exited but was not reaped yet: bash reaps only at its next wait).
+mp_alive() {
+	local st
+	# the state follows the command name, which may hold spaces and ")"
+	st=$(sed -n 's/.*) \([A-Za-z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "$st" != Z ]
+}
+
 mp_cleanup() {
 	local pid ns
 	for pid in "${MP_PIDS[@]}"; do
@@ -17,7 +26,7 @@ mp_cleanup() {
 	done
 	for pid in "${MP_PIDS[@]}"; do
 		for _ in $(seq 50); do
-			kill -0 "$pid" 2>/dev/null || break
+			mp_alive "$pid" || break
 			sleep 0.1
 		done
 		kill -KILL "$pid" 2>/dev/null
