@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,9 +108,7 @@ sess_free(struct ksock_sess *s)
 	if (s->next != NULL)
 		s->next->prev = s->prev;
 	e->nsess--;
-	free(s->tx);
-	free(s->rx);
-	free(s->host);
+	mps_sess_fini(&s->core);
 	free(s);
 }
 
@@ -121,23 +120,17 @@ ksock_engine_free(struct ksock_engine *e)
 	while (e->all != NULL) {
 		struct ksock_sess *s = e->all;
 
-		if (s->state != KS_DEAD) {
-			ksock_afd_clear(s);
-			if (s->paused != KS_P_NONE) {
-				/* a paused job must not be freed under OpenSSL */
-				e->leaked_tls++;
-				s->tls = NULL;
-			}
+		if (s->state != KS_DEAD)
 			ksock_sess_destroy(s);
-		}
+		/* a paused job's conn is not freed under OpenSSL (counted) */
 		sess_free(s);
 	}
 	if (e->own_tls) {
-		if (e->leaked_tls == 0)
+		if (e->cst.leaked_tls == 0)
 			tls_ctx_free(e->tls);
 		else
-			MP_LOG(MP_LOG_WARN, KSOCK_LOG, "event=tls_ctx_kept leaked_conns=%u",
-				e->leaked_tls);
+			MP_LOG(MP_LOG_WARN, KSOCK_LOG, "event=tls_ctx_kept leaked_conns=%llu",
+				(unsigned long long)e->cst.leaked_tls);
 	}
 	close(e->ep);
 	free(e);
@@ -166,17 +159,13 @@ ksock_note_deadline(struct ksock_engine *e, uint64_t when)
 		e->next_timer = when;
 }
 
-/* Release the transport now; the memory goes at the end of the poll. */
+/* Release the socket now; the memory goes at the end of the poll. */
 void
 ksock_sess_destroy(struct ksock_sess *s)
 {
 	if (s->state == KS_DEAD)
 		return;
 	ksock_afd_clear(s);
-	if (s->tls != NULL) {
-		tls_conn_free(s->tls);
-		s->tls = NULL;
-	}
 	if (s->fd >= 0) {
 		close(s->fd);
 		s->fd = -1;
@@ -195,35 +184,25 @@ ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req)
 	if (e == NULL || req == NULL || req->next_txn == NULL || req->result == NULL ||
 	    req->addr.sin_family != AF_INET || (unsigned)req->policy >= SMTP_TLS_POLICY_LAST)
 		return -EINVAL;
-	if (e->st.active >= e->max_sessions)
+	if (e->cst.active >= e->max_sessions)
 		return -EMFILE;
-	s = calloc(1, sizeof(*s));
+	s = malloc(sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
+	memset(s, 0, offsetof(struct ksock_sess, core));
 	s->e = e;
 	s->fd = -1;
-	s->req = *req;
-	s->cfg = req->smtp != NULL ? *req->smtp : e->smtp;
-	s->cfg.tls_policy = req->policy;
-	s->cfg.implicit_tls = s->cfg.implicit_tls || req->implicit_tls;
 	inet_ntop(AF_INET, &req->addr.sin_addr, ip, sizeof(ip));
-	s->host = strdup(req->host != NULL && req->host[0] != '\0' ? req->host : ip);
-	if (s->host == NULL) {
-		free(s);
-		return -ENOMEM;
-	}
-	s->req.host = s->host;
 	s->id = req->id != 0 ? req->id : ++e->next_id;
-	rc = smtp_sess_init(&s->smtp, &s->cfg, &ksock_smtp_ops, s, s->id);
+	rc = mps_sess_init(&s->core, req, &e->smtp, e->tls, &e->cst, &ksock_mps_ops, s, s->id);
 	if (rc < 0) {
-		free(s->host);
 		free(s);
 		return rc;
 	}
 	s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s->fd < 0) {
 		rc = -errno;
-		free(s->host);
+		mps_sess_fini(&s->core);
 		free(s);
 		return rc;
 	}
@@ -244,7 +223,7 @@ ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req)
 	if (epoll_ctl(e->ep, EPOLL_CTL_ADD, s->fd, &ev) < 0) {
 		rc = -errno;
 		close(s->fd);
-		free(s->host);
+		mps_sess_fini(&s->core);
 		free(s);
 		return rc;
 	}
@@ -255,14 +234,13 @@ ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req)
 	e->all = s;
 	e->nsess++;
 	e->st.sessions++;
-	e->st.active++;
 	s->state = KS_CONNECTING;
 	s->conn_deadline = ksock_now_ms() + e->connect_timeout_ms;
 	ksock_note_deadline(e, s->conn_deadline);
 	if (s->err != 0)
 		ksock_run_add(s);
 	MP_LOG(MP_LOG_DEBUG, KSOCK_LOG, "sess=%u event=open host=%s addr=%s:%u policy=%d err=%d",
-		s->id, s->host, ip, ntohs(req->addr.sin_port), req->policy, s->err);
+		s->id, s->core.host, ip, ntohs(req->addr.sin_port), req->policy, s->err);
 	return 0;
 }
 
@@ -328,7 +306,9 @@ ksock_engine_poll(struct ksock_engine *e, int timeout_ms)
 	}
 	while ((k = tls_ctx_ready_drain(e->tls, ready, READY_BATCH)) != 0) {
 		for (unsigned i = 0; i < k; i++) {
-			struct ksock_sess *s = tls_conn_owner(ready[i]);
+			/* the owner of a session's tls_conn is its core */
+			struct mps_sess *c = tls_conn_owner(ready[i]);
+			struct ksock_sess *s = c != NULL ? c->t : NULL;
 
 			if (s != NULL) {
 				s->async_ready = 1;
@@ -372,13 +352,22 @@ ksock_engine_abort(struct ksock_engine *e)
 unsigned
 ksock_engine_active(const struct ksock_engine *e)
 {
-	return e->st.active;
+	return e->cst.active;
 }
 
 void
 ksock_engine_stats(const struct ksock_engine *e, struct ksock_stats *st)
 {
 	*st = e->st;
+	st->tls_started = e->cst.tls_started;
+	st->tls_ok = e->cst.tls_ok;
+	st->tls_failed = e->cst.tls_failed;
+	st->tls_resumed = e->cst.tls_resumed;
+	st->async_pauses = e->cst.async_pauses;
+	st->tails = e->cst.tails;
+	st->write_blocked = e->cst.write_blocked;
+	st->bytes_out = e->cst.bytes_out;
+	st->active = e->cst.active;
 }
 
 struct tls_ctx *

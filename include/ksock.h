@@ -1,7 +1,9 @@
 /*
  * Kernel-socket transport (ksock_): runs SMTP sessions (struct smtp_sess,
  * include/smtp.h) over TLS (include/tls.h, memory BIOs) over non-blocking
- * Linux TCP sockets, with one epoll set, in one thread. It is the
+ * Linux TCP sockets, with one epoll set, in one thread. The session itself
+ * is the session core (include/mps.h), shared with the DPDK workers'
+ * engine (include/usock.h); this engine is its kernel-socket transport. It is the
  * transport of mp-smtpsend and the baseline the benchmark compares the
  * DPDK dataplane against; the control plane can drive it as a worker.
  *
@@ -44,14 +46,16 @@
  * is freed once the job finishes (at most 2 s later; otherwise the
  * tls_conn is leaked on purpose, never freed under OpenSSL).
  *
- * Memory: one struct ksock_sess (the SMTP session with its 2 KiB command
- * buffer; ksock_engine_stats().sess_bytes, 3944 bytes on x86_64) plus the
- * tls_conn when TLS is up. Measured by tests/integration/test_ksock.c
- * (sessions idle, waiting on a MAIL reply): about 4.1 KiB per plaintext
- * session and 24 KiB per session after STARTTLS, heap only (the kernel's
- * socket buffers come on top). Socket reads go through one engine-wide
- * buffer; a session allocates a tail buffer only while the kernel or the
- * TLS layer took part of a write or a feed, and frees it once drained.
+ * Memory: one struct ksock_sess (the session core, include/mps.h: the SMTP
+ * session with its 2 KiB command buffer, a 2 KiB tail for a write the
+ * socket took part of, the host name; ksock_engine_stats().sess_bytes,
+ * 6280 bytes on x86_64) plus the tls_conn when TLS is up. Measured by
+ * tests/integration/test_ksock.c (sessions idle, waiting on a MAIL
+ * reply): about 7.2 KiB per plaintext session and 27 KiB per session
+ * after STARTTLS, heap only (the kernel's socket buffers come on top).
+ * Socket reads go through one engine-wide buffer; a session allocates a
+ * ciphertext tail only while the TLS layer took part of a feed, and frees
+ * it once drained.
  *
  * Robustness: a peer that resets, closes (also mid-DATA), stalls (SMTP
  * timeouts through smtp_sess_deadline) or sends garbage ends only its
@@ -66,6 +70,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mps.h"
 #include "smtp.h"
 #include "tls.h"
 
@@ -97,29 +102,12 @@ struct ksock_conf {
 };
 
 /**
- * One SMTP session to one server address. Copied by ksock_sess_open()
- * (host too); smtp, if given, must outlive the session.
+ * One SMTP session to one server address: the session core's request
+ * (struct mps_req in include/mps.h), so the same request opens a session
+ * on this engine or on a DPDK worker's (usock_sess_open). Copied by
+ * ksock_sess_open() (host too); smtp, if given, must outlive the session.
  */
-struct ksock_sess_req {
-	const char *host;		/**< server host name: SNI, verify, cache key; NULL = the IP */
-	struct sockaddr_in addr;	/**< IPv4 address + port to connect to */
-	enum smtp_tls_policy policy;	/**< overrides smtp->tls_policy */
-	int implicit_tls;		/**< TLS before the greeting (port 465); ORed with smtp's */
-	const struct smtp_config *smtp;	/**< NULL = engine default */
-	/** Next message for this connection (see smtp_io_ops.next_txn).
-	 *  @return 0, or -ENOENT when there is none for this connection. */
-	int  (*next_txn)(void *user, struct smtp_txn *txn);
-	/** One per recipient, exactly once. @p tls is the session's TLS
-	 *  record once a handshake was attempted (also when it failed: it
-	 *  carries the verify reason), NULL if no TLS was tried. */
-	void (*result)(void *user, const struct smtp_rcpt_result *r,
-		const struct tls_record *tls);
-	/** The session's last callback (may be NULL). */
-	void (*done)(void *user, const struct smtp_sess_info *info,
-		const struct tls_record *tls);
-	void *user;
-	uint32_t id;			/**< session id for logs; 0 = engine assigns */
-};
+#define ksock_sess_req mps_req
 
 /** Engine counters (monotonic since ksock_engine_new). */
 struct ksock_stats {

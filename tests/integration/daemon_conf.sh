@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# mailpump.conf.example is what the daemon reads: the file as shipped and
+# the file with every commented key switched on pass --check-config; a
+# misspelt key, a bad value in each kind of getter and a bad override are
+# each refused with exit 2 and one line naming file:line, section and key.
+# No NIC, no Redis: --check-config stops before both.
+# usage: daemon_conf.sh MAILPUMP EXAMPLE
+set -u
+MP=$1
+EX=$2
+T=$(mktemp -d /tmp/mp-conf.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+"$MP" --config "$EX" --check-config >"$T/out" 2>&1 || fail "example: $(cat "$T/out")"
+# every key on (list sections get one entry each)
+sed 's/^#\([a-z_.*-]* = \)/\1/' "$EX" >"$T/all.conf"
+"$MP" --config "$T/all.conf" --check-config >"$T/out" 2>&1 || fail "all keys: $(cat "$T/out")"
+n=$(grep -cE '^[a-z_]+ = ' "$T/all.conf")
+[ "$n" -ge 50 ] || fail "only $n keys in the example"
+
+# bad KEY VALUE WANT: replace KEY's value in all.conf, expect WANT in the one line
+bad() {
+	local key=$1 val=$2 want=$3 line rc
+	line=$(grep -nE "^$key = " "$T/all.conf" | head -1 | cut -d: -f1)
+	[ -n "$line" ] || fail "no key $key"
+	sed "${line}s|=.*|= $val|" "$T/all.conf" >"$T/bad.conf"
+	"$MP" --config "$T/bad.conf" --check-config >"$T/out" 2>"$T/err"
+	rc=$?
+	[ $rc -eq 2 ] || fail "$key=$val: exit $rc"
+	[ "$(wc -l <"$T/err")" -eq 1 ] || fail "$key=$val: $(cat "$T/err")"
+	grep -qF "bad.conf:$line: $want" "$T/err" || fail "$key=$val: want \"bad.conf:$line: $want\": $(cat "$T/err")"
+}
+bad max_sessions 0 "[workers] max_sessions"
+bad grace forever "[daemon] grace"
+bad transport rdma "[daemon] transport"
+bad until_idle perhaps "[daemon] until_idle"
+bad min_version 1.1 "[tls] min_version"
+bad hugepages sometimes "[dataplane] hugepages"
+bad gateway 300.1.1.1 "[dataplane] gateway"
+bad ip 10.0.0.1/40 "[dataplane] ip"
+bad rate fast "[shaping] rate"
+bad cap 1s "[retry] cap"
+printf '[smtp]\nhelo_name = x\n' >>"$T/all.conf"
+"$MP" --config "$T/all.conf" --check-config >"$T/out" 2>"$T/err"
+[ $? -eq 2 ] && grep -q "all.conf:$(grep -c '' "$T/all.conf"): \[smtp\] helo_name: unknown key" "$T/err" ||
+	fail "unknown key: $(cat "$T/err")"
+# (a duplicate section header is a second [smtp]: the reader allows it)
+"$MP" --config "$EX" --set workers.max_sessions=-1 --check-config >"$T/out" 2>"$T/err"
+[ $? -eq 2 ] && grep -q "\[workers\] max_sessions" "$T/err" || fail "override: $(cat "$T/err")"
+"$MP" --config "$EX" --max-sessions 5000 --set tls.min_version=1.3 --check-config >/dev/null 2>&1 ||
+	fail "good overrides refused"
+echo "daemon_conf: ok"
