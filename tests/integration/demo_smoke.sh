@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's main command works: scripts/demo with 500 recipients (on
-# the binaries of this build) ends with "demo: ok", per-domain outcomes
+# the binaries of this build, sent by the mailpump daemon on a DPDK
+# worker through the router namespace) ends with "demo: ok", per-domain outcomes
 # as the demo domains promise (verified TLS, required TLS, plaintext
 # without STARTTLS, self-signed accepted under "required", expired
 # certificate failed under "verify", unknown users and a null MX
@@ -57,6 +58,13 @@ grep -q 'reminders, 500 recipients: 460 delivered, 15 bounced, 25 failed' "$out"
 grep -q 'Subject: Clinic A: your appointment on ' "$out" || mp_fail "sample subject"
 grep -qE '^  \| Hello [A-Z][a-z]+ [A-Z][a-z]+,$' "$out" || mp_fail "sample body not personalised"
 grep -q 'using TLSv1.3' "$out" || mp_fail "sample not received over TLS"
+# the default sender is the DPDK daemon, and its mail came through the
+# router from the worker's own address
+grep -q '^  sender: the mailpump daemon' "$out" || mp_fail "not sent by the daemon"
+grep -q 'Received: from sender.mailpump.test (unknown \[198.19.70.2\])' "$out" ||
+	mp_fail "sample not received from the DPDK address 198.19.70.2"
+grep -qE '^  worker 0 on lcore 1: [0-9]+ SMTP sessions .* 460 delivered' "$out" ||
+	mp_fail "worker counters: $(grep -A1 '^  worker 0' "$out")"
 grep -q '^DOMAIN .*SESSIONS' "$out" || mp_fail "no TLS report"
 grep -q 'expired=' "$out" || mp_fail "TLS report lacks the expired certificate"
 grep -q '^top failure reasons' "$out" || mp_fail "no campaign report"
