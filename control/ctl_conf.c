@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include "ctl_conf.h"
+#include "mp_log.h"
 
 #define CONF_LINE_MAX 4096
 
@@ -31,18 +32,6 @@ struct ctl_conf {
 	struct conf_item *items;
 	size_t n, cap;
 };
-
-static void
-errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 struct ctl_conf *
 ctl_conf_new(void)
@@ -143,7 +132,7 @@ ctl_conf_set_arg(struct ctl_conf *cf, const char *arg, char *err, size_t errlen)
 	if (dot == NULL || eq == NULL || dot > eq || dot == arg || eq == dot + 1 ||
 	    (size_t)(dot - arg) >= sizeof(section) ||
 	    (size_t)(eq - dot - 1) >= sizeof(key)) {
-		errf(err, errlen, "--set %s: expected section.key=value", arg);
+		mp_errf(err, errlen, "--set %s: expected section.key=value", arg);
 		return -EINVAL;
 	}
 	memcpy(section, arg, (size_t)(dot - arg));
@@ -192,13 +181,13 @@ parse_line(struct ctl_conf *cf, char *line, unsigned lno, char *section,
 		char *end = strchr(s, ']');
 
 		if (end == NULL || end[1] != '\0') {
-			errf(err, errlen, "%s:%u: bad section header", cf->name, lno);
+			mp_errf(err, errlen, "%s:%u: bad section header", cf->name, lno);
 			return -EINVAL;
 		}
 		*end = '\0';
 		s = trim(s + 1);
 		if (!valid_name(s) || strlen(s) >= seclen) {
-			errf(err, errlen, "%s:%u: bad section name \"%s\"", cf->name, lno, s);
+			mp_errf(err, errlen, "%s:%u: bad section name \"%s\"", cf->name, lno, s);
 			return -EINVAL;
 		}
 		snprintf(section, seclen, "%s", s);
@@ -206,18 +195,18 @@ parse_line(struct ctl_conf *cf, char *line, unsigned lno, char *section,
 	}
 	eq = strchr(s, '=');
 	if (eq == NULL) {
-		errf(err, errlen, "%s:%u: expected key = value", cf->name, lno);
+		mp_errf(err, errlen, "%s:%u: expected key = value", cf->name, lno);
 		return -EINVAL;
 	}
 	if (section[0] == '\0') {
-		errf(err, errlen, "%s:%u: key outside any [section]", cf->name, lno);
+		mp_errf(err, errlen, "%s:%u: key outside any [section]", cf->name, lno);
 		return -EINVAL;
 	}
 	*eq = '\0';
 	key = trim(s);
 	val = trim(eq + 1);
 	if (!valid_name(key)) {
-		errf(err, errlen, "%s:%u: [%s] bad key \"%s\"", cf->name, lno, section, key);
+		mp_errf(err, errlen, "%s:%u: [%s] bad key \"%s\"", cf->name, lno, section, key);
 		return -EINVAL;
 	}
 	vlen = strlen(val);
@@ -226,11 +215,11 @@ parse_line(struct ctl_conf *cf, char *line, unsigned lno, char *section,
 		val++;
 	}
 	if (conf_find(cf, section, key) != NULL) {
-		errf(err, errlen, "%s:%u: [%s] %s: set twice", cf->name, lno, section, key);
+		mp_errf(err, errlen, "%s:%u: [%s] %s: set twice", cf->name, lno, section, key);
 		return -EINVAL;
 	}
 	if (conf_add(cf, section, key, val, lno) != 0) {
-		errf(err, errlen, "%s: out of memory", cf->name);
+		mp_errf(err, errlen, "%s: out of memory", cf->name);
 		return -ENOMEM;
 	}
 	return 0;
@@ -245,14 +234,14 @@ ctl_conf_parse(const char *text, const char *name, char *err, size_t errlen)
 	unsigned lno = 0;
 
 	if (cf == NULL) {
-		errf(err, errlen, "out of memory");
+		mp_errf(err, errlen, "out of memory");
 		return NULL;
 	}
 	free(cf->name);
 	cf->name = strdup(name != NULL ? name : "(config)");
 	if (cf->name == NULL) {
 		ctl_conf_free(cf);
-		errf(err, errlen, "out of memory");
+		mp_errf(err, errlen, "out of memory");
 		return NULL;
 	}
 	while (*p != '\0') {
@@ -261,7 +250,7 @@ ctl_conf_parse(const char *text, const char *name, char *err, size_t errlen)
 
 		lno++;
 		if (len > CONF_LINE_MAX) {
-			errf(err, errlen, "%s:%u: line longer than %d bytes", cf->name,
+			mp_errf(err, errlen, "%s:%u: line longer than %d bytes", cf->name,
 				lno, CONF_LINE_MAX);
 			ctl_conf_free(cf);
 			return NULL;
@@ -288,7 +277,7 @@ ctl_conf_load(const char *path, char *err, size_t errlen)
 	size_t len = 0, cap = 0, n;
 
 	if (f == NULL) {
-		errf(err, errlen, "%s: %s", path, strerror(errno));
+		mp_errf(err, errlen, "%s: %s", path, strerror(errno));
 		return NULL;
 	}
 	for (;;) {
@@ -296,13 +285,13 @@ ctl_conf_load(const char *path, char *err, size_t errlen)
 			char *nb;
 
 			if (cap >= (1u << 24)) {
-				errf(err, errlen, "%s: larger than 16 MiB", path);
+				mp_errf(err, errlen, "%s: larger than 16 MiB", path);
 				goto fail;
 			}
 			cap = cap ? cap * 2 : 8192;
 			nb = realloc(buf, cap + 1);
 			if (nb == NULL) {
-				errf(err, errlen, "%s: out of memory", path);
+				mp_errf(err, errlen, "%s: out of memory", path);
 				goto fail;
 			}
 			buf = nb;
@@ -313,13 +302,13 @@ ctl_conf_load(const char *path, char *err, size_t errlen)
 			break;
 	}
 	if (ferror(f)) {
-		errf(err, errlen, "%s: read error", path);
+		mp_errf(err, errlen, "%s: read error", path);
 		goto fail;
 	}
 	fclose(f);
 	buf[len] = '\0';
 	if (strlen(buf) != len) {
-		errf(err, errlen, "%s: contains a NUL byte", path);
+		mp_errf(err, errlen, "%s: contains a NUL byte", path);
 		free(buf);
 		return NULL;
 	}
@@ -414,13 +403,13 @@ get_num(struct ctl_conf *cf, const char *section, const char *key, int ms,
 		return 0;
 	}
 	if (parse_u64(v, ms, &x) != 0) {
-		errf(err, errlen, "%s\"%s\" is not %s", ctl_conf_where(cf, section,
+		mp_errf(err, errlen, "%s\"%s\" is not %s", ctl_conf_where(cf, section,
 			key, where, sizeof(where)), v,
 			ms ? "a duration (e.g. 500ms, 30s, 5m, 2h, 7d)" : "an unsigned integer");
 		return -EINVAL;
 	}
 	if (x < min || x > max) {
-		errf(err, errlen, "%s%s out of range [%" PRIu64 ", %" PRIu64 "]%s",
+		mp_errf(err, errlen, "%s%s out of range [%" PRIu64 ", %" PRIu64 "]%s",
 			ctl_conf_where(cf, section, key, where, sizeof(where)), v,
 			min, max, ms ? " ms" : "");
 		return -EINVAL;
@@ -468,7 +457,7 @@ ctl_conf_get_bool(struct ctl_conf *cf, const char *section, const char *key,
 			return 0;
 		}
 	}
-	errf(err, errlen, "%s\"%s\" is not yes or no",
+	mp_errf(err, errlen, "%s\"%s\" is not yes or no",
 		ctl_conf_where(cf, section, key, where, sizeof(where)), v);
 	return -EINVAL;
 }
@@ -494,7 +483,7 @@ ctl_conf_get_enum(struct ctl_conf *cf, const char *section, const char *key,
 	for (int i = 0; names[i] != NULL && off < sizeof(list); i++)
 		off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s",
 			i ? ", " : "", names[i]);
-	errf(err, errlen, "%s\"%s\" is not one of: %s",
+	mp_errf(err, errlen, "%s\"%s\" is not one of: %s",
 		ctl_conf_where(cf, section, key, where, sizeof(where)), v, list);
 	return -EINVAL;
 }
@@ -531,10 +520,10 @@ ctl_conf_check_unused(const struct ctl_conf *cf, char *err, size_t errlen)
 		if (c->used)
 			continue;
 		if (c->line > 0)
-			errf(err, errlen, "%s:%u: [%s] %s: unknown key", cf->name,
+			mp_errf(err, errlen, "%s:%u: [%s] %s: unknown key", cf->name,
 				c->line, c->section, c->key);
 		else
-			errf(err, errlen, "[%s] %s: unknown key", c->section, c->key);
+			mp_errf(err, errlen, "[%s] %s: unknown key", c->section, c->key);
 		return -ENOENT;
 	}
 	return 0;

@@ -127,21 +127,6 @@ dns_lib_init(void)
 	dns_lib_rc = ares_library_init(ARES_LIB_INIT_ALL);
 }
 
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static uint64_t
 dns_now(const struct ctl_dns *dns)
 {
@@ -937,7 +922,7 @@ route_parse_one(const char *s, const char *e, struct dns_route *r, char *err, si
 	int tls = 0;
 
 	if (eq == NULL || eq == s || eq + 1 == e) {
-		seterr(err, errlen, "route \"%.*s\": expected DOMAIN=HOST[:PORT][:tls]",
+		mp_errf(err, errlen, "route \"%.*s\": expected DOMAIN=HOST[:PORT][:tls]",
 		       (int)(e - s), s);
 		return -EINVAL;
 	}
@@ -956,7 +941,7 @@ route_parse_one(const char *s, const char *e, struct dns_route *r, char *err, si
 			char buf[8];
 
 			if (pl == 0 || pl >= sizeof(buf)) {
-				seterr(err, errlen, "route \"%.*s\": bad port", (int)(e - s), s);
+				mp_errf(err, errlen, "route \"%.*s\": bad port", (int)(e - s), s);
 				return -EINVAL;
 			}
 			memcpy(buf, c1 + 1, pl);
@@ -964,14 +949,14 @@ route_parse_one(const char *s, const char *e, struct dns_route *r, char *err, si
 			port = strtoul(buf, &end, 10);
 			if (*end != '\0' || !isdigit((unsigned char)buf[0]) || port == 0 ||
 			    port > 65535) {
-				seterr(err, errlen, "route \"%.*s\": bad port \"%s\"",
+				mp_errf(err, errlen, "route \"%.*s\": bad port \"%s\"",
 				       (int)(e - s), s, buf);
 				return -EINVAL;
 			}
 		}
 		if (c2 != NULL) {
 			if ((size_t)(e - c2 - 1) != 3 || strncasecmp(c2 + 1, "tls", 3) != 0) {
-				seterr(err, errlen, "route \"%.*s\": expected \":tls\" after the "
+				mp_errf(err, errlen, "route \"%.*s\": expected \":tls\" after the "
 				       "port", (int)(e - s), s);
 				return -EINVAL;
 			}
@@ -980,7 +965,7 @@ route_parse_one(const char *s, const char *e, struct dns_route *r, char *err, si
 	}
 	if (route_make(r, s, (size_t)(eq - s), h, (size_t)((c1 ? c1 : e) - h),
 		       (uint16_t)port, tls) < 0) {
-		seterr(err, errlen, "route \"%.*s\": bad domain or host", (int)(e - s), s);
+		mp_errf(err, errlen, "route \"%.*s\": bad domain or host", (int)(e - s), s);
 		return -EINVAL;
 	}
 	return 0;
@@ -995,7 +980,7 @@ ctl_dns_route_parse(struct ctl_dns *dns, const char *spec, char *err, size_t err
 	int rc = 0;
 
 	if (spec == NULL) {
-		seterr(err, errlen, "no routes given");
+		mp_errf(err, errlen, "no routes given");
 		return -EINVAL;
 	}
 	while (*p != '\0') {
@@ -1029,7 +1014,7 @@ ctl_dns_route_parse(struct ctl_dns *dns, const char *spec, char *err, size_t err
 		rc = route_install(dns, &list[i]);
 	free(list);
 	if (rc < 0) {
-		seterr(err, errlen, "cannot install routes: %s", strerror(-rc));
+		mp_errf(err, errlen, "cannot install routes: %s", strerror(-rc));
 		return rc;
 	}
 	return (int)n;
@@ -1055,12 +1040,12 @@ ctl_dns_new(const struct ctl_dns_conf *conf, char *err, size_t errlen)
 
 	pthread_once(&dns_once, dns_lib_init);
 	if (dns_lib_rc != ARES_SUCCESS) {
-		seterr(err, errlen, "c-ares init: %s", ares_strerror(dns_lib_rc));
+		mp_errf(err, errlen, "c-ares init: %s", ares_strerror(dns_lib_rc));
 		return NULL;
 	}
 	dns = calloc(1, sizeof(*dns));
 	if (dns == NULL) {
-		seterr(err, errlen, "out of memory");
+		mp_errf(err, errlen, "out of memory");
 		return NULL;
 	}
 	if (conf != NULL)
@@ -1094,7 +1079,7 @@ ctl_dns_new(const struct ctl_dns_conf *conf, char *err, size_t errlen)
 		dns->ncb *= 2;
 	dns->cb = calloc(dns->ncb, sizeof(*dns->cb));
 	if (dns->jobs == NULL || dns->cb == NULL) {
-		seterr(err, errlen, "out of memory");
+		mp_errf(err, errlen, "out of memory");
 		goto fail;
 	}
 	memset(&o, 0, sizeof(o));
@@ -1105,14 +1090,14 @@ ctl_dns_new(const struct ctl_dns_conf *conf, char *err, size_t errlen)
 	mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_LOOKUPS;
 	rc = ares_init_options(&dns->ch, &o, mask);
 	if (rc != ARES_SUCCESS) {
-		seterr(err, errlen, "c-ares channel: %s", ares_strerror(rc));
+		mp_errf(err, errlen, "c-ares channel: %s", ares_strerror(rc));
 		dns->ch = NULL;
 		goto fail;
 	}
 	if (conf != NULL && conf->servers != NULL && conf->servers[0] != '\0') {
 		rc = ares_set_servers_ports_csv(dns->ch, conf->servers);
 		if (rc != ARES_SUCCESS) {
-			seterr(err, errlen, "DNS servers \"%s\": %s", conf->servers,
+			mp_errf(err, errlen, "DNS servers \"%s\": %s", conf->servers,
 			       ares_strerror(rc));
 			goto fail;
 		}

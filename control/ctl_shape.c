@@ -389,21 +389,6 @@ ctl_shape_free(struct ctl_shape *sh)
 
 /* --- override strings --- */
 
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static const char *
 skip_ws(const char *p, const char *end)
 {
@@ -527,13 +512,13 @@ override_parse_n(const char *s, const char *end, struct ctl_shape_override *out,
 	end = trim_end(s, end);
 	colon = memchr(s, ':', (size_t)(end - s));
 	if (colon == NULL) {
-		seterr(err, errlen, "\"%.*s\": expected DOMAIN:key=value,...",
+		mp_errf(err, errlen, "\"%.*s\": expected DOMAIN:key=value,...",
 		       (int)(end - s), s);
 		return -EINVAL;
 	}
 	dn = (size_t)(trim_end(s, colon) - s);
 	if (!pattern_ok(s, dn, &why)) {
-		seterr(err, errlen, "\"%.*s\": %s", (int)dn, s, why);
+		mp_errf(err, errlen, "\"%.*s\": %s", (int)dn, s, why);
 		return -EINVAL;
 	}
 	if (s[dn - 1] == '.' && dn > 1)
@@ -543,7 +528,7 @@ override_parse_n(const char *s, const char *end, struct ctl_shape_override *out,
 	out->domain[dn] = '\0';
 	p = colon + 1;
 	if (skip_ws(p, end) == end) {
-		seterr(err, errlen, "%s: no key=value after ':'", out->domain);
+		mp_errf(err, errlen, "%s: no key=value after ':'", out->domain);
 		return -EINVAL;
 	}
 	while (p < end) {
@@ -556,7 +541,7 @@ override_parse_n(const char *s, const char *end, struct ctl_shape_override *out,
 		k = skip_ws(p, iend);
 		eq = memchr(k, '=', (size_t)(iend - k));
 		if (eq == NULL) {
-			seterr(err, errlen, "%s: \"%.*s\": expected key=value", out->domain,
+			mp_errf(err, errlen, "%s: \"%.*s\": expected key=value", out->domain,
 			       (int)(trim_end(k, iend) - k), k);
 			return -EINVAL;
 		}
@@ -567,19 +552,19 @@ override_parse_n(const char *s, const char *end, struct ctl_shape_override *out,
 			    strncmp(shape_keys[i].name, k, kn) == 0)
 				bit = shape_keys[i].bit;
 		if (bit == 0) {
-			seterr(err, errlen, "%s: unknown key \"%.*s\" (max_conns, msgs_per_conn, "
+			mp_errf(err, errlen, "%s: unknown key \"%.*s\" (max_conns, msgs_per_conn, "
 			       "rcpts_per_txn, rate, burst)", out->domain, (int)kn, k);
 			return -EINVAL;
 		}
 		if (out->set & bit) {
-			seterr(err, errlen, "%s: %.*s given twice", out->domain, (int)kn, k);
+			mp_errf(err, errlen, "%s: %.*s given twice", out->domain, (int)kn, k);
 			return -EINVAL;
 		}
 		v = skip_ws(eq + 1, iend);
 		vend = trim_end(v, iend);
 		if (bit == CTL_SHAPE_K_RATE) {
 			if (parse_rate(v, (size_t)(vend - v), &r) < 0) {
-				seterr(err, errlen, "%s: rate: \"%.*s\" is not a number of "
+				mp_errf(err, errlen, "%s: rate: \"%.*s\" is not a number of "
 				       "messages per second (0 = unlimited)", out->domain,
 				       (int)(vend - v), v);
 				return -EINVAL;
@@ -587,12 +572,12 @@ override_parse_n(const char *s, const char *end, struct ctl_shape_override *out,
 			out->lim.rate = r;
 		} else {
 			if (parse_uint(v, (size_t)(vend - v), &u) < 0) {
-				seterr(err, errlen, "%s: %.*s: \"%.*s\" is not a number",
+				mp_errf(err, errlen, "%s: %.*s: \"%.*s\" is not a number",
 				       out->domain, (int)kn, k, (int)(vend - v), v);
 				return -EINVAL;
 			}
 			if (u == 0) {
-				seterr(err, errlen, "%s: %.*s must be at least 1", out->domain,
+				mp_errf(err, errlen, "%s: %.*s must be at least 1", out->domain,
 				       (int)kn, k);
 				return -EINVAL;
 			}
@@ -608,7 +593,7 @@ override_parse_n(const char *s, const char *end, struct ctl_shape_override *out,
 		out->set |= bit;
 		p = comma ? comma + 1 : end;
 		if (comma != NULL && skip_ws(p, end) == end) {
-			seterr(err, errlen, "%s: trailing ','", out->domain);
+			mp_errf(err, errlen, "%s: trailing ','", out->domain);
 			return -EINVAL;
 		}
 	}
@@ -620,11 +605,11 @@ ctl_shape_override_parse(const char *spec, struct ctl_shape_override *out,
 			 char *err, size_t errlen)
 {
 	if (spec == NULL || out == NULL) {
-		seterr(err, errlen, "no override given");
+		mp_errf(err, errlen, "no override given");
 		return -EINVAL;
 	}
 	if (strpbrk(spec, ";\n") != NULL) {
-		seterr(err, errlen, "\"%s\": one override only (';' separates several)", spec);
+		mp_errf(err, errlen, "\"%s\": one override only (';' separates several)", spec);
 		return -EINVAL;
 	}
 	return override_parse_n(spec, spec + strlen(spec), out, err, errlen);
@@ -664,7 +649,7 @@ ctl_shape_override_add(struct ctl_shape *sh, const char *spec, char *err, size_t
 	int rc = 0;
 
 	if (spec == NULL) {
-		seterr(err, errlen, "no override given");
+		mp_errf(err, errlen, "no override given");
 		return -EINVAL;
 	}
 	end = spec + strlen(spec);
@@ -696,7 +681,7 @@ ctl_shape_override_add(struct ctl_shape *sh, const char *spec, char *err, size_t
 		rc = ctl_shape_override_set(sh, &list[i]);
 	free(list);
 	if (rc < 0) {
-		seterr(err, errlen, "out of memory installing overrides");
+		mp_errf(err, errlen, "out of memory installing overrides");
 		return rc;
 	}
 	return (int)n;

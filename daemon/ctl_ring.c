@@ -99,6 +99,7 @@ struct ctl_rworker {
 	struct rorder *qhead, *qtail;
 	struct rorder *live;		/* orders with an open session */
 	int aborting;
+	const volatile int *stop;
 	struct ctl_rworker_stats st;
 };
 
@@ -425,7 +426,8 @@ w_take(struct ctl_rworker *w, void *p)
 }
 
 /* An event record; when all are out, wait for the control side to return
- * some (it returns each one right after reading it). */
+ * some (it returns each one right after reading it). NULL only when the
+ * loop is ending and the control side no longer reads. */
 static struct ring_ev *
 w_ev(struct ctl_rworker *w)
 {
@@ -434,12 +436,29 @@ w_ev(struct ctl_rworker *w)
 	if (w->nfree == 0)
 		w->st.ev_waits++;
 	while (w->nfree == 0) {
-		if (rte_ring_sc_dequeue(w->in, &p) == 0)
+		if (rte_ring_sc_dequeue(w->in, &p) == 0) {
 			w_take(w, p);
-		else
+		} else if (w->stop != NULL && __atomic_load_n(w->stop, __ATOMIC_RELAXED)) {
+			w->st.ev_lost++;
+			return NULL;
+		} else {
 			rte_pause();
+		}
 	}
 	return w->free[--w->nfree];
+}
+
+/* Keep an order the worker can no longer report on the live list, so
+ * ctl_rworker_free() frees it. */
+static void
+w_keep(struct ctl_rworker *w, struct rorder *ro)
+{
+	if (ro->lprev != NULL || w->live == ro)
+		return;
+	ro->lnext = w->live;
+	if (w->live != NULL)
+		w->live->lprev = ro;
+	w->live = ro;
 }
 
 static void
@@ -522,8 +541,11 @@ w_local_result(struct rorder *ro, unsigned idx, enum smtp_outcome out,
 {
 	struct ctl_rworker *w = ro->w;
 	struct ring_ev *ev = w_ev(w);
-	struct ctl_result *res = &ev->u.r;
+	struct ctl_result *res;
 
+	if (ev == NULL)
+		return;
+	res = &ev->u.r;
 	memset(res, 0, sizeof(*res));
 	ev->kind = EV_RESULT;
 	ev->worker = w->id;
@@ -545,8 +567,11 @@ w_result(void *user, const struct smtp_rcpt_result *r, const struct tls_record *
 	struct rorder *ro = user;
 	struct ctl_rworker *w = ro->w;
 	struct ring_ev *ev = w_ev(w);
-	struct ctl_result *res = &ev->u.r;
+	struct ctl_result *res;
 
+	if (ev == NULL)
+		return;
+	res = &ev->u.r;
 	ev->kind = EV_RESULT;
 	ev->worker = w->id;
 	ev->ro = ro;
@@ -581,8 +606,13 @@ w_done_common(struct rorder *ro, const struct smtp_sess_info *info,
 {
 	struct ctl_rworker *w = ro->w;
 	struct ring_ev *ev = w_ev(w);
-	struct ctl_sess_report *rep = &ev->u.rep;
+	struct ctl_sess_report *rep;
 
+	if (ev == NULL) {
+		w_keep(w, ro);
+		return;
+	}
+	rep = &ev->u.rep;
 	ev->kind = EV_DONE;
 	ev->worker = w->id;
 	ev->ro = ro;
@@ -729,6 +759,7 @@ ctl_rworker_new(struct ctl_ring *r, unsigned id, const struct ctl_rworker_conf *
 		goto nomem;
 	w->r = r;
 	w->id = id;
+	w->stop = conf->stop;
 	w->in = r->port[id].in;
 	w->out = r->port[id].out;
 	if (conf->smtp != NULL)

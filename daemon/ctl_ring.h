@@ -57,6 +57,7 @@ struct ctl_rworker_stats {
 	uint64_t render_failed;		/**< messages refused by msg_render_open */
 	uint64_t ev_waits;		/**< record pool empty: waited for returns */
 	uint64_t aborted;		/**< orders ended by ctl_ring_abort */
+	uint64_t ev_lost;		/**< events dropped because the loop was ending */
 	unsigned active, peak_active;	/**< orders at the worker (queued + open) */
 	unsigned open, peak_open;	/**< sessions open in the engine */
 	unsigned queued;		/**< waiting for a session slot */
@@ -95,6 +96,7 @@ struct ctl_rworker_conf {
 	const struct tls_ctx_conf *tls;	/**< TLS options (CA, minimum version) */
 	uint32_t connect_timeout_ms;
 	uint32_t source;		/**< local IPv4 (host order), 0 = stack picks */
+	const volatile int *stop;	/**< set when the loop is ending: stop waiting for records */
 };
 
 /**

@@ -311,6 +311,7 @@ setup_worker(struct dp_worker *w, void *arg)
 	rc.smtp = &smtp_defaults;
 	rc.tls = &dc.tls;
 	rc.connect_timeout_ms = (uint32_t)dc.connect_timeout_ms;
+	rc.stop = &dp_stop;
 	x->rw = ctl_rworker_new(ring, w->id, &rc, err, sizeof(err));
 	if (x->rw == NULL) {
 		fprintf(stderr, PROG ": worker %u: %s\n", w->id, err);
@@ -374,7 +375,7 @@ stats_json(FILE *f, struct ctl_sched *s, const struct dp_worker *workers, unsign
 		fprintf(f, "%s{\"id\":%u,\"lcore\":%u,\"orders\":%llu,\"msgs\":%llu,"
 			"\"delivered\":%llu,\"deferred\":%llu,\"bounced\":%llu,\"failed\":%llu,"
 			"\"connect_failed\":%llu,\"render_failed\":%llu,\"ev_waits\":%llu,"
-			"\"aborted\":%llu,\"active\":%llu,\"peak_active\":%llu,\"queued\":%llu,"
+			"\"aborted\":%llu,\"ev_lost\":%llu,\"active\":%llu,\"peak_active\":%llu,\"queued\":%llu,"
 			"\"open\":%llu,\"peak_open\":%llu,"
 			"\"sessions\":%llu,\"connected\":%llu,\"connect_timeouts\":%llu,"
 			"\"tls_ok\":%llu,\"tls_failed\":%llu,\"tls_resumed\":%llu,"
@@ -383,7 +384,7 @@ stats_json(FILE *f, struct ctl_sched *s, const struct dp_worker *workers, unsign
 			i ? "," : "", i, workers[i].lcore, RD(w->orders), RD(w->msgs),
 			RD(w->delivered), RD(w->deferred), RD(w->bounced), RD(w->failed),
 			RD(w->connect_failed), RD(w->render_failed), RD(w->ev_waits),
-			RD(w->aborted), RD(w->active), RD(w->peak_active), RD(w->queued),
+			RD(w->aborted), RD(w->ev_lost), RD(w->active), RD(w->peak_active), RD(w->queued),
 			RD(w->open), RD(w->peak_open),
 			(unsigned long long)us.sessions, (unsigned long long)us.connected,
 			(unsigned long long)us.connect_timeouts,

@@ -7,6 +7,8 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,11 +135,21 @@ dp_huge_available(unsigned int mb)
 	return free_pages * 2 >= mb;
 }
 
+void
+dp_signals_for_workers(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGIO);
+	for (int s = SIGRTMIN; s <= SIGRTMAX; s++)
+		sigaddset(set, s);
+}
+
 int
 dp_eal_init(const struct dp_conf *c, const char *prog)
 {
 	char *argv[64];
 	char mem[32];
+	sigset_t sigs;
 	int argc = 0, huge;
 
 	argv[argc++] = (char *)(uintptr_t)prog;
@@ -167,5 +179,13 @@ dp_eal_init(const struct dp_conf *c, const char *prog)
 	for (int i = 0; i < c->eal_argc && argc < 62; i++)
 		argv[argc++] = c->eal_argv[i];
 	argv[argc] = NULL;
+	/* The tap PMD announces waiting frames with a signal (SIGIO, or a
+	 * real-time one set with F_SETSIG), one per frame. Blocked here, so
+	 * in every thread EAL creates, and unblocked by the worker lcores only
+	 * (dp_signals_for_workers): the kernel then hands each to a worker
+	 * that is running, or wakes a sleeping one, which is what a frame
+	 * should do, instead of waking the main lcore or a control thread. */
+	dp_signals_for_workers(&sigs);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	return rte_eal_init(argc, argv);
 }

@@ -259,9 +259,8 @@ poll(struct dp_worker *w, uint64_t now_tsc)
 	int work = 0, n;
 
 	(void)now_tsc;
-	/* walks only the wheel slots elapsed since the last call (none within
-	 * the same millisecond); utcp_next_timer() scans all 1024 slots and
-	 * was most of an idle loop's cost */
+	/* Walks only the wheel slots elapsed since the last call: cheaper
+	 * than asking for the next deadline, which scans the whole wheel. */
 	utcp_timers(t->stack, w->now_us);
 	while ((n = utcp_events(t->stack, ev, EV_BATCH)) > 0) {
 		for (int i = 0; i < n; i++)

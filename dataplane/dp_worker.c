@@ -12,6 +12,8 @@
  * daemon does not keep a core at 100%.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
@@ -351,10 +353,15 @@ dp_worker_main(void *arg)
 	struct dp_worker *w = arg;
 	struct rte_mbuf *pkts[DP_RX_BURST];
 	unsigned int idle = 0;
+	sigset_t sigs;
 
 	/* Idle sleeps are short; the default 50 us timer slack would
 	 * stretch them. */
 	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+	/* dp_eal_init() blocked the PMD's frame signals everywhere; workers
+	 * take them. */
+	dp_signals_for_workers(&sigs);
+	pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
 	DP_LOG(INFO, "worker=%u lcore=%u queue=%u started", w->id, w->lcore, w->queue);
 	w->now_us = tsc_to_us(w, rte_rdtsc());
 	w->next_tick = w->next_garp = w->next_ping = w->now_us;

@@ -97,8 +97,10 @@ op_unpause(void *t)
 }
 
 static void
-op_close(void *t)
+op_close(void *t, int abort)
 {
+	/* close(2) resets by itself when unread bytes remain */
+	(void)abort;
 	ksock_sess_destroy(t);
 }
 
@@ -116,21 +118,11 @@ const struct mps_ops ksock_mps_ops = {
 static void
 connect_failed(struct ksock_sess *s, int err, int timed_out)
 {
-	char ip[INET_ADDRSTRLEN], why[SMTP_REPLY_TEXT_MAX];
-	const struct mps_req *req = &s->core.req;
-
-	inet_ntop(AF_INET, &req->addr.sin_addr, ip, sizeof(ip));
-	if (timed_out)
-		snprintf(why, sizeof(why), "connect to %.200s[%s]:%u timed out after %u ms",
-			req->host, ip, ntohs(req->addr.sin_port), s->e->connect_timeout_ms);
-	else
-		snprintf(why, sizeof(why), "connect to %.200s[%s]:%u failed: %s",
-			req->host, ip, ntohs(req->addr.sin_port), strerror(-err));
 	if (timed_out)
 		s->e->st.connect_timeouts++;
 	else
 		s->e->st.connect_failed++;
-	mps_on_connect_failed(&s->core, why);
+	mps_on_connect_failed(&s->core, err, timed_out ? s->e->connect_timeout_ms : 0);
 }
 
 /* ---------------------------------------------------------------- */

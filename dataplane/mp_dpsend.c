@@ -505,8 +505,8 @@ main(int argc, char **argv)
 	n_sw = sa.n;
 	mpsend_set_threads((int)sa.n);
 	setvbuf(stdout, NULL, _IOFBF, 1 << 20);
-	t0 = mpsend_now();
 	n = dp_workers_start(&port, &conf, &workers, setup_worker, &sa);
+	t0 = mpsend_now();	/* engines made: the clock runs from the launch */
 	if (n < 0) {
 		fprintf(stderr, "mp-dpsend: starting workers: %s\n", strerror(-n));
 		__atomic_store_n(&dp_stop, 1, __ATOMIC_RELAXED);

@@ -1121,7 +1121,8 @@ mpsend_parse(const struct mpsend_cli *cli, int argc, char **argv, int *rest)
 			usage(stdout);
 			return 1;
 		default:
-			if (c < MPSEND_OPT_BASE && c > 0 && cli->apply != NULL) {
+			/* the program's long options: codes 256..MPSEND_OPT_BASE-1 */
+			if (c >= 256 && c < MPSEND_OPT_BASE && cli->apply != NULL) {
 				if (cli->apply(cli->arg, c, optarg) < 0)
 					return -1;
 				break;

@@ -8,7 +8,14 @@
  * Each worker lcore runs its share of --conns with its share of
  * --concurrency. The main lcore waits until every worker is done (or
  * --timeout), then reports, including whether every pool of the stack
- * came back to its start value.
+ * came back to its start value. With --await-neighbour a worker keeps
+ * only one connection open until the peer's (or gateway's) MAC is known,
+ * so the first burst of SYNs does not overflow the ARP queue (and wait a
+ * retransmission timeout), and the clock starts once it is known.
+ * CPU time is each worker thread's own
+ * (RUSAGE_THREAD) from its first poll to its last connection, and the
+ * whole process's over the same window (proc_cpu_*), so EAL start-up and
+ * the drain are not counted.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <rte_cycles.h>
@@ -44,6 +52,7 @@ struct bench_conf {
 	uint32_t concurrency;
 	uint64_t bytes;
 	unsigned int timeout_s;
+	int await_neighbour;
 	struct utcp_conf tcp;
 };
 
@@ -68,6 +77,8 @@ struct bench_worker {
 	uint64_t ok, failed[UTCP_ERR_LAST], verify_failed, local_failed;
 	uint64_t bytes_sent, bytes_verified;
 	uint64_t start_us, end_us, drain_deadline;
+	struct rusage ru_start, ru_end;  /* this worker thread, over the run */
+	struct rusage rp_start, rp_end;  /* the whole process, same window */
 	struct utcp_counters start_cnt;
 	struct utcp_conn_info first;    /* the first established connection */
 	int have_first;
@@ -268,16 +279,34 @@ pools_back(const struct utcp_counters *a, const struct utcp_counters *b)
 		a->rcvbuf_free == b->rcvbuf_free;
 }
 
+/* @return non-zero once the next hop towards the peer has a usable MAC. */
+static int
+neighbour_known(const struct bench_worker *b, const struct dp_worker *w)
+{
+	uint32_t hop = dp_ifaddr_next_hop(&w->port->ifa, rte_cpu_to_be_32(b->bc->peer_ip));
+	const struct dp_arp_entry *e = dp_arp_lookup(&w->arp, hop);
+
+	return e != NULL && (e->state == DP_ARP_REACHABLE || e->state == DP_ARP_STALE);
+}
+
 static int
 bench_poll(void *app, struct dp_worker *w, uint64_t now_us)
 {
 	struct bench_worker *b = app;
+	uint32_t max_open = b->n_slots;
 	int work = 0;
 
-	if (b->start_us == 0)
-		b->start_us = now_us;
+	if (b->start_us == 0) {
+		if (b->bc->await_neighbour && !neighbour_known(b, w))
+			max_open = 1;
+		else {
+			b->start_us = now_us;
+			getrusage(RUSAGE_THREAD, &b->ru_start);
+			getrusage(RUSAGE_SELF, &b->rp_start);
+		}
+	}
 	for (int i = 0; i < OPEN_PER_POLL && b->to_open > 0 &&
-	     b->open_now < b->n_slots; i++) {
+	     b->open_now < max_open; i++) {
 		struct bconn *s = &b->slots[b->free_slots[b->n_free - 1]];
 
 		memset(s, 0, sizeof(*s));
@@ -296,8 +325,15 @@ bench_poll(void *app, struct dp_worker *w, uint64_t now_us)
 		work++;
 	}
 	if (!b->done_conns && b->to_open == 0 && b->open_now == 0) {
+		if (b->start_us == 0) {     /* the neighbour never answered */
+			b->start_us = now_us;
+			getrusage(RUSAGE_THREAD, &b->ru_start);
+			getrusage(RUSAGE_SELF, &b->rp_start);
+		}
 		b->done_conns = 1;
 		b->end_us = now_us;
+		getrusage(RUSAGE_THREAD, &b->ru_end);
+		getrusage(RUSAGE_SELF, &b->rp_end);
 		b->drain_deadline = now_us + DRAIN_GRACE_US;
 	}
 	if (b->done_conns && !b->finished) {
@@ -348,6 +384,12 @@ setup_worker(struct dp_worker *w, void *arg)
 	return 0;
 }
 
+static double
+tv_s(const struct timeval *tv)
+{
+	return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
+}
+
 static void
 report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 	double seconds, int timed_out)
@@ -357,6 +399,8 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 	struct utcp_counters tot = {0};
 	struct dp_counters dc;
 	uint64_t drops = 0, conns_done;
+	double cpu_user = 0, cpu_sys = 0, proc_user = 0, proc_sys = 0;
+	const struct bench_worker *first = NULL, *last = NULL;
 	int pools = 1;
 
 	for (unsigned int i = 0; i < n; i++) {
@@ -372,6 +416,14 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		verified += b->bytes_verified;
 		peak += b->peak;
 		incomplete += b->to_open + b->open_now;
+		if (b->done_conns) {
+			cpu_user += tv_s(&b->ru_end.ru_utime) - tv_s(&b->ru_start.ru_utime);
+			cpu_sys += tv_s(&b->ru_end.ru_stime) - tv_s(&b->ru_start.ru_stime);
+			if (first == NULL || b->start_us < first->start_us)
+				first = b;
+			if (last == NULL || b->end_us > last->end_us)
+				last = b;
+		}
 		utcp_stack_counters(b->tcp.stack, &c);
 		pools &= pools_back(&b->start_cnt, &c);
 		tot.retransmits += c.retransmits;
@@ -383,6 +435,12 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		tot.tw_reused += c.tw_reused;
 		tot.tw_recycled += c.tw_recycled;
 		tot.challenge_acks += c.challenge_acks;
+	}
+	if (first != NULL && last != NULL) {
+		/* Every thread of the process from the first worker's start to
+		 * the last one's end: the main lcore and EAL's threads too. */
+		proc_user = tv_s(&last->rp_end.ru_utime) - tv_s(&first->rp_start.ru_utime);
+		proc_sys = tv_s(&last->rp_end.ru_stime) - tv_s(&first->rp_start.ru_stime);
 	}
 	conns_done = ok + verify + local;
 	for (int r = 0; r < UTCP_ERR_LAST; r++)
@@ -400,6 +458,8 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		"\"rto_fired\":%llu,\"fast_recoveries\":%llu,\"syn_retransmits\":%llu,"
 		"\"tw_reused\":%llu,\"tw_recycled\":%llu,\"segs_in\":%llu,\"segs_out\":%llu,"
 		"\"busy_cycles\":%llu,\"busy_cycles_per_conn\":%.0f,\"tsc_hz\":%llu,"
+		"\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,\"proc_cpu_user_s\":%.3f,"
+		"\"proc_cpu_sys_s\":%.3f,\"conn_stack_bytes\":%zu,"
 		"\"drops_total\":%llu,\"drops\":{",
 		mode_names[bc->mode], n, (unsigned long long)bc->conns, bc->concurrency,
 		(unsigned long long)bc->bytes, (unsigned long long)ok,
@@ -422,7 +482,10 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		(unsigned long long)tot.segs_in, (unsigned long long)tot.segs_out,
 		(unsigned long long)dc.busy_cycles,
 		conns_done ? (double)dc.busy_cycles / (double)conns_done : 0.0,
-		(unsigned long long)rte_get_tsc_hz(), (unsigned long long)drops);
+		(unsigned long long)rte_get_tsc_hz(), cpu_user, cpu_sys, proc_user, proc_sys,
+		n > 0 ? utcp_stack_state_bytes(bw[0].tcp.stack) /
+			utcp_stack_max_conns(bw[0].tcp.stack) : 0,
+		(unsigned long long)drops);
 	for (int i = 0, first = 1; i < DP_DROP_LAST; i++)
 		if (dc.drops[i] != 0) {
 			printf("%s\"%s\":%llu", first ? "" : ",", dp_drop_names[i],
@@ -467,6 +530,8 @@ usage(FILE *f, const char *prog)
 "  --syn-retries N     SYN retransmissions before a timeout (default 6)\n"
 "  --time-wait-ms N    TIME_WAIT length (default 60000)\n"
 "  --no-timestamps, --no-sack, --no-wscale   disable a TCP option\n"
+"  --await-neighbour   one connection until the peer's MAC is known, then\n"
+"                      start the clock (benchmarks: no ARP-queue drops)\n"
 "\n", prog);
 	dp_options_usage(f);
 	fprintf(f, "  --help\n\nPrints one JSON line with the results.\n");
@@ -475,7 +540,7 @@ usage(FILE *f, const char *prog)
 enum {
 	OPT_MODE = DP_OPT_LAST, OPT_PEER, OPT_CONNS, OPT_CONC, OPT_BYTES,
 	OPT_TIMEOUT, OPT_CC, OPT_MAXC, OPT_SNDBUF, OPT_RCVBUF, OPT_RTOMIN,
-	OPT_SYNR, OPT_TW, OPT_NOTS, OPT_NOSACK, OPT_NOWS, OPT_HELP,
+	OPT_SYNR, OPT_TW, OPT_NOTS, OPT_NOSACK, OPT_NOWS, OPT_AWAIT, OPT_HELP,
 };
 
 static const struct option bench_options[] = {
@@ -495,6 +560,7 @@ static const struct option bench_options[] = {
 	{"no-timestamps", no_argument, NULL, OPT_NOTS},
 	{"no-sack", no_argument, NULL, OPT_NOSACK},
 	{"no-wscale", no_argument, NULL, OPT_NOWS},
+	{"await-neighbour", no_argument, NULL, OPT_AWAIT},
 	{"help", no_argument, NULL, OPT_HELP},
 };
 
@@ -617,6 +683,9 @@ parse_args(int argc, char **argv, struct dp_conf *c, struct bench_conf *bc)
 		case OPT_NOWS:
 			bc->tcp.no_wscale = 1;
 			break;
+		case OPT_AWAIT:
+			bc->await_neighbour = 1;
+			break;
 		default:
 			if (opt >= DP_OPT_VDEV && opt < DP_OPT_LAST) {
 				ret = dp_conf_apply_option(c, opt, optarg);
@@ -718,6 +787,8 @@ main(int argc, char **argv)
 	for (int i = 0; i < n; i++) {
 		uint64_t s = bw[i].start_us, e = bw[i].end_us;
 
+		if (s == 0)
+			continue;       /* never started: its neighbour never resolved */
 		if (e == 0)
 			e = workers[i].now_us;
 		if (t0 == 0 || s < t0)

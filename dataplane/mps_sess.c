@@ -349,22 +349,29 @@ sess_close(struct mps_sess *s)
 		s->tls = NULL;
 	}
 	s->state = MPS_CLOSED;
-	s->ops->close(s->t);
+	s->ops->close(s->t, s->err != 0 || s->aborted);
 }
 
 void
-mps_on_connect_failed(struct mps_sess *s, const char *why)
+mps_on_connect_failed(struct mps_sess *s, int err, uint32_t timed_out_ms)
 {
 	struct smtp_rcpt_result r;
 	struct smtp_txn txn;
+	char ip[INET_ADDRSTRLEN];
 
 	if (s->state != MPS_CONNECTING)
 		return;
 	memset(&r, 0, sizeof(r));
 	r.outcome = SMTP_OUT_DEFERRED;
 	r.stage = SMTP_STAGE_CONNECT;
-	snprintf(r.text, sizeof(r.text), "%s", why);
-	LOGD(s, "event=connect_failed why=\"%s\"", why);
+	inet_ntop(AF_INET, &s->req.addr.sin_addr, ip, sizeof(ip));
+	if (timed_out_ms != 0)
+		snprintf(r.text, sizeof(r.text), "connect to %.200s[%s]:%u timed out after %u ms",
+			s->host, ip, ntohs(s->req.addr.sin_port), timed_out_ms);
+	else
+		snprintf(r.text, sizeof(r.text), "connect to %.200s[%s]:%u failed: %s",
+			s->host, ip, ntohs(s->req.addr.sin_port), strerror(-err));
+	LOGD(s, "event=connect_failed err=%d timeout_ms=%u", err, timed_out_ms);
 	for (unsigned n = 0; n < 1000000; n++) {
 		memset(&txn, 0, sizeof(txn));
 		if (s->req.next_txn(s->req.user, &txn) != 0)
@@ -722,6 +729,7 @@ mps_abort(struct mps_sess *s, uint64_t now)
 	if (s->state != MPS_RUNNING || s->smtp_closed)
 		return;
 	LOGD(s, "event=abort");
+	s->aborted = 1;
 	smtp_sess_on_closed(&s->smtp, -ECANCELED, now);
 	settle(s, now);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mp_log.h"
 #include "msg_int.h"
 
 void
@@ -19,10 +20,8 @@ msg_errf(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (err == NULL || errlen == 0)
-		return;
 	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
+	mp_verrf(err, errlen, fmt, ap);
 	va_end(ap);
 }
 

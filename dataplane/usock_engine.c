@@ -165,14 +165,14 @@ op_unpause(void *t)
 }
 
 static void
-op_close(void *t)
+op_close(void *t, int abort)
 {
 	struct usock_sess *s = t;
 
 	afd_clear(s);
 	if (s->c != NULL) {
 		utcp_conn_set_user(s->c, NULL);
-		if (s->reset)
+		if (s->reset || abort)
 			utcp_abort(s->c);
 		else
 			utcp_close(s->c);
@@ -341,21 +341,13 @@ reason_errno(enum utcp_err_reason r)
 static void
 connect_failed(struct usock_sess *s, int err, int timed_out)
 {
-	const struct mps_req *req = &s->core.req;
-	char ip[INET_ADDRSTRLEN], why[SMTP_REPLY_TEXT_MAX];
-
-	inet_ntop(AF_INET, &req->addr.sin_addr, ip, sizeof(ip));
 	if (timed_out) {
-		snprintf(why, sizeof(why), "connect to %.200s[%s]:%u timed out after %u ms",
-			req->host, ip, ntohs(req->addr.sin_port), s->e->connect_timeout_ms);
 		s->e->st.connect_timeouts++;
 		s->reset = 1;
 	} else {
-		snprintf(why, sizeof(why), "connect to %.200s[%s]:%u failed: %s",
-			req->host, ip, ntohs(req->addr.sin_port), strerror(-err));
 		s->e->st.connect_failed++;
 	}
-	mps_on_connect_failed(&s->core, why);
+	mps_on_connect_failed(&s->core, err, timed_out ? s->e->connect_timeout_ms : 0);
 }
 
 static void

@@ -58,6 +58,28 @@ utcp_conn_size(void)
 	return sizeof(struct utcp_conn);
 }
 
+size_t
+utcp_stack_state_bytes(const struct utcp_stack *st)
+{
+	const struct utcp_conf *cf = &st->conf;
+
+	/* Everything utcp_stack_new() allocates except sndmem and rcvmem. */
+	return sizeof(*st) +
+		(size_t)cf->max_conns * sizeof(*st->conns) +
+		((size_t)st->hmask + 1) * sizeof(*st->htab) +
+		(size_t)cf->max_tw * sizeof(*st->tws) +
+		((size_t)st->twmask + 1) * sizeof(*st->twtab) +
+		(size_t)cf->nsndbuf * sizeof(*st->snd_free) +
+		(size_t)cf->nrcvbuf * sizeof(*st->rcv_free) +
+		(size_t)st->ctl_cap * sizeof(*st->ctlq);
+}
+
+uint32_t
+utcp_stack_max_conns(const struct utcp_stack *st)
+{
+	return st->conf.max_conns;
+}
+
 /* ---- hash tables ---- */
 
 static uint32_t

@@ -11,6 +11,7 @@
 #define DP_H
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -144,6 +145,16 @@ int dp_conf_check(const struct dp_conf *c, char *msg, size_t len);
  * left behind) else --no-huge. @return number of EAL args consumed or <0.
  */
 int dp_eal_init(const struct dp_conf *c, const char *prog);
+
+/**
+ * The signals a PMD may raise per received frame (the tap PMD's Rx trigger:
+ * SIGIO or a real-time signal). dp_eal_init() blocks them in the calling
+ * thread before EAL creates its threads; worker lcores unblock them, so
+ * they land on a worker instead of waking the main lcore. The main thread
+ * keeps them blocked (so would a child it forks and execs: unblock first).
+ * @param set filled with SIGIO and SIGRTMIN..SIGRTMAX
+ */
+void dp_signals_for_workers(sigset_t *set);
 
 /** @return 1 when 2 MB hugepages are mounted with at least mb free. */
 int dp_huge_available(unsigned int mb);

@@ -7,6 +7,7 @@
 #define MP_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum mp_log_level {
 	MP_LOG_ERR = 0,
@@ -25,6 +26,14 @@ int mp_log_level_parse(const char *name);
 
 void mp_log(int level, const char *component, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/**
+ * Format an error message into a caller's buffer (the "char *err, size_t
+ * errlen" pair that constructors and parsers take). NULL or 0: nothing.
+ */
+void mp_errf(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void mp_verrf(char *err, size_t errlen, const char *fmt, va_list ap);
 
 #define MP_LOG(level, comp, ...) do { \
 	if ((level) <= mp_log_level) \

@@ -107,8 +107,10 @@ struct mps_ops {
 	void (*pause)(void *t, struct tls_conn *c);
 	/** The pause is over: stop watching (may be NULL). */
 	void (*unpause)(void *t);
-	/** The core is done with the transport (called once, last): close it. */
-	void (*close)(void *t);
+	/** The core is done with the transport (called once, last): close
+	 *  it; @p abort: the session ended on an error or mps_abort() (reset
+	 *  the connection rather than close it in order, if the transport can). */
+	void (*close)(void *t, int abort);
 };
 
 enum mps_state {
@@ -146,6 +148,7 @@ struct mps_sess {
 	uint8_t smtp_blocked;		/* ops->write said -EAGAIN */
 	uint8_t smtp_closed;		/* smtp ops->close was called */
 	uint8_t done_called;
+	uint8_t aborted;		/* mps_abort() ended it */
 	int err;			/* transport error not yet reported */
 	uint64_t linger_deadline;
 	uint16_t tx_off, tx_len;	/* plaintext the transport / TLS did not take */
@@ -188,9 +191,12 @@ void mps_on_connected(struct mps_sess *s, uint64_t now_ms);
 /**
  * The connection could not be made: every recipient the owner hands out
  * through next_txn is reported SMTP_OUT_DEFERRED at SMTP_STAGE_CONNECT
- * with @p why as text, then done, then ops->close.
+ * ("connect to host[ip]:port failed: <strerror(-err)>", or "... timed out
+ * after N ms"), then done, then ops->close.
+ * @param err negative errno (refused, unreachable, canceled, ...)
+ * @param timed_out_ms non-zero: the connect timed out after that long
  */
-void mps_on_connect_failed(struct mps_sess *s, const char *why);
+void mps_on_connect_failed(struct mps_sess *s, int err, uint32_t timed_out_ms);
 
 /**
  * @return non-zero when the core takes input now (running, SMTP not

@@ -305,4 +305,16 @@ uint64_t utcp_next_timer(const struct utcp_stack *st);
 /** sizeof(struct utcp_conn), for reports. */
 size_t utcp_conn_size(void);
 
+/**
+ * Bytes of stack state, for reports: everything utcp_stack_new() allocated
+ * except the send and receive buffers (connection objects, 4-tuple and
+ * TIME_WAIT tables and records, control-segment queue, buffer index
+ * stacks, the stack itself with its timer wheel). Divided by
+ * utcp_stack_max_conns() it is what one connection costs besides its data
+ * buffers, which an idle connection does not hold.
+ */
+size_t utcp_stack_state_bytes(const struct utcp_stack *st);
+/** @return the number of connection objects (conf max_conns after defaults). */
+uint32_t utcp_stack_max_conns(const struct utcp_stack *st);
+
 #endif

@@ -43,11 +43,16 @@ bad rate fast "[shaping] rate"
 bad cap 1s "[retry] cap"
 printf '[smtp]\nhelo_name = x\n' >>"$T/all.conf"
 "$MP" --config "$T/all.conf" --check-config >"$T/out" 2>"$T/err"
-[ $? -eq 2 ] && grep -q "all.conf:$(grep -c '' "$T/all.conf"): \[smtp\] helo_name: unknown key" "$T/err" ||
-	fail "unknown key: $(cat "$T/err")"
+rc=$?
+if [ $rc -ne 2 ] || ! grep -q "all.conf:$(grep -c '' "$T/all.conf"): \[smtp\] helo_name: unknown key" "$T/err"; then
+	fail "unknown key: exit $rc: $(cat "$T/err")"
+fi
 # (a duplicate section header is a second [smtp]: the reader allows it)
 "$MP" --config "$EX" --set workers.max_sessions=-1 --check-config >"$T/out" 2>"$T/err"
-[ $? -eq 2 ] && grep -q "\[workers\] max_sessions" "$T/err" || fail "override: $(cat "$T/err")"
+rc=$?
+if [ $rc -ne 2 ] || ! grep -q "\[workers\] max_sessions" "$T/err"; then
+	fail "override: exit $rc: $(cat "$T/err")"
+fi
 "$MP" --config "$EX" --max-sessions 5000 --set tls.min_version=1.3 --check-config >/dev/null 2>&1 ||
 	fail "good overrides refused"
 echo "daemon_conf: ok"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # variables are the callers'
 # Rig for the mailpump daemon tests (sourced after lib.sh and postfix.sh).
 # Addresses: 198.19.60.0/24 only, split in three so that the Postfix
 # namespace is never on a daemon's subnet and everything goes through a
@@ -162,7 +163,7 @@ dm_counts() {
 # dm_wait_done CAMPAIGN SECONDS
 dm_wait_done() {
 	for _ in $(seq $(($2 * 2))); do
-		[ "$(R hget "mp:campaign:$1" state)" = done ] && return 0
+		[ "$(R hget "mp:campaign:$1" state)" = "done" ] && return 0
 		sleep 0.5
 	done
 	return 1

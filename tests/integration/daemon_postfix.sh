@@ -236,7 +236,7 @@ ip netns exec "$DM_RNS" "$DM_MAILPUMP" --config "$CONF" --transport ksock --cons
 	--until-idle --timeout 300s --daemon-stats "$MP_TMP/k.stats.json" \
 	>"$MP_TMP/k.out" 2>"$MP_TMP/k.log" || mp_fail "ksock daemon exit $?"
 [ "$(R hget mp:campaign:ks:counts delivered)" = 200 ] || mp_fail "ksock: $(dm_counts ks)"
-[ "$(R hget mp:campaign:ks state)" = done ] || mp_fail "ksock: campaign not done"
+[ "$(R hget mp:campaign:ks state)" = "done" ] || mp_fail "ksock: campaign not done"
 pf_wait_delivered "$DM_D" $((BEFORE + 200)) 120 || mp_fail "ksock: maildirs $(pf_maildir_count "$DM_D")"
 [ "$(mp_json "$MP_TMP/k.stats.json" 'j["transport"]')" = ksock ] || mp_fail "ksock: not the ksock transport"
 echo "ksock transport: 200 delivered"

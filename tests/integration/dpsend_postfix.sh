@@ -15,6 +15,10 @@
 #  - async TLS: an emulated provider pauses every certificate check until
 #    the worker loop has gone round 2000 more times (wait fd, and wait
 #    ctx callback): everything delivered, so the loop never blocked;
+#  - a refused connect (deferred at stage "connect") and a server-side
+#    reset mid-session (deferred with the reason, each recipient once);
+#  - --timeout while the server stalls: exit 2, every recipient deferred
+#    once ("aborted" in flight, "not attempted" for the rest);
 #  - two workers (software steering): 100 messages, byte-exact;
 #  - 2% random loss each way on the Postfix side (nftables numgen): 200
 #    messages over 10 sessions still all delivered, byte-exact, with
@@ -61,13 +65,13 @@ send() {
 	shift 3
 	run=$((run + 1))
 	OUT=$MP_TMP/run$run.json
-	ip netns exec "$SNS" "$SEND" --server "$host:25" --connect "$ip" \
+	ip netns exec "$SNS" "$SEND" --server "$host:${PORT:-25}" --connect "$ip" \
 		--from sender@pf.test --helo client.pf.test --timeout 300 \
 		--vdev "net_tap_d$MP_SUFFIX,iface=$IF" --ip $DP_IP/24 \
 		--file-prefix "mpdps$MP_SUFFIX" --huge "$HUGE" --garp 0 --lcores 0,1 "$@" \
 		>"$OUT" 2>"$MP_TMP/run$run.log"
 	rc=$?
-	[ $rc -eq 0 ] || mp_fail "$name: mp-dpsend exited $rc"
+	[ $rc -eq "${EXPECT_RC:-0}" ] || mp_fail "$name: mp-dpsend exited $rc"
 	tail -1 "$OUT" | grep -q '"summary"' || mp_fail "$name: no summary line"
 	! grep -q "cannot open a session" "$MP_TMP/run$run.log" || mp_fail "$name: a session open failed"
 }
@@ -86,6 +90,12 @@ for m in ("fd", "callback"):
     with open(d + "/async-%s.txt" % m, "w") as f:
         for i in range(20):
             f.write("async%s%02d@a.test\n" % (m, i))
+with open(d + "/rst.txt", "w") as f:
+    for i in range(10):
+        f.write("rst%02d@plain.test\n" % i)
+with open(d + "/stall.txt", "w") as f:
+    for i in range(6):
+        f.write("stall%02d@plain.test\n" % i)
 with open(d + "/two.txt", "w") as f:
     for i in range(100):
         f.write("two%04d@a.test\n" % i)
@@ -213,9 +223,60 @@ assert count("loss.test") == 200, count("loss.test")
 exact(want, src, tls="TLSv1.3")
 '
 
+# --- transport failures (last: a reset or stalled smtpd keeps its queue
+# file until its own timeout, so nothing after this waits for the queue) --
+# Nothing listens on port 26: Linux answers the SYN with a reset.
+PORT=26 send "refused" plain.pf.test 198.19.50.11 --rcpt f1@plain.test --rcpt f2@plain.test \
+	--message "$MP_TMP/traps.eml" --tls opportunistic
+check "dp connect refused: every recipient deferred at stage connect" '
+assert len(r) == 2 and s["deferred"] == 2 and s["delivered"] == 0, s
+for x in r:
+    assert x["outcome"] == "deferred" and x["stage"] == "connect" and x["tls"] is None, x
+    assert "refused" in x["text"].lower() and "198.19.50.11]:26" in x["text"], x
+assert s["dataplane"]["connect_failed"] == 1 and s["dataplane"]["connected"] == 0, s["dataplane"]
+'
+# The server side resets the connection once the session is under way
+# (the 9th segment from us): the recipients in flight are deferred with
+# the reason, each exactly once, and the next session goes on.
+ip netns exec "$SNS" nft -f - <<NFT || mp_fail "nft"
+table inet mpdprst {
+	chain in { type filter hook input priority 0; iifname "$IF" ip daddr 198.19.50.11 tcp dport 25 ct original packets > 8 reject with tcp reset; }
+}
+NFT
+send "reset" plain.pf.test 198.19.50.11 --rcpt-file "$MP_TMP/rst.txt" \
+	--message "$MP_TMP/traps.eml" --sessions 2 --msgs-per-conn 5 --tls opportunistic
+ip netns exec "$SNS" nft delete table inet mpdprst
+check "dp reset mid-session: deferred with the reason, exactly once each" '
+assert len(r) == 10 and len({x["rcpt"] for x in r}) == 10, r
+assert s["delivered"] + s["deferred"] == 10 and s["deferred"] >= 1, s
+for x in r:
+    if x["outcome"] == "deferred":
+        assert x["stage"] != "connect" and "reset" in x["text"].lower(), x
+assert s["dataplane"]["resets"] >= 1, s["dataplane"]
+'
+
+# --- --timeout while the server stalls ---------------------------------------------
+# After the third segment of each connection nothing reaches smtpd: the
+# sessions hang until --timeout, then every recipient still has a record.
+ip netns exec "$SNS" nft -f - <<NFT || mp_fail "nft"
+table inet mpdpstall {
+	chain in { type filter hook input priority 0; iifname "$IF" ip daddr 198.19.50.11 tcp dport 25 ct original packets > 3 drop; }
+}
+NFT
+EXPECT_RC=2 send "timeout" plain.pf.test 198.19.50.11 --rcpt-file "$MP_TMP/stall.txt" \
+	--message "$MP_TMP/traps.eml" --sessions 2 --msgs-per-conn 2 --tls opportunistic --timeout 3
+ip netns exec "$SNS" nft delete table inet mpdpstall
+check "dp --timeout: exit 2, every recipient deferred once with the reason" '
+assert s["timeout"] is True and s["delivered"] == 0 and s["deferred"] == 6, s
+assert len(r) == 6 and len({x["rcpt"] for x in r}) == 6, r
+for x in r:
+    assert x["outcome"] == "deferred" and "--timeout" in x["text"], x
+assert s["unfinished"] == 6, s
+'
+
 # --- what reached Postfix -----------------------------------------------------------
 check "dp deliveries per server: none to the unverifiable ones" '
-want = {"expired.test": 0, "badname.test": 0, "plain.test": 2, "resume.test": 2}
+want = {"expired.test": 0, "badname.test": 0, "resume.test": 2}
 got = {d: count(d) for d in want}
 assert got == want, got
 '

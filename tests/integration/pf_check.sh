@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Checks shared by the tests that send into the Postfix harness
 # (postfix_tls.sh with mp-smtpsend, dpsend_postfix.sh with mp-dpsend);
 # sourced after lib.sh and postfix.sh.

@@ -618,7 +618,12 @@ test_concurrent(void)
 	CHECK_EQ(c0.conn_free, n);
 	CHECK_EQ(c1.conn_free, n);
 	CHECK_EQ(c0.tw_records, n);
-	printf("concurrent: %d established, sizeof(conn) %zu\n", a.connected, utcp_conn_size());
+	printf("concurrent: %d established, sizeof(conn) %zu, stack state %zu bytes per connection\n",
+		a.connected, utcp_conn_size(), utcp_stack_state_bytes(s.st[0]) / (size_t)n);
+	/* What an idle connection costs besides its (absent) data buffers,
+	 * every table of the stack included. */
+	CHECK_EQ(utcp_stack_max_conns(s.st[0]), (uint32_t)n);
+	CHECK(utcp_stack_state_bytes(s.st[0]) / (size_t)n <= 4096);
 	utcp_stack_free(s.st[0]);
 	utcp_stack_free(s.st[1]);
 	sim_fini(&s);
