@@ -147,6 +147,39 @@ struct reasons {
 	long long other;   /* beyond REASONS_MAX */
 };
 
+/*
+ * Copies a reply text into dst (at most cap - 1 bytes), with every
+ * "<local@domain>" blanked to "<...>": servers echo the recipient in their
+ * replies ("550 5.1.1 <a@b>: Recipient address rejected"), and a reason
+ * is the same for every recipient it hits.
+ */
+static void
+reason_text(char *dst, size_t cap, const char *text)
+{
+	size_t o = 0;
+	const char *p = text;
+
+	while (*p && o + 1 < cap) {
+		if (*p == '<') {
+			const char *q = p + 1;
+			int at = 0;
+
+			while (*q && *q != '>' && *q != '<' && *q != ' ')
+				at |= *q++ == '@';
+			if (*q == '>' && at) {
+				if (o + 6 >= cap)
+					break;
+				memcpy(dst + o, "<...>", 5);
+				o += 5;
+				p = q + 1;
+				continue;
+			}
+		}
+		dst[o++] = *p++;
+	}
+	dst[o] = '\0';
+}
+
 static void
 reason_add(struct reasons *rs, json_t *v)
 {
@@ -159,7 +192,7 @@ reason_add(struct reasons *rs, json_t *v)
 	char key[REASON_TEXT + 64], t[REASON_TEXT + 1];
 	json_t *e;
 
-	snprintf(t, sizeof(t), "%s", text);
+	reason_text(t, sizeof(t), text);
 	snprintf(key, sizeof(key), "%lld\x1f%.15s\x1f%s", code, esc, t);
 	e = json_object_get(rs->map, key);
 	if (e) {

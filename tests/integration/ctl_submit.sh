@@ -201,16 +201,16 @@ rv() { echo "{\"state\":\"$1\",\"attempts\":1,\"code\":$2,\"esc\":\"$3\",\"text\
 $R hset $C:rcpt q1@a.test "$(rv queued 0 '' '')" q2@a.test "$(rv queued 0 '' '')" \
 	d1@a.test "$(rv deferred 451 4.7.1 'Greylisted')" d2@b.test "$(rv deferred 451 4.7.1 'Greylisted')" \
 	v1@a.test "$(rv delivered 250 2.0.0 ok)" v2@a.test "$(rv delivered 250 2.0.0 ok)" v3@b.test "$(rv delivered 250 2.0.0 ok)" \
-	b1@a.test "$(rv bounced 550 5.1.1 'No such user')" b2@b.test "$(rv bounced 550 5.1.1 'No such user')" \
+	b1@a.test "$(rv bounced 550 5.1.1 '<b1@a.test>: No such user')" b2@b.test "$(rv bounced 550 5.1.1 '<b2@b.test>: No such user')" \
 	f1@b.test "$(rv failed 0 '' 'TLS required but not offered')" >/dev/null
 "$CTL" --json status rep-1 >"$T/st.json" || mp_fail "status --json"
 check "status JSON shape" 'j["id"] == "rep-1" and j["state"] == "running" and j["total"] == 10 and j["counts"] == {"queued": 2, "deferred": 2, "delivered": 3, "bounced": 2, "failed": 1, "cancelled": 0} and j["final"] == 6 and abs(j["percent_done"] - 60.0) < 1e-9 and j["rate_per_s"] > 0 and j["eta_s"] > 0 and j["invalid"] == 1 and j["duplicates_skipped"] == 2 and j["dup_deliveries"] == 1 and j["attempts"] == 12' "$T/st.json"
 "$CTL" status rep-1 >"$T/st.txt" || mp_fail "status"
 has "status human output" "$T/st.txt" "60.0% done (6 of 10 final)"
 "$CTL" --json report campaign rep-1 >"$T/rc.json" || mp_fail "report campaign --json"
-check "report campaign JSON shape" 'j["bounce_reasons"] == [{"count": 2, "code": 550, "esc": "5.1.1", "text": "No such user"}] and j["deferral_reasons"][0]["count"] == 2 and j["deferral_reasons"][0]["code"] == 451 and j["failure_reasons"][0]["text"] == "TLS required but not offered" and j["recipients_scanned"] == 10 and j["counts"]["delivered"] == 3' "$T/rc.json"
+check "report campaign JSON shape" 'j["bounce_reasons"] == [{"count": 2, "code": 550, "esc": "5.1.1", "text": "<...>: No such user"}] and j["deferral_reasons"][0]["count"] == 2 and j["deferral_reasons"][0]["code"] == 451 and j["failure_reasons"][0]["text"] == "TLS required but not offered" and j["recipients_scanned"] == 10 and j["counts"]["delivered"] == 3' "$T/rc.json"
 "$CTL" report campaign rep-1 >"$T/rc.txt" || mp_fail "report campaign"
-has "report campaign human output" "$T/rc.txt" "No such user"
+has "report campaign human output" "$T/rc.txt" "<...>: No such user"
 
 $R sadd mp:tls:domains a.test b.test >/dev/null
 $R hset mp:tls:a.test sessions 10 starttls_offered 9 tls_ok 8 tls_failed 1 plaintext_deliveries 1 \

@@ -1,12 +1,23 @@
-# Shared helpers for integration tests (sourced). Every name a test
-# creates carries a per-run suffix; everything started is stopped by PID
-# and every namespace removed on any exit.
+# Shared helpers for integration tests and scripts/demo (sourced). Every
+# name a test creates carries a per-run suffix; everything started is
+# stopped by PID and every namespace removed on any exit. MP_TMP_PREFIX
+# names the temporary directory (default mp-test); MP_KEEP_TMP=1 leaves
+# it in place on exit (everything else is still stopped and removed).
 
 set -u
 MP_SUFFIX=${MP_SUFFIX:-$$}
-MP_TMP=$(mktemp -d /tmp/mp-test.XXXXXX)
+MP_TMP=$(mktemp -d "/tmp/${MP_TMP_PREFIX:-mp-test}.XXXXXX")
 MP_PIDS=()
 MP_NETNS=()
+
+# mp_alive PID: the process exists and is not a zombie (a child that
+# exited but was not reaped yet: bash reaps only at its next wait).
+mp_alive() {
+	local st
+	# the state follows the command name, which may hold spaces and ")"
+	st=$(sed -n 's/.*) \([A-Za-z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "$st" != Z ]
+}
 
 mp_cleanup() {
 	local pid ns
@@ -15,7 +26,7 @@ mp_cleanup() {
 	done
 	for pid in "${MP_PIDS[@]}"; do
 		for _ in $(seq 50); do
-			kill -0 "$pid" 2>/dev/null || break
+			mp_alive "$pid" || break
 			sleep 0.1
 		done
 		kill -KILL "$pid" 2>/dev/null
@@ -23,7 +34,7 @@ mp_cleanup() {
 	for ns in "${MP_NETNS[@]}"; do
 		ip netns del "$ns" 2>/dev/null
 	done
-	rm -rf "$MP_TMP"
+	[ "${MP_KEEP_TMP:-0}" = 1 ] || rm -rf "$MP_TMP"
 }
 trap mp_cleanup EXIT
 trap 'exit 130' INT TERM

@@ -49,6 +49,9 @@
 #   pf_wait_delivered DIR N SECONDS [DOMAIN]  0 once N messages are in the maildirs
 #   pf_log DIR                        path of the instance's maillog
 #
+# PF_MAIN_EXTRA (optional): more main.cf lines, appended as they are (the
+# demo lifts smtpd's error tarpit this way, so many 550s stay quick).
+#
 # A test names its namespaces with $MP_SUFFIX and uses addresses from
 # 198.19.20.0/24 only.
 
@@ -332,6 +335,7 @@ smtpd_tls_received_header = yes
 smtpd_tls_loglevel = 1
 tls_random_source = dev:/dev/urandom
 EOF
+	[ -n "${PF_MAIN_EXTRA:-}" ] && printf '%s\n' "$PF_MAIN_EXTRA" >>"$conf/main.cf"
 	i=0
 	for spec in "$@"; do
 		i=$((i + 1))
