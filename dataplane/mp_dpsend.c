@@ -83,6 +83,8 @@ struct send_worker {
 	struct rte_mempool *lines;
 	struct rte_ring *out;
 	uint64_t start_us, end_us;
+	uint64_t first_poll_us;		/* the gate below started */
+	unsigned limit;			/* sessions once the next hop is known */
 	uint64_t lines_lost;		/* only if the run is stopped mid-way */
 	struct rusage ru;		/* the worker thread's, when it finished */
 	struct apause ap;
@@ -206,16 +208,44 @@ on_event(void *app, struct dp_worker *w, const struct utcp_event *ev)
 	usock_on_event(x->e, ev, w->now_us);
 }
 
+/* @return non-zero once the next hop towards the server has a usable MAC. */
+static int
+next_hop_known(const struct dp_worker *w)
+{
+	uint32_t hop = dp_ifaddr_next_hop(&w->port->ifa,
+		mpsend_server()->sin_addr.s_addr);
+	const struct dp_arp_entry *e = dp_arp_lookup(&w->arp, hop);
+
+	return e != NULL && (e->state == DP_ARP_REACHABLE || e->state == DP_ARP_STALE);
+}
+
 static int
 worker_poll(void *app, struct dp_worker *w, uint64_t now_us)
 {
 	struct send_worker *x = app;
 	int work;
 
-	(void)w;
 	cur = x;
-	if (x->start_us == 0)
-		x->start_us = now_us;
+	if (x->start_us == 0) {
+		/*
+		 * One session until the next hop's MAC is known: a fresh process
+		 * would otherwise send its first burst of SYNs into the ARP
+		 * queue of a neighbour that may not answer yet, and every one of
+		 * them would wait out the 1 s initial RTO. A daemon has the
+		 * gateway in its cache; this only shapes a tool's start. Bounded:
+		 * after 3 s the gate opens whatever ARP says.
+		 */
+		if (x->first_poll_us == 0) {
+			x->first_poll_us = now_us;
+			x->limit = x->b.limit;
+		}
+		if (!next_hop_known(w) && now_us - x->first_poll_us < 3000000) {
+			x->b.limit = 1;
+		} else {
+			x->b.limit = x->limit;
+			x->start_us = now_us;
+		}
+	}
 	if (!x->aborted && __atomic_load_n(&abort_flag, __ATOMIC_RELAXED)) {
 		x->aborted = 1;
 		mpsend_abort();

@@ -524,6 +524,12 @@ mpsend_fill(struct mpsend_backend *b)
 	unlock();
 }
 
+const struct sockaddr_in *
+mpsend_server(void)
+{
+	return &R.addr;
+}
+
 int
 mpsend_finished(void)
 {

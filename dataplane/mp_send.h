@@ -98,6 +98,9 @@ void mpsend_set_threads(int n);
 /** Open sessions on @p b while it and the run have room and work is left. */
 void mpsend_fill(struct mpsend_backend *b);
 
+/** @return the server address every session connects to (after parse). */
+const struct sockaddr_in *mpsend_server(void);
+
 /** @return non-zero when no session is open and nothing is left to start
  *  (or the run was aborted and no session is open). */
 int mpsend_finished(void);
