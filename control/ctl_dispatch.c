@@ -5,9 +5,11 @@
  * network; a DPDK worker links this file too.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ctl_dispatch.h"
 
@@ -169,4 +171,138 @@ ctl_order_free(struct ctl_order *o)
 		ctl_msg_free(o->msgs[i]);
 	free(o->msgs);
 	free(o);
+}
+
+/* --- one order run as one SMTP session (backends) --- */
+
+void
+ctl_order_run_init(struct ctl_order_run *run, struct ctl_order *o,
+	const struct smtp_config *base, struct mps_req *req)
+{
+	memset(run, 0, sizeof(*run));
+	run->o = o;
+	run->cfg = *base;
+	run->cfg.tls_policy = o->policy;
+	run->cfg.implicit_tls = o->implicit_tls;
+	run->cfg.max_rcpt_per_txn = o->rcpt_per_txn ? o->rcpt_per_txn : 1;
+	if (run->cfg.max_rcpt_per_txn > SMTP_RCPT_MAX)
+		run->cfg.max_rcpt_per_txn = SMTP_RCPT_MAX;
+	run->cfg.max_msgs_per_conn = o->msgs_per_conn;
+	memset(req, 0, sizeof(*req));
+	req->host = o->mx[0] ? o->mx : NULL;
+	req->addr = o->addr;
+	req->policy = o->policy;
+	req->implicit_tls = o->implicit_tls;
+	req->smtp = &run->cfg;
+}
+
+static int
+run_body_open(void *src, unsigned flags)
+{
+	struct ctl_order_run *run = src;
+	struct ctl_msg *m = run->o->msgs[run->cur];
+	struct msg_fields f = { .v = m->fields, .n = m->nfields, .index = m->index };
+	unsigned mf = 0;
+
+	if (flags & SMTP_BODY_DOTSTUFF)
+		mf |= MSG_F_DOTSTUFF;
+	if (flags & SMTP_BODY_8BITMIME)
+		mf |= MSG_F_8BITMIME;
+	if (flags & SMTP_BODY_SMTPUTF8)
+		mf |= MSG_F_SMTPUTF8;
+	run->render_err[0] = '\0';
+	if (msg_render_open(&run->render, m->camp->tpl, m->rcpt, &f, mf, time(NULL),
+	    run->render_err, sizeof(run->render_err)) < 0) {
+		run->render_failed++;
+		return -EINVAL;
+	}
+	return (flags & SMTP_BODY_DOTSTUFF) ? 1 : 0;
+}
+
+static ssize_t
+run_body_read(void *src, void *buf, size_t cap)
+{
+	struct ctl_order_run *run = src;
+
+	return msg_render_read(&run->render, buf, cap);
+}
+
+int
+ctl_order_run_next_txn(struct ctl_order_run *run, struct smtp_txn *txn)
+{
+	struct ctl_msg *m;
+
+	if (run->nxt >= run->o->n_msgs)
+		return -ENOENT;
+	run->cur = run->nxt++;
+	m = run->o->msgs[run->cur];
+	run->rcpt[0] = m->rcpt;
+	memset(txn, 0, sizeof(*txn));
+	txn->mail_from = m->camp->mail_from;
+	txn->rcpt = run->rcpt;
+	txn->n_rcpt = 1;
+	txn->body.open = run_body_open;
+	txn->body.read = run_body_read;
+	txn->body.src = run;
+	txn->body.size = -1;
+	txn->user = (void *)(uintptr_t)run->cur;
+	return 0;
+}
+
+void
+ctl_order_run_result(struct ctl_order_run *run, const struct smtp_rcpt_result *r,
+	const struct tls_record *tls, struct ctl_result *res)
+{
+	memset(res, 0, offsetof(struct ctl_result, tls));
+	res->order_id = run->o->id;
+	res->msg_index = (unsigned)(uintptr_t)r->txn->user;
+	res->outcome = r->outcome;
+	res->stage = r->stage;
+	res->code = r->code;
+	memcpy(res->esc, r->esc, sizeof(res->esc));
+	/* a body the renderer refused: say why in the renderer's words */
+	if (r->outcome == SMTP_OUT_FAILED && r->stage == SMTP_STAGE_LOCAL &&
+	    run->render_err[0] != '\0' && res->msg_index == run->cur)
+		snprintf(res->text, sizeof(res->text), "message: %s", run->render_err);
+	else
+		memcpy(res->text, r->text, sizeof(res->text));
+	res->tls_on = (uint8_t)(r->tls != 0);
+	if (tls != NULL) {
+		res->has_tls = 1;
+		res->tls = *tls;
+	}
+	if (r->stage == SMTP_STAGE_CONNECT)
+		run->connect_fail++;
+	run->results++;
+}
+
+void
+ctl_order_run_local(struct ctl_order_run *run, unsigned idx,
+	enum smtp_outcome out, const char *text, struct ctl_result *res)
+{
+	memset(res, 0, offsetof(struct ctl_result, tls));
+	res->order_id = run->o->id;
+	res->msg_index = idx;
+	res->outcome = out;
+	res->stage = SMTP_STAGE_LOCAL;
+	snprintf(res->text, sizeof(res->text), "%s", text);
+}
+
+int
+ctl_order_run_report(struct ctl_order_run *run, const struct smtp_sess_info *info,
+	const struct tls_record *tls, struct ctl_sess_report *rep)
+{
+	int connected = info != NULL &&
+		(run->connect_fail < run->results || info->greeting_host[0] != '\0');
+
+	memset(rep, 0, offsetof(struct ctl_sess_report, tls));
+	rep->order_id = run->o->id;
+	rep->connected = (uint8_t)connected;
+	if (info != NULL)
+		rep->info = *info;
+	if (tls != NULL) {
+		rep->has_tls = 1;
+		rep->tls = *tls;
+	}
+	return connected;
 }

@@ -33,68 +33,14 @@ struct ctl_ksock {
 /* One order in flight. */
 struct kord {
 	struct ctl_ksock *k;
-	struct ctl_order *o;
 	struct kord *lprev, *lnext;
-	struct smtp_config cfg;
-	unsigned next;			/* next message to hand out */
-	unsigned cur;			/* message being rendered */
-	unsigned connect_fail;		/* results at the connect stage */
-	unsigned results;
-	const char *rcpt[1];
-	struct msg_render render;
-	char render_err[200];
+	struct ctl_order_run run;
 };
-
-static int
-body_open(void *src, unsigned flags)
-{
-	struct kord *ko = src;
-	struct ctl_msg *m = ko->o->msgs[ko->cur];
-	struct msg_fields f = { .v = m->fields, .n = m->nfields, .index = m->index };
-	unsigned mf = 0;
-
-	if (flags & SMTP_BODY_DOTSTUFF)
-		mf |= MSG_F_DOTSTUFF;
-	if (flags & SMTP_BODY_8BITMIME)
-		mf |= MSG_F_8BITMIME;
-	if (flags & SMTP_BODY_SMTPUTF8)
-		mf |= MSG_F_SMTPUTF8;
-	ko->render_err[0] = '\0';
-	if (msg_render_open(&ko->render, m->camp->tpl, m->rcpt, &f, mf, time(NULL),
-	    ko->render_err, sizeof(ko->render_err)) < 0)
-		return -EINVAL;
-	return (flags & SMTP_BODY_DOTSTUFF) ? 1 : 0;
-}
-
-static ssize_t
-body_read(void *src, void *buf, size_t cap)
-{
-	struct kord *ko = src;
-
-	return msg_render_read(&ko->render, buf, cap);
-}
 
 static int
 k_next_txn(void *user, struct smtp_txn *txn)
 {
-	struct kord *ko = user;
-	struct ctl_msg *m;
-
-	if (ko->next >= ko->o->n_msgs)
-		return -ENOENT;
-	ko->cur = ko->next++;
-	m = ko->o->msgs[ko->cur];
-	ko->rcpt[0] = m->rcpt;
-	memset(txn, 0, sizeof(*txn));
-	txn->mail_from = m->camp->mail_from;
-	txn->rcpt = ko->rcpt;
-	txn->n_rcpt = 1;
-	txn->body.open = body_open;
-	txn->body.read = body_read;
-	txn->body.src = ko;
-	txn->body.size = -1;
-	txn->user = (void *)(uintptr_t)ko->cur;
-	return 0;
+	return ctl_order_run_next_txn(&((struct kord *)user)->run, txn);
 }
 
 static void
@@ -103,27 +49,8 @@ k_result(void *user, const struct smtp_rcpt_result *r, const struct tls_record *
 	struct kord *ko = user;
 	struct ctl_result res;
 
-	memset(&res, 0, sizeof(res));
-	res.order_id = ko->o->id;
-	res.msg_index = (unsigned)(uintptr_t)r->txn->user;
-	res.outcome = r->outcome;
-	res.stage = r->stage;
-	res.code = r->code;
-	memcpy(res.esc, r->esc, sizeof(res.esc));
-	if (r->outcome == SMTP_OUT_FAILED && r->stage == SMTP_STAGE_LOCAL &&
-	    ko->render_err[0] != '\0' && res.msg_index == ko->cur)
-		snprintf(res.text, sizeof(res.text), "message: %s", ko->render_err);
-	else
-		memcpy(res.text, r->text, sizeof(res.text));
-	res.tls_on = (uint8_t)(r->tls != 0);
-	if (tls != NULL) {
-		res.has_tls = 1;
-		res.tls = *tls;
-	}
-	if (r->stage == SMTP_STAGE_CONNECT)
-		ko->connect_fail++;
-	ko->results++;
-	ko->k->sink.on_result(ko->k->sink.arg, ko->o, &res);
+	ctl_order_run_result(&ko->run, r, tls, &res);
+	ko->k->sink.on_result(ko->k->sink.arg, ko->run.o, &res);
 }
 
 static void
@@ -133,14 +60,7 @@ k_done(void *user, const struct smtp_sess_info *info, const struct tls_record *t
 	struct ctl_ksock *k = ko->k;
 	struct ctl_sess_report rep;
 
-	memset(&rep, 0, sizeof(rep));
-	rep.order_id = ko->o->id;
-	rep.connected = ko->connect_fail < ko->results || info->greeting_host[0] != '\0';
-	rep.info = *info;
-	if (tls != NULL) {
-		rep.has_tls = 1;
-		rep.tls = *tls;
-	}
+	ctl_order_run_report(&ko->run, info, tls, &rep);
 	k->active--;
 	if (ko->lprev != NULL)
 		ko->lprev->lnext = ko->lnext;
@@ -148,7 +68,7 @@ k_done(void *user, const struct smtp_sess_info *info, const struct tls_record *t
 		k->live = ko->lnext;
 	if (ko->lnext != NULL)
 		ko->lnext->lprev = ko->lprev;
-	k->sink.on_done(k->sink.arg, ko->o, &rep);
+	k->sink.on_done(k->sink.arg, ko->run.o, &rep);
 	free(ko);
 }
 
@@ -166,20 +86,7 @@ k_submit(void *be, struct ctl_order *o)
 	if (ko == NULL)
 		return -EAGAIN;
 	ko->k = k;
-	ko->o = o;
-	ko->cfg = k->smtp;
-	ko->cfg.tls_policy = o->policy;
-	ko->cfg.implicit_tls = o->implicit_tls;
-	ko->cfg.max_rcpt_per_txn = o->rcpt_per_txn ? o->rcpt_per_txn : 1;
-	if (ko->cfg.max_rcpt_per_txn > SMTP_RCPT_MAX)
-		ko->cfg.max_rcpt_per_txn = SMTP_RCPT_MAX;
-	ko->cfg.max_msgs_per_conn = o->msgs_per_conn;
-	memset(&req, 0, sizeof(req));
-	req.host = o->mx[0] ? o->mx : NULL;
-	req.addr = o->addr;
-	req.policy = o->policy;
-	req.implicit_tls = o->implicit_tls;
-	req.smtp = &ko->cfg;
+	ctl_order_run_init(&ko->run, o, &k->smtp, &req);
 	req.next_txn = k_next_txn;
 	req.result = k_result;
 	req.done = k_done;
@@ -264,7 +171,7 @@ ctl_ksock_free(struct ctl_ksock *k)
 		struct kord *ko = k->live;
 
 		k->live = ko->lnext;
-		ctl_order_free(ko->o);
+		ctl_order_free(ko->run.o);
 		free(ko);
 	}
 	free(k);

@@ -60,11 +60,7 @@ struct rorder {
 	struct rorder *lprev, *lnext;	/* worker's open sessions */
 	struct ctl_rworker *w;
 	unsigned worker;
-	unsigned nxt, cur, connect_fail, results;
-	const char *rcpt[1];
-	struct smtp_config cfg;
-	struct msg_render render;
-	char render_err[200];
+	struct ctl_order_run run;	/* worker side: the order's session */
 };
 
 struct ring_port {
@@ -470,57 +466,13 @@ w_emit(struct ctl_rworker *w, struct ring_ev *ev)
 }
 
 static int
-w_body_open(void *src, unsigned flags)
-{
-	struct rorder *ro = src;
-	struct ctl_msg *m = ro->o->msgs[ro->cur];
-	struct msg_fields f = { .v = m->fields, .n = m->nfields, .index = m->index };
-	unsigned mf = 0;
-
-	if (flags & SMTP_BODY_DOTSTUFF)
-		mf |= MSG_F_DOTSTUFF;
-	if (flags & SMTP_BODY_8BITMIME)
-		mf |= MSG_F_8BITMIME;
-	if (flags & SMTP_BODY_SMTPUTF8)
-		mf |= MSG_F_SMTPUTF8;
-	ro->render_err[0] = '\0';
-	if (msg_render_open(&ro->render, m->camp->tpl, m->rcpt, &f, mf, time(NULL),
-	    ro->render_err, sizeof(ro->render_err)) < 0) {
-		ro->w->st.render_failed++;
-		return -EINVAL;
-	}
-	return (flags & SMTP_BODY_DOTSTUFF) ? 1 : 0;
-}
-
-static ssize_t
-w_body_read(void *src, void *buf, size_t cap)
-{
-	struct rorder *ro = src;
-
-	return msg_render_read(&ro->render, buf, cap);
-}
-
-static int
 w_next_txn(void *user, struct smtp_txn *txn)
 {
 	struct rorder *ro = user;
-	struct ctl_msg *m;
 
-	if (ro->nxt >= ro->o->n_msgs || ro->w->aborting)
+	if (ro->w->aborting)
 		return -ENOENT;
-	ro->cur = ro->nxt++;
-	m = ro->o->msgs[ro->cur];
-	ro->rcpt[0] = m->rcpt;
-	memset(txn, 0, sizeof(*txn));
-	txn->mail_from = m->camp->mail_from;
-	txn->rcpt = ro->rcpt;
-	txn->n_rcpt = 1;
-	txn->body.open = w_body_open;
-	txn->body.read = w_body_read;
-	txn->body.src = ro;
-	txn->body.size = -1;
-	txn->user = (void *)(uintptr_t)ro->cur;
-	return 0;
+	return ctl_order_run_next_txn(&ro->run, txn);
 }
 
 static void
@@ -541,21 +493,13 @@ w_local_result(struct rorder *ro, unsigned idx, enum smtp_outcome out,
 {
 	struct ctl_rworker *w = ro->w;
 	struct ring_ev *ev = w_ev(w);
-	struct ctl_result *res;
 
 	if (ev == NULL)
 		return;
-	res = &ev->u.r;
-	memset(res, 0, sizeof(*res));
 	ev->kind = EV_RESULT;
 	ev->worker = w->id;
 	ev->ro = ro;
-	res->order_id = ro->o->id;
-	res->msg_index = idx;
-	res->outcome = out;
-	res->stage = SMTP_STAGE_LOCAL;
-	snprintf(res->text, sizeof(res->text), "%s", text);
-	ro->results++;
+	ctl_order_run_local(&ro->run, idx, out, text, &ev->u.r);
 	w->st.results++;
 	w_count(w, out);
 	w_emit(w, ev);
@@ -567,66 +511,36 @@ w_result(void *user, const struct smtp_rcpt_result *r, const struct tls_record *
 	struct rorder *ro = user;
 	struct ctl_rworker *w = ro->w;
 	struct ring_ev *ev = w_ev(w);
-	struct ctl_result *res;
 
 	if (ev == NULL)
 		return;
-	res = &ev->u.r;
 	ev->kind = EV_RESULT;
 	ev->worker = w->id;
 	ev->ro = ro;
-	memset(res, 0, offsetof(struct ctl_result, tls));
-	res->order_id = ro->o->id;
-	res->msg_index = (unsigned)(uintptr_t)r->txn->user;
-	res->outcome = r->outcome;
-	res->stage = r->stage;
-	res->code = r->code;
-	memcpy(res->esc, r->esc, sizeof(res->esc));
-	if (r->outcome == SMTP_OUT_FAILED && r->stage == SMTP_STAGE_LOCAL &&
-	    ro->render_err[0] != '\0' && res->msg_index == ro->cur)
-		snprintf(res->text, sizeof(res->text), "message: %s", ro->render_err);
-	else
-		memcpy(res->text, r->text, sizeof(res->text));
-	res->tls_on = (uint8_t)(r->tls != 0);
-	if (tls != NULL) {
-		res->has_tls = 1;
-		res->tls = *tls;
-	}
-	if (r->stage == SMTP_STAGE_CONNECT)
-		ro->connect_fail++;
-	ro->results++;
+	ctl_order_run_result(&ro->run, r, tls, &ev->u.r);
 	w->st.results++;
 	w_count(w, r->outcome);
 	w_emit(w, ev);
 }
 
+/* The order's last record: its session report (info NULL: no session). */
 static void
 w_done_common(struct rorder *ro, const struct smtp_sess_info *info,
-	const struct tls_record *tls, int connected)
+	const struct tls_record *tls)
 {
 	struct ctl_rworker *w = ro->w;
 	struct ring_ev *ev = w_ev(w);
-	struct ctl_sess_report *rep;
 
 	if (ev == NULL) {
 		w_keep(w, ro);
 		return;
 	}
-	rep = &ev->u.rep;
 	ev->kind = EV_DONE;
 	ev->worker = w->id;
 	ev->ro = ro;
-	memset(rep, 0, offsetof(struct ctl_sess_report, tls));
-	rep->order_id = ro->o->id;
-	rep->connected = (uint8_t)connected;
-	if (info != NULL)
-		rep->info = *info;
-	if (tls != NULL) {
-		rep->has_tls = 1;
-		rep->tls = *tls;
-	}
-	if (!connected)
+	if (!ctl_order_run_report(&ro->run, info, tls, &ev->u.rep))
 		w->st.connect_failed++;
+	w->st.render_failed += ro->run.render_failed;
 	if (ro->lprev != NULL)
 		ro->lprev->lnext = ro->lnext;
 	else if (w->live == ro)
@@ -646,42 +560,29 @@ w_done(void *user, const struct smtp_sess_info *info, const struct tls_record *t
 
 	/* messages the session never asked for (abort, early close) still
 	 * get their one result each */
-	for (unsigned i = ro->nxt; i < ro->o->n_msgs; i++)
+	for (unsigned i = ro->run.nxt; i < ro->o->n_msgs; i++)
 		w_local_result(ro, i, SMTP_OUT_DEFERRED, "session ended before this message");
-	ro->nxt = ro->o->n_msgs;
-	w_done_common(ro, info, tls,
-		ro->connect_fail < ro->results || info->greeting_host[0] != '\0');
+	ro->run.nxt = ro->o->n_msgs;
+	w_done_common(ro, info, tls);
 }
 
 /* End an order that never got a session. */
 static void
 w_drop(struct rorder *ro, const char *why)
 {
+	ro->run.o = ro->o;
 	for (unsigned i = 0; i < ro->o->n_msgs; i++)
 		w_local_result(ro, i, SMTP_OUT_DEFERRED, why);
 	ro->w->st.aborted++;
-	w_done_common(ro, NULL, NULL, 0);
+	w_done_common(ro, NULL, NULL);
 }
 
 static int
 w_open(struct ctl_rworker *w, struct rorder *ro)
 {
-	struct ctl_order *o = ro->o;
 	struct mps_req req;
 
-	ro->cfg = w->smtp;
-	ro->cfg.tls_policy = o->policy;
-	ro->cfg.implicit_tls = o->implicit_tls;
-	ro->cfg.max_rcpt_per_txn = o->rcpt_per_txn ? o->rcpt_per_txn : 1;
-	if (ro->cfg.max_rcpt_per_txn > SMTP_RCPT_MAX)
-		ro->cfg.max_rcpt_per_txn = SMTP_RCPT_MAX;
-	ro->cfg.max_msgs_per_conn = o->msgs_per_conn;
-	memset(&req, 0, sizeof(req));
-	req.host = o->mx[0] ? o->mx : NULL;
-	req.addr = o->addr;
-	req.policy = o->policy;
-	req.implicit_tls = o->implicit_tls;
-	req.smtp = &ro->cfg;
+	ctl_order_run_init(&ro->run, ro->o, &w->smtp, &req);
 	req.next_txn = w_next_txn;
 	req.result = w_result;
 	req.done = w_done;

@@ -34,6 +34,7 @@
 #include <netinet/in.h>
 #include <stdint.h>
 
+#include "mps.h"
 #include "msg.h"
 #include "smtp.h"
 #include "tls.h"
@@ -183,5 +184,65 @@ struct ctl_backend {
 	const struct ctl_backend_ops *ops;
 	void *be;
 };
+
+/* ------------------------------------------------------------------ */
+/* Backend helper: one order run as one SMTP session                    */
+/* ------------------------------------------------------------------ */
+
+/**
+ * The backend half of one order, the same for every backend (kernel
+ * sockets, DPDK workers): hands the order's messages to one SMTP session
+ * a transaction at a time, rendering each from its campaign, and turns the
+ * session's callbacks into ctl_result / ctl_sess_report records. Embed it
+ * in the backend's per-order state; the backend keeps its own lists,
+ * counters and delivery to the sink (directly or through a ring).
+ *
+ *   ctl_order_run_init()       fills the session request (callbacks: the
+ *                              backend's, which call the three below)
+ *   ctl_order_run_next_txn()   from req.next_txn
+ *   ctl_order_run_result()     from req.result
+ *   ctl_order_run_report()     from req.done
+ */
+struct ctl_order_run {
+	struct ctl_order *o;
+	unsigned nxt;			/**< next message to hand out */
+	unsigned cur;			/**< message being rendered */
+	unsigned connect_fail;		/**< results at the connect stage */
+	unsigned results;		/**< results the session made */
+	unsigned render_failed;		/**< messages whose body could not be rendered */
+	const char *rcpt[1];
+	struct smtp_config cfg;		/**< this order's SMTP parameters */
+	struct msg_render render;
+	char render_err[200];
+};
+
+/**
+ * Prepare @p run for order @p o and fill @p req with the destination and
+ * run->cfg (@p base with the order's TLS policy, implicit TLS, messages per
+ * connection and recipients per transaction). The caller sets req's
+ * callbacks and user pointer.
+ */
+void ctl_order_run_init(struct ctl_order_run *run, struct ctl_order *o,
+	const struct smtp_config *base, struct mps_req *req);
+
+/** Next message as a transaction. @return 0 or -ENOENT (none left). */
+int ctl_order_run_next_txn(struct ctl_order_run *run, struct smtp_txn *txn);
+
+/** Turn one recipient result of the session into @p res. */
+void ctl_order_run_result(struct ctl_order_run *run,
+	const struct smtp_rcpt_result *r, const struct tls_record *tls,
+	struct ctl_result *res);
+
+/** A local result for message @p idx (never handed to the session). */
+void ctl_order_run_local(struct ctl_order_run *run, unsigned idx,
+	enum smtp_outcome out, const char *text, struct ctl_result *res);
+
+/**
+ * The session's report into @p rep (@p info NULL: no session was made).
+ * @return whether the connection got anywhere (TCP up or a greeting).
+ */
+int ctl_order_run_report(struct ctl_order_run *run,
+	const struct smtp_sess_info *info, const struct tls_record *tls,
+	struct ctl_sess_report *rep);
 
 #endif
