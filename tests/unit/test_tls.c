@@ -24,66 +24,13 @@
 #include <openssl/x509v3.h>
 
 #include "mp_test.h"
+#include "mp_test_pki.h"
 #include "tls.h"
 
 /* --- throwaway PKI --- */
 
-struct cred {
-	X509 *cert;
-	EVP_PKEY *key;
-};
-
 static struct cred ca1, ca2, good, expired, notyet, selfsigned, wrongname, unknownca;
 static char ca_path[64];
-
-static X509 *
-mkcert(EVP_PKEY *key, const char *cn, bool ca, const struct cred *issuer,
-	long from_days, long to_days)
-{
-	static long serial = 1;
-	X509 *x = X509_new();
-	X509_NAME *name = X509_NAME_new();
-	X509V3_CTX v3;
-	X509_EXTENSION *ext;
-	char san[128];
-
-	X509_set_version(x, X509_VERSION_3);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-	X509_time_adj_ex(X509_getm_notBefore(x), (int)from_days, 0, NULL);
-	X509_time_adj_ex(X509_getm_notAfter(x), (int)to_days, 0, NULL);
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-	X509_set_subject_name(x, name);
-	X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer->cert) : name);
-	X509_NAME_free(name);
-	X509_set_pubkey(x, key);
-	X509V3_set_ctx(&v3, issuer != NULL ? issuer->cert : x, x, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints,
-		ca ? "critical,CA:TRUE" : "CA:FALSE");
-	X509_add_ext(x, ext, -1);
-	X509_EXTENSION_free(ext);
-	if (ca) {
-		ext = X509V3_EXT_conf_nid(NULL, &v3, NID_key_usage, "critical,keyCertSign,cRLSign");
-		X509_add_ext(x, ext, -1);
-		X509_EXTENSION_free(ext);
-	} else {
-		snprintf(san, sizeof(san), "DNS:%s", cn);
-		ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
-		X509_add_ext(x, ext, -1);
-		X509_EXTENSION_free(ext);
-	}
-	X509_sign(x, issuer != NULL ? issuer->key : key, EVP_sha256());
-	return x;
-}
-
-static struct cred
-mkcred(const char *cn, bool ca, const struct cred *issuer, long from, long to)
-{
-	struct cred c;
-
-	c.key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-	c.cert = mkcert(c.key, cn, ca, issuer, from, to);
-	return c;
-}
 
 static void
 pki_init(void)
@@ -104,13 +51,6 @@ pki_init(void)
 	f = fdopen(fd, "w");
 	PEM_write_X509(f, ca1.cert);
 	fclose(f);
-}
-
-static void
-cred_free(struct cred *c)
-{
-	X509_free(c->cert);
-	EVP_PKEY_free(c->key);
 }
 
 static void
