@@ -39,8 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PAT_SIZE 65536
-#define PAT_MASK (PAT_SIZE - 1)
+#include "mp_tcppat.h"
 #define OPEN_PER_POLL 64
 #define RECV_CHUNK 65536
 #define MAX_EVENTS 256
@@ -80,7 +79,7 @@ struct client {
 	uint64_t bytes_sent, bytes_verified;
 };
 
-static uint8_t pattern[PAT_SIZE];
+static uint8_t pattern[MP_PAT_SIZE];
 static uint8_t rbuf[RECV_CHUNK];
 static volatile sig_atomic_t stop;
 
@@ -104,26 +103,6 @@ static double
 tv_s(const struct timeval *tv)
 {
 	return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
-}
-
-/* Same pattern and per-connection offset as mp-tcpbench. */
-static const uint8_t *
-pat_at(uint64_t idx, uint64_t off, uint32_t *contig)
-{
-	uint32_t pos = (uint32_t)((off + idx * 97) & PAT_MASK);
-
-	*contig = PAT_SIZE - pos;
-	return pattern + pos;
-}
-
-static uint64_t
-fnv1a(uint64_t h, const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		h ^= p[i];
-		h *= 0x100000001b3ULL;
-	}
-	return h;
 }
 
 static void
@@ -212,7 +191,7 @@ open_conns(struct client *k)
 		s->reply_len = 0;
 		s->idx = k->next_idx++;
 		s->sent = s->recvd = 0;
-		s->hash = 0xcbf29ce484222325ULL;
+		s->hash = MP_FNV1A_INIT;
 		k->n_free--;
 		k->to_open--;
 		k->open_now++;
@@ -229,7 +208,7 @@ send_more(struct client *k, struct kconn *s)
 
 	while (s->sent < cf->bytes) {
 		uint32_t contig;
-		const uint8_t *p = pat_at(s->idx, s->sent, &contig);
+		const uint8_t *p = mp_pat_at(pattern, s->idx, s->sent, &contig);
 		uint64_t want = cf->bytes - s->sent;
 		ssize_t n;
 
@@ -243,7 +222,7 @@ send_more(struct client *k, struct kconn *s)
 			return -1;
 		}
 		if (cf->mode == MODE_BULK)
-			s->hash = fnv1a(s->hash, p, (size_t)n);
+			s->hash = mp_fnv1a(s->hash, p, (size_t)n);
 		s->sent += (uint64_t)n;
 		k->bytes_sent += (uint64_t)n;
 	}
@@ -303,7 +282,7 @@ recv_more(struct client *k, struct kconn *s)
 		}
 		for (ssize_t off = 0; off < n;) {
 			uint32_t contig;
-			const uint8_t *p = pat_at(s->idx, s->recvd, &contig);
+			const uint8_t *p = mp_pat_at(pattern, s->idx, s->recvd, &contig);
 			size_t c = (size_t)(n - off) < contig ? (size_t)(n - off) : contig;
 
 			if (s->recvd + c > s->sent || memcmp(p, rbuf + off, c) != 0) {
@@ -532,8 +511,7 @@ main(int argc, char **argv)
 	ret = parse_args(argc, argv, &cf);
 	if (ret != 0)
 		return ret > 0 ? 0 : 2;
-	for (size_t i = 0; i < sizeof(pattern); i++)
-		pattern[i] = (uint8_t)((i * 2654435761u) >> 13);
+	mp_pat_fill(pattern);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	signal(SIGPIPE, SIG_IGN);

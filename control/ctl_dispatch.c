@@ -12,17 +12,12 @@
 #include <time.h>
 
 #include "ctl_dispatch.h"
+#include "mp_hash.h"
 
 uint64_t
 ctl_hash64(const char *s)
 {
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for (; *s != '\0'; s++) {
-		h ^= (unsigned char)*s;
-		h *= 0x100000001b3ull;
-	}
-	return h;
+	return mp_fnv1a(MP_FNV1A_INIT, s, strlen(s));
 }
 
 static int

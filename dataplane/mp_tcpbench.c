@@ -34,9 +34,8 @@
 #include <rte_malloc.h>
 
 #include "dp_tcp.h"
+#include "mp_tcppat.h"
 
-#define PAT_SIZE 65536
-#define PAT_MASK (PAT_SIZE - 1)
 #define OPEN_PER_POLL 64
 #define RECV_CHUNK 16384
 #define DRAIN_GRACE_US 5000000
@@ -86,28 +85,8 @@ struct bench_worker {
 	int finished;                   /* read by the main lcore */
 };
 
-static uint8_t pattern[PAT_SIZE];
+static uint8_t pattern[MP_PAT_SIZE];
 static struct bench_worker *bw;
-
-/* Bytes of connection idx at offset off come from the pattern table. */
-static const uint8_t *
-pat_at(uint64_t idx, uint64_t off, uint32_t *contig)
-{
-	uint32_t pos = (uint32_t)((off + idx * 97) & PAT_MASK);
-
-	*contig = PAT_SIZE - pos;
-	return pattern + pos;
-}
-
-static uint64_t
-fnv1a(uint64_t h, const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		h ^= p[i];
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
 
 static void
 finish_conn(struct bench_worker *b, struct bconn *s, int ok)
@@ -133,7 +112,7 @@ send_more(struct bench_worker *b, struct bconn *s)
 {
 	while (s->sent < b->bc->bytes) {
 		uint32_t contig;
-		const uint8_t *p = pat_at(s->idx, s->sent, &contig);
+		const uint8_t *p = mp_pat_at(pattern, s->idx, s->sent, &contig);
 		uint64_t want = b->bc->bytes - s->sent;
 		ssize_t n;
 
@@ -148,7 +127,7 @@ send_more(struct bench_worker *b, struct bconn *s)
 			return;
 		}
 		if (b->bc->mode == MODE_BULK)
-			s->hash = fnv1a(s->hash, p, (size_t)n);
+			s->hash = mp_fnv1a(s->hash, p, (size_t)n);
 		s->sent += (uint64_t)n;
 		b->bytes_sent += (uint64_t)n;
 	}
@@ -192,7 +171,7 @@ on_readable(struct bench_worker *b, struct bconn *s)
 		/* Echo: compare with what was sent at this offset. */
 		for (ssize_t off = 0; off < n;) {
 			uint32_t contig;
-			const uint8_t *p = pat_at(s->idx, s->recvd, &contig);
+			const uint8_t *p = mp_pat_at(pattern, s->idx, s->recvd, &contig);
 			size_t k = (size_t)(n - off) < contig ? (size_t)(n - off) : contig;
 
 			if (s->recvd + k > s->sent || memcmp(p, buf + off, k) != 0) {
@@ -311,7 +290,7 @@ bench_poll(void *app, struct dp_worker *w, uint64_t now_us)
 
 		memset(s, 0, sizeof(*s));
 		s->idx = b->next_idx;
-		s->hash = 0xcbf29ce484222325ULL;
+		s->hash = MP_FNV1A_INIT;
 		s->c = utcp_connect(b->tcp.stack, 0, b->bc->peer_ip, b->bc->peer_port, s);
 		if (s->c == NULL)
 			break;  /* ports or objects busy: try again next poll */
@@ -741,8 +720,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s: bad configuration: %s\n", argv[0], msg);
 		return 2;
 	}
-	for (size_t i = 0; i < sizeof(pattern); i++)
-		pattern[i] = (uint8_t)((i * 2654435761u) >> 13);
+	mp_pat_fill(pattern);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	if (dp_eal_init(&conf, argv[0]) < 0) {

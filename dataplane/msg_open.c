@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mp_hash.h"
 #include "msg_int.h"
 
 static int
@@ -198,18 +199,6 @@ body_cte(const struct msg_render *r, const struct msg_tpl *t, int esc,
 	return MSG_CTE_7BIT;
 }
 
-static uint64_t
-fnv(uint64_t h, const void *p, size_t n)
-{
-	const unsigned char *u = p;
-
-	for (size_t i = 0; i < n; i++) {
-		h ^= u[i];
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
-
 static bool
 token_ok(const char *s)
 {
@@ -320,13 +309,13 @@ msg_render_open(struct msg_render *r, const struct msg_template *t,
 
 	/* "=_" never occurs in quoted-printable, and 7bit/8bit parts holding
 	 * "=_mp" were switched to quoted-printable above */
-	h = fnv(0xcbf29ce484222325ull, r->rcpt, r->rcpt_len);
+	h = mp_fnv1a(MP_FNV1A_INIT, r->rcpt, r->rcpt_len);
 	if (r->f.msgid_token != NULL)
-		h = fnv(h, r->f.msgid_token, strlen(r->f.msgid_token));
+		h = mp_fnv1a(h, r->f.msgid_token, strlen(r->f.msgid_token));
 	if (t->campaign_id != NULL)
-		h = fnv(h, t->campaign_id, strlen(t->campaign_id));
-	h = fnv(h, &r->f.index, sizeof(r->f.index));
-	h = fnv(h, &date, sizeof(date));
+		h = mp_fnv1a(h, t->campaign_id, strlen(t->campaign_id));
+	h = mp_fnv1a(h, &r->f.index, sizeof(r->f.index));
+	h = mp_fnv1a(h, &date, sizeof(date));
 	snprintf(r->boundary, sizeof(r->boundary), "=_mp%016llx", (unsigned long long)h);
 
 	msg_render_rewind(r);

@@ -23,6 +23,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "mp_hash.h"
+
 #define BUF 65536
 
 enum mode { ECHO, SINK, RST };
@@ -153,10 +155,7 @@ handle(int ep, struct conn *c, uint32_t events)
 			break;
 		}
 		case SINK:
-			for (ssize_t i = 0; i < n; i++) {
-				c->hash ^= buf[i];
-				c->hash *= 0x100000001b3ULL;
-			}
+			c->hash = mp_fnv1a(c->hash, buf, (size_t)n);
 			break;
 		case RST:
 			if (c->bytes >= rst_after) {
@@ -198,7 +197,7 @@ serve(void *arg)
 					struct conn *c = calloc(1, sizeof(*c));
 
 					c->fd = fd;
-					c->hash = 0xcbf29ce484222325ULL;
+					c->hash = MP_FNV1A_INIT;
 					ev.events = EPOLLIN;
 					ev.data.ptr = c;
 					epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
