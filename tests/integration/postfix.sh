@@ -39,8 +39,9 @@
 #       tickets are on (tlsmgr), so a client can resume. Waits until every
 #       listener sends its banner. Sets PF_MASTER_PID.
 #   pf_add_mailboxes DIR ADDR... | DIR -f FILE
-#       give each address its own maildir <domain>/<user>/ (the running
-#       instance picks the rebuilt table up by itself)
+#       give each address its own maildir <domain>/<user>/; the table is
+#       replaced by a rename, so every connection the instance accepts
+#       after this returns sees the new addresses (pf_mailboxes_swap)
 #   pf_stop DIR                       stop that instance (also done on exit)
 #   pf_conf DIR                       its config_directory (for postconf -c)
 #   pf_maildir_root DIR               its virtual_mailbox_base
@@ -408,8 +409,26 @@ pf_add_mailboxes() {
 		}
 		echo "$a ${a#*@}/${a%@*}/"
 	done >>"$conf/mailboxes"
-	# Running daemons notice the rebuilt table and restart themselves.
-	postmap -c "$conf" "hash:$conf/mailboxes"
+	pf_mailboxes_swap "$d"
+}
+
+# pf_mailboxes_swap DIR: rebuild the mailbox table under a new name and
+# rename it into place. postmap rewrites a hash table in place, and a
+# daemon notices a change only by the file's mtime in whole seconds or a
+# link count of 0: an smtpd that opened the table in the same second as an
+# in-place rebuild kept its stale Berkeley DB handle and rejected a share
+# of the new users as unknown. A rename leaves every reader the old,
+# consistent file (link count 0), so each smtpd and virtual(8) restarts
+# before its next connection and opens the new one; a process still in
+# a session finishes it on the old table.
+pf_mailboxes_swap() {
+	local conf=$1/conf
+	cp "$conf/mailboxes" "$conf/mailboxes.next" || return 1
+	postmap -c "$conf" "hash:$conf/mailboxes.next" || return 1
+	# the test harness's self-test sets this to force the same-second case
+	[ -n "${PF_TEST_MTIME:-}" ] && touch -m -d "@$PF_TEST_MTIME" "$conf/mailboxes.next.db"
+	mv -f "$conf/mailboxes.next.db" "$conf/mailboxes.db" || return 1
+	rm -f "$conf/mailboxes.next"
 }
 
 pf_maildir_count() {
