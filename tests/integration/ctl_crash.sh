@@ -76,7 +76,13 @@ if [ "$DA" -lt 100 ] || [ "$DA" -ge $TOTAL ]; then
 	mp_fail "A was not killed mid-campaign ($DA)"
 fi
 [ "$PA" -gt 0 ] || mp_fail "no pending batches after A died"
-sleep 0.5	# the sink may still be writing what A sent before it died
+# What A sent before it died may still be in the sink's socket buffers:
+# count its files once the sink has read every connection of A to its end
+# (none left established or half-closed on the sink's side).
+sink_quiet() {
+	[ -z "$(ss -Htn state established state close-wait "( sport = :$SPORT )")" ]
+}
+mp_wait_for 30 sink_quiet || mp_fail "the sink still holds connections of A 30 s after it died"
 SINK_A=$(find "$MP_TMP/sink" -type f | wc -l)
 
 # 2. B: claims after 1.5 s idle, SIGTERM while busy -> exit 0 within grace

@@ -76,7 +76,8 @@ kill -KILL "$DM_PID"
 wait "$DM_PID" 2>/dev/null
 AT_KILL=$(final)
 echo "A killed (-9) with $AT_KILL of $N final: $(dm_counts fo)"
-sleep 1
+# restarted as soon as the killed process is reaped: its tap queue and
+# sockets are gone with it, nothing else has to settle first
 dm_start a "$DM_TAP_A" 198.19.60.2/26 198.19.60.1 "$CONF" --lcores 0,1 --timeout 900s
 A2=$DM_PID
 wait_final $((AT_KILL + N / 10)) 300 || mp_fail "A restarted: no progress: $(dm_counts fo)"
@@ -85,6 +86,8 @@ wait_final $((AT_KILL + N / 10)) 300 || mp_fail "A restarted: no progress: $(dm_
 BEFORE=$(final)
 dm_redis_stop
 echo "redis stopped with $BEFORE final"
+# a 3 s outage (a stimulus, not a wait): what follows checks only that the
+# daemon survived it and noticed, whichever of its calls hit the gap
 sleep 3
 kill -0 "$A2" || mp_fail "daemon died while Redis was away"
 dm_redis_start

@@ -14,6 +14,10 @@ DP_IP=198.18.0.2
 K_IP=198.18.0.1
 
 stats() { mp_json "$MP_TMP/stats.json" "$1"; }
+# stats_ge EXPR N: the counter in the stats file (rewritten every 200 ms)
+# has reached N. Waits use it with a bound instead of sleeping for a
+# refresh that a loaded or sanitizer run may not make in time.
+stats_ge() { [ "$(stats "$1" 2>/dev/null)" -ge "$2" ] 2>/dev/null; }
 
 # start_dp NS VDEV LCORES: run mailpump in NS, wait for its stats file.
 start_dp() {
@@ -44,7 +48,8 @@ stop_dp() {
 
 ping_ok() {
 	local ns=$1 n=$2 out
-	out=$(ip netns exec "$ns" ping -c "$n" -i 0.01 -W 1 -q $DP_IP) || true
+	# -W 5: a reply may be late on a loaded machine, never missing
+	out=$(ip netns exec "$ns" ping -c "$n" -i 0.01 -W 5 -q $DP_IP) || true
 	echo "$out" | grep -q " $n received, 0% packet loss" ||
 		mp_fail "$ns: ping $n: $(echo "$out" | tail -2)"
 }
@@ -65,15 +70,20 @@ ping_ok "$NS" 100
 MAC=$(stats 'j["mac"]')
 ip netns exec "$NS" ip neigh show $DP_IP dev "$IF" | grep -qi "lladdr $MAC" ||
 	mp_fail "tap: kernel neighbour table does not hold $MAC"
-sleep 0.5
-[ "$(stats 'j["icmp_echo_reply_tx"]')" -ge 100 ] || mp_fail "tap: echo replies not counted"
+mp_wait_for 20 stats_ge 'j["icmp_echo_reply_tx"]' 100 || mp_fail "tap: echo replies not counted"
 
-# Malformed frames: each kind moves exactly its drop counter.
-sleep 0.5
+# Malformed frames: each kind moves exactly its drop counter. The snapshot
+# is taken once the pings are counted (nothing else drops meanwhile).
 cp "$MP_TMP/stats.json" "$MP_TMP/before.json"
 ip netns exec "$NS" "$RAWFRAMES" "$IF" "$MAC" $K_IP $DP_IP 25 >"$MP_TMP/expect.txt" ||
 	mp_fail "rawframes failed"
-sleep 1.0
+# every counter has moved at least as far as expected (bounded), then by
+# exactly that much
+while read -r reason count; do
+	b=$(mp_json "$MP_TMP/before.json" "j['drops']['$reason']")
+	mp_wait_for 20 stats_ge "j['drops']['$reason']" $((b + count)) ||
+		mp_fail "tap: drop $reason did not move by $count within 20 s"
+done <"$MP_TMP/expect.txt"
 while read -r reason count; do
 	b=$(mp_json "$MP_TMP/before.json" "j['drops']['$reason']")
 	a=$(stats "j['drops']['$reason']")
@@ -83,7 +93,8 @@ done <"$MP_TMP/expect.txt"
 	mp_fail "tap: a malformed frame was answered"
 ping_ok "$NS" 20
 
-# Idle: the worker backs off. A spinning worker would use ~100% of a core.
+# Idle: the worker backs off. A spinning worker would use ~100% of a core;
+# the 3 s window is a measurement, not a wait.
 t0=$(mp_cpu_ticks "$DP_PID")
 sleep 3
 t1=$(mp_cpu_ticks "$DP_PID")
@@ -102,9 +113,8 @@ start_dp "$NS2" "net_tap_2$MP_SUFFIX,iface=$IF2" "0@0,1@1,2@1"
 ip netns exec "$NS2" ip addr add $K_IP/24 dev "$IF2"
 ip netns exec "$NS2" ip link set "$IF2" up
 ping_ok "$NS2" 100
-sleep 0.5
+mp_wait_for 20 stats_ge 'j["redirect_out"]' 1 || mp_fail "tap2: ARP not shared between workers"
 [ "$(stats 'j["workers"]')" -eq 2 ] || mp_fail "tap2: expected 2 workers"
-[ "$(stats 'j["redirect_out"]')" -ge 1 ] || mp_fail "tap2: ARP not shared between workers"
 stop_dp "$NS2"
 
 # --- net_af_packet on a veth ---------------------------------------------
