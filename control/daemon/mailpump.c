@@ -3,7 +3,7 @@
  * MX lookups, shaping, retries, results) runs on the main lcore; each
  * worker lcore runs the userspace TCP stack, TLS and SMTP sessions for
  * the orders the control plane hands it, meeting it only through one
- * pair of SP/SC rings (control/ctl_ring.c). With [daemon] transport =
+ * pair of SP/SC rings (control/daemon/ctl_ring.c). With [daemon] transport =
  * ksock the same control plane drives kernel sockets in one thread
  * instead, and EAL is never started. With no Redis URL at all (no
  * --config, no --redis) it runs the dataplane alone: ARP and ping.
