@@ -7,7 +7,7 @@
  *   rst:N     read N bytes, then reset the connection (SO_LINGER 0)
  *
  * usage: mp-tcpserver ADDR PORT MODE [THREADS]
- * Stops on SIGTERM/SIGINT. Prints "listening" once ready.
+ * Stops on SIGTERM/SIGINT. Prints "listening" once every thread listens.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -42,6 +42,7 @@ static enum mode mode;
 static uint64_t rst_after;
 static struct sockaddr_in addr;
 static volatile sig_atomic_t stop;
+static pthread_barrier_t ready;	/* the threads and main: all listening */
 
 static void
 on_signal(int sig)
@@ -186,6 +187,7 @@ serve(void *arg)
 	ev.events = EPOLLIN;
 	ev.data.ptr = NULL;
 	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+	pthread_barrier_wait(&ready);
 	while (!stop) {
 		int n = epoll_wait(ep, evs, 256, 200);
 
@@ -238,9 +240,11 @@ main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);
 	signal(SIGPIPE, SIG_IGN);
+	pthread_barrier_init(&ready, NULL, (unsigned)threads + 1);
 	for (int i = 0; i < threads; i++)
 		pthread_create(&tid[i], NULL, serve, NULL);
-	usleep(100000);
+	/* a thread that cannot listen exits the process instead */
+	pthread_barrier_wait(&ready);
 	printf("listening\n");
 	fflush(stdout);
 	for (int i = 0; i < threads; i++)

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -87,7 +88,7 @@ enum srv_mode {
 	SRV_IMPLICIT,		/* TLS before the greeting */
 	SRV_STALL,		/* accept, never say anything */
 	SRV_GARBAGE,		/* a greeting that is not SMTP */
-	SRV_RESET,		/* greet, then reset the connection */
+	SRV_RESET,		/* greet, reset the connection after EHLO */
 	SRV_CLOSE_DATA,		/* close after the first body line */
 	SRV_STALL_MAIL,		/* never answer MAIL (idle sessions) */
 	SRV_FLOOD,		/* an EHLO reply that never ends */
@@ -241,7 +242,10 @@ srv_conn(void *arg)
 	if (s->mode == SRV_RESET) {
 		struct linger lg = { 1, 0 };
 
-		usleep(20000);
+		/* Once its EHLO is here the client waits in HELO, so the reset
+		 * lands in that stage however slowly either side runs (the read
+		 * is bounded by SO_RCVTIMEO). */
+		cx_line(c, line, sizeof(line));
 		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		goto out;
 	}
@@ -545,6 +549,15 @@ open_sess(struct ksock_engine *e, struct drv *d, int port, enum smtp_tls_policy 
 	return rc;
 }
 
+static uint64_t
+mono_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
 /* Poll until no session is left (bounded by @p ms). @return 0 if all done. */
 static int
 run_until_idle(struct ksock_engine *e, unsigned ms)
@@ -611,19 +624,22 @@ sink_start(int port, const char *dumpdir)
 			execlp("smtp-sink", "smtp-sink", "-d", tmpl, addr, "256", (char *)NULL);
 		_exit(127);
 	}
-	/* wait until it listens */
-	for (int i = 0; i < 100; i++) {
+	/* wait until it listens: 20 s, for a loaded machine under ASan */
+	for (uint64_t end = mono_ms() + 20000; mono_ms() < end;) {
 		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
 		int fd = socket(AF_INET, SOCK_STREAM, 0);
 
 		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
 			close(fd);
-			break;
+			return pid;
 		}
 		close(fd);
+		if (waitpid(pid, NULL, WNOHANG) == pid)
+			break;
 		usleep(20000);
 	}
+	fprintf(stderr, "smtp-sink did not start listening on port %d\n", port);
 	return pid;
 }
 
@@ -660,6 +676,22 @@ count_dumps(const char *dir, int unlink_them)
 	return n;
 }
 
+/*
+ * smtp-sink writes each dump before it answers the final dot, so they
+ * should all be there already; still poll (bounded, 20 s) rather than
+ * count once. @return the count when it reached @p want or at the bound.
+ */
+static int
+wait_dumps(const char *dir, int want)
+{
+	uint64_t end = mono_ms() + 20000;
+	int n;
+
+	while ((n = count_dumps(dir, 0)) < want && mono_ms() < end)
+		usleep(20000);
+	return n;
+}
+
 /* 50 concurrent sessions, 1000 messages, 20 per connection: all delivered. */
 static void
 test_sink_concurrency(void)
@@ -693,9 +725,8 @@ test_sink_concurrency(void)
 	CHECK_EQ(st.sessions, 50);
 	CHECK_EQ(st.connected, 50);
 	CHECK_EQ(st.active, 0);
-	/* smtp-sink wrote one file per message; give it a moment to finish */
-	for (int i = 0; i < 100 && (files = count_dumps(dir, 0)) < 1000; i++)
-		usleep(20000);
+	/* smtp-sink wrote one file per message */
+	files = wait_dumps(dir, 1000);
 	CHECK_EQ(files, 1000);
 	printf("sink: 50 sessions, %u delivered, %d dump files, bytes out %llu, per-session struct %zu bytes\n",
 		d.out[SMTP_OUT_DELIVERED], files, (unsigned long long)st.bytes_out, st.sess_bytes);
@@ -711,8 +742,7 @@ test_sink_concurrency(void)
 	CHECK_EQ(run_until_idle(e, 30000), 0);
 	check_exactly_once(&d);
 	CHECK_EQ(d.out[SMTP_OUT_DELIVERED], 1000);
-	for (int i = 0; i < 100 && (files = count_dumps(dir, 0)) < 250; i++)
-		usleep(20000);
+	files = wait_dumps(dir, 250);
 	CHECK_EQ(files, 250);
 	ksock_engine_free(e);
 	kill(pid, SIGTERM);
@@ -748,6 +778,22 @@ test_refused(void)
 	ksock_engine_free(e);
 }
 
+/*
+ * Is the accept queue of listener @p lfd full, so that Linux drops SYNs to
+ * it? For a listener TCP_INFO reports the queue length in tcpi_unacked and
+ * its bound in tcpi_sacked.
+ */
+static int
+acceptq_full(int lfd)
+{
+	struct tcp_info ti;
+	socklen_t l = sizeof(ti);
+
+	if (getsockopt(lfd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0)
+		return 0;
+	return ti.tcpi_unacked > ti.tcpi_sacked;
+}
+
 /* A listener whose accept queue is full drops SYNs: the connect times out. */
 static void
 test_connect_timeout(void)
@@ -764,7 +810,11 @@ test_connect_timeout(void)
 		fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 		connect(fill[i], (struct sockaddr *)&a, sizeof(a));
 	}
-	usleep(50000);
+	/* the fillers' handshakes complete asynchronously: wait (bounded)
+	 * until the queue is seen full, not for a fixed time */
+	for (uint64_t end = mono_ms() + 10000; !acceptq_full(lfd) && mono_ms() < end;)
+		usleep(1000);
+	CHECK(acceptq_full(lfd));
 	drv_init(&d, 3, 10);
 	CHECK_EQ(open_sess(e, &d, port, SMTP_TLS_OPPORTUNISTIC, 0, NULL), 0);
 	CHECK_EQ(run_until_idle(e, 5000), 0);
@@ -1034,6 +1084,9 @@ signal_later(void *arg)
 	struct apause *ap = arg;
 	uint64_t one = 1;
 
+	/* The stimulus: the "crypto" answers 100 ms later. Nothing asserts
+	 * on how long the job stayed paused; a later answer only has to come
+	 * within run_until_idle's 5 s bound. */
 	usleep(100000);
 	if (ap->use_fd) {
 		if (write(ap->efd, &one, sizeof(one)) != sizeof(one))
@@ -1218,14 +1271,17 @@ test_idle_memory(void)
 		drv_init(&d, N, 1);
 		/* warm up so one-time allocations are not counted */
 		CHECK_EQ(open_sess(e, &d, port, SMTP_TLS_OPPORTUNISTIC, 0, &cfg), 0);
-		for (int i = 0; i < 200 && drain_notify(nfd, &mails) < 1; i++)
+		/* bounded by time, not by polls: a poll returns at each event */
+		for (uint64_t end = mono_ms() + 20000;
+		     drain_notify(nfd, &mails) < 1 && mono_ms() < end;)
 			ksock_engine_poll(e, 10);
 		for (int i = 0; i < 5; i++)
 			ksock_engine_poll(e, 10);
 		je0 = je_allocated();
 		for (int i = 1; i < N; i++)
 			CHECK_EQ(open_sess(e, &d, port, SMTP_TLS_OPPORTUNISTIC, 0, &cfg), 0);
-		for (int i = 0; i < 500 && drain_notify(nfd, &mails) < N; i++)
+		for (uint64_t end = mono_ms() + 20000;
+		     drain_notify(nfd, &mails) < N && mono_ms() < end;)
 			ksock_engine_poll(e, 10);
 		/* let the last bytes (TLS tickets) settle */
 		for (int i = 0; i < 10; i++)

@@ -170,13 +170,15 @@ sink_start(int port, const char *dumpdir, const char *extra)
 	return pid;
 }
 
+/* Connect once smtp-sink listens: 20 s, for a loaded machine under ASan. */
 static int
 connect_retry(int port)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	uint64_t end = now_ms() + 20000;
 
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	for (int i = 0; i < 100; i++) {
+	while (now_ms() < end) {
 		int fd = socket(AF_INET, SOCK_STREAM, 0);
 
 		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
@@ -266,6 +268,49 @@ read_dumps(const char *dir, char *out, size_t cap, int *files)
 	return n;
 }
 
+/*
+ * Dump files of @p dir that are complete: smtp-sink creates one at MAIL
+ * and ends it with an empty line when the final dot arrives, so a file
+ * ending in "\n\n" is written out. Leaves the files in place.
+ */
+static int
+count_dumps(const char *dir)
+{
+	DIR *dp = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	if (dp == NULL)
+		return 0;
+	while ((e = readdir(dp)) != NULL) {
+		char path[512], tail[2];
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		f = fopen(path, "r");
+		if (f == NULL)
+			continue;
+		if (fseek(f, -2, SEEK_END) == 0 && fread(tail, 1, 2, f) == 2 &&
+		    tail[0] == '\n' && tail[1] == '\n')
+			n++;
+		fclose(f);
+	}
+	closedir(dp);
+	return n;
+}
+
+/* Poll (bounded, 20 s) until @p want dumps are complete. */
+static void
+wait_dumps(const char *dir, int want)
+{
+	uint64_t end = now_ms() + 20000;
+
+	while (count_dumps(dir) < want && now_ms() < end)
+		usleep(20000);
+}
+
 static void
 sink_stop(pid_t pid)
 {
@@ -314,7 +359,8 @@ main(void)
 		CHECK_EQ(d.res[i].outcome, SMTP_OUT_DELIVERED);
 		CHECK_EQ(d.res[i].code, 250);
 	}
-	usleep(100000);
+	/* stop smtp-sink only once it has written all three messages */
+	wait_dumps(dir, 3);
 	sink_stop(pid);
 	read_dumps(dir, dump, sizeof(dump), &files);
 	CHECK_EQ(files, 3);
