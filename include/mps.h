@@ -14,17 +14,21 @@
  *
  *   mps_sess_init()                   when the session is opened
  *   mps_on_connected() or mps_on_connect_failed()
- *   any of mps_on_input() (while mps_input_ready()), mps_on_eof(),
- *   mps_pump() (the transport has room, or just a turn), mps_on_error(),
- *   mps_on_async_ready(), mps_abort(), mps_tick() (at mps_deadline())
+ *   any of mps_on_readable() (the transport has something to read),
+ *   mps_read() (on a turn: reads through ops->recv), mps_pump() (the
+ *   transport has room, or just a turn), mps_on_error(),
+ *   mps_on_async_ready(), mps_abort(), mps_tick() (at mps_deadline());
+ *   a transport that is handed bytes instead of reading them calls
+ *   mps_on_input() (while mps_input_ready()) and mps_on_eof() itself
  *   ... until the core calls ops->close: the transport then releases the
  *   connection; the memory of the session may go once the current mps_
  *   call has returned (every mps_ call after that is a no-op).
  *   mps_sess_fini()                   frees what the core holds
  *
  * The core never calls back into the transport's event loop: ops->send
- * only queues bytes (taking what fits), ops->pause / unpause only (un)
- * register the async wait fds of the tls_conn, ops->close only releases.
+ * only queues bytes (taking what fits), ops->recv only takes bytes already
+ * received, ops->pause / unpause only (un)register the async wait fds of
+ * the tls_conn, ops->close only releases.
  * The request callbacks (next_txn, result, done) are made from inside the
  * mps_ calls; done is the last one, before ops->close.
  *
@@ -33,7 +37,8 @@
  * transport took only part of, the host name) plus the tls_conn while TLS
  * is up. The only other allocation is a ciphertext tail when TLS refuses
  * part of a feed; a transport that feeds at most MPS_FEED_CHUNK bytes at a
- * time and stops while !mps_input_ready() never causes one.
+ * time (mps_read() with a buffer of that size) and stops while
+ * !mps_input_ready() (mps_read() does) never causes one.
  */
 #ifndef MP_MPS_H
 #define MP_MPS_H
@@ -54,6 +59,8 @@
 #define MPS_FEED_CHUNK 16384
 /** Plaintext buffer for tls_conn_read (one TLS record). */
 #define MPS_PLAIN_BUF (16384 + 256)
+/** Bytes one mps_read() call takes before the other sessions get theirs. */
+#define MPS_READ_BUDGET (256 * 1024)
 
 /**
  * One SMTP session to one server address, as an engine's caller asks for
@@ -91,6 +98,8 @@ struct mps_stats {
 	uint64_t tails;			/**< partial writes/feeds that needed a tail */
 	uint64_t write_blocked;		/**< SMTP writes refused for now */
 	uint64_t bytes_out;		/**< taken by ops->send, ciphertext included */
+	uint64_t connect_failed;	/**< mps_on_connect_failed(), not timed out */
+	uint64_t connect_timeouts;	/**< mps_on_connect_failed(), timed out */
 	uint64_t leaked_tls;		/**< conns whose paused job never finished */
 	unsigned active;		/**< sessions whose done has not run */
 };
@@ -101,6 +110,13 @@ struct mps_ops {
 	 *  @return bytes taken (0..len; short or 0 = full, the transport
 	 *  calls mps_pump() when it has room), or a fatal negative errno. */
 	ssize_t (*send)(void *t, const void *buf, size_t len);
+	/** Take up to @p len bytes the peer sent into @p buf, without
+	 *  waiting (called from mps_read() only).
+	 *  @return bytes taken (1..len); 0 at the end of the stream, all
+	 *  bytes taken; -EAGAIN when there is nothing more for now (the
+	 *  transport calls mps_on_readable() when there is); or another
+	 *  negative errno: the connection failed (given to mps_on_error()). */
+	ssize_t (*recv)(void *t, void *buf, size_t len);
 	/** A TLS call of @p c paused: watch tls_conn_async_fds(c) and call
 	 *  mps_on_async_ready() when one is readable (may be NULL: the
 	 *  transport polls, or relies on tls_ctx_ready_drain). */
@@ -143,6 +159,7 @@ struct mps_sess {
 	uint8_t state;			/* enum mps_state */
 	uint8_t paused;			/* enum mps_paused */
 	uint8_t hs;			/* handshake in progress */
+	uint8_t rd_more;		/* ops->recv may have bytes: no -EAGAIN since mps_on_readable */
 	uint8_t rd_eof;			/* transport end of stream seen */
 	uint8_t eof_fed;		/* tls_conn_feed_eof done */
 	uint8_t smtp_blocked;		/* ops->write said -EAGAIN */
@@ -171,8 +188,8 @@ struct mps_sess {
  * @param ops    the transport
  * @param t      the transport's context for @p ops
  * @param id     session id for logs
- * @return 0, or -EINVAL (missing callback, bad policy, not AF_INET, bad
- *         SMTP config, host longer than MPS_HOST_MAX - 1).
+ * @return 0, or -EINVAL (missing callback or op, bad policy, not AF_INET,
+ *         bad SMTP config, host longer than MPS_HOST_MAX - 1).
  */
 int mps_sess_init(struct mps_sess *s, const struct mps_req *req,
 	const struct smtp_config *defcfg, struct tls_ctx *tctx,
@@ -185,14 +202,19 @@ int mps_sess_init(struct mps_sess *s, const struct mps_req *req,
  */
 int mps_sess_fini(struct mps_sess *s);
 
-/** The transport connected: start the SMTP machine. */
+/**
+ * The transport connected: start the SMTP machine. Counts as
+ * mps_on_readable() too (the greeting may be there already).
+ */
 void mps_on_connected(struct mps_sess *s, uint64_t now_ms);
 
 /**
  * The connection could not be made: every recipient the owner hands out
  * through next_txn is reported SMTP_OUT_DEFERRED at SMTP_STAGE_CONNECT
  * ("connect to host[ip]:port failed: <strerror(-err)>", or "... timed out
- * after N ms"), then done, then ops->close.
+ * after N ms"), then done, then ops->close, with abort set when the
+ * connect timed out (it is still under way). Counted in
+ * st->connect_timeouts or st->connect_failed.
  * @param err negative errno (refused, unreachable, canceled, ...)
  * @param timed_out_ms non-zero: the connect timed out after that long
  */
@@ -210,6 +232,27 @@ void mps_on_input(struct mps_sess *s, const void *buf, size_t len, uint64_t now_
 
 /** The peer ended its stream (after all its bytes were given). */
 void mps_on_eof(struct mps_sess *s, uint64_t now_ms);
+
+/**
+ * The transport has something to read (bytes, the end of the stream or
+ * an error) that ops->recv will give: mps_read() reads until ops->recv
+ * says -EAGAIN. Only records it; no callback.
+ */
+void mps_on_readable(struct mps_sess *s);
+
+/**
+ * Read from the transport since mps_on_readable(): ops->recv into @p buf,
+ * @p len bytes at a time, each result given to mps_on_input(),
+ * mps_on_eof() or mps_on_error(), while the core takes input
+ * (mps_input_ready(); else the bytes wait in the transport for a later
+ * call) and until ops->recv says -EAGAIN, 0 or an error. Call on every
+ * turn of the session.
+ * @param buf scratch, used during the call only (one may serve an engine)
+ * @return 1 when MPS_READ_BUDGET bytes were read and the transport is
+ *         still readable: give the session another turn after the other
+ *         sessions had theirs; else 0.
+ */
+int mps_read(struct mps_sess *s, void *buf, size_t len, uint64_t now_ms);
 
 /**
  * Move pending output (tail, TLS ciphertext), tell a blocked SMTP machine

@@ -1,11 +1,11 @@
 /*
  * The session core (include/mps.h): the smtp_io_ops the SMTP machine
- * calls, and the byte moving between the transport (ops->send, mps_on_
- * input), the TLS connection and the machine. Every entry point ends in
- * settle(): a transport error not yet reported goes to the machine, and
- * once the machine called its close op the session finishes (close_notify
- * queued and sent, done reported, ops->close) -- or lingers in CLOSING
- * while a TLS job is paused under it.
+ * calls, and the byte moving between the transport (ops->send; the read
+ * loop mps_read over ops->recv, or mps_on_input), the TLS connection and
+ * the machine. Every entry point ends in settle(): a transport error not
+ * yet reported goes to the machine, and once the machine called its close
+ * op the session finishes (close_notify queued and sent, done reported,
+ * ops->close) -- or lingers in CLOSING while a TLS job is paused under it.
  *
  * The machine's ops must not call back into it, so an op only records
  * what happened (blocked, closed, handshake to drive) and the calls into
@@ -277,7 +277,8 @@ mps_sess_init(struct mps_sess *s, const struct mps_req *req,
 
 	if (req == NULL || req->next_txn == NULL || req->result == NULL ||
 	    req->addr.sin_family != AF_INET || (unsigned)req->policy >= SMTP_TLS_POLICY_LAST ||
-	    ops == NULL || ops->send == NULL || ops->close == NULL || st == NULL)
+	    ops == NULL || ops->send == NULL || ops->recv == NULL || ops->close == NULL ||
+	    st == NULL)
 		return -EINVAL;
 	memset(s, 0, offsetof(struct mps_sess, tx));
 	s->ops = ops;
@@ -361,6 +362,10 @@ mps_on_connect_failed(struct mps_sess *s, int err, uint32_t timed_out_ms)
 
 	if (s->state != MPS_CONNECTING)
 		return;
+	if (timed_out_ms != 0)
+		s->st->connect_timeouts++;
+	else
+		s->st->connect_failed++;
 	memset(&r, 0, sizeof(r));
 	r.outcome = SMTP_OUT_DEFERRED;
 	r.stage = SMTP_STAGE_CONNECT;
@@ -384,7 +389,9 @@ mps_on_connect_failed(struct mps_sess *s, int err, uint32_t timed_out_ms)
 		}
 	}
 	sess_done(s);
-	sess_close(s);
+	/* no TLS yet; a connect that timed out is still under way: reset it */
+	s->state = MPS_CLOSED;
+	s->ops->close(s->t, timed_out_ms != 0);
 }
 
 void
@@ -393,6 +400,7 @@ mps_on_connected(struct mps_sess *s, uint64_t now)
 	if (s->state != MPS_CONNECTING)
 		return;
 	s->state = MPS_RUNNING;
+	s->rd_more = 1;	/* the greeting may be there already */
 	LOGD(s, "event=connected");
 	smtp_sess_start(&s->smtp, now);
 	settle(s, now);
@@ -623,6 +631,37 @@ mps_on_eof(struct mps_sess *s, uint64_t now)
 		tls_in(s, now);
 	}
 	settle(s, now);
+}
+
+void
+mps_on_readable(struct mps_sess *s)
+{
+	s->rd_more = 1;
+}
+
+int
+mps_read(struct mps_sess *s, void *buf, size_t len, uint64_t now)
+{
+	size_t budget = 0;
+
+	while (s->rd_more && mps_input_ready(s)) {
+		ssize_t n;
+
+		if (budget >= MPS_READ_BUDGET)
+			return 1;
+		n = s->ops->recv(s->t, buf, len);
+		if (n > 0) {
+			budget += (size_t)n;
+			mps_on_input(s, buf, (size_t)n, now);
+			continue;
+		}
+		s->rd_more = 0;
+		if (n == 0)
+			mps_on_eof(s, now);
+		else if (n != -EAGAIN)
+			mps_on_error(s, (int)n, now);
+	}
+	return 0;
 }
 
 void

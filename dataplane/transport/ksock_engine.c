@@ -367,6 +367,8 @@ ksock_engine_stats(const struct ksock_engine *e, struct ksock_stats *st)
 	st->tails = e->cst.tails;
 	st->write_blocked = e->cst.write_blocked;
 	st->bytes_out = e->cst.bytes_out;
+	st->connect_failed = e->cst.connect_failed;
+	st->connect_timeouts = e->cst.connect_timeouts;
 	st->active = e->cst.active;
 }
 

@@ -2,8 +2,8 @@
  * Private to the ksock_ files: the engine and session structures and the
  * calls between ksock_engine.c (epoll loop, connect, timers, run list,
  * session lifetime) and ksock_sess.c (the kernel-socket transport of one
- * session under the session core, include/mps.h: mps_ops, socket reads,
- * connect completion, async wait fds in epoll).
+ * session under the session core, include/mps.h: mps_ops, connect
+ * completion, async wait fds in epoll).
  */
 #ifndef MP_KSOCK_INT_H
 #define MP_KSOCK_INT_H
@@ -14,8 +14,6 @@
 #include "mps.h"
 
 #define KSOCK_LOG "ksock"
-/* bytes read from one session per turn before other sessions get theirs */
-#define KSOCK_READ_BUDGET (256 * 1024)
 /* poll interval while a job that signals only by callback is paused */
 #define KSOCK_CB_POLL_MS 2
 #define KSOCK_AFD_MAX 4
@@ -35,7 +33,6 @@ struct ksock_sess {
 	uint32_t ev;			/* epoll events not yet handled */
 	uint8_t state;			/* enum ksock_sess_state */
 	uint8_t on_run;
-	uint8_t readable;		/* read side not drained to EAGAIN */
 	uint8_t async_ready;
 	uint8_t abort;			/* ksock_engine_abort: fail at the next turn */
 	uint8_t n_afd;

@@ -5,10 +5,10 @@
  * through ksock_mps_ops and drives it from the engine's run list.
  * ksock_sess_process() is the only entry; per call, in order: connect
  * completion (or its failure), a paused TLS job that became ready, an
- * abort, pending output (mps_pump), socket reads into the engine-wide
- * buffer handed to mps_on_input while the core takes input, end of stream
- * or a socket error. The core's ops->close destroys the socket; the
- * memory goes at the end of the engine's poll.
+ * abort, pending output (mps_pump), socket reads (mps_read, which calls
+ * ops->recv with the engine-wide buffer; a used-up read budget puts the
+ * session back on the run list). The core's ops->close destroys the
+ * socket; the memory goes at the end of the engine's poll.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -44,6 +44,23 @@ op_send(void *t, const void *buf, size_t len)
 		if (errno == EAGAIN)
 			return 0;
 		return -errno;
+	}
+}
+
+static ssize_t
+op_recv(void *t, void *buf, size_t len)
+{
+	struct ksock_sess *s = t;
+
+	for (;;) {
+		ssize_t n = recv(s->fd, buf, len, 0);
+
+		if (n >= 0) {
+			s->e->st.bytes_in += (uint64_t)n;
+			return n;
+		}
+		if (errno != EINTR)
+			return -errno;
 	}
 }
 
@@ -106,64 +123,11 @@ op_close(void *t, int abort)
 
 const struct mps_ops ksock_mps_ops = {
 	.send = op_send,
+	.recv = op_recv,
 	.pause = op_pause,
 	.unpause = op_unpause,
 	.close = op_close,
 };
-
-/* ---------------------------------------------------------------- */
-/* connect                                                            */
-/* ---------------------------------------------------------------- */
-
-static void
-connect_failed(struct ksock_sess *s, int err, int timed_out)
-{
-	if (timed_out)
-		s->e->st.connect_timeouts++;
-	else
-		s->e->st.connect_failed++;
-	mps_on_connect_failed(&s->core, err, timed_out ? s->e->connect_timeout_ms : 0);
-}
-
-/* ---------------------------------------------------------------- */
-/* socket input                                                       */
-/* ---------------------------------------------------------------- */
-
-static void
-sess_read(struct ksock_sess *s, uint64_t now)
-{
-	size_t budget = 0;
-
-	while (s->state == KS_RUNNING && s->readable && mps_input_ready(&s->core)) {
-		ssize_t n;
-
-		if (budget >= KSOCK_READ_BUDGET) {
-			ksock_run_add(s);
-			return;
-		}
-		n = recv(s->fd, s->e->rxbuf, sizeof(s->e->rxbuf), 0);
-		if (n > 0) {
-			s->e->st.bytes_in += (uint64_t)n;
-			budget += (size_t)n;
-			mps_on_input(&s->core, s->e->rxbuf, (size_t)n, now);
-			continue;
-		}
-		if (n == 0) {
-			s->readable = 0;
-			mps_on_eof(&s->core, now);
-			return;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN) {
-			s->readable = 0;
-			return;
-		}
-		s->readable = 0;
-		mps_on_error(&s->core, -errno, now);
-		return;
-	}
-}
 
 /* ---------------------------------------------------------------- */
 /* processing                                                         */
@@ -182,7 +146,7 @@ ksock_sess_process(struct ksock_sess *s, uint64_t now)
 		socklen_t l = sizeof(soerr);
 
 		if (s->err != 0 || s->abort) {
-			connect_failed(s, s->err != 0 ? s->err : -ECANCELED, 0);
+			mps_on_connect_failed(&s->core, s->err != 0 ? s->err : -ECANCELED, 0);
 			return;
 		}
 		if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0)
@@ -190,7 +154,7 @@ ksock_sess_process(struct ksock_sess *s, uint64_t now)
 		if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &l) < 0)
 			soerr = errno;
 		if (soerr != 0) {
-			connect_failed(s, -soerr, 0);
+			mps_on_connect_failed(&s->core, -soerr, 0);
 			return;
 		}
 		if ((ev & EPOLLOUT) == 0)
@@ -198,10 +162,9 @@ ksock_sess_process(struct ksock_sess *s, uint64_t now)
 		s->state = KS_RUNNING;
 		s->e->st.connected++;
 		mps_on_connected(&s->core, now);
-		ev |= EPOLLIN;	/* the greeting may already be there */
 	}
 	if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		s->readable = 1;
+		mps_on_readable(&s->core);
 	if (s->async_ready) {
 		s->async_ready = 0;
 		mps_on_async_ready(&s->core, now);
@@ -211,7 +174,8 @@ ksock_sess_process(struct ksock_sess *s, uint64_t now)
 		mps_abort(&s->core, now);
 	}
 	mps_pump(&s->core, now);
-	sess_read(s, now);
+	if (mps_read(&s->core, s->e->rxbuf, sizeof(s->e->rxbuf), now))
+		ksock_run_add(s);
 	if (s->state != KS_DEAD)
 		ksock_note_deadline(s->e, mps_deadline(&s->core));
 }
@@ -222,7 +186,7 @@ ksock_sess_timers(struct ksock_sess *s, uint64_t now)
 	switch (s->state) {
 	case KS_CONNECTING:
 		if (now >= s->conn_deadline)
-			connect_failed(s, -ETIMEDOUT, 1);
+			mps_on_connect_failed(&s->core, -ETIMEDOUT, s->e->connect_timeout_ms);
 		else
 			ksock_note_deadline(s->e, s->conn_deadline);
 		return;

@@ -2,9 +2,10 @@
  * The userspace-TCP session engine (include/usock.h): the utcp transport
  * of the session core. A session is a pool slot holding a struct
  * mps_sess and its utcp connection. usock_on_event() maps stack events
- * onto the core (connected, readable -> utcp_recv -> mps_on_input, peer
- * FIN -> mps_on_eof, writable -> mps_pump, error -> connect failure or
- * mps_on_error); usock_poll() runs, in order: the slots of sessions that
+ * onto the core (connected, readable or peer FIN -> mps_on_readable and
+ * a turn whose mps_read takes the bytes through ops->recv = utcp_recv,
+ * writable -> mps_pump, error -> connect failure or mps_on_error);
+ * usock_poll() runs, in order: the slots of sessions that
  * ended go back to the pool, paused TLS jobs whose wait fd (private
  * epoll, checked with a zero timeout) or ctx ready list says ready, the
  * run list (sessions with a deferred turn: a connect that failed at
@@ -33,8 +34,6 @@
 #define AFD_MAX 4
 #define EV_BATCH 64
 #define READY_BATCH 64
-/* bytes read from one session per turn before the others get theirs */
-#define READ_BUDGET (256 * 1024)
 
 enum usock_sess_state {
 	US_FREE = 0,
@@ -51,10 +50,8 @@ struct usock_sess {
 	uint32_t id;
 	uint8_t state;		/* enum usock_sess_state */
 	uint8_t on_run;
-	uint8_t readable;	/* utcp may have bytes for us */
 	uint8_t async_ready;
 	uint8_t abort;
-	uint8_t reset;		/* close with utcp_abort */
 	uint8_t n_afd;
 	int afd[AFD_MAX];
 	int err;		/* connect failure to report from usock_poll */
@@ -129,6 +126,19 @@ op_send(void *t, const void *buf, size_t len)
 	return n;
 }
 
+static ssize_t
+op_recv(void *t, void *buf, size_t len)
+{
+	struct usock_sess *s = t;
+	ssize_t n = utcp_recv(s->c, buf, len);
+
+	if (n > 0)
+		s->e->st.bytes_in += (uint64_t)n;
+	else if (n < 0 && n != -EAGAIN)
+		return -ECONNRESET;	/* -ENOTCONN: the connection died under us */
+	return n;
+}
+
 static void
 afd_clear(struct usock_sess *s)
 {
@@ -172,7 +182,7 @@ op_close(void *t, int abort)
 	afd_clear(s);
 	if (s->c != NULL) {
 		utcp_conn_set_user(s->c, NULL);
-		if (s->reset || abort)
+		if (abort)
 			utcp_abort(s->c);
 		else
 			utcp_close(s->c);
@@ -185,6 +195,7 @@ op_close(void *t, int abort)
 
 static const struct mps_ops usock_mps_ops = {
 	.send = op_send,
+	.recv = op_recv,
 	.pause = op_pause,
 	.unpause = op_unpause,
 	.close = op_close,
@@ -338,44 +349,12 @@ reason_errno(enum utcp_err_reason r)
 	}
 }
 
-static void
-connect_failed(struct usock_sess *s, int err, int timed_out)
-{
-	if (timed_out) {
-		s->e->st.connect_timeouts++;
-		s->reset = 1;
-	} else {
-		s->e->st.connect_failed++;
-	}
-	mps_on_connect_failed(&s->core, err, timed_out ? s->e->connect_timeout_ms : 0);
-}
-
+/* Read what utcp has for the session (mps_read); a used-up budget: a later turn. */
 static void
 sess_read(struct usock_sess *s, uint64_t now)
 {
-	size_t budget = 0;
-
-	while (s->state == US_RUNNING && s->readable && mps_input_ready(&s->core)) {
-		ssize_t n;
-
-		if (budget >= READ_BUDGET) {
-			run_add(s);
-			return;
-		}
-		n = utcp_recv(s->c, s->e->rbuf, sizeof(s->e->rbuf));
-		if (n > 0) {
-			s->e->st.bytes_in += (uint64_t)n;
-			budget += (size_t)n;
-			mps_on_input(&s->core, s->e->rbuf, (size_t)n, now);
-			continue;
-		}
-		s->readable = 0;
-		if (n == 0)
-			mps_on_eof(&s->core, now);
-		else if (n != -EAGAIN)
-			mps_on_error(&s->core, -ECONNRESET, now);
-		return;
-	}
+	if (mps_read(&s->core, s->e->rbuf, sizeof(s->e->rbuf), now))
+		run_add(s);
 }
 
 /* One turn: async resumption, abort, output, input. */
@@ -384,7 +363,7 @@ sess_turn(struct usock_sess *s, uint64_t now)
 {
 	if (s->state == US_CONNECTING) {
 		if (s->err != 0 || s->abort)
-			connect_failed(s, s->err != 0 ? s->err : -ECANCELED, 0);
+			mps_on_connect_failed(&s->core, s->err != 0 ? s->err : -ECANCELED, 0);
 		return;
 	}
 	if (s->state != US_RUNNING)
@@ -420,29 +399,28 @@ usock_on_event(struct usock_engine *e, const struct utcp_event *ev, uint64_t now
 		s->state = US_RUNNING;
 		e->st.connected++;
 		mps_on_connected(&s->core, now);
-		s->readable = 1;
 		break;
 	case UTCP_EV_READABLE:
 	case UTCP_EV_PEER_CLOSED:
-		s->readable = 1;
+		mps_on_readable(&s->core);
 		break;
 	case UTCP_EV_WRITABLE:
 		break;
 	case UTCP_EV_CLOSED:
 		/* both directions closed under us: read what is left, then end */
-		s->readable = 1;
+		mps_on_readable(&s->core);
 		sess_turn(s, now);
 		if (s->state == US_RUNNING)
 			mps_on_error(&s->core, -EPIPE, now);
 		return;
 	case UTCP_EV_ERROR:
 		if (s->state == US_CONNECTING) {
-			connect_failed(s, reason_errno(ev->reason), 0);
+			mps_on_connect_failed(&s->core, reason_errno(ev->reason), 0);
 			return;
 		}
 		e->st.resets++;
 		/* bytes that arrived before the reset still count */
-		s->readable = 1;
+		mps_on_readable(&s->core);
 		sess_read(s, now);
 		mps_on_error(&s->core, reason_errno(ev->reason), now);
 		return;
@@ -480,7 +458,7 @@ run_timers(struct usock_engine *e, uint64_t now)
 
 		if (s->state == US_CONNECTING) {
 			if (now >= s->conn_deadline && s->err == 0)
-				connect_failed(s, -ETIMEDOUT, 1);
+				mps_on_connect_failed(&s->core, -ETIMEDOUT, e->connect_timeout_ms);
 			else
 				note_deadline(e, s->conn_deadline);
 		} else if (s->state == US_RUNNING) {
@@ -566,6 +544,8 @@ void
 usock_engine_stats(const struct usock_engine *e, struct usock_stats *st)
 {
 	*st = e->st;
+	st->connect_failed = e->st.core.connect_failed;
+	st->connect_timeouts = e->st.core.connect_timeouts;
 	st->pool_free = e->nfree;
 }
 
