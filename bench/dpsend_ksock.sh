@@ -40,7 +40,7 @@ open(d + "/msg.eml", "w").write("From: <sender@pf.test>\nTo: <x@bench.test>\nSub
     "".join("line %d of a short notification body\n" % i for i in range(40)))
 open(d + "/rcpts.txt", "w").write("".join("u%d@bench.test\n" % i for i in range(100)))
 PY
-COMMON=(--server mx1.pf.test:25 --from sender@pf.test --rcpt-file "$MP_TMP/rcpts.txt"
+COMMON=(--server mx1.pf.test:25 --from sender@pf.test --helo client.pf.test --rcpt-file "$MP_TMP/rcpts.txt"
 	--message "$MP_TMP/msg.eml" --count "$MSGS" --sessions "$SESS" --msgs-per-conn 100
 	--tls "$POLICY" --ca "$D/certs/ca.pem" --quiet --timeout 600)
 ip netns exec "$CNS" "$KSEND" "${COMMON[@]}" --connect 198.19.51.10 \

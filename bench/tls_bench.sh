@@ -269,7 +269,7 @@ c_smtpsend() {
 	ip netns exec "$CNS" bash -c 'ulimit -n 200000 2>/dev/null; exec "$@"' smtpsend \
 		"${PIN_CLIENT[@]}" \
 		"$CPURUN" "$RUN/cpu.json" -- "$SMTPSEND" --server "$SINK_NAME:25" --connect "$SINK_IP" \
-		--from "$FROM" --rcpt "$RCPT" --message "$MSGS/$SC_MSG.eml" --count "$SC_N" \
+		--from "$FROM" --helo client.bench.test --rcpt "$RCPT" --message "$MSGS/$SC_MSG.eml" --count "$SC_N" \
 		--sessions "$SC_S" --msgs-per-conn "$SC_MPC" --tls verify --ca "$CERTS/ca.pem" \
 		--quiet --timeout "$TMO" >"$RUN/out.json" 2>"$RUN/err.log"
 	local rc=$?
@@ -372,7 +372,7 @@ c_dpdk() {
 		--vdev "net_tap0,iface=$tap" --ip 198.19.51.2/24 --gw 198.19.51.1 \
 		--lcores "${SINK_CPU:-0},${CLIENT_CPU:-1}" --file-prefix "mptb$MP_SUFFIX" \
 		--server "$SINK_NAME:25" --connect "$SINK_IP" \
-		--from "$FROM" --rcpt "$RCPT" --message "$MSGS/$SC_MSG.eml" --count "$SC_N" \
+		--from "$FROM" --helo client.bench.test --rcpt "$RCPT" --message "$MSGS/$SC_MSG.eml" --count "$SC_N" \
 		--sessions "$SC_S" --msgs-per-conn "$SC_MPC" --tls verify --ca "$CERTS/ca.pem" \
 		--quiet --timeout "$TMO" >"$RUN/out.json" 2>"$RUN/err.log"
 	local rc=$?
@@ -440,7 +440,7 @@ perf_profile() { # perf_profile SCENARIO CERT RESUME MSG COUNT SESSIONS MPC
 	sink_start
 	ip netns exec "$CNS" "${PIN_CLIENT[@]}" \
 		perf record -q -g -o "$RUN/perf.data" -- "$SMTPSEND" --server "$SINK_NAME:25" \
-		--connect "$SINK_IP" --from "$FROM" --rcpt "$RCPT" --message "$MSGS/$SC_MSG.eml" \
+		--connect "$SINK_IP" --from "$FROM" --helo client.bench.test --rcpt "$RCPT" --message "$MSGS/$SC_MSG.eml" \
 		--count "$SC_N" --sessions "$SC_S" --msgs-per-conn "$SC_MPC" --tls verify \
 		--ca "$CERTS/ca.pem" --quiet --timeout "$TMO" >/dev/null 2>"$RUN/perf.log"
 	sink_stop

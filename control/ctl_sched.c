@@ -17,8 +17,10 @@
  * bucket allow, all for the same server and TLS policy. Outcomes: 2xx
  * delivered, 5xx bounced, local failures failed; a 4xx, a timeout or a
  * failed connect goes to the next server of the route within the same
- * attempt when the connect failed or the server said 421, to a plaintext
- * connection when STARTTLS failed under opportunistic TLS, otherwise to the
+ * attempt when the host failed the session (no connection, greeting or
+ * EHLO/HELO refused even with 5xx, 421, no TLS under required/verify:
+ * session_failed), to a plaintext connection when STARTTLS failed under
+ * opportunistic TLS, otherwise to the
  * retry set (ctl_retry), or failed once past the campaign's maximum age.
  * Each outcome is one queued write (ctl_results.c); once every recipient
  * of a batch is written the batch is acknowledged and deleted.
@@ -734,6 +736,27 @@ route_fail_all(struct ctl_sched *s, struct sdom *d, uint64_t now)
 	}
 }
 
+/*
+ * The host, not the recipient, failed: no connection, a greeting or
+ * EHLO/HELO refused or timed out (even with 5xx), 421, or a TLS session
+ * that "required"/"verify" needs and could not get. The next MX may well
+ * serve, so it is tried before the recipient waits for a retry.
+ */
+static int
+session_failed(const struct ctl_order *o, const struct ctl_result *res)
+{
+	switch (res->stage) {
+	case SMTP_STAGE_CONNECT:
+	case SMTP_STAGE_GREETING:
+	case SMTP_STAGE_HELO:
+		return 1;
+	case SMTP_STAGE_TLS:
+		return o->policy >= SMTP_TLS_REQUIRED || res->code == 421;
+	default:
+		return res->code == 421;
+	}
+}
+
 static void
 on_result(void *arg, struct ctl_order *o, const struct ctl_result *res)
 {
@@ -781,7 +804,7 @@ on_result(void *arg, struct ctl_order *o, const struct ctl_result *res)
 		q_push(s, d, r);
 		return;
 	}
-	if ((res->stage == SMTP_STAGE_CONNECT || res->code == 421) &&
+	if (session_failed(o, res) &&
 	    d->rstate == SD_READY && d->route.status == CTL_ROUTE_OK &&
 	    (unsigned)r->hop + 1 < d->route.n && !s->stopping) {
 		r->hop++;

@@ -182,6 +182,26 @@ struct smtp_config {
 /** Fill @p cfg with the defaults above (helo_name "localhost"). */
 void smtp_config_defaults(struct smtp_config *cfg);
 
+/**
+ * Whether @p name may be sent as the EHLO name: a fully qualified domain
+ * name (receivers with reject_non_fqdn_helo_hostname refuse anything else),
+ * which should also be the PTR name of the sending address. At least two
+ * dot-separated labels of 1-63 letters, digits and hyphens (no hyphen at
+ * either end), at most 253 characters, a top label that is not all digits,
+ * and nothing under "localhost". Address literals are refused as well.
+ * @param why receives the reason when the name is refused (may be NULL)
+ * @return 0, or -EINVAL
+ */
+int smtp_helo_name_check(const char *name, char *why, size_t whylen);
+
+/**
+ * This host's fully qualified name, for an EHLO name nobody configured:
+ * gethostname(), and its canonical name (getaddrinfo AI_CANONNAME) when
+ * that is not qualified. The result still has to pass smtp_helo_name_check.
+ * @return 0, or -ENOENT when the host has no name, -ENAMETOOLONG
+ */
+int smtp_helo_name_default(char *buf, size_t len);
+
 /** Flags the session passes to smtp_body.open(). */
 enum smtp_body_flag {
 	SMTP_BODY_DOTSTUFF = 1u << 0,	/**< DATA: source should dot-stuff */

@@ -175,7 +175,7 @@ pfb_inject() {
 	# N messages of one recipient each through the instance's own smtpd
 	# (smtpd -> cleanup -> incoming -> qmgr -> deferred: held)
 	ip netns exec "$ns" "$send" --server localhost:10025 --connect 127.0.0.1 \
-		--from "$from" --rcpt "$rcpt" --message "$msg" --count "$n" --sessions 4 \
+		--from "$from" --helo client.bench.test --rcpt "$rcpt" --message "$msg" --count "$n" --sessions 4 \
 		--msgs-per-conn 1000 --tls none --quiet --timeout 600 >"$d/inject.json" 2>"$d/inject.log"
 }
 

@@ -64,7 +64,7 @@ ctl_dconf_defaults(struct ctl_dconf *d)
 	d->max_sessions = 1024;
 	d->tcp_sndbuf = 32768;
 	d->tcp_rcvbuf = 16384;
-	d->helo = "localhost";
+	d->helo = NULL;
 	d->connect_timeout_ms = 30000;
 	ctl_retry_conf_init(&d->retry);
 }
@@ -243,6 +243,20 @@ ctl_dconf_load(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errle
 
 	/* [smtp] */
 	d->helo = ctl_conf_get_str(cf, "smtp", "helo", d->helo);
+	if (d->helo == NULL && smtp_helo_name_default(d->helo_buf, sizeof(d->helo_buf)) == 0)
+		d->helo = d->helo_buf;
+	{
+		char where[256], why[256];
+
+		if (smtp_helo_name_check(d->helo, why, sizeof(why)) < 0) {
+			mp_errf(err, errlen, "%s%s%s; set it to this host's fully qualified "
+				"name, the PTR name of its sending address",
+				ctl_conf_where(cf, "smtp", "helo", where, sizeof(where)),
+				ctl_conf_get(cf, "smtp", "helo") == NULL ?
+				"unset, and this host's own name is no use: " : "", why);
+			return -EINVAL;
+		}
+	}
 	MS("smtp", "connect_timeout", 100, 600000, d->connect_timeout_ms, d->connect_timeout_ms);
 	MS("smtp", "command_timeout", 0, 3600000, 0, d->command_timeout_ms);
 

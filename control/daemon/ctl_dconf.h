@@ -51,7 +51,8 @@ struct ctl_dconf {
 	/* [tls] */
 	struct tls_ctx_conf tls;
 	/* [smtp] */
-	const char *helo;
+	const char *helo;		/* checked FQDN (smtp_helo_name_check) */
+	char helo_buf[256];		/* the host's own name when none is set */
 	uint64_t connect_timeout_ms;
 	uint64_t command_timeout_ms;	/* 0 = RFC 5321 defaults */
 	/* [shaping], [shaping.domains] */

@@ -26,6 +26,7 @@
 #include "ctl_sched.h"
 #include "ctl_shape.h"
 #include "mp_log.h"
+#include "smtp.h"
 #include "tls.h"
 
 static volatile sig_atomic_t got_term;
@@ -54,6 +55,8 @@ usage(FILE *f)
 "  --min-idle MS          XAUTOCLAIM min-idle (default 60000)\n"
 "  --batches N            batches held at once (default 32)\n"
 "  --helo NAME --ca FILE --tls-min 1.2|1.3\n"
+"                         (--helo: this host's FQDN, default its own name;\n"
+"                         refused unless fully qualified)\n"
 "  --connect-timeout MS --smtp-timeout MS\n"
 "  --until-idle           exit 0 when nothing is left to do\n"
 "  --grace S              SIGTERM: seconds for sessions in flight (default 30)\n"
@@ -118,7 +121,7 @@ main(int argc, char **argv)
 	const char *routes[64], *shapes[64];
 	unsigned nroutes = 0, nshapes = 0;
 	unsigned long long v;
-	char consumer[128], host[64], err[512];
+	char consumer[128], host[64], helo[256], err[512];
 	int until_idle = 0, stats = 0, c, rc = 0;
 	unsigned long long grace_s = 30, timeout_s = 0;
 	struct ctl_dns *dns = NULL;
@@ -195,6 +198,13 @@ main(int argc, char **argv)
 	}
 	if (ctl_retry_conf_check(&sc.retry) < 0) {
 		fprintf(stderr, "mp-deliver: bad retry settings (base >= 1 s, factor >= 100, cap >= base)\n");
+		return 1;
+	}
+	if (kc.helo_name == NULL && smtp_helo_name_default(helo, sizeof(helo)) == 0)
+		kc.helo_name = helo;
+	if (smtp_helo_name_check(kc.helo_name, err, sizeof(err)) < 0) {
+		fprintf(stderr, "mp-deliver: --helo: %s; give this host's fully qualified name, "
+			"the PTR name of its sending address\n", err);
 		return 1;
 	}
 	if (tls_alloc_init() < 0)

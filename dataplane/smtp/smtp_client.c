@@ -18,10 +18,13 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "mp_log.h"
 #include "smtp.h"
@@ -112,6 +115,87 @@ smtp_config_defaults(struct smtp_config *cfg)
 	cfg->t_data_init = 2 * 60 * 1000;
 	cfg->t_data_block = 3 * 60 * 1000;
 	cfg->t_data_term = 10 * 60 * 1000;
+}
+
+static int
+helo_refuse(char *why, size_t whylen, const char *fmt, const char *name)
+{
+	if (why != NULL && whylen > 0)
+		snprintf(why, whylen, fmt, name);
+	return -EINVAL;
+}
+
+int
+smtp_helo_name_check(const char *name, char *why, size_t whylen)
+{
+	const char *label, *p;
+	size_t n;
+	unsigned labels = 0;
+	int digits_only = 1;
+
+	if (name == NULL || name[0] == '\0')
+		return helo_refuse(why, whylen, "the EHLO name is empty%s", "");
+	n = strlen(name);
+	if (name[0] == '[')
+		return helo_refuse(why, whylen, "'%.100s' is an address literal, not a host name", name);
+	if (n > 253)
+		return helo_refuse(why, whylen, "'%.60s...' is longer than 253 characters", name);
+	for (label = name; ; label = p + 1) {
+		size_t len;
+
+		p = strchr(label, '.');
+		len = p != NULL ? (size_t)(p - label) : strlen(label);
+		if (len == 0 || len > 63)
+			return helo_refuse(why, whylen, "'%.100s' has an empty or over-long label", name);
+		if (label[0] == '-' || label[len - 1] == '-')
+			return helo_refuse(why, whylen, "'%.100s' has a label starting or ending with '-'", name);
+		digits_only = 1;
+		for (size_t i = 0; i < len; i++) {
+			char c = label[i];
+
+			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			      (c >= '0' && c <= '9') || c == '-'))
+				return helo_refuse(why, whylen,
+					"'%.100s' holds a character other than letters, digits, '-' and '.'", name);
+			if (c < '0' || c > '9')
+				digits_only = 0;
+		}
+		labels++;
+		if (p == NULL)
+			break;
+	}
+	if (labels < 2)
+		return helo_refuse(why, whylen, "'%.100s' is not fully qualified (no domain)", name);
+	if (digits_only)
+		return helo_refuse(why, whylen, "'%.100s' ends in a numeric label (an address?)", name);
+	if (strcasecmp(label, "localhost") == 0 || strcasecmp(name, "localhost.localdomain") == 0)
+		return helo_refuse(why, whylen, "'%.100s' names the local host, not this one", name);
+	return 0;
+}
+
+int
+smtp_helo_name_default(char *buf, size_t len)
+{
+	struct addrinfo hints, *ai = NULL;
+	char host[256];
+
+	if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+		return -ENOENT;
+	host[sizeof(host) - 1] = '\0';
+	if (strchr(host, '.') == NULL) {
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_flags = AI_CANONNAME;
+		hints.ai_family = AF_UNSPEC;
+		if (getaddrinfo(host, NULL, &hints, &ai) == 0 && ai != NULL &&
+		    ai->ai_canonname != NULL && strlen(ai->ai_canonname) < sizeof(host))
+			snprintf(host, sizeof(host), "%s", ai->ai_canonname);
+		if (ai != NULL)
+			freeaddrinfo(ai);
+	}
+	if (strlen(host) >= len)
+		return -ENAMETOOLONG;
+	snprintf(buf, len, "%s", host);
+	return 0;
 }
 
 static unsigned
@@ -993,22 +1077,28 @@ sess_reply(struct smtp_sess *s)
 		return reply_fatal(s, SMTP_OUT_DEFERRED, SMTP_ST_DONE);
 
 	switch (s->state) {
+	/*
+	 * A server that refuses the session (greeting, EHLO and then HELO)
+	 * has judged no recipient: like Postfix's smtp_skip_5xx_greeting, even
+	 * a 5xx there defers them, so the scheduler tries the next MX (or
+	 * retries later) instead of bouncing a whole queue on one broken host.
+	 */
 	case SMTP_ST_GREETING:
 		if (cls == 2)
 			return SMTP_ST_EHLO;
-		return reply_fatal(s, outcome_of(code), cls == 5 ? SMTP_ST_QUIT : SMTP_ST_DONE);
+		return reply_fatal(s, SMTP_OUT_DEFERRED, cls == 5 ? SMTP_ST_QUIT : SMTP_ST_DONE);
 	case SMTP_ST_EHLO:
 		if (cls == 2)
 			return after_helo(s);
-		if (code == 500 || code == 502 || code == 504 || code == 550) {
+		if (cls == 5) {
 			s->info.helo_fallback = 1;
 			return SMTP_ST_HELO;
 		}
-		return reply_fatal(s, outcome_of(code), SMTP_ST_QUIT);
+		return reply_fatal(s, SMTP_OUT_DEFERRED, SMTP_ST_QUIT);
 	case SMTP_ST_HELO:
 		if (cls == 2)
 			return after_helo(s);
-		return reply_fatal(s, outcome_of(code), SMTP_ST_QUIT);
+		return reply_fatal(s, SMTP_OUT_DEFERRED, SMTP_ST_QUIT);
 	case SMTP_ST_STARTTLS:
 		if (code == 220)
 			return SMTP_ST_TLS_HANDSHAKE;

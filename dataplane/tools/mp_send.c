@@ -70,6 +70,7 @@ struct run {
 	enum smtp_tls_policy policy;
 	int implicit_tls, quiet;
 	double timeout_s;
+	char helo_buf[256];		/* the host's own name when no --helo */
 	uint64_t count;
 	/* recipients and message */
 	struct rcpt *rc;
@@ -867,7 +868,8 @@ usage(FILE *f)
 "  --server HOST[:PORT]  SMTP server; HOST is the SNI / certificate name\n"
 "                        (port 25 by default)\n"
 "  --connect IP          connect to this IPv4 address instead of resolving HOST\n"
-"  --helo NAME           EHLO name (default: localhost)\n"
+"  --helo NAME           EHLO name: this host's FQDN (default: its own name;\n"
+"                        refused unless fully qualified)\n"
 "recipients (at least one):\n"
 "  --rcpt ADDR           a recipient (repeatable)\n"
 "  --rcpt-file FILE      one address per line ('#' comments, blank lines skipped)\n"
@@ -1217,8 +1219,14 @@ mpsend_parse(const struct mpsend_cli *cli, int argc, char **argv, int *rest)
 	}
 
 	smtp_config_defaults(&R.smtp);
-	if (helo != NULL)
-		R.smtp.helo_name = helo;
+	if (helo == NULL && smtp_helo_name_default(R.helo_buf, sizeof(R.helo_buf)) == 0)
+		helo = R.helo_buf;
+	if (smtp_helo_name_check(helo, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s: --helo: %s; give this host's fully qualified name, "
+			"the PTR name of its sending address\n", R.cli->prog, err);
+		return -1;
+	}
+	R.smtp.helo_name = helo;
 	R.smtp.max_rcpt_per_txn = R.rcpt_per_txn;
 	R.smtp.tls_policy = R.policy;
 	tconf->ca_file = ca;

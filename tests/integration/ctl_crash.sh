@@ -58,7 +58,7 @@ ROUTE="*=127.0.0.1:$SPORT"
 MAXC=2
 MPC=10
 # 1. A: slow (20 msg/s per domain), killed after some deliveries
-"$DELIVER" --redis "$URL" --consumer A --route "$ROUTE" --max-conns $MAXC \
+"$DELIVER" --redis "$URL" --helo client.sender.test --consumer A --route "$ROUTE" --max-conns $MAXC \
 	--msgs-per-conn $MPC --rate 20 --burst 5 --stats >"$MP_TMP/a.out" 2>"$MP_TMP/a.log" &
 A=$!
 MP_PIDS+=("$A")
@@ -86,7 +86,7 @@ mp_wait_for 30 sink_quiet || mp_fail "the sink still holds connections of A 30 s
 SINK_A=$(find "$MP_TMP/sink" -type f | wc -l)
 
 # 2. B: claims after 1.5 s idle, SIGTERM while busy -> exit 0 within grace
-"$DELIVER" --redis "$URL" --consumer B --route "$ROUTE" --max-conns $MAXC \
+"$DELIVER" --redis "$URL" --helo client.sender.test --consumer B --route "$ROUTE" --max-conns $MAXC \
 	--msgs-per-conn $MPC --rate 20 --burst 5 --min-idle 1500 --grace 20 \
 	--stats >"$MP_TMP/b.out" 2>"$MP_TMP/b.log" &
 B=$!
@@ -113,7 +113,7 @@ echo "B stopped: delivered=$DB sink=$SINK_B"
 	mp_fail "B: sink got $((SINK_B - SINK_A)) messages, $((DB - DA)) recorded"
 
 # 3. C: claims the rest and runs until nothing is left
-timeout 300 "$DELIVER" --redis "$URL" --consumer C --route "$ROUTE" --min-idle 500 \
+timeout 300 "$DELIVER" --redis "$URL" --helo client.sender.test --consumer C --route "$ROUTE" --min-idle 500 \
 	--until-idle --timeout 240 --stats >"$MP_TMP/c.out" 2>"$MP_TMP/c.log" ||
 	mp_fail "C exited $?"
 

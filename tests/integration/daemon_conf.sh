@@ -41,6 +41,16 @@ bad gateway 300.1.1.1 "[dataplane] gateway"
 bad ip 10.0.0.1/40 "[dataplane] ip"
 bad rate fast "[shaping] rate"
 bad cap 1s "[retry] cap"
+bad helo localhost "[smtp] helo: 'localhost' is not fully qualified"
+bad helo "[192.0.2.1]" "[smtp] helo: '[192.0.2.1]' is an address literal"
+# unset on a host whose own name is not qualified: refused, saying so
+if [ "$(hostname)" = "${HOSTNAME%%.*}" ] && ! getent ahosts "$(hostname)" 2>/dev/null | grep -q '\.'; then
+	grep -v '^helo = ' "$T/all.conf" >"$T/nohelo.conf"
+	"$MP" --config "$T/nohelo.conf" --check-config >"$T/out" 2>"$T/err"
+	rc=$?
+	[ $rc -eq 2 ] && grep -q "\[smtp\] helo: unset, and this host's own name is no use" "$T/err" ||
+		fail "helo unset on an unqualified host: exit $rc: $(cat "$T/err")"
+fi
 printf '[smtp]\nhelo_name = x\n' >>"$T/all.conf"
 "$MP" --config "$T/all.conf" --check-config >"$T/out" 2>"$T/err"
 rc=$?

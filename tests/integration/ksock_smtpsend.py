@@ -43,6 +43,9 @@ def free_port():
 
 
 def run(args, timeout=60):
+    # a fully qualified EHLO name, unless the case sets its own
+    if "--helo" not in args:
+        args = ["--helo", "client.test"] + args
     p = subprocess.run([BIN] + args, capture_output=True, text=True, timeout=timeout)
     recs, summary = [], None
     for line in p.stdout.splitlines():
@@ -228,6 +231,11 @@ def tls_cases(tmp, msg):
     try:
         base = ["--server", "mx.test:%d" % srv.port, "--connect", "127.0.0.1",
                 "--from", "s@client.test", "--message", msg]
+        # an EHLO name that is not fully qualified is refused before any connection
+        for bad in ("localhost", "vm", "[127.0.0.1]"):
+            rc, recs, summ, err = run(["--helo", bad] + base + ["--rcpt", "a@dest.test"])
+            check(rc != 0 and "--helo" in err and "fully qualified" in err and not recs,
+                  "--helo %s refused (%d, %s)" % (bad, rc, err.strip()))
         # verify against our CA; one message per connection: the second resumes
         rc, recs, summ, err = run(base + ["--rcpt", "a@dest.test", "--rcpt", "b@dest.test",
                                           "--tls", "verify", "--ca", ca,
@@ -425,7 +433,7 @@ def main():
         read_dumps(dumpdir)
 
         # 6: --quiet prints the summary only
-        p = subprocess.run([BIN] + server + ["--from", "s@client.test", "--rcpt", "x@dest.test",
+        p = subprocess.run([BIN, "--helo", "client.test"] + server + ["--from", "s@client.test", "--rcpt", "x@dest.test",
                                              "--message", msg, "--quiet"],
                            capture_output=True, text=True, timeout=30)
         lines = p.stdout.splitlines()

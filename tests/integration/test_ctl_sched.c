@@ -356,6 +356,27 @@ tb_answer(struct tb *t, struct ctl_order *o)
 			r.outcome = SMTP_OUT_DEFERRED;
 			r.stage = SMTP_STAGE_CONNECT;
 			snprintf(r.text, sizeof(r.text), "connect 127.0.0.71:25: Connection refused");
+		} else if (strcmp(o->domain, "refuse.test") == 0 &&
+		    o->addr.sin_addr.s_addr == htonl(0x7f000051)) {
+			/* its first MX greets with 554: the SMTP client defers */
+			r.outcome = SMTP_OUT_DEFERRED;
+			r.stage = SMTP_STAGE_GREETING;
+			r.code = 554;
+			snprintf(r.text, sizeof(r.text), "554 5.7.1 no service");
+		} else if (strcmp(o->domain, "tlsbad.test") == 0 &&
+		    o->addr.sin_addr.s_addr == htonl(0x7f000065)) {
+			/* its first MX's certificate does not verify */
+			r.outcome = SMTP_OUT_DEFERRED;
+			r.stage = SMTP_STAGE_TLS;
+			snprintf(r.text, sizeof(r.text), "TLS handshake with mx1.tlsbad.test failed: "
+				"expired: certificate has expired");
+		} else if (strcmp(o->domain, "only.test") == 0) {
+			/* its only MX refuses EHLO and HELO */
+			r.outcome = SMTP_OUT_DEFERRED;
+			r.stage = SMTP_STAGE_HELO;
+			r.code = 550;
+			snprintf(r.esc, sizeof(r.esc), "5.7.1");
+			snprintf(r.text, sizeof(r.text), "550 5.7.1 HELO refused");
 		} else if (strcmp(o->domain, "slow.test") == 0) {
 			r.outcome = SMTP_OUT_DEFERRED;
 			r.stage = SMTP_STAGE_RCPT;
@@ -1026,14 +1047,17 @@ dns_wait_ready(const char *servers, pid_t pid)
 }
 
 /* MX resolution through a real DNS server (dnsmasq on loopback): a 421
- * from the preferred MX and a refused connect both move the recipients to
- * the next MX within the same attempt; null MX and NXDOMAIN bounce without
+ * from the preferred MX, a refused connect and a 5xx greeting all move the
+ * recipients to the next MX within the same attempt, and so does a TLS
+ * failure where the domain's policy is "verify"; a single MX that
+ * refuses the session with 5xx (EHLO, then HELO) defers them until the
+ * maximum age (failed, never bounced); null MX and NXDOMAIN bounce without
  * a session; a domain whose MX host cannot be resolved is deferred */
 static void
 test_mx_fallback(void)
 {
 	static const char *const doms[] = { "busy.test", "down.test", "null.test", "nx.test",
-		"temp.test" };
+		"temp.test", "refuse.test", "only.test", "tlsbad.test" };
 	char servers[64], port[32];
 	pid_t dpid;
 	struct rig g;
@@ -1056,6 +1080,11 @@ test_mx_fallback(void)
 			"--host-record=mx1.busy.test,127.0.0.61", "--host-record=mx2.busy.test,127.0.0.62",
 			"--mx-host=down.test,mx1.down.test,10", "--mx-host=down.test,mx2.down.test,20",
 			"--host-record=mx1.down.test,127.0.0.71", "--host-record=mx2.down.test,127.0.0.72",
+			"--mx-host=refuse.test,mx1.refuse.test,10", "--mx-host=refuse.test,mx2.refuse.test,20",
+			"--host-record=mx1.refuse.test,127.0.0.81", "--host-record=mx2.refuse.test,127.0.0.82",
+			"--mx-host=only.test,mx.only.test,10", "--host-record=mx.only.test,127.0.0.91",
+			"--mx-host=tlsbad.test,mx1.tlsbad.test,10", "--mx-host=tlsbad.test,mx2.tlsbad.test,20",
+			"--host-record=mx1.tlsbad.test,127.0.0.101", "--host-record=mx2.tlsbad.test,127.0.0.102",
 			"--mx-host=null.test,.,0", "--mx-host=temp.test,mx.other.example,10",
 			(char *)NULL);
 		_exit(127);
@@ -1079,7 +1108,9 @@ test_mx_fallback(void)
 	}
 	rig_dns_servers = NULL;
 	g.tb->sess_ms = 0;
-	seed("mx", doms, 5, 6, 10, 1, "running");	/* max age 1 s: temp.test fails soon */
+	seed("mx", doms, 8, 6, 10, 1, "running");	/* max age 1 s: temp.test fails soon */
+	/* tlsbad.test must be verified: its first MX's certificate fails */
+	cmd("HSET mp:campaign:mx tls_overrides {\"tlsbad.test\":\"verify\"}");
 	/* 4000 steps of test time, bounded by 60 s real */
 	for (uint64_t i = 0, end = mono_ms() + 60000; i < 4000 && mono_ms() < end;) {
 		redisReply *r;
@@ -1126,11 +1157,30 @@ test_mx_fallback(void)
 		CHECK(strstr(json_string_value(json_object_get(j, "text")), "tempfail") != NULL);
 		json_decref(j);
 	}
-	CHECK_EQ(ctl_sched_stats(g.s)->mx_fallbacks, 12);
-	CHECK_EQ(count("mx", "delivered"), 12);
+	{
+		json_t *j = rcpt_state("mx", "u4@refuse.test");
+
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "delivered");
+		CHECK_STREQ(json_string_value(json_object_get(j, "mx")), "mx2.refuse.test");
+		CHECK_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
+		json_decref(j);
+		j = rcpt_state("mx", "u0@tlsbad.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "delivered");
+		CHECK_STREQ(json_string_value(json_object_get(j, "mx")), "mx2.tlsbad.test");
+		CHECK_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
+		json_decref(j);
+		j = rcpt_state("mx", "u1@only.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "failed");
+		CHECK(strstr(json_string_value(json_object_get(j, "text")), "550 5.7.1 HELO refused") != NULL);
+		CHECK(json_integer_value(json_object_get(j, "attempts")) >= 2);
+		json_decref(j);
+	}
+	CHECK_EQ(ctl_sched_stats(g.s)->mx_fallbacks, 24);
+	CHECK_EQ(ctl_sched_stats(g.s)->plaintext_retries, 0);
+	CHECK_EQ(count("mx", "delivered"), 24);
 	CHECK_EQ(count("mx", "bounced"), 12);
-	CHECK_EQ(count("mx", "failed"), 6);
-	check_consistent("mx", 30);
+	CHECK_EQ(count("mx", "failed"), 12);
+	check_consistent("mx", 48);
 	CHECK_EQ(rint_cmd("HGET %s %s", "mp:tls:down.test", "connect_failed"), 1);
 	rig_free(&g);
 	kill(dpid, SIGTERM);

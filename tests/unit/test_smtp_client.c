@@ -285,8 +285,70 @@ test_greeting_421_defers_all(void)
 	CHECK_EQ(smtp_sess_deadline(&H.s), UINT64_MAX);
 }
 
+/*
+ * A 5xx greeting refuses the session, not the recipients: they are
+ * deferred at stage greeting with the reply, so the scheduler tries the
+ * next MX (smtp_skip_5xx_greeting in Postfix) and never bounces them.
+ */
 static void
-test_greeting_554_bounces_and_quits(void)
+test_greeting_554_defers_and_quits(void)
+{
+	static const char *const r1[] = { "a@y.org", "b@y.org" };
+	struct membody b = { body_raw, sizeof(body_raw) - 1 };
+
+	h_init(SMTP_TLS_OPPORTUNISTIC);
+	add_txn("s@x.org", r1, 2, &b, -1, NULL);
+	h_start();
+	srv("554 5.7.1 no service for you\r\n");
+	EXPECT_W("QUIT\r\n");
+	CHECK_EQ(H.nres, 2);
+	for (int i = 0; i < H.nres; i++) {
+		CHECK_EQ(H.res[i].outcome, SMTP_OUT_DEFERRED);
+		CHECK_EQ(H.res[i].stage, SMTP_STAGE_GREETING);
+		CHECK_EQ(H.res[i].code, 554);
+		CHECK_STREQ(H.res[i].text, "554 5.7.1 no service for you");
+	}
+	CHECK_EQ(H.closed, 0);
+	srv("221 bye\r\n");
+	CHECK_EQ(H.closed, 1);
+}
+
+/* Only a fully qualified host name goes out as the EHLO name. */
+static void
+test_helo_name_check(void)
+{
+	static const char *const good[] = { "mta1.example.com", "client.pf.test", "a.b",
+		"x-1.example.org", "MAIL.Example.COM", "1mail.example.com" };
+	static const char *const bad[] = { "", "localhost", "vm", "mail.localhost",
+		"localhost.localdomain", "[192.0.2.1]", "192.0.2.1", "-mx.example.com",
+		"mx-.example.com", "mx..example.com", "mx.example.com.", ".example.com",
+		"mx_1.example.com", "mx.example.com\r\nRSET", "m\xc3\xa4il.example.com" };
+	char why[256], big[300];
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		CHECK_EQ(smtp_helo_name_check(good[i], why, sizeof(why)), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		why[0] = '\0';
+		CHECK_EQ(smtp_helo_name_check(bad[i], why, sizeof(why)), -EINVAL);
+		CHECK(why[0] != '\0');
+	}
+	CHECK_EQ(smtp_helo_name_check(NULL, NULL, 0), -EINVAL);
+	CHECK(smtp_helo_name_check("vm", why, sizeof(why)) < 0 && strstr(why, "not fully qualified"));
+	memset(big, 'a', sizeof(big));
+	for (size_t i = 60; i < sizeof(big) - 1; i += 61)
+		big[i] = '.';
+	big[sizeof(big) - 1] = '\0';
+	CHECK_EQ(smtp_helo_name_check(big, why, sizeof(why)), -EINVAL);	/* > 253 */
+	CHECK(strstr(why, "253") != NULL);
+	/* the host's own name: whatever it is, it comes back NUL-terminated */
+	if (smtp_helo_name_default(big, sizeof(big)) == 0)
+		CHECK(strlen(big) > 0 && strlen(big) < sizeof(big));
+	CHECK_EQ(smtp_helo_name_default(big, 1), -ENAMETOOLONG);
+}
+
+/* EHLO refused with any 5xx -> HELO; HELO refused too -> deferred, not bounced. */
+static void
+test_ehlo_and_helo_refused_defer(void)
 {
 	static const char *const r1[] = { "a@y.org" };
 	struct membody b = { body_raw, sizeof(body_raw) - 1 };
@@ -294,15 +356,31 @@ test_greeting_554_bounces_and_quits(void)
 	h_init(SMTP_TLS_OPPORTUNISTIC);
 	add_txn("s@x.org", r1, 1, &b, -1, NULL);
 	h_start();
-	srv("554 5.7.1 no service for you\r\n");
+	srv(GREET);
+	EXPECT_W(EHLO_C);
+	srv("554 5.7.1 not you\r\n");
+	EXPECT_W("HELO client.example\r\n");
+	CHECK(smtp_sess_info(&H.s)->helo_fallback);
+	srv("550 5.7.1 still not you\r\n");
 	EXPECT_W("QUIT\r\n");
 	CHECK_EQ(H.nres, 1);
-	CHECK_EQ(H.res[0].outcome, SMTP_OUT_BOUNCED);
-	CHECK_EQ(H.res[0].stage, SMTP_STAGE_GREETING);
-	CHECK_STREQ(H.res[0].text, "554 5.7.1 no service for you");
-	CHECK_EQ(H.closed, 0);
+	CHECK_EQ(H.res[0].outcome, SMTP_OUT_DEFERRED);
+	CHECK_EQ(H.res[0].stage, SMTP_STAGE_HELO);
+	CHECK_EQ(H.res[0].code, 550);
 	srv("221 bye\r\n");
 	CHECK_EQ(H.closed, 1);
+
+	/* a 4xx to EHLO: deferred at once, no HELO */
+	h_init(SMTP_TLS_OPPORTUNISTIC);
+	add_txn("s@x.org", r1, 1, &b, -1, NULL);
+	h_start();
+	srv(GREET);
+	EXPECT_W(EHLO_C);
+	srv("451 4.3.0 try later\r\n");
+	EXPECT_W("QUIT\r\n");
+	CHECK_EQ(H.nres, 1);
+	CHECK_EQ(H.res[0].outcome, SMTP_OUT_DEFERRED);
+	CHECK_EQ(H.res[0].stage, SMTP_STAGE_HELO);
 }
 
 /* EHLO refused -> HELO, then a whole non-pipelined transaction. */
@@ -1204,7 +1282,9 @@ int
 main(void)
 {
 	test_greeting_421_defers_all();
-	test_greeting_554_bounces_and_quits();
+	test_greeting_554_defers_and_quits();
+	test_ehlo_and_helo_refused_defer();
+	test_helo_name_check();
 	test_ehlo_refused_helo_full_flow();
 	test_required_no_starttls_never_mails();
 	test_starttls_454(SMTP_TLS_REQUIRED);
