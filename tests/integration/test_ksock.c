@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -32,7 +31,6 @@
 #include <unistd.h>
 
 #include <jemalloc/jemalloc.h>
-#include <openssl/async.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -41,6 +39,7 @@
 
 #include "ksock.h"
 #include "mp_test.h"
+#include "mp_test_async.h"
 #include "mp_test_pki.h"
 
 /* ---------------------------------------------------------------- */
@@ -1063,68 +1062,12 @@ test_tls_ok_and_resume(void)
 /* async TLS jobs                                                     */
 /* ---------------------------------------------------------------- */
 
-/*
- * Acts as an asynchronous crypto provider inside the certificate check:
- * either hands OpenSSL a wait fd (an eventfd a helper thread signals
- * later) or keeps the wait ctx callback for a helper thread to call.
- */
-struct apause {
-	int use_fd;
-	atomic_int paused, resumed;
-	int efd;
-	ASYNC_callback_fn cb;
-	void *cbarg;
-	pthread_t th;
-	int th_started;
-};
-
-static void *
-signal_later(void *arg)
-{
-	struct apause *ap = arg;
-	uint64_t one = 1;
-
-	/* The stimulus: the "crypto" answers 100 ms later. Nothing asserts
-	 * on how long the job stayed paused; a later answer only has to come
-	 * within run_until_idle's 5 s bound. */
-	usleep(100000);
-	if (ap->use_fd) {
-		if (write(ap->efd, &one, sizeof(one)) != sizeof(one))
-			perror("eventfd write");
-	} else if (ap->cb != NULL) {
-		ap->cb(ap->cbarg);
-	}
-	return NULL;
-}
-
+/* The emulated provider (mp_test_async.h) pauses the certificate check. */
 static void
 pause_hook(struct tls_conn *c, void *arg)
 {
-	struct apause *ap = arg;
-	ASYNC_JOB *job = ASYNC_get_current_job();
-	ASYNC_WAIT_CTX *w;
-	static const int key;
-
 	(void)c;
-	if (job == NULL || atomic_load(&ap->paused))
-		return;
-	w = ASYNC_get_wait_ctx(job);
-	if (ap->use_fd) {
-		ap->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		ASYNC_WAIT_CTX_set_wait_fd(w, &key, ap->efd, NULL, NULL);
-	} else {
-		ASYNC_WAIT_CTX_get_callback(w, &ap->cb, &ap->cbarg);
-	}
-	atomic_store(&ap->paused, 1);
-	pthread_create(&ap->th, NULL, signal_later, ap);
-	ap->th_started = 1;
-	ASYNC_pause_job();
-	atomic_store(&ap->resumed, 1);
-	if (ap->use_fd) {
-		w = ASYNC_get_wait_ctx(ASYNC_get_current_job());
-		ASYNC_WAIT_CTX_clear_fd(w, &key);
-		close(ap->efd);
-	}
+	mp_async_prov_pause(arg);
 }
 
 static void
@@ -1132,7 +1075,9 @@ test_async(void)
 {
 	for (int use_fd = 1; use_fd >= 0; use_fd--) {
 		static struct drv d;
-		struct apause ap = { .use_fd = use_fd };
+		/* the crypto answers 100 ms after the pause; it only has to come
+		 * within run_until_idle's 5 s bound */
+		struct mp_async_prov ap = { .use_fd = use_fd, .later_ms = 100 };
 		struct tls_ctx_conf tc = { .ca_file = ca_path, .test_pause_hook = pause_hook,
 			.test_pause_arg = &ap };
 		struct srv *s = srv_start(SRV_STARTTLS, &good);
@@ -1156,8 +1101,7 @@ test_async(void)
 		CHECK_EQ(st.tls_ok, 1);
 		printf("async (%s): pauses=%llu, delivered %u\n", use_fd ? "wait fd" : "callback",
 			(unsigned long long)st.async_pauses, d.out[SMTP_OUT_DELIVERED]);
-		if (ap.th_started)
-			pthread_join(ap.th, NULL);
+		mp_async_prov_join(&ap);
 		ksock_engine_free(e);
 		srv_stop(s);
 		srv_stop(s2);

@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include <jemalloc/jemalloc.h>
-#include <openssl/async.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -24,6 +23,7 @@
 #include <openssl/x509v3.h>
 
 #include "mp_test.h"
+#include "mp_test_async.h"
 #include "mp_test_pki.h"
 #include "tls.h"
 
@@ -677,28 +677,20 @@ test_data_fragmented(void)
 
 /* --- async pause --- */
 
+/* The emulated provider (mp_test_async.h) in callback mode, signalled by
+ * the test itself, pauses only the target conn's handshake. */
 struct pause_state {
 	struct tls_conn *target;
-	int paused;
-	ASYNC_callback_fn cb;
-	void *cbarg;
+	struct mp_async_prov prov;
 };
 
 static void
 pause_hook(struct tls_conn *c, void *arg)
 {
 	struct pause_state *ps = arg;
-	ASYNC_JOB *job;
 
-	if (c != ps->target || ps->paused)
-		return;
-	job = ASYNC_get_current_job();
-	if (job == NULL)
-		return;
-	/* act as an async provider: remember how to signal, then yield */
-	ASYNC_WAIT_CTX_get_callback(ASYNC_get_wait_ctx(job), &ps->cb, &ps->cbarg);
-	ps->paused = 1;
-	ASYNC_pause_job();
+	if (c == ps->target)
+		mp_async_prov_pause(&ps->prov);
 }
 
 static void
@@ -723,9 +715,9 @@ test_async_pause(void)
 
 	ps.target = a;
 	CHECK_EQ(run_handshake(a, pa, 0), TLS_PAUSED);
-	if (ps.paused)
+	if (atomic_load(&ps.prov.paused))
 		snprintf(ev[nev++], sizeof(ev[0]), "A:paused");
-	CHECK(ps.cb != NULL);
+	CHECK(ps.prov.cb != NULL);
 	CHECK_EQ(tls_ctx_ready_drain(ctx, ready, 4), 0);
 	{
 		int fds[4];
@@ -746,10 +738,8 @@ test_async_pause(void)
 	CHECK(!tls_conn_is_open(a));
 
 	/* the provider signals completion; the worker drains the ready list */
-	if (ps.cb != NULL)
-		ps.cb(ps.cbarg);
-	if (ps.cb != NULL)
-		ps.cb(ps.cbarg);   /* a duplicate signal queues it once */
+	mp_async_prov_signal(&ps.prov);
+	mp_async_prov_signal(&ps.prov);   /* a duplicate signal queues it once */
 	CHECK_EQ(tls_ctx_ready_drain(ctx, ready, 4), 1);
 	if (ready[0] == a) {
 		snprintf(ev[nev++], sizeof(ev[0]), "A:ready");
@@ -782,8 +772,7 @@ test_async_pause(void)
 	pa = peer_new(sctx);
 	ps.target = a;
 	CHECK_EQ(run_handshake(a, pa, 0), TLS_PAUSED);
-	if (ps.cb != NULL)
-		ps.cb(ps.cbarg);
+	mp_async_prov_signal(&ps.prov);
 	CHECK_EQ(run_handshake(a, pa, 0), TLS_OK);   /* resumed without draining */
 	tls_conn_free(a);
 	peer_free(pa);
