@@ -10,7 +10,7 @@ TESTS=$(dirname "$0")/../tests/integration
 . "$TESTS/lib.sh"
 . "$TESTS/postfix.sh"
 mp_need_root
-command -v postfix >/dev/null || { echo "SKIP: postfix not installed" >&2; exit 77; }
+mp_need postfix
 KSEND=$1
 DSEND=$2
 MSGS=${MP_BENCH_MSGS:-2000}

@@ -27,7 +27,8 @@
 #       instance (bench/procstat.py on master's process group): CPU ticks
 #       of every live process plus what master reaped, so the difference
 #       of two readings is exact even when processes come and go
-#   pfb_stop DIR
+#   pfb_stop DIR                         stop the instance (mp_stop_pidfile,
+#       lib.sh: its process group, TERM then KILL)
 
 PFB_DAEMON_DIR=${PFB_DAEMON_DIR:-/usr/lib/postfix/sbin}
 PFB_DIRS=()
@@ -209,19 +210,7 @@ pfb_stat() {
 	python3 "$PFB_PROCSTAT" "$m"
 }
 
-pfb_stop() {
-	local d=$1 pid
-	[ -f "$d/master.pid" ] || return 0
-	pid=$(cat "$d/master.pid")
-	rm -f "$d/master.pid"
-	kill -TERM "$pid" 2>/dev/null
-	for _ in $(seq 100); do
-		kill -0 -- "-$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL -- "-$pid" 2>/dev/null
-	return 0
-}
+pfb_stop() { mp_stop_pidfile "$1/master.pid"; }
 
 pfb_cleanup() {
 	local d

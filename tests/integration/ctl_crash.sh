@@ -16,7 +16,7 @@
 . "$(dirname "$0")/lib.sh"
 DELIVER=$1
 CTL=$2
-command -v redis-server >/dev/null || { echo "SKIP: redis-server not installed" >&2; exit 77; }
+mp_need redis-server
 [ -x /usr/sbin/smtp-sink ] || { echo "SKIP: smtp-sink not installed" >&2; exit 77; }
 
 free_port() {

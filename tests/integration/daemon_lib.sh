@@ -21,7 +21,8 @@
 #   dm_start NAME TAP IP GW CONF [ARGS...]   a daemon in the background: DM_PID
 #   dm_redis_start / dm_redis_stop  (same port, AOF on: a restart loses nothing)
 #   R ARGS...                redis-cli against the test's Redis
-#   dm_final_check CAMPAIGN TOTAL   every recipient in exactly one final state
+# The checks at the end (every recipient in exactly one final state, counts
+# agreeing, maildirs agreeing with Redis) are mpcheck.py's, run via mp_py.
 DM_RNS=mpdr$MP_SUFFIX
 DM_SNS=mpds$MP_SUFFIX
 DM_TAP_A=mpta$MP_SUFFIX

@@ -16,7 +16,7 @@
 . "$(dirname "$0")/postfix.sh"
 . "$(dirname "$0")/daemon_lib.sh"
 mp_need_root
-command -v redis-server >/dev/null || { echo "SKIP: redis-server not installed" >&2; exit 77; }
+mp_need redis-server
 DM_MAILPUMP=$1
 CTL=$2
 SCALE=${MP_DAEMON_SCALE:-1}

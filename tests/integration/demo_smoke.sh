@@ -13,7 +13,7 @@
 # usage: demo_smoke.sh SCRIPTS_DEMO BUILD_DIR
 . "$(dirname "$0")/lib.sh"
 mp_need_root
-command -v postfix >/dev/null || { echo "SKIP: postfix not installed" >&2; exit 77; }
+mp_need postfix
 DEMO=$1
 BUILD=$2
 

@@ -29,7 +29,7 @@
 . "$(dirname "$0")/postfix.sh"
 . "$(dirname "$0")/pf_check.sh"
 mp_need_root
-command -v postfix >/dev/null || { echo "SKIP: postfix not installed" >&2; exit 77; }
+mp_need postfix
 SEND=$1
 [ -x "$SEND" ] || mp_fail "mp-dpsend not found: $SEND"
 
@@ -57,23 +57,17 @@ MAILDIR=$(pf_maildir_root "$D")
 # mappings do not mix); a normal build takes them when reserved.
 HUGE=${MP_DP_HUGE:-auto}
 
-run=0
 # send NAME SERVER_NAME IP ARGS...: one mp-dpsend run in the Postfix
-# namespace on the tap; its JSON lines end up in $OUT.
+# namespace on the tap (pf_run in pf_check.sh); its JSON lines end up in
+# $OUT.
 send() {
-	local name=$1 host=$2 ip=$3 rc
+	local name=$1 host=$2 ip=$3
 	shift 3
-	run=$((run + 1))
-	OUT=$MP_TMP/run$run.json
-	ip netns exec "$SNS" "$SEND" --server "$host:${PORT:-25}" --connect "$ip" \
+	pf_run "$name" "${EXPECT_RC:-0}" "$SNS" "$SEND" --server "$host:${PORT:-25}" --connect "$ip" \
 		--from sender@pf.test --helo client.pf.test --timeout 300 \
 		--vdev "net_tap_d$MP_SUFFIX,iface=$IF" --ip $DP_IP/24 \
-		--file-prefix "mpdps$MP_SUFFIX" --huge "$HUGE" --garp 0 --lcores 0,1 "$@" \
-		>"$OUT" 2>"$MP_TMP/run$run.log"
-	rc=$?
-	[ $rc -eq "${EXPECT_RC:-0}" ] || mp_fail "$name: mp-dpsend exited $rc"
-	tail -1 "$OUT" | grep -q '"summary"' || mp_fail "$name: no summary line"
-	! grep -q "cannot open a session" "$MP_TMP/run$run.log" || mp_fail "$name: a session open failed"
+		--file-prefix "mpdps$MP_SUFFIX" --huge "$HUGE" --garp 0 --lcores 0,1 "$@"
+	! grep -q "cannot open a session" "$PF_RUN_LOG" || mp_fail "$name: a session open failed"
 }
 check() {
 	pf_check "$OUT" "$MAILDIR" "$1" "$2"
@@ -111,16 +105,7 @@ pf_add_mailboxes "$D" -f "$MP_TMP/two.txt" || mp_fail "mailboxes"
 send "bulk" mx1.pf.test 198.19.50.10 --rcpt-file "$MP_TMP/bulk.txt" \
 	--message "$MP_TMP/traps.eml" --sessions 20 --msgs-per-conn 25 --tls verify --ca "$CA"
 check "dp bulk, verify: 500 delivered over 20 TLS 1.3 sessions" '
-assert s["recipients"] == 500 and s["delivered"] == 500, s
-assert s["sessions"] == 20 and s["tls_sessions"] == 20, s
-assert len(r) == 500 and len({x["rcpt"] for x in r}) == 500, len(r)
-sessions = {}
-for x in r:
-    assert x["outcome"] == "delivered" and x["code"] == 250, x
-    t = x["tls"]
-    assert t and t["version"] == "TLSv1.3" and t["verify"] == "ok", x
-    sessions[x["session"]] = sessions.get(x["session"], 0) + 1
-assert len(sessions) == 20 and max(sessions.values()) <= 25, sessions
+verified_bulk(500, 20, 25)
 dp = s["dataplane"]
 assert dp["workers"] == 1 and dp["handshakes"] == 20 and dp["tls_failed"] == 0, dp
 assert dp["busy_cycles"] > 0 and dp["busy_cycles_per_msg"] > 0 and dp["busy_cycles_per_handshake"] > 0, dp
@@ -133,10 +118,8 @@ print("info: dataplane", json.dumps(dp))
 '
 pf_wait_queue_empty "$D" 300 || mp_fail "queue did not drain after the bulk run"
 check "dp bulk maildirs: each recipient once, byte-exact" '
-src = open(sys.argv[1].rsplit("/", 1)[0] + "/traps.eml", "rb").read()
-want = [l.strip() for l in open(sys.argv[1].rsplit("/", 1)[0] + "/bulk.txt")]
 assert count("a.test") + count("b.test") == 500, (count("a.test"), count("b.test"))  # before two.txt
-exact(want, src, tls="TLSv1.3")
+exact(addrs("bulk.txt"), read("traps.eml"), tls="TLSv1.3")
 '
 
 # --- verify failures ------------------------------------------------------------
@@ -147,10 +130,7 @@ for c in "expired old.pf.test 198.19.50.12 expired" \
 		--message "$MP_TMP/traps.eml" --tls verify --ca "$CA"
 	check "dp verify, $kind server: $reason, not delivered" "
 assert len(r) == 2 and s['delivered'] == 0, s
-for x in r:
-    assert x['outcome'] == 'deferred' and x['stage'] == 'tls', x
-    assert x['tls'] and x['tls']['verify'] == '$reason', x
-    assert '$reason' in x['text'], x
+tls_refused('$reason')
 "
 done
 
@@ -167,10 +147,7 @@ for x in r:
 send "resume" mx1.pf.test 198.19.50.10 --rcpt r1@resume.test --rcpt r2@resume.test \
 	--message "$MP_TMP/traps.eml" --sessions 1 --msgs-per-conn 1 --tls verify --ca "$CA"
 check "dp: second connection to the same server resumes" '
-assert len(r) == 2 and s["delivered"] == 2 and s["sessions"] == 2, s
-a, b = sorted(r, key=lambda x: x["session"])
-assert a["tls"]["resumed"] is False and b["tls"]["resumed"] is True, (a["tls"], b["tls"])
-assert b["tls"]["verify"] == "ok" and s["resumed"] == 1, (b["tls"], s)
+resumed()
 '
 
 # --- async TLS jobs paused (emulated provider) ------------------------------------
@@ -196,8 +173,7 @@ pf_wait_queue_empty "$D" 120 || mp_fail "queue did not drain after the two-worke
 check "dp two workers: 100 delivered byte-exact over 10 sessions" '
 assert s["recipients"] == 100 and s["delivered"] == 100 and s["sessions"] == 10, s
 assert s["dataplane"]["workers"] == 2 and s["dataplane"]["handshakes"] == 10, s["dataplane"]
-src = open(sys.argv[1].rsplit("/", 1)[0] + "/traps.eml", "rb").read()
-exact([l.strip() for l in open(sys.argv[1].rsplit("/", 1)[0] + "/two.txt")], src, tls="TLSv1.3")
+exact(addrs("two.txt"), read("traps.eml"), tls="TLSv1.3")
 '
 
 # --- 2% loss each way on the Postfix side -----------------------------------------
@@ -217,10 +193,8 @@ print("info: under loss %.1f msgs/s, retransmits %d" % (s["msgs_per_s"], s["data
 '
 pf_wait_queue_empty "$D" 120 || mp_fail "queue did not drain after the loss run"
 check "dp 2% loss maildirs: each recipient once, byte-exact" '
-src = open(sys.argv[1].rsplit("/", 1)[0] + "/traps.eml", "rb").read()
-want = [l.strip() for l in open(sys.argv[1].rsplit("/", 1)[0] + "/loss.txt")]
 assert count("loss.test") == 200, count("loss.test")
-exact(want, src, tls="TLSv1.3")
+exact(addrs("loss.txt"), read("traps.eml"), tls="TLSv1.3")
 '
 
 # --- transport failures (last: a reset or stalled smtpd keeps its queue
@@ -280,6 +254,6 @@ want = {"expired.test": 0, "badname.test": 0, "resume.test": 2}
 got = {d: count(d) for d in want}
 assert got == want, got
 '
-grep -q 'bare <LF>\|bare newline' "$(pf_log "$D")" && mp_fail "Postfix saw bare LF from the client"
-echo "dpsend_postfix: all $run runs passed"
+pf_no_bare_lf "$D"
+echo "dpsend_postfix: all $PF_RUN runs passed"
 exit 0

@@ -9,6 +9,7 @@ MP_SUFFIX=${MP_SUFFIX:-$$}
 MP_TMP=$(mktemp -d "/tmp/${MP_TMP_PREFIX:-mp-test}.XXXXXX")
 MP_PIDS=()
 MP_NETNS=()
+MP_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # mp_alive PID: the process exists and is not a zombie (a child that
 # exited but was not reaped yet: bash reaps only at its next wait).
@@ -39,6 +40,27 @@ mp_cleanup() {
 trap mp_cleanup EXIT
 trap 'exit 130' INT TERM
 
+# mp_stop_pidfile PIDFILE [SECONDS]: stop the process group led by the
+# PID in PIDFILE (a session leader, started with setsid): TERM to the
+# leader, up to SECONDS (default 10) for the whole group to go, then KILL
+# to what is left of it. The file is removed first: a second call, or one
+# after the file is gone, does nothing.
+mp_stop_pidfile() {
+	local f=$1 t=${2:-10} pid
+	[ -f "$f" ] || return 0
+	pid=$(cat "$f")
+	rm -f "$f"
+	# never "kill -- -0" or "-1": our own group, or every process
+	[[ $pid =~ ^[0-9]+$ ]] && [ "$pid" -gt 1 ] || return 0
+	kill -TERM "$pid" 2>/dev/null
+	for _ in $(seq $((t * 10))); do
+		kill -0 -- "-$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL -- "-$pid" 2>/dev/null
+	return 0
+}
+
 mp_fail() {
 	echo "FAIL: $*" >&2
 	for f in "$MP_TMP"/*.log; do
@@ -52,6 +74,14 @@ mp_need_root() {
 		echo "SKIP: needs root" >&2
 		exit 77
 	fi
+}
+
+# mp_need PROGRAM...: skip the test (77) unless each program is installed.
+mp_need() {
+	local p
+	for p in "$@"; do
+		command -v "$p" >/dev/null || { echo "SKIP: $p not installed" >&2; exit 77; }
+	done
 }
 
 # mp_netns NAME: a fresh namespace with loopback up and IPv6 off (so the
@@ -78,6 +108,12 @@ mp_wait_for() {
 # mp_json FILE EXPR: evaluate a Python expression over the JSON object j.
 mp_json() {
 	python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+# mp_py ARGS...: python3 with this folder on its module path, so the
+# tests' Python imports mpcheck (no bytecode written into the tree).
+mp_py() {
+	PYTHONPATH=$MP_LIB_DIR${PYTHONPATH:+:$PYTHONPATH} PYTHONDONTWRITEBYTECODE=1 python3 "$@"
 }
 
 # mp_cpu_ticks PID: user+system clock ticks used so far.

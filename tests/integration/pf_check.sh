@@ -8,13 +8,25 @@
 #       (lone ".", "..", leading dots, a 998-octet line and one that
 #       stuffing makes 999, a final "." line); traps-crlf.eml the same
 #       with CRLF, traps-nonl.eml without the final newline.
+#   pf_run NAME RC NS SENDER ARGS...
+#       one sender run (ip netns exec NS SENDER ARGS...): its JSON lines
+#       into $OUT, its stderr into $PF_RUN_LOG ($MP_TMP/run<k>.json and
+#       .log, k counted in $PF_RUN); the test fails unless it exits RC and
+#       its last line is the summary.
 #   pf_check JSON MAILDIR NAME PYTHON
 #       run PYTHON (asserts) over the JSON lines of one mp-smtpsend /
-#       mp-dpsend run: r = recipient records, s = summary, M = maildir
-#       root; helpers files(addr), count(domain), untrace(bytes) (trace
-#       headers split off: the message as the client sent it),
+#       mp-dpsend run (send_check in mpcheck.py): r = recipient records,
+#       s = summary, M = maildir root; helpers files(addr), count(domain),
+#       message(addr) (its one message: trace headers, and the message as
+#       the client sent it), untrace(bytes), path(file) / read(file) /
+#       addrs(file) (path, bytes, address lines of a file beside JSON),
 #       exact(addrs, src_bytes, tls=None) (each delivered once, byte-exact),
-#       fail(msg).
+#       verified_bulk(n, sessions, per_conn) (all delivered over verified
+#       TLS 1.3), tls_refused(reason) (all deferred at stage tls for that
+#       reason), resumed() (the second of two sessions resumed), fail(msg).
+#   pf_no_bare_lf DIR
+#       the test fails if that Postfix instance logged a bare LF from a
+#       client (every sender must end its lines with CRLF).
 
 pf_make_traps() {
 	python3 - "$1" <<'PY'
@@ -41,63 +53,24 @@ open(d + "/traps-nonl.eml", "wb").write(lf[:-1])
 PY
 }
 
+PF_RUN=0
+pf_run() {
+	local name=$1 want=$2 ns=$3 prog=$4 rc
+	shift 3
+	PF_RUN=$((PF_RUN + 1))
+	OUT=$MP_TMP/run$PF_RUN.json
+	PF_RUN_LOG=$MP_TMP/run$PF_RUN.log
+	ip netns exec "$ns" "$@" >"$OUT" 2>"$PF_RUN_LOG"
+	rc=$?
+	[ $rc -eq "$want" ] || mp_fail "$name: ${prog##*/} exited $rc"
+	tail -1 "$OUT" | grep -q '"summary"' || mp_fail "$name: no summary line"
+}
+
 pf_check() {
-	python3 - "$1" "$2" "$3" "$4" <<'PY' || mp_fail "$3 (see $1)"
-import email, glob, json, os, sys
-from email import policy
+	mp_py -c 'import sys, mpcheck; mpcheck.send_check(*sys.argv[1:])' "$1" "$2" "$3" "$4" ||
+		mp_fail "$3 (see $1)"
+}
 
-lines = [json.loads(l) for l in open(sys.argv[1])]
-r = [l for l in lines if "rcpt" in l]
-s = lines[-1]["summary"]
-M = sys.argv[2]
-TRACE = (b"return-path:", b"x-original-to:", b"delivered-to:", b"received:")
-
-def files(addr):
-    user, dom = addr.lower().split("@")
-    return sorted(glob.glob(os.path.join(M, dom, user, "new", "*")) +
-                  glob.glob(os.path.join(M, dom, user, "cur", "*")))
-
-def count(dom):
-    return len(glob.glob(os.path.join(M, dom, "*", "new", "*")) +
-               glob.glob(os.path.join(M, dom, "*", "cur", "*")))
-
-def untrace(data):
-    """The message as the client sent it: Postfix's trace headers removed
-    from the top (with their continuation lines)."""
-    lines = data.split(b"\n")
-    i = 0
-    trace = []
-    while i < len(lines) and lines[i].lower().startswith(TRACE):
-        j = i + 1
-        while j < len(lines) and lines[j][:1] in (b" ", b"\t"):
-            j += 1
-        trace.append(b"\n".join(lines[i:j]))
-        i = j
-    return trace, b"\n".join(lines[i:])
-
-def exact(addrs, src, tls=None):
-    """Each address delivered exactly once, the file byte-exact against
-    src after the trace headers, received over TLS version tls if given."""
-    for a in addrs:
-        f = files(a)
-        assert len(f) == 1, (a, f)
-        trace, msg = untrace(open(f[0], "rb").read())
-        assert b"Delivered-To: " + a.encode() in trace, (a, trace)
-        if tls is not None:
-            assert any(b"using " + tls.encode() in t for t in trace), (a, trace)
-        if msg != src:
-            import difflib
-            d = difflib.diff_bytes(difflib.unified_diff, src.split(b"\n"), msg.split(b"\n"), lineterm=b"")
-            fail("%s differs:\n%s" % (a, b"\n".join(list(d)[:20]).decode("latin-1")))
-
-def fail(msg):
-    print("FAIL:", sys.argv[3], "-", msg)
-    sys.exit(1)
-
-try:
-    exec(sys.argv[4])
-except AssertionError as e:
-    fail("assertion: %s" % (e.args[0] if e.args else "?"))
-print("ok: %-58s %s" % (sys.argv[3], {k: s[k] for k in ("recipients", "delivered", "deferred", "sessions", "resumed")}))
-PY
+pf_no_bare_lf() {
+	! grep -q 'bare <LF>\|bare newline' "$(pf_log "$1")" || mp_fail "Postfix saw bare LF from the client"
 }

@@ -378,19 +378,7 @@ s.sendall(b"QUIT\r\n")
 sys.exit(0 if ok else 1)' "$2" "$3"
 }
 
-pf_stop() {
-	local d=$1 pid
-	[ -f "$d/master.pid" ] || return 0
-	pid=$(cat "$d/master.pid")
-	rm -f "$d/master.pid"
-	kill -TERM "$pid" 2>/dev/null
-	for _ in $(seq 100); do
-		kill -0 -- "-$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL -- "-$pid" 2>/dev/null
-	return 0
-}
+pf_stop() { mp_stop_pidfile "$1/master.pid"; }
 
 pf_add_mailboxes() {
 	local d=$1 conf=$1/conf a

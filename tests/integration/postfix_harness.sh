@@ -15,7 +15,7 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/postfix.sh"
 mp_need_root
-command -v postfix >/dev/null || { echo "SKIP: postfix not installed" >&2; exit 77; }
+mp_need postfix
 
 CNS=mppfc$MP_SUFFIX
 SNS=mppfs$MP_SUFFIX
