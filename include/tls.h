@@ -65,6 +65,14 @@ struct tls_conn;
  */
 struct tls_ctx_conf {
 	int min_version;          /**< TLS_VERSION_x, 0 = TLS 1.2 */
+	/**
+	 * Floor for connections made with tls_conn_conf.opportunistic: TLS
+	 * that is not required may go lower (RFC 7435: any encryption beats a
+	 * plaintext fallback). TLS_VERSION_x, 0 = min_version. At 1.0 or 1.1
+	 * those connections also run at OpenSSL security level 0 (SHA-1
+	 * signatures), as such servers need; required/verify never do.
+	 */
+	int opportunistic_min_version;
 	int max_version;          /**< TLS_VERSION_x, 0 = highest supported */
 	const char *ciphers;      /**< TLS <= 1.2 cipher list, NULL = OpenSSL default */
 	const char *ciphersuites; /**< TLS 1.3 suites, NULL = OpenSSL default */
@@ -91,6 +99,7 @@ struct tls_conn_conf {
 	const char *host;      /**< SNI and, when verifying, the expected name; NULL = none */
 	bool verify;           /**< fail the handshake unless chain and name check out */
 	const char *cache_key; /**< resumption key, e.g. "mx.example.com:25"; NULL = none */
+	bool opportunistic;    /**< TLS is not required: use the opportunistic floor */
 	void *owner;           /**< opaque, returned by tls_conn_owner() */
 	uint64_t id;           /**< session id for log lines */
 };
@@ -167,6 +176,12 @@ int tls_alloc_init(void);
  *         out of memory) with @p err filled.
  */
 struct tls_ctx *tls_ctx_new(const struct tls_ctx_conf *conf, char *err, size_t errlen);
+
+/**
+ * A version as operators write it: "1.0", "1.1", "1.2" or "1.3".
+ * @return TLS_VERSION_x, or -EINVAL
+ */
+int tls_version_parse(const char *s);
 
 /** Free a context. Every connection made from it must be freed first. */
 void tls_ctx_free(struct tls_ctx *ctx);

@@ -191,6 +191,7 @@ ctl_dconf_load(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errle
 	static const char *const transports[] = { "dpdk", "ksock", NULL };
 	static const char *const levels[] = { "err", "warn", "info", "debug", NULL };
 	static const char *const versions[] = { "1.2", "1.3", NULL };
+	static const char *const all_versions[] = { "1.0", "1.1", "1.2", "1.3", NULL };
 	struct list_arg la = { d, cf, 0, err, errlen };
 	const char *v;
 	int iv;
@@ -237,6 +238,10 @@ ctl_dconf_load(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errle
 	if (ctl_conf_get_enum(cf, "tls", "min_version", versions, 0, &iv, err, errlen) < 0)
 		return -EINVAL;
 	d->tls.min_version = iv == 1 ? TLS_VERSION_1_3 : TLS_VERSION_1_2;
+	if (ctl_conf_get_enum(cf, "tls", "opportunistic_min_version", all_versions, 2, &iv,
+	    err, errlen) < 0)
+		return -EINVAL;
+	d->tls.opportunistic_min_version = tls_version_parse(all_versions[iv]);
 	d->tls.ciphers = ctl_conf_get(cf, "tls", "ciphers");
 	d->tls.ciphersuites = ctl_conf_get(cf, "tls", "ciphersuites");
 	U("tls", "session_cache", 0, 1000000, 0, d->tls.cache_capacity);

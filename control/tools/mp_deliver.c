@@ -55,6 +55,8 @@ usage(FILE *f)
 "  --min-idle MS          XAUTOCLAIM min-idle (default 60000)\n"
 "  --batches N            batches held at once (default 32)\n"
 "  --helo NAME --ca FILE --tls-min 1.2|1.3\n"
+"  --tls-min-opportunistic 1.0|1.1|1.2|1.3  floor for opportunistic TLS\n"
+"                         (default 1.2; lower encrypts with old servers)\n"
 "                         (--helo: this host's FQDN, default its own name;\n"
 "                         refused unless fully qualified)\n"
 "  --connect-timeout MS --smtp-timeout MS\n"
@@ -80,7 +82,7 @@ main(int argc, char **argv)
 {
 	enum { O_NS = 256, O_CONSUMER, O_ROUTE, O_DNS, O_MAXC, O_MPC, O_RPT, O_RATE,
 		O_BURST, O_SHAPE, O_RBASE, O_RFACT, O_RCAP, O_RJIT, O_IDLE, O_BATCHES,
-		O_HELO, O_CA, O_TLSMIN, O_CTO, O_STO, O_UNTIL, O_GRACE, O_TIMEOUT,
+		O_HELO, O_CA, O_TLSMIN, O_TLSOPP, O_CTO, O_STO, O_UNTIL, O_GRACE, O_TIMEOUT,
 		O_STATS, O_LOG, O_REDIS, O_HELP };
 	static const struct option opts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
@@ -103,6 +105,7 @@ main(int argc, char **argv)
 		{ "helo", required_argument, 0, O_HELO },
 		{ "ca", required_argument, 0, O_CA },
 		{ "tls-min", required_argument, 0, O_TLSMIN },
+		{ "tls-min-opportunistic", required_argument, 0, O_TLSOPP },
 		{ "connect-timeout", required_argument, 0, O_CTO },
 		{ "smtp-timeout", required_argument, 0, O_STO },
 		{ "until-idle", no_argument, 0, O_UNTIL },
@@ -163,6 +166,14 @@ main(int argc, char **argv)
 			if (strcmp(optarg, "1.2") == 0) tc.min_version = TLS_VERSION_1_2;
 			else if (strcmp(optarg, "1.3") == 0) tc.min_version = TLS_VERSION_1_3;
 			else bad = 1;
+			break;
+		case O_TLSOPP:
+			rc = tls_version_parse(optarg);
+			if (rc < 0)
+				bad = 1;
+			else
+				tc.opportunistic_min_version = rc;
+			rc = 0;
 			break;
 		case O_CTO: bad = parse_u(optarg, &v); kc.connect_timeout_ms = (uint32_t)v; break;
 		case O_STO: bad = parse_u(optarg, &v); kc.cmd_timeout_ms = (uint32_t)v; break;

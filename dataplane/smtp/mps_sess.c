@@ -212,6 +212,7 @@ op_starttls(void *ctx)
 	snprintf(key, sizeof(key), "%.200s@%s:%u", s->host, ip, ntohs(s->req.addr.sin_port));
 	cc.host = s->host;
 	cc.verify = s->cfg.tls_policy == SMTP_TLS_VERIFY;
+	cc.opportunistic = s->cfg.tls_policy == SMTP_TLS_OPPORTUNISTIC;
 	cc.cache_key = key;
 	cc.owner = s;	/* tls_conn_owner() of a session conn is its mps_sess */
 	cc.id = s->id;

@@ -442,6 +442,13 @@ tls_conn_new(struct tls_ctx *ctx, const struct tls_conn_conf *cc)
 	SSL_set_app_data(c->ssl, c);
 	SSL_set_connect_state(c->ssl);
 	SSL_set_verify(c->ssl, SSL_VERIFY_PEER, tls_on_verify);
+	if (cc->opportunistic && ctx->opp_min_version != ctx->min_version) {
+		if (!SSL_set_min_proto_version(c->ssl, ctx->opp_min_version))
+			goto fail;
+		/* TLS 1.0/1.1 servers sign with SHA-1, which level 1+ refuses */
+		if (ctx->opp_min_version < TLS_VERSION_1_2)
+			SSL_set_security_level(c->ssl, 0);
+	}
 	if (!SSL_set_async_callback(c->ssl, tls_conn_on_async_ready) ||
 	    !SSL_set_async_callback_arg(c->ssl, c))
 		goto fail;

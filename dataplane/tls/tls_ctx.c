@@ -99,6 +99,20 @@ ctx_err(char *err, size_t errlen, const char *what)
 	ERR_clear_error();
 }
 
+int
+tls_version_parse(const char *s)
+{
+	static const struct { const char *name; int v; } tab[] = {
+		{ "1.0", TLS_VERSION_1_0 }, { "1.1", TLS_VERSION_1_1 },
+		{ "1.2", TLS_VERSION_1_2 }, { "1.3", TLS_VERSION_1_3 },
+	};
+
+	for (size_t i = 0; s != NULL && i < sizeof(tab) / sizeof(tab[0]); i++)
+		if (strcmp(s, tab[i].name) == 0)
+			return tab[i].v;
+	return -EINVAL;
+}
+
 struct tls_ctx *
 tls_ctx_new(const struct tls_ctx_conf *conf, char *err, size_t errlen)
 {
@@ -130,6 +144,13 @@ tls_ctx_new(const struct tls_ctx_conf *conf, char *err, size_t errlen)
 	}
 	minv = conf->min_version != 0 ? conf->min_version : TLS_VERSION_1_2;
 	maxv = conf->max_version;
+	ctx->min_version = minv;
+	ctx->opp_min_version = conf->opportunistic_min_version != 0 ?
+		conf->opportunistic_min_version : minv;
+	if (ctx->opp_min_version < TLS_VERSION_1_0 || ctx->opp_min_version > TLS_VERSION_1_3) {
+		ctx_err(err, errlen, "bad opportunistic minimum version");
+		goto fail;
+	}
 	if (!SSL_CTX_set_min_proto_version(s, minv) ||
 	    !SSL_CTX_set_max_proto_version(s, maxv)) {
 		ctx_err(err, errlen, "bad protocol version");

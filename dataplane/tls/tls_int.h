@@ -41,6 +41,7 @@ struct tls_ctx {
 	struct tls_cache *cache;
 	size_t feed_max;
 	size_t out_max;
+	int min_version, opp_min_version;
 	uint64_t (*now_us)(void *arg);
 	void *now_arg;
 	void (*test_pause_hook)(struct tls_conn *c, void *arg);

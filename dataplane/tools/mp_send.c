@@ -896,6 +896,10 @@ usage(FILE *f)
 "                        and host name (HOST) must check out\n"
 "  --ca FILE             trusted CAs (PEM) instead of the system store\n"
 "  --tls-min 1.2|1.3     lowest TLS version (default 1.2)\n"
+"  --tls-min-opportunistic 1.0|1.1|1.2|1.3\n"
+"                        lowest TLS version under --tls opportunistic\n"
+"                        (default 1.2; lower encrypts with old servers\n"
+"                        instead of falling back to plaintext)\n"
 "  --implicit-tls        TLS before the greeting (port 465)\n"
 "output:\n"
 "  --quiet               summary line only\n"
@@ -994,7 +998,7 @@ mono_s(void)
 
 enum {
 	O_SERVER = MPSEND_OPT_BASE, O_CONNECT, O_FROM, O_RCPT, O_RCPT_FILE, O_RCPT_CSV, O_MESSAGE,
-	O_SUBJECT, O_TEXT, O_HTML, O_SESSIONS, O_MPC, O_RPT, O_TLS, O_CA, O_TLS_MIN,
+	O_SUBJECT, O_TEXT, O_HTML, O_SESSIONS, O_MPC, O_RPT, O_TLS, O_CA, O_TLS_MIN, O_TLS_OPP,
 	O_IMPLICIT, O_HELO, O_TIMEOUT, O_COUNT, O_QUIET,
 };
 
@@ -1020,6 +1024,7 @@ mpsend_parse(const struct mpsend_cli *cli, int argc, char **argv, int *rest)
 		{ "tls", required_argument, NULL, O_TLS },
 		{ "ca", required_argument, NULL, O_CA },
 		{ "tls-min", required_argument, NULL, O_TLS_MIN },
+		{ "tls-min-opportunistic", required_argument, NULL, O_TLS_OPP },
 		{ "implicit-tls", no_argument, NULL, O_IMPLICIT },
 		{ "helo", required_argument, NULL, O_HELO },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
@@ -1107,6 +1112,17 @@ mpsend_parse(const struct mpsend_cli *cli, int argc, char **argv, int *rest)
 				return -1;
 			}
 			break;
+		case O_TLS_OPP: {
+			int v = tls_version_parse(optarg);
+
+			if (v < 0) {
+				fprintf(stderr, "%s: --tls-min-opportunistic: 1.0|1.1|1.2|1.3\n",
+					R.cli->prog);
+				return -1;
+			}
+			tconf->opportunistic_min_version = v;
+			break;
+		}
 		case O_IMPLICIT: R.implicit_tls = 1; break;
 		case O_HELO: helo = optarg; break;
 		case O_TIMEOUT: {

@@ -407,6 +407,71 @@ test_protocol_version_floor(void)
 	SSL_CTX_free(sctx);
 }
 
+/* One handshake with tls_conn_conf.opportunistic set as given. */
+static int
+connect_opp(struct tls_ctx *ctx, SSL_CTX *sctx, bool opportunistic, struct tls_record *rec)
+{
+	struct tls_conn_conf cc = { .host = "mx.test", .opportunistic = opportunistic };
+	struct tls_conn *c = tls_conn_new(ctx, &cc);
+	struct peer *p = peer_new(sctx);
+	int rc;
+
+	CHECK(c != NULL);
+	if (c == NULL) {
+		peer_free(p);
+		return -ENOMEM;
+	}
+	rc = run_handshake(c, p, 0);
+	*rec = *tls_conn_record(c);
+	tls_conn_free(c);
+	peer_free(p);
+	return rc;
+}
+
+/*
+ * The opportunistic floor: a TLS 1.0-only server gets TLS 1.0 from an
+ * opportunistic connection when the floor allows it, never from a
+ * required/verify one, whose floor stays min_version; a modern server is
+ * unaffected.
+ */
+static void
+test_opportunistic_floor(void)
+{
+	SSL_CTX *old_srv = srv_ctx(&good, TLS1_VERSION, TLS1_VERSION, "DEFAULT:@SECLEVEL=0");
+	SSL_CTX *new_srv = srv_ctx(&good, TLS1_2_VERSION, 0, NULL);
+	struct tls_ctx_conf conf = { .ca_file = ca_path, .opportunistic_min_version = TLS_VERSION_1_0 };
+	struct tls_ctx_conf bad = { .ca_file = ca_path, .opportunistic_min_version = 0x0300 };
+	char err[256] = "";
+	struct tls_ctx *low = tls_ctx_new(&conf, err, sizeof(err));
+	struct tls_ctx *dflt = client_ctx(0, 0, NULL);
+	struct tls_record rec;
+
+	CHECK(low != NULL);
+	CHECK(tls_ctx_new(&bad, err, sizeof(err)) == NULL);	/* SSL 3.0: refused */
+	CHECK(strstr(err, "opportunistic") != NULL);
+	/* default floor (= min_version 1.2): no TLS with the old server */
+	CHECK_EQ(connect_opp(dflt, old_srv, true, &rec), -EPROTO);
+	CHECK_EQ(rec.verify, TLS_VERIFY_PROTOCOL_VERSION);
+	if (low != NULL) {
+		CHECK_EQ(connect_opp(low, old_srv, true, &rec), TLS_OK);
+		CHECK_STREQ(rec.version, "TLSv1");
+		/* required/verify keep min_version */
+		CHECK_EQ(connect_opp(low, old_srv, false, &rec), -EPROTO);
+		CHECK_EQ(rec.verify, TLS_VERIFY_PROTOCOL_VERSION);
+		/* a modern server still gets the best */
+		CHECK_EQ(connect_opp(low, new_srv, true, &rec), TLS_OK);
+		CHECK_STREQ(rec.version, "TLSv1.3");
+	}
+	CHECK_EQ(tls_version_parse("1.0"), TLS_VERSION_1_0);
+	CHECK_EQ(tls_version_parse("1.3"), TLS_VERSION_1_3);
+	CHECK_EQ(tls_version_parse("1.4"), -EINVAL);
+	CHECK_EQ(tls_version_parse(NULL), -EINVAL);
+	tls_ctx_free(low);
+	tls_ctx_free(dflt);
+	SSL_CTX_free(old_srv);
+	SSL_CTX_free(new_srv);
+}
+
 static void
 test_resume_tls13(void)
 {
@@ -882,6 +947,7 @@ main(void)
 	test_hosts_and_clock();
 	test_verify_reasons();
 	test_protocol_version_floor();
+	test_opportunistic_floor();
 	test_resume_tls13();
 	test_resume_tls12();
 	test_cache_bound_and_expiry();
