@@ -16,6 +16,8 @@
 #    the TLS 1.0 and no-STARTTLS servers but delivers (encrypted) to the
 #    unverifiable ones while still recording why they did not verify;
 #  - opportunistic to a server without STARTTLS: plaintext delivery, tls null;
+#  - opportunistic with --tls-min-opportunistic 1.0 to the TLS 1.0-only
+#    server: delivered over TLS 1.0;
 #  - a second connection to the same server resumes the TLS session.
 #
 # usage: postfix_tls.sh MP_SMTPSEND
@@ -199,6 +201,15 @@ check "opportunistic, no STARTTLS: plaintext delivery, tls null" '
 assert len(r) == 1 and r[0]["outcome"] == "delivered" and r[0]["tls"] is None, r
 '
 
+# the opportunistic floor below min_version: the TLS 1.0-only server gets
+# TLS 1.0 instead of a plaintext fallback ("required" above still refused it)
+send "opportunistic tls10, floor 1.0" legacy.pf.test 198.19.20.15 --rcpt o1@tls10.test \
+	--message "$MP_TMP/traps.eml" --tls opportunistic --tls-min-opportunistic 1.0
+check "opportunistic, tls10 server, floor 1.0: delivered over TLS 1.0" '
+assert len(r) == 1 and r[0]["outcome"] == "delivered", r
+assert r[0]["tls"] is not None and r[0]["tls"]["version"] == "TLSv1", r[0]["tls"]
+'
+
 # --- resumption ------------------------------------------------------------------
 send "resume" mx1.pf.test 198.19.20.10 --rcpt r1@resume.test --rcpt r2@resume.test \
 	--message "$MP_TMP/traps.eml" --sessions 1 --msgs-per-conn 1 --tls verify --ca "$CA"
@@ -209,8 +220,8 @@ assert a["session"] != b["session"], r
 
 # --- what reached Postfix --------------------------------------------------------
 pf_wait_queue_empty "$D" 60 || mp_fail "queue did not drain"
-check "deliveries per server: none to the refused ones" '
-want = {"expired.test": 1, "badname.test": 1, "selfsigned.test": 1, "tls10.test": 0,
+check "deliveries per server: none to the refused ones, TLS 1.0 only under the lowered floor" '
+want = {"expired.test": 1, "badname.test": 1, "selfsigned.test": 1, "tls10.test": 1,
         "plain.test": 1, "resume.test": 2}
 got = {d: count(d) for d in want}
 assert got == want, got
