@@ -5,6 +5,7 @@
 -- an action is a no-op; anything else is refused.
 -- KEYS: campaign, counts. ARGV: action, now_ms.
 -- Returns {old, new} or an error reply "NOCAMPAIGN" / "REFUSED <why>".
+-- @include lib_final_count.lua
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return redis.error_reply('NOCAMPAIGN') end
 local a = ARGV[1]
@@ -24,10 +25,7 @@ else return redis.error_reply('REFUSED unknown action ' .. a) end
 if new ~= st then
   if new == 'running' then
     local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
-    local c = redis.call('HMGET', KEYS[2], 'delivered', 'bounced', 'failed', 'cancelled')
-    local fin = 0
-    for _, v in ipairs(c) do fin = fin + tonumber(v or '0') end
-    if fin >= total then new = 'done'; redis.call('HSET', KEYS[1], 'done_ms', ARGV[2]) end
+    if final_count(KEYS[2]) >= total then new = 'done'; redis.call('HSET', KEYS[1], 'done_ms', ARGV[2]) end
   end
   redis.call('HSET', KEYS[1], 'state', new)
   if new == 'cancelled' then redis.call('HSET', KEYS[1], 'cancelled_ms', ARGV[2]) end

@@ -9,6 +9,7 @@
 -- ARGV: addr, json, state, campaign, code, esc, text, tls_version,
 --       tls_cipher, ts_ms, maxlen, attempts delta, due_ms, retry member.
 -- Returns 1 written, 0 already final, -1 no such recipient.
+-- @include lib_final_count.lua
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old then return -1 end
 local ok, j = pcall(cjson.decode, old)
@@ -32,9 +33,9 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', 'campaign', ARGV[4],
 if ARGV[3] == 'deferred' then
   redis.call('ZADD', KEYS[5], ARGV[13], ARGV[14])
 else
-  local c = redis.call('HMGET', KEYS[2], 'delivered', 'bounced', 'failed', 'cancelled')
-  local n = 0
-  for i = 1, 4 do n = n + (tonumber(c[i]) or 0) end
+  -- total must be present and equal (not >=): a campaign hash that lost
+  -- its total, or counters that overshoot it, never set done from here
+  local n = final_count(KEYS[2])
   local h = redis.call('HMGET', KEYS[3], 'total', 'state')
   if h[1] and tonumber(h[1]) == n and (h[2] == 'running' or h[2] == 'paused') then
     redis.call('HSET', KEYS[3], 'state', 'done', 'done_ms', ARGV[10])
