@@ -1,8 +1,9 @@
 /*
  * Campaign definitions: assembling (JSON file, then command-line
  * settings on top), validating (addresses through msg_addr_valid, the
- * templates through msg_template_compile), and the three Lua scripts that
- * move a campaign through its states in Redis: create, finish, control.
+ * templates through msg_template_compile), and running the three Lua
+ * scripts that move a campaign through its states in Redis: create,
+ * finish, control (control/lua/campaign_*.lua).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "ctl_campdef.h"
+#include "ctl_lua.h"
 
 #define TEMPLATE_FILE_MAX (8u << 20)
 
@@ -467,19 +469,7 @@ ctl_campdef_validate(struct ctl_campdef *c, struct msg_template **tpl,
 	return 0;
 }
 
-/* KEYS: campaign, campaigns, counts, jobs. ARGV: id, created_ms, field,
- * value... The consumer group is created here too (at ID 0, so batches
- * written before any daemon started are delivered); BUSYGROUP is fine. */
-static struct ctl_redis_script create_lua = { .src =
-	"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
-	"local f = {}\n"
-	"for i = 3, #ARGV do f[#f + 1] = ARGV[i] end\n"
-	"redis.call('HSET', KEYS[1], unpack(f))\n"
-	"redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])\n"
-	"redis.call('HSET', KEYS[3], 'queued', 0, 'deferred', 0, 'delivered', 0,\n"
-	"  'bounced', 0, 'failed', 0, 'cancelled', 0, 'dup_deliveries', 0, 'attempts', 0)\n"
-	"redis.pcall('XGROUP', 'CREATE', KEYS[4], '" CTL_GROUP "', '0', 'MKSTREAM')\n"
-	"return 1\n" };
+static struct ctl_redis_script create_lua = { .src = ctl_lua_campaign_create };
 
 static char *
 json_str_or_empty(json_t *o)
@@ -526,6 +516,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	argv[n++] = kj;
 	argv[n++] = c->id;
 	argv[n++] = created;
+	argv[n++] = CTL_GROUP;
 	KV(CTL_F_ID, c->id);
 	KV(CTL_F_FROM, c->from);
 	KV(CTL_F_FROM_NAME, c->from_name);
@@ -563,25 +554,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	return rc;
 }
 
-/* KEYS: campaign, counts. ARGV: now_ms, invalid delta. */
-static struct ctl_redis_script finish_lua = { .src =
-	"if redis.call('EXISTS', KEYS[1]) == 0 then return false end\n"
-	"redis.call('HSET', KEYS[1], 'submitted_ms', ARGV[1])\n"
-	"redis.call('HINCRBY', KEYS[1], 'invalid', ARGV[2])\n"
-	"local st = redis.call('HGET', KEYS[1], 'state')\n"
-	"if st == 'submitting' then\n"
-	"  st = 'running'\n"
-	"  local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')\n"
-	"  local c = redis.call('HMGET', KEYS[2], 'delivered', 'bounced', 'failed', 'cancelled')\n"
-	"  local fin = 0\n"
-	"  for _, v in ipairs(c) do fin = fin + tonumber(v or '0') end\n"
-	"  if fin >= total then\n"
-	"    st = 'done'\n"
-	"    redis.call('HSET', KEYS[1], 'done_ms', ARGV[1])\n"
-	"  end\n"
-	"  redis.call('HSET', KEYS[1], 'state', st)\n"
-	"end\n"
-	"return st\n" };
+static struct ctl_redis_script finish_lua = { .src = ctl_lua_campaign_finish };
 
 int
 ctl_campdef_finish(struct ctl_redis *r, const char *id, long long invalid_delta,
@@ -619,37 +592,7 @@ ctl_campdef_finish(struct ctl_redis *r, const char *id, long long invalid_delta,
 	return rc;
 }
 
-/* KEYS: campaign, counts. ARGV: action, now_ms.
- * Returns {old, new} or an error reply "NOCAMPAIGN" / "REFUSED <why>". */
-static struct ctl_redis_script control_lua = { .src =
-	"local st = redis.call('HGET', KEYS[1], 'state')\n"
-	"if not st then return redis.error_reply('NOCAMPAIGN') end\n"
-	"local a = ARGV[1]\n"
-	"local new = st\n"
-	"if a == 'pause' then\n"
-	"  if st == 'submitting' or st == 'running' then new = 'paused'\n"
-	"  elseif st ~= 'paused' then return redis.error_reply('REFUSED campaign is ' .. st) end\n"
-	"elseif a == 'resume' then\n"
-	"  if st == 'paused' then\n"
-	"    if redis.call('HEXISTS', KEYS[1], 'submitted_ms') == 1 then new = 'running' else new = 'submitting' end\n"
-	"  elseif st ~= 'running' and st ~= 'submitting' then\n"
-	"    return redis.error_reply('REFUSED campaign is ' .. st) end\n"
-	"elseif a == 'cancel' then\n"
-	"  if st == 'submitting' or st == 'running' or st == 'paused' then new = 'cancelled'\n"
-	"  elseif st ~= 'cancelled' then return redis.error_reply('REFUSED campaign is ' .. st) end\n"
-	"else return redis.error_reply('REFUSED unknown action ' .. a) end\n"
-	"if new ~= st then\n"
-	"  if new == 'running' then\n"
-	"    local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')\n"
-	"    local c = redis.call('HMGET', KEYS[2], 'delivered', 'bounced', 'failed', 'cancelled')\n"
-	"    local fin = 0\n"
-	"    for _, v in ipairs(c) do fin = fin + tonumber(v or '0') end\n"
-	"    if fin >= total then new = 'done'; redis.call('HSET', KEYS[1], 'done_ms', ARGV[2]) end\n"
-	"  end\n"
-	"  redis.call('HSET', KEYS[1], 'state', new)\n"
-	"  if new == 'cancelled' then redis.call('HSET', KEYS[1], 'cancelled_ms', ARGV[2]) end\n"
-	"end\n"
-	"return {st, new}\n" };
+static struct ctl_redis_script control_lua = { .src = ctl_lua_campaign_control };
 
 int
 ctl_campdef_control(struct ctl_redis *r, const char *id, const char *action,

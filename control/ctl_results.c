@@ -1,6 +1,7 @@
 /*
  * Redis side of the scheduler: the connection (lazy connect, reconnect
- * with backoff), the Lua scripts of the contract, and the write queue.
+ * with backoff), the Lua scripts of the contract (control/lua/: rcpt_final,
+ * job_ack, tls_count, retry_move), and the write queue.
  *
  * Every write that settles something (a recipient final, a recipient
  * handed to the retry set, a batch acknowledged, a session's TLS
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ctl_lua.h"
 #include "ctl_sched_int.h"
 #include "mp_log.h"
 
@@ -30,89 +32,11 @@
 
 enum { SC_FINAL = 0, SC_ACK, SC_TLS, SC_MOVE, SC_LAST };
 
-/* KEYS: rcpt hash, counts, campaign, events, retry.
- * ARGV: addr, json, state, campaign, code, esc, text, tls_version,
- *       tls_cipher, ts_ms, maxlen, attempts delta, due_ms, retry member. */
-static const char script_final[] =
-	"local old = redis.call('HGET', KEYS[1], ARGV[1])\n"
-	"if not old then return -1 end\n"
-	"local ok, j = pcall(cjson.decode, old)\n"
-	"local st = 'queued'\n"
-	"if ok and type(j) == 'table' and type(j.state) == 'string' then st = j.state end\n"
-	"if st == 'delivered' or st == 'bounced' or st == 'failed' or st == 'cancelled' then\n"
-	"  if ARGV[3] ~= 'deferred' and ARGV[3] ~= 'cancelled' then\n"
-	"    redis.call('HINCRBY', KEYS[2], 'dup_deliveries', 1)\n"
-	"  end\n"
-	"  return 0\n"
-	"end\n"
-	"redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
-	"if st ~= ARGV[3] then\n"
-	"  redis.call('HINCRBY', KEYS[2], st, -1)\n"
-	"  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)\n"
-	"end\n"
-	"if tonumber(ARGV[12]) > 0 then redis.call('HINCRBY', KEYS[2], 'attempts', ARGV[12]) end\n"
-	"redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', 'campaign', ARGV[4],\n"
-	"  'rcpt', ARGV[1], 'state', ARGV[3], 'code', ARGV[5], 'esc', ARGV[6],\n"
-	"  'text', ARGV[7], 'tls_version', ARGV[8], 'tls_cipher', ARGV[9], 'ts_ms', ARGV[10])\n"
-	"if ARGV[3] == 'deferred' then\n"
-	"  redis.call('ZADD', KEYS[5], ARGV[13], ARGV[14])\n"
-	"else\n"
-	"  local c = redis.call('HMGET', KEYS[2], 'delivered', 'bounced', 'failed', 'cancelled')\n"
-	"  local n = 0\n"
-	"  for i = 1, 4 do n = n + (tonumber(c[i]) or 0) end\n"
-	"  local h = redis.call('HMGET', KEYS[3], 'total', 'state')\n"
-	"  if h[1] and tonumber(h[1]) == n and (h[2] == 'running' or h[2] == 'paused') then\n"
-	"    redis.call('HSET', KEYS[3], 'state', 'done', 'done_ms', ARGV[10])\n"
-	"  end\n"
-	"end\n"
-	"return 1\n";
-
-/* KEYS: jobs. ARGV: group, id. */
-static const char script_ack[] =
-	"redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
-	"redis.call('XDEL', KEYS[1], ARGV[2])\n"
-	"return 1\n";
-
-/* KEYS: tls:<domain>, tls:domains. ARGV: domain, then field, increment... */
-static const char script_tls[] =
-	"redis.call('SADD', KEYS[2], ARGV[1])\n"
-	"for i = 2, #ARGV - 1, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end\n"
-	"return 1\n";
-
-/* KEYS: retry, jobs. ARGV: now_ms, limit, batch size.
- * Due members become job entries grouped by campaign and domain; members
- * that do not parse are dropped (counted in the reply). */
-static const char script_move[] =
-	"local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))\n"
-	"local groups, order, bad, bmax = {}, {}, 0, tonumber(ARGV[3])\n"
-	"local function flush(g)\n"
-	"  if #g.r == 0 then return end\n"
-	"  redis.call('XADD', KEYS[2], '*', 'campaign', g.c, 'domain', g.d,\n"
-	"    'attempt', tostring(g.a), 'rcpts', cjson.encode(g.r))\n"
-	"  g.r = {}\n"
-	"  g.a = 0\n"
-	"end\n"
-	"for _, m in ipairs(due) do\n"
-	"  redis.call('ZREM', KEYS[1], m)\n"
-	"  local ok, j = pcall(cjson.decode, m)\n"
-	"  if ok and type(j) == 'table' and type(j.c) == 'string' and type(j.d) == 'string'\n"
-	"     and type(j.to) == 'string' then\n"
-	"    local k = j.c .. '|' .. j.d\n"
-	"    local g = groups[k]\n"
-	"    if not g then g = {c = j.c, d = j.d, a = 0, r = {}}; groups[k] = g; table.insert(order, g) end\n"
-	"    local a = tonumber(j.a) or 1\n"
-	"    if a > g.a then g.a = a end\n"
-	"    table.insert(g.r, {to = j.to, f = j.f, a = a, first = j.first})\n"
-	"    if #g.r >= bmax then flush(g) end\n"
-	"  else\n"
-	"    bad = bad + 1\n"
-	"  end\n"
-	"end\n"
-	"for _, g in ipairs(order) do flush(g) end\n"
-	"return {#due - bad, bad}\n";
-
 static struct ctl_redis_script script_tab[SC_LAST] = {
-	{ script_final, "" }, { script_ack, "" }, { script_tls, "" }, { script_move, "" },
+	[SC_FINAL] = { .src = ctl_lua_rcpt_final },
+	[SC_ACK] = { .src = ctl_lua_job_ack },
+	[SC_TLS] = { .src = ctl_lua_tls_count },
+	[SC_MOVE] = { .src = ctl_lua_retry_move },
 };
 
 uint64_t

@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "ctl_lua.h"
 #include "ctl_submit.h"
 
 #define NBUCKETS   16384
@@ -335,30 +336,7 @@ unlink_partial(struct ctl_submit *s, struct batch *b)
 	s->buffered_bytes -= b->blen;
 }
 
-/* KEYS: campaign, rcpt, counts, jobs.
- * ARGV: id, domain, rcpt value, invalid delta, (address, entry)...
- * Returns {status, dup index...}: status 0 ok, -1 cancelled, -2 no campaign. */
-static struct ctl_redis_script batch_lua = { .src =
-	"local st = redis.call('HGET', KEYS[1], 'state')\n"
-	"if not st then return {-2} end\n"
-	"if st == 'cancelled' then return {-1} end\n"
-	"if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[1], 'invalid', ARGV[4]) end\n"
-	"local acc, res = {}, {0}\n"
-	"for i = 5, #ARGV, 2 do\n"
-	"  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[3]) == 1 then\n"
-	"    acc[#acc + 1] = ARGV[i + 1]\n"
-	"  else\n"
-	"    res[#res + 1] = (i - 3) / 2\n"
-	"  end\n"
-	"end\n"
-	"if #acc > 0 then\n"
-	"  redis.call('XADD', KEYS[4], '*', 'campaign', ARGV[1], 'domain', ARGV[2],\n"
-	"    'attempt', '0', 'rcpts', '[' .. table.concat(acc, ',') .. ']')\n"
-	"  redis.call('HINCRBY', KEYS[1], 'total', #acc)\n"
-	"  redis.call('HINCRBY', KEYS[3], 'queued', #acc)\n"
-	"end\n"
-	"if #res > 1 then redis.call('HINCRBY', KEYS[1], 'duplicates_skipped', #res - 1) end\n"
-	"return res\n" };
+static struct ctl_redis_script batch_lua = { .src = ctl_lua_submit_batch };
 
 static int
 batch_args(struct ctl_submit *s, struct batch *b, char *inv, size_t invcap,

@@ -1,0 +1,44 @@
+-- rcpt_final.lua: finalise or defer one recipient (README "Finalising").
+-- Idempotent: a recipient already final is left alone (a final state
+-- reported again counts dup_deliveries). Otherwise writes its JSON, moves
+-- the counters (old state -1, new +1), adds the attempts, appends to the
+-- events stream; a deferred one joins the retry ZSET, and a final one
+-- that was the campaign's last sets it done (with done_ms), only from
+-- running or paused: never during submitting, never over cancelled.
+-- KEYS: rcpt hash, counts, campaign, events, retry.
+-- ARGV: addr, json, state, campaign, code, esc, text, tls_version,
+--       tls_cipher, ts_ms, maxlen, attempts delta, due_ms, retry member.
+-- Returns 1 written, 0 already final, -1 no such recipient.
+-- @include lib_final_count.lua
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return -1 end
+local ok, j = pcall(cjson.decode, old)
+local st = 'queued'
+if ok and type(j) == 'table' and type(j.state) == 'string' then st = j.state end
+if st == 'delivered' or st == 'bounced' or st == 'failed' or st == 'cancelled' then
+  if ARGV[3] ~= 'deferred' and ARGV[3] ~= 'cancelled' then
+    redis.call('HINCRBY', KEYS[2], 'dup_deliveries', 1)
+  end
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if st ~= ARGV[3] then
+  redis.call('HINCRBY', KEYS[2], st, -1)
+  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+end
+if tonumber(ARGV[12]) > 0 then redis.call('HINCRBY', KEYS[2], 'attempts', ARGV[12]) end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', 'campaign', ARGV[4],
+  'rcpt', ARGV[1], 'state', ARGV[3], 'code', ARGV[5], 'esc', ARGV[6],
+  'text', ARGV[7], 'tls_version', ARGV[8], 'tls_cipher', ARGV[9], 'ts_ms', ARGV[10])
+if ARGV[3] == 'deferred' then
+  redis.call('ZADD', KEYS[5], ARGV[13], ARGV[14])
+else
+  -- total must be present and equal (not >=): a campaign hash that lost
+  -- its total, or counters that overshoot it, never set done from here
+  local n = final_count(KEYS[2])
+  local h = redis.call('HMGET', KEYS[3], 'total', 'state')
+  if h[1] and tonumber(h[1]) == n and (h[2] == 'running' or h[2] == 'paused') then
+    redis.call('HSET', KEYS[3], 'state', 'done', 'done_ms', ARGV[10])
+  end
+end
+return 1
