@@ -248,6 +248,7 @@ ctl_report_campaign(struct ctl_redis *r, const char *id, int top, int64_t now_ms
 	json_t **out, char *err, size_t errlen)
 {
 	struct reasons rs[3];  /* bounced, deferred, failed */
+	json_t *classes = json_object();	/* {"bounced": {"invalid_recipient": n}, ...} */
 	char kr[CTL_KEY_MAX], cursor[32] = "0";
 	long long scanned = 0, bad = 0;
 	json_t *o;
@@ -293,8 +294,19 @@ ctl_report_campaign(struct ctl_redis *r, const char *id, int top, int64_t now_ms
 			}
 			cat = strcmp(st, "bounced") == 0 ? 0 : strcmp(st, "deferred") == 0 ? 1 :
 			      strcmp(st, "failed") == 0 ? 2 : -1;
-			if (cat >= 0)
+			if (cat >= 0) {
+				const char *cl = json_string_value(json_object_get(v, "class"));
+				json_t *by = json_object_get(classes, st);
+
 				reason_add(&rs[cat], v);
+				if (by == NULL) {
+					by = json_object();
+					json_object_set_new(classes, st, by);
+				}
+				cl = cl != NULL ? cl : "unclassified";
+				json_object_set_new(by, cl, json_integer(
+					json_integer_value(json_object_get(by, cl)) + 1));
+			}
 			json_decref(v);
 		}
 		freeReplyObject(rep);
@@ -303,6 +315,8 @@ ctl_report_campaign(struct ctl_redis *r, const char *id, int top, int64_t now_ms
 		json_object_set_new(o, "bounce_reasons", reasons_top(&rs[0], top));
 		json_object_set_new(o, "deferral_reasons", reasons_top(&rs[1], top));
 		json_object_set_new(o, "failure_reasons", reasons_top(&rs[2], top));
+		json_object_set_new(o, "classes", classes);
+		classes = NULL;
 		json_object_set_new(o, "recipients_scanned", json_integer(scanned));
 		json_object_set_new(o, "unparsable", json_integer(bad));
 		*out = o;
@@ -311,6 +325,7 @@ ctl_report_campaign(struct ctl_redis *r, const char *id, int top, int64_t now_ms
 	}
 	for (i = 0; i < 3; i++)
 		json_decref(rs[i].map);
+	json_decref(classes);
 	return rc;
 }
 

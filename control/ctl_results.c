@@ -165,9 +165,28 @@ tls_json(const struct tls_record *t)
 		"handshake_ms", (json_int_t)(t->handshake_us / 1000));
 }
 
+enum ctl_bounce_class
+ctl_sched_classify(const struct ctl_sched *s, const struct ctl_result *res)
+{
+	return ctl_bounce_classify(s->conf.bounce, res->code, res->esc, res->text);
+}
+
+/* "" for a delivery, else the class name; counted once per record. */
+static const char *
+record_class(struct ctl_sched *s, const char *state, const struct ctl_result *res)
+{
+	enum ctl_bounce_class c;
+
+	if (strcmp(state, "delivered") == 0 || strcmp(state, "cancelled") == 0)
+		return "";
+	c = ctl_sched_classify(s, res);
+	s->st.by_class[c]++;
+	return ctl_bounce_class_name(c);
+}
+
 static char *
 rcpt_json(const char *state, uint32_t attempts, const struct ctl_result *res,
-	const char *mx, uint64_t now)
+	const char *mx, uint64_t now, const char *cls)
 {
 	json_t *o = json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:s}",
 		"state", state, "attempts", (int)attempts,
@@ -178,6 +197,8 @@ rcpt_json(const char *state, uint32_t attempts, const struct ctl_result *res,
 	if (o == NULL)
 		abort();
 	json_object_set_new(o, "tls", res->tls_on && res->has_tls ? tls_json(&res->tls) : json_null());
+	if (cls[0] != '\0')
+		json_object_set_new(o, "class", json_string(cls));
 	txt = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (txt == NULL)
@@ -188,11 +209,11 @@ rcpt_json(const char *state, uint32_t attempts, const struct ctl_result *res,
 static struct sop *
 op_record(struct ctl_sched *s, enum sop_kind kind, struct srcpt *r,
 	const char *state, const struct ctl_result *res, const char *mx,
-	int attempts_delta, uint32_t attempts)
+	int attempts_delta, uint32_t attempts, const char **cls)
 {
 	const char *cid = r->b->camp->id;
 	uint64_t now = ctl_sched_now(s);
-	struct sop *op = op_new(kind, SC_FINAL, 2 + 5 + 14);
+	struct sop *op = op_new(kind, SC_FINAL, 2 + 5 + 15);
 	char *js;
 
 	if (op == NULL)
@@ -205,7 +226,8 @@ op_record(struct ctl_sched *s, enum sop_kind kind, struct srcpt *r,
 	op_argf(op, "%scampaign:%s", s->ns, cid);
 	op_arg(op, s->k_events);
 	op_arg(op, s->k_retry);
-	js = rcpt_json(state, attempts, res, mx, now);
+	*cls = record_class(s, state, res);
+	js = rcpt_json(state, attempts, res, mx, now, *cls);
 	op_arg(op, r->addr);
 	op_arg(op, js);
 	free(js);
@@ -226,11 +248,13 @@ void
 ctl_op_final(struct ctl_sched *s, struct srcpt *r, const char *state,
 	const struct ctl_result *res, const char *mx, int real_attempt)
 {
+	const char *cls;
 	struct sop *op = op_record(s, OP_FINAL, r, state, res, mx,
-		real_attempt ? 1 : 0, r->attempt + (real_attempt ? 1 : 0));
+		real_attempt ? 1 : 0, r->attempt + (real_attempt ? 1 : 0), &cls);
 
 	op_arg(op, "0");
 	op_arg(op, "");
+	op_arg(op, cls);
 	r->state = SR_SETTLING;
 	op_push(s, op);
 }
@@ -239,8 +263,9 @@ void
 ctl_op_defer(struct ctl_sched *s, struct srcpt *r,
 	const struct ctl_result *res, const char *mx, uint64_t due_ms)
 {
+	const char *cls;
 	struct sop *op = op_record(s, OP_DEFER, r, "deferred", res, mx, 1,
-		r->attempt + 1);
+		r->attempt + 1, &cls);
 	json_t *m = json_pack("{s:s, s:s, s:s, s:i, s:I}",
 		"c", r->b->camp->id, "d", r->b->dom->name, "to", r->addr,
 		"a", (int)(r->attempt + 1), "first", (json_int_t)r->first_ms);
@@ -258,6 +283,7 @@ ctl_op_defer(struct ctl_sched *s, struct srcpt *r,
 	op_argf(op, "%" PRIu64, due_ms);
 	op_arg(op, txt);
 	free(txt);
+	op_arg(op, cls);
 	r->state = SR_SETTLING;
 	op_push(s, op);
 }

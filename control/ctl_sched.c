@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ctl_bounce.h"
 #include "ctl_retry.h"
 #include "ctl_sched_int.h"
 #include "mp_log.h"
@@ -116,6 +117,19 @@ ctl_sched_new(const struct ctl_sched_conf *conf, char *err, size_t errlen)
 		free(s);
 		return NULL;
 	}
+	if (s->conf.bounce == NULL) {
+		s->own_bounce = ctl_bounce_new();
+		if (s->own_bounce == NULL || ctl_bounce_load_text(s->own_bounce, ctl_bounce_builtin,
+		    "rules.conf", err, errlen) < 0) {
+			ctl_bounce_free(s->own_bounce);
+			ctl_redis_close(s->rc);
+			free(s);
+			return NULL;
+		}
+		s->conf.bounce = s->own_bounce;
+	}
+	if (s->conf.bounce_final_mask == 0)
+		s->conf.bounce_final_mask = 1u << CTL_BC_INVALID_RECIPIENT | 1u << CTL_BC_BAD_DOMAIN;
 	s->rng = conf->seed ? conf->seed : (uint64_t)ctl_now_ms() ^ (uint64_t)getpid() << 32;
 	s->sink.on_result = on_result;
 	s->sink.on_done = on_done;
@@ -784,10 +798,25 @@ on_result(void *arg, struct ctl_order *o, const struct ctl_result *res)
 			om->plain_delivered++;
 		ctl_op_final(s, r, "delivered", res, o->mx, 1);
 		return;
-	case SMTP_OUT_BOUNCED:
-		s->st.bounced++;
-		ctl_op_final(s, r, "bounced", res, o->mx, 1);
+	case SMTP_OUT_BOUNCED: {
+		enum ctl_bounce_class bc = ctl_sched_classify(s, res);
+
+		if (s->conf.bounce_final_mask & (1u << bc)) {
+			s->st.bounced++;
+			ctl_op_final(s, r, "bounced", res, o->mx, 1);
+			return;
+		}
+		/* the server refused the sender (policy, reputation,
+		 * authentication...), not the address: never a bounce */
+		s->st.sender_refusals++;
+		if (s->conf.sender_refusal_fails) {
+			s->st.failed++;
+			ctl_op_final(s, r, "failed", res, o->mx, 1);
+			return;
+		}
+		retry_or_fail(s, r, res, o->mx);
 		return;
+	}
 	case SMTP_OUT_FAILED:
 		s->st.failed++;
 		ctl_op_final(s, r, "failed", res, o->mx, 1);
@@ -1260,6 +1289,30 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 }
 
 void
+ctl_sched_stats_json(struct ctl_sched *s, FILE *f)
+{
+	const struct ctl_sched_stats *st = &s->st;
+
+	fprintf(f, "{\"consumer\":\"%s\",\"batches_read\":%" PRIu64 ",\"batches_claimed\":%" PRIu64
+		",\"batches_acked\":%" PRIu64 ",\"batches_bad\":%" PRIu64 ",\"rcpts_in\":%" PRIu64
+		",\"rcpts_skipped\":%" PRIu64 ",\"orders\":%" PRIu64 ",\"msgs_dispatched\":%" PRIu64
+		",\"delivered\":%" PRIu64 ",\"bounced\":%" PRIu64 ",\"failed\":%" PRIu64
+		",\"deferred\":%" PRIu64 ",\"cancelled\":%" PRIu64 ",\"expired\":%" PRIu64
+		",\"dup_final\":%" PRIu64 ",\"mx_fallbacks\":%" PRIu64 ",\"plaintext_retries\":%" PRIu64
+		",\"retry_moved\":%" PRIu64 ",\"redis_errors\":%" PRIu64 ",\"reconnects\":%" PRIu64
+		",\"held\":%u,\"sender_refusals\":%" PRIu64 ",\"classes\":{",
+		s->consumer, st->batches_read, st->batches_claimed, st->batches_acked,
+		st->batches_bad, st->rcpts_in, st->rcpts_skipped, st->orders, st->msgs_dispatched,
+		st->delivered, st->bounced, st->failed, st->deferred, st->cancelled, st->expired,
+		st->dup_final, st->mx_fallbacks, st->plaintext_retries, st->retry_moved,
+		st->redis_errors, st->reconnects, ctl_sched_held(s), st->sender_refusals);
+	for (unsigned i = 0; i < CTL_BC_LAST; i++)
+		fprintf(f, "%s\"%s\":%" PRIu64, i ? "," : "",
+			ctl_bounce_class_name((enum ctl_bounce_class)i), st->by_class[i]);
+	fprintf(f, "}}");
+}
+
+void
 ctl_sched_free(struct ctl_sched *s)
 {
 	if (s == NULL)
@@ -1281,5 +1334,6 @@ ctl_sched_free(struct ctl_sched *s)
 	}
 	ctl_camps_free(s);
 	ctl_redis_close(s->rc);
+	ctl_bounce_free(s->own_bounce);
 	free(s);
 }

@@ -22,11 +22,13 @@
 #define CTL_SCHED_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "ctl_dispatch.h"
 #include "ctl_retry.h"
 
+struct ctl_bounce;
 struct ctl_dns;
 struct ctl_shape;
 
@@ -55,6 +57,20 @@ struct ctl_sched_conf {
 	struct ctl_retry_conf retry;	/**< backoff; max_age_ms is per campaign */
 	uint64_t seed;			/**< jitter RNG seed (0 = from the clock) */
 	unsigned backend_slots;		/**< orders at the backend at once, default 256 */
+	/**
+	 * Bounce classification rules (ctl_bounce.h), owned by the caller and
+	 * kept until ctl_sched_free; NULL = the shipped rules alone.
+	 */
+	const struct ctl_bounce *bounce;
+	/**
+	 * Classes whose 5xx is a final bounce, as bits (1u << CTL_BC_x);
+	 * 0 = the address's own problems (invalid_recipient, bad_domain).
+	 * Any other 5xx refuses the sender, not the address: see
+	 * sender_refusal_fails.
+	 */
+	unsigned bounce_final_mask;
+	/** A 5xx of another class: 0 = deferred and retried (default), 1 = failed. */
+	int sender_refusal_fails;
 };
 
 /** Counters for logs and tests. */
@@ -67,6 +83,9 @@ struct ctl_sched_stats {
 	uint64_t mx_fallbacks, plaintext_retries;
 	uint64_t redis_errors, reconnects;
 	uint64_t retry_moved;
+	uint64_t sender_refusals;	/**< 5xx of a class that did not bounce */
+	uint64_t by_class[12];		/**< records of non-deliveries by ctl_bounce class
+					     (CTL_BC_LAST of them; deferrals count each time) */
 };
 
 struct ctl_sched;
@@ -104,6 +123,13 @@ int ctl_sched_finished(struct ctl_sched *s, int until_idle);
 unsigned ctl_sched_held(const struct ctl_sched *s);
 
 const struct ctl_sched_stats *ctl_sched_stats(const struct ctl_sched *s);
+
+/**
+ * The counters as one JSON object ({"consumer":..., "delivered":..., ...,
+ * "classes":{"invalid_recipient":N, ...}}), for --stats and the daemon's
+ * counters file. @p f is written to, never flushed.
+ */
+void ctl_sched_stats_json(struct ctl_sched *s, FILE *f);
 void ctl_sched_free(struct ctl_sched *s);
 
 #endif

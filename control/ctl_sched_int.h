@@ -9,6 +9,7 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "ctl_bounce.h"
 #include "ctl_dns.h"
 #include "ctl_keys.h"
 #include "ctl_redis.h"
@@ -136,6 +137,7 @@ struct sop {
 
 struct ctl_sched {
 	struct ctl_sched_conf conf;
+	struct ctl_bounce *own_bounce;	/* the shipped rules when conf.bounce is NULL */
 	char ns[64], group[64], consumer[128];
 	char k_jobs[96], k_retry[96], k_events[96], k_tls_domains[96];
 	/* Redis */
@@ -173,6 +175,8 @@ int ctl_rc_ready(struct ctl_sched *s);
 void ctl_rc_failed(struct ctl_sched *s, const char *what);
 /* One command when connected (group in place), else NULL. */
 #define CTL_RC_CMD(s, ...) (ctl_rc_ready(s) ? ctl_redis_cmd((s)->rc, __VA_ARGS__) : NULL)
+/* The bounce class of a non-delivery (ctl_bounce rules over code, esc, text). */
+enum ctl_bounce_class ctl_sched_classify(const struct ctl_sched *s, const struct ctl_result *res);
 void ctl_op_final(struct ctl_sched *s, struct srcpt *r, const char *state,
 	const struct ctl_result *res, const char *mx, int real_attempt);
 void ctl_op_defer(struct ctl_sched *s, struct srcpt *r,

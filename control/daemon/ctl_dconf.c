@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ctl_bounce.h"
 #include "ctl_dconf.h"
 #include "mp_log.h"
 #include "smtp.h"
@@ -185,6 +186,60 @@ get_double(struct ctl_conf *cf, const char *sec, const char *key, double def,
 	return 0;
 }
 
+/* [bounce]: the operator's rules first, then the shipped ones; which
+ * classes bounce; what other 5xx replies become. */
+static int
+load_bounce(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errlen)
+{
+	static const char *const refusal[] = { "defer", "fail", NULL };
+	const char *rules = ctl_conf_get(cf, "bounce", "rules");
+	const char *fin = ctl_conf_get(cf, "bounce", "final_classes");
+	char where[256], why[384];
+	int iv;
+
+	ctl_bounce_free(d->bounce);
+	d->bounce = ctl_bounce_new();
+	if (d->bounce == NULL) {
+		mp_errf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (rules != NULL && ctl_bounce_load_file(d->bounce, rules, why, sizeof(why)) < 0) {
+		mp_errf(err, errlen, "%s%s", ctl_conf_where(cf, "bounce", "rules", where,
+			sizeof(where)), why);
+		return -EINVAL;
+	}
+	if (ctl_bounce_load_text(d->bounce, ctl_bounce_builtin, "rules.conf", why, sizeof(why)) < 0) {
+		mp_errf(err, errlen, "shipped bounce rules: %s", why);
+		return -EINVAL;
+	}
+	d->bounce_final_mask = 1u << CTL_BC_INVALID_RECIPIENT | 1u << CTL_BC_BAD_DOMAIN;
+	if (fin != NULL) {
+		char buf[512], *save = NULL, *t;
+
+		snprintf(buf, sizeof(buf), "%s", fin);
+		d->bounce_final_mask = 0;
+		for (t = strtok_r(buf, ", \t", &save); t != NULL; t = strtok_r(NULL, ", \t", &save)) {
+			enum ctl_bounce_class c;
+
+			if (ctl_bounce_class_parse(t, &c) < 0) {
+				mp_errf(err, errlen, "%sunknown class '%.60s'", ctl_conf_where(cf,
+					"bounce", "final_classes", where, sizeof(where)), t);
+				return -EINVAL;
+			}
+			d->bounce_final_mask |= 1u << c;
+		}
+		if (d->bounce_final_mask == 0) {
+			mp_errf(err, errlen, "%sno class given", ctl_conf_where(cf, "bounce",
+				"final_classes", where, sizeof(where)));
+			return -EINVAL;
+		}
+	}
+	if (ctl_conf_get_enum(cf, "bounce", "sender_refusal", refusal, 0, &iv, err, errlen) < 0)
+		return -EINVAL;
+	d->sender_refusal_fails = iv == 1;
+	return 0;
+}
+
 int
 ctl_dconf_load(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errlen)
 {
@@ -297,7 +352,17 @@ ctl_dconf_load(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errle
 		return -EINVAL;
 	}
 
+	if (load_bounce(d, cf, err, errlen) < 0)
+		return -EINVAL;
+
 	if (ctl_conf_check_unused(cf, err, errlen) < 0)
 		return -EINVAL;
 	return 0;
+}
+
+void
+ctl_dconf_fini(struct ctl_dconf *d)
+{
+	ctl_bounce_free(d->bounce);
+	d->bounce = NULL;
 }

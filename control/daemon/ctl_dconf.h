@@ -66,6 +66,10 @@ struct ctl_dconf {
 	const char *dns_servers;
 	/* [retry] */
 	struct ctl_retry_conf retry;
+	/* [bounce] */
+	struct ctl_bounce *bounce;	/* own rules, then the shipped ones; ctl_dconf_fini */
+	unsigned bounce_final_mask;	/* 1u << CTL_BC_x that bounce */
+	int sender_refusal_fails;	/* other 5xx: 0 deferred, 1 failed */
 };
 
 /** Defaults for everything. */
@@ -78,6 +82,9 @@ void ctl_dconf_defaults(struct ctl_dconf *d);
  * @return 0, or -EINVAL with @p err "file:line: [section] key: reason".
  */
 int ctl_dconf_load(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errlen);
+
+/** Free what ctl_dconf_load allocated (the bounce rules). */
+void ctl_dconf_fini(struct ctl_dconf *d);
 
 /**
  * The [dataplane] key a dataplane command-line option overrides.

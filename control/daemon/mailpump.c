@@ -346,24 +346,13 @@ static void
 stats_json(FILE *f, struct ctl_sched *s, const struct dp_worker *workers, unsigned n,
 	double elapsed_s)
 {
-	const struct ctl_sched_stats *st = ctl_sched_stats(s);
 	const struct ctl_ring_domain *dom = NULL;
 	unsigned ndom = 0;
 
 	fprintf(f, "{\"elapsed_s\":%.3f,\"rss_kb\":%ld,\"transport\":\"%s\",", elapsed_s,
 		rss_kb(), dc.transport == CTL_TRANSPORT_KSOCK ? "ksock" : "dpdk");
-	fprintf(f, "\"sched\":{\"batches_read\":%" PRIu64 ",\"batches_claimed\":%" PRIu64
-		",\"batches_acked\":%" PRIu64 ",\"batches_bad\":%" PRIu64 ",\"rcpts_in\":%" PRIu64
-		",\"rcpts_skipped\":%" PRIu64 ",\"orders\":%" PRIu64 ",\"msgs_dispatched\":%" PRIu64
-		",\"delivered\":%" PRIu64 ",\"bounced\":%" PRIu64 ",\"failed\":%" PRIu64
-		",\"deferred\":%" PRIu64 ",\"cancelled\":%" PRIu64 ",\"expired\":%" PRIu64
-		",\"dup_final\":%" PRIu64 ",\"mx_fallbacks\":%" PRIu64 ",\"plaintext_retries\":%" PRIu64
-		",\"retry_moved\":%" PRIu64 ",\"redis_errors\":%" PRIu64 ",\"reconnects\":%" PRIu64
-		",\"held\":%u}", st->batches_read, st->batches_claimed, st->batches_acked,
-		st->batches_bad, st->rcpts_in, st->rcpts_skipped, st->orders, st->msgs_dispatched,
-		st->delivered, st->bounced, st->failed, st->deferred, st->cancelled, st->expired,
-		st->dup_final, st->mx_fallbacks, st->plaintext_retries, st->retry_moved,
-		st->redis_errors, st->reconnects, ctl_sched_held(s));
+	fprintf(f, "\"sched\":");
+	ctl_sched_stats_json(s, f);
 	fprintf(f, ",\"workers\":[");
 	for (unsigned i = 0; i < n; i++) {
 		const struct ctl_rworker_stats *w = ctl_rworker_stats(ws[i].rw);
@@ -691,6 +680,9 @@ main(int argc, char **argv)
 	sc.dns = dns;
 	sc.shape = shape;
 	sc.retry = dc.retry;
+	sc.bounce = dc.bounce;
+	sc.bounce_final_mask = dc.bounce_final_mask;
+	sc.sender_refusal_fails = dc.sender_refusal_fails;
 	/* a scheduler that would not start fails here, before the NIC; the
 	 * real one is made once the number of workers is known */
 	if (make_sched(&sc) < 0) {
@@ -803,6 +795,7 @@ out:
 	if (eal_up)
 		rte_eal_cleanup();
 out_conf:
+	ctl_dconf_fini(&dc);
 	ctl_conf_free(cf);
 	fflush(stdout);
 	return ret;

@@ -7,7 +7,8 @@
 -- running or paused: never during submitting, never over cancelled.
 -- KEYS: rcpt hash, counts, campaign, events, retry.
 -- ARGV: addr, json, state, campaign, code, esc, text, tls_version,
---       tls_cipher, ts_ms, maxlen, attempts delta, due_ms, retry member.
+--       tls_cipher, ts_ms, maxlen, attempts delta, due_ms, retry member,
+--       bounce class ("" for a delivery).
 -- Returns 1 written, 0 already final, -1 no such recipient.
 -- @include lib_final_count.lua
 local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -29,7 +30,8 @@ end
 if tonumber(ARGV[12]) > 0 then redis.call('HINCRBY', KEYS[2], 'attempts', ARGV[12]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', 'campaign', ARGV[4],
   'rcpt', ARGV[1], 'state', ARGV[3], 'code', ARGV[5], 'esc', ARGV[6],
-  'text', ARGV[7], 'tls_version', ARGV[8], 'tls_cipher', ARGV[9], 'ts_ms', ARGV[10])
+  'text', ARGV[7], 'tls_version', ARGV[8], 'tls_cipher', ARGV[9], 'ts_ms', ARGV[10],
+  'class', ARGV[15])
 if ARGV[3] == 'deferred' then
   redis.call('ZADD', KEYS[5], ARGV[13], ARGV[14])
 else

@@ -730,6 +730,22 @@ print_reasons(const char *title, json_t *arr)
 	}
 }
 
+/* Non-deliveries by state and bounce class (README "Bounce classes"). */
+static void
+print_classes(json_t *classes)
+{
+	const char *st, *cl;
+	json_t *by, *n;
+
+	if (json_object_size(classes) == 0)
+		return;
+	printf("\nby class:\n");
+	json_object_foreach(classes, st, by) {
+		json_object_foreach(by, cl, n)
+			printf("  %-9s %-18s %8lld\n", st, cl, (long long)json_integer_value(n));
+	}
+}
+
 static void
 join_counts(char *buf, size_t cap, json_t *obj, int max)
 {
@@ -825,6 +841,7 @@ cmd_report(int argc, char **argv)
 			print_json(j);
 		} else {
 			print_status(j);
+			print_classes(json_object_get(j, "classes"));
 			print_reasons("top bounce reasons", json_object_get(j, "bounce_reasons"));
 			print_reasons("top deferral reasons (last reply of recipients still deferred)",
 				json_object_get(j, "deferral_reasons"));

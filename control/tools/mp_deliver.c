@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ctl_bounce.h"
 #include "ctl_dns.h"
 #include "ctl_ksock.h"
 #include "ctl_redis.h"
@@ -56,6 +57,11 @@ usage(FILE *f)
 "  --batches N            batches held at once (default 32)\n"
 "  --helo NAME --ca FILE --tls-min 1.2|1.3\n"
 "  --tls-min-opportunistic 1.0|1.1|1.2|1.3  floor for opportunistic TLS\n"
+"  --bounce-rules FILE    own bounce classification rules, read before the\n"
+"                         shipped ones (format: README, Bounce classes)\n"
+"  --sender-refusal defer|fail  a 5xx that is not the address's problem\n"
+"                         (policy, reputation, auth...): retried (default)\n"
+"                         or failed; never bounced\n"
 "                         (default 1.2; lower encrypts with old servers)\n"
 "                         (--helo: this host's FQDN, default its own name;\n"
 "                         refused unless fully qualified)\n"
@@ -82,7 +88,7 @@ main(int argc, char **argv)
 {
 	enum { O_NS = 256, O_CONSUMER, O_ROUTE, O_DNS, O_MAXC, O_MPC, O_RPT, O_RATE,
 		O_BURST, O_SHAPE, O_RBASE, O_RFACT, O_RCAP, O_RJIT, O_IDLE, O_BATCHES,
-		O_HELO, O_CA, O_TLSMIN, O_TLSOPP, O_CTO, O_STO, O_UNTIL, O_GRACE, O_TIMEOUT,
+		O_HELO, O_CA, O_TLSMIN, O_TLSOPP, O_BRULES, O_REFUSAL, O_CTO, O_STO, O_UNTIL, O_GRACE, O_TIMEOUT,
 		O_STATS, O_LOG, O_REDIS, O_HELP };
 	static const struct option opts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
@@ -106,6 +112,8 @@ main(int argc, char **argv)
 		{ "ca", required_argument, 0, O_CA },
 		{ "tls-min", required_argument, 0, O_TLSMIN },
 		{ "tls-min-opportunistic", required_argument, 0, O_TLSOPP },
+		{ "bounce-rules", required_argument, 0, O_BRULES },
+		{ "sender-refusal", required_argument, 0, O_REFUSAL },
 		{ "connect-timeout", required_argument, 0, O_CTO },
 		{ "smtp-timeout", required_argument, 0, O_STO },
 		{ "until-idle", no_argument, 0, O_UNTIL },
@@ -125,6 +133,8 @@ main(int argc, char **argv)
 	unsigned nroutes = 0, nshapes = 0;
 	unsigned long long v;
 	char consumer[128], host[64], helo[256], err[512];
+	const char *bounce_rules = NULL;
+	struct ctl_bounce *bounce = NULL;
 	int until_idle = 0, stats = 0, c, rc = 0;
 	unsigned long long grace_s = 30, timeout_s = 0;
 	struct ctl_dns *dns = NULL;
@@ -175,6 +185,12 @@ main(int argc, char **argv)
 				tc.opportunistic_min_version = rc;
 			rc = 0;
 			break;
+		case O_BRULES: bounce_rules = optarg; break;
+		case O_REFUSAL:
+			if (strcmp(optarg, "defer") == 0) sc.sender_refusal_fails = 0;
+			else if (strcmp(optarg, "fail") == 0) sc.sender_refusal_fails = 1;
+			else bad = 1;
+			break;
 		case O_CTO: bad = parse_u(optarg, &v); kc.connect_timeout_ms = (uint32_t)v; break;
 		case O_STO: bad = parse_u(optarg, &v); kc.cmd_timeout_ms = (uint32_t)v; break;
 		case O_UNTIL: until_idle = 1; break;
@@ -217,6 +233,17 @@ main(int argc, char **argv)
 		fprintf(stderr, "mp-deliver: --helo: %s; give this host's fully qualified name, "
 			"the PTR name of its sending address\n", err);
 		return 1;
+	}
+	if (bounce_rules != NULL) {
+		bounce = ctl_bounce_new();
+		if (bounce == NULL || ctl_bounce_load_file(bounce, bounce_rules, err, sizeof(err)) < 0 ||
+		    ctl_bounce_load_text(bounce, ctl_bounce_builtin, "rules.conf", err,
+			sizeof(err)) < 0) {
+			fprintf(stderr, "mp-deliver: --bounce-rules: %s\n", err);
+			ctl_bounce_free(bounce);
+			return 1;
+		}
+		sc.bounce = bounce;
 	}
 	if (tls_alloc_init() < 0)
 		fprintf(stderr, "mp-deliver: warning: OpenSSL allocator not set\n");
@@ -291,23 +318,8 @@ main(int argc, char **argv)
 		ctl_sched_step(s, 100);
 	}
 	if (stats) {
-		const struct ctl_sched_stats *st = ctl_sched_stats(s);
-
-		printf("{\"consumer\":\"%s\",\"batches_read\":%" PRIu64 ",\"batches_claimed\":%" PRIu64
-			",\"batches_acked\":%" PRIu64 ",\"batches_bad\":%" PRIu64
-			",\"rcpts_in\":%" PRIu64 ",\"rcpts_skipped\":%" PRIu64
-			",\"orders\":%" PRIu64 ",\"msgs_dispatched\":%" PRIu64
-			",\"delivered\":%" PRIu64 ",\"bounced\":%" PRIu64 ",\"failed\":%" PRIu64
-			",\"deferred\":%" PRIu64 ",\"cancelled\":%" PRIu64 ",\"expired\":%" PRIu64
-			",\"dup_final\":%" PRIu64 ",\"mx_fallbacks\":%" PRIu64
-			",\"plaintext_retries\":%" PRIu64 ",\"retry_moved\":%" PRIu64
-			",\"redis_errors\":%" PRIu64 "}\n",
-			sc.consumer, st->batches_read, st->batches_claimed, st->batches_acked,
-			st->batches_bad, st->rcpts_in, st->rcpts_skipped, st->orders,
-			st->msgs_dispatched, st->delivered, st->bounced, st->failed,
-			st->deferred, st->cancelled, st->expired, st->dup_final,
-			st->mx_fallbacks, st->plaintext_retries, st->retry_moved,
-			st->redis_errors);
+		ctl_sched_stats_json(s, stdout);
+		printf("\n");
 		fflush(stdout);
 	}
 out:
@@ -316,6 +328,7 @@ out:
 	ctl_ksock_free(k);
 	ctl_dns_free(dns);
 	ctl_sched_free(s);
+	ctl_bounce_free(bounce);
 	ctl_shape_free(shape);
 	return rc;
 }

@@ -15,6 +15,9 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 "$MP" --config "$EX" --check-config >"$T/out" 2>&1 || fail "example: $(cat "$T/out")"
 # every key on (list sections get one entry each)
 sed 's/^#\([a-z_.*-]* = \)/\1/' "$EX" >"$T/all.conf"
+# files the example names must exist: an own bounce rules file
+printf '# own rules\nrate_limited 4xx * our-relay\n' >"$T/own.rules"
+sed -i "s|^rules = .*|rules = $T/own.rules|" "$T/all.conf"
 "$MP" --config "$T/all.conf" --check-config >"$T/out" 2>&1 || fail "all keys: $(cat "$T/out")"
 n=$(grep -cE '^[a-z_]+ = ' "$T/all.conf")
 [ "$n" -ge 50 ] || fail "only $n keys in the example"
@@ -42,6 +45,11 @@ bad gateway 300.1.1.1 "[dataplane] gateway"
 bad ip 10.0.0.1/40 "[dataplane] ip"
 bad rate fast "[shaping] rate"
 bad cap 1s "[retry] cap"
+bad final_classes "invalid_recipient, spam" "[bounce] final_classes: unknown class 'spam'"
+bad sender_refusal bounce "[bounce] sender_refusal"
+bad rules /nonexistent/bounce.rules "[bounce] rules: /nonexistent/bounce.rules: No such file"
+printf 'other 5xx 5.1 *\n' >"$T/bad.rules"
+bad rules "$T/bad.rules" "[bounce] rules: $T/bad.rules:1: bad enhanced code pattern"
 bad helo localhost "[smtp] helo: 'localhost' is not fully qualified"
 bad helo "[192.0.2.1]" "[smtp] helo: '[192.0.2.1]' is an address literal"
 # unset on a host whose own name is not qualified: refused, saying so

@@ -42,6 +42,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "ctl_bounce.h"
 #include "ctl_dns.h"
 #include "ctl_retry.h"
 #include "ctl_sched.h"
@@ -383,6 +384,14 @@ tb_answer(struct tb *t, struct ctl_order *o)
 			r.code = 451;
 			snprintf(r.esc, sizeof(r.esc), "4.7.1");
 			snprintf(r.text, sizeof(r.text), "451 4.7.1 greylisted, try later");
+		} else if (strcmp(o->domain, "dkim.test") == 0) {
+			/* Gmail's refusal of unauthenticated mail: the sender's fault */
+			r.outcome = SMTP_OUT_BOUNCED;
+			r.stage = SMTP_STAGE_BODY;
+			r.code = 550;
+			snprintf(r.esc, sizeof(r.esc), "5.7.26");
+			snprintf(r.text, sizeof(r.text), "550-5.7.26 This mail has been blocked because "
+				"the sender is unauthenticated.");
 		} else if (strcmp(o->domain, "bounce.test") == 0) {
 			r.outcome = SMTP_OUT_BOUNCED;
 			r.stage = SMTP_STAGE_RCPT;
@@ -600,7 +609,7 @@ test_shaping(void)
 static void
 test_retry_timing(void)
 {
-	static const char *const doms[] = { "slow.test", "bounce.test" };
+	static const char *const doms[] = { "slow.test", "bounce.test", "dkim.test" };
 	struct ctl_retry_conf rcf;
 	struct rig g;
 	uint64_t first = fake_now, max_age = 3600 * 1000;
@@ -613,7 +622,7 @@ test_retry_timing(void)
 		return;
 	}
 	g.tb->sess_ms = 0;
-	seed("retry", doms, 2, 5, 100, 3600, "running");
+	seed("retry", doms, 3, 5, 100, 3600, "running");
 	CHECK_EQ(run_until_done(&g, "retry", 40000, 1000), 0);
 	ctl_retry_conf_init(&rcf);
 	rcf.base_ms = 60000;
@@ -661,13 +670,44 @@ test_retry_timing(void)
 		j = rcpt_state("retry", "u1@bounce.test");
 		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "bounced");
 		CHECK_STREQ(json_string_value(json_object_get(j, "esc")), "5.1.1");
+		CHECK_STREQ(json_string_value(json_object_get(j, "class")), "invalid_recipient");
+		json_decref(j);
+		/* 5.7.26 refuses the sender: retried like a 4xx, failed at the
+		 * maximum age, never bounced */
+		j = rcpt_state("retry", "u2@dkim.test");
+		text = json_string_value(json_object_get(j, "text"));
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "failed");
+		CHECK_STREQ(json_string_value(json_object_get(j, "class")), "auth_failure");
+		CHECK(text != NULL && strstr(text, "expired") != NULL && strstr(text, "5.7.26") != NULL);
+		CHECK(json_integer_value(json_object_get(j, "attempts")) >= 6);
+		json_decref(j);
+		j = rcpt_state("retry", "u3@slow.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "class")), "greylisted");
 		json_decref(j);
 	}
-	CHECK_EQ(count("retry", "failed"), 5);
+	CHECK_EQ(count("retry", "failed"), 10);
 	CHECK_EQ(count("retry", "bounced"), 5);
 	CHECK_EQ(count("retry", "deferred"), 0);
+	CHECK(ctl_sched_stats(g.s)->sender_refusals >= 30);
+	CHECK_EQ(ctl_sched_stats(g.s)->by_class[CTL_BC_INVALID_RECIPIENT], 5);
+	CHECK(ctl_sched_stats(g.s)->by_class[CTL_BC_AUTH_FAILURE] >= 30);
+	{
+		/* the events carry the class too */
+		redisReply *e = redisCommand(rc, "XREVRANGE mp:events + - COUNT 1");
+		int found = 0;
+
+		if (e != NULL && e->type == REDIS_REPLY_ARRAY && e->elements == 1) {
+			redisReply *f = e->element[0]->element[1];
+
+			for (size_t k = 0; k + 1 < f->elements; k += 2)
+				if (strcmp(f->element[k]->str, "class") == 0)
+					found = 1;
+		}
+		CHECK(found);
+		freeReplyObject(e);
+	}
 	CHECK_EQ(rint_cmd("ZCARD %s%s", "mp:", "retry"), 0);
-	check_consistent("retry", 10);
+	check_consistent("retry", 15);
 	rig_free(&g);
 }
 

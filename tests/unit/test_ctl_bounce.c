@@ -99,6 +99,10 @@ static const struct vec vecs[] = {
 	  "violation", "auth_failure" },
 	{ 554, NULL, "554 Transaction failed", "other" },
 	{ 0, NULL, "connect 192.0.2.1:25: Connection refused", "other" },
+	/* our resolver's permanent answers */
+	{ 0, NULL, "DNS null_mx for retired.example: null MX (RFC 7505)", "bad_domain" },
+	{ 0, NULL, "DNS nxdomain for nowhere.example: no such domain", "bad_domain" },
+	{ 0, NULL, "DNS tempfail for slow.example: timeout", "other" },
 };
 
 static struct ctl_bounce *
