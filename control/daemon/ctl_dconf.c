@@ -308,7 +308,9 @@ ctl_dconf_load(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errle
 	{
 		char where[256], why[256];
 
-		if (smtp_helo_name_check(d->helo, why, sizeof(why)) < 0) {
+		/* only a daemon that sends needs one: the dataplane alone
+		 * (no Redis URL) answers ARP and ping */
+		if (d->redis_url != NULL && smtp_helo_name_check(d->helo, why, sizeof(why)) < 0) {
 			mp_errf(err, errlen, "%s%s%s; set it to this host's fully qualified "
 				"name, the PTR name of its sending address",
 				ctl_conf_where(cf, "smtp", "helo", where, sizeof(where)),
