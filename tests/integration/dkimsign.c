@@ -343,5 +343,15 @@ main(int argc, char **argv)
 	for (size_t i = 0; i < nkeys; i++)
 		msg_dkim_key_free(keys[i]);
 	msg_template_free(t);
+	for (size_t i = 0; i < G.n; i++) {
+		for (size_t k = 0; k < G.it[i].fields.n; k++) {
+			free((char *)G.it[i].f[k].name);
+			free((char *)G.it[i].f[k].value);
+		}
+		free(G.it[i].addr);
+	}
+	free(G.it);
+	free((char *)spec.text);
+	free((char *)spec.html);
 	return 0;
 }

@@ -67,22 +67,23 @@ test_canon_header(void)
 {
 	char out[256];
 
-	/* RFC 6376 3.4.5 */
-	CHECK_EQ(msg_dkim_canon_header("A: X", 4, out, sizeof(out)), 3);
-	CHECK_STREQ(out, "a:X");
-	CHECK(msg_dkim_canon_header("B : Y\t\r\n\tZ  ", 12, out, sizeof(out)) > 0);
-	CHECK_STREQ(out, "b:Y Z");
-	/* 3.4.2's own example, tabs, leading and trailing WSP, folds */
-	CHECK(msg_dkim_canon_header("SUBJect: AbC", 12, out, sizeof(out)) > 0);
-	CHECK_STREQ(out, "subject:AbC");
-	CHECK(msg_dkim_canon_header("To:\t  a  \t b\r\n  c \t", 19, out, sizeof(out)) > 0);
-	CHECK_STREQ(out, "to:a b c");
-	CHECK(msg_dkim_canon_header("X-Empty:", 8, out, sizeof(out)) > 0);
-	CHECK_STREQ(out, "x-empty:");
-	CHECK(msg_dkim_canon_header("X-E: \r\n ", 8, out, sizeof(out)) > 0);
-	CHECK_STREQ(out, "x-e:");
-	CHECK(msg_dkim_canon_header("K: a:b: c", 9, out, sizeof(out)) > 0);
-	CHECK_STREQ(out, "k:a:b: c");
+	static const struct { const char *in, *want; } v[] = {
+		/* RFC 6376 3.4.5 */
+		{ "A: X", "a:X" },
+		{ "B : Y\t\r\n\tZ  ", "b:Y Z" },
+		/* 3.4.2's own example, tabs, leading and trailing WSP, folds */
+		{ "SUBJect: AbC", "subject:AbC" },
+		{ "To:\t  a  \t b\r\n  c \t", "to:a b c" },
+		{ "X-Empty:", "x-empty:" },
+		{ "X-E: \r\n ", "x-e:" },
+		{ "K: a:b: c", "k:a:b: c" },
+	};
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		CHECK_EQ(msg_dkim_canon_header(v[i].in, strlen(v[i].in), out, sizeof(out)),
+			strlen(v[i].want));
+		CHECK_STREQ(out, v[i].want);
+	}
 	CHECK_EQ(msg_dkim_canon_header("no colon", 8, out, sizeof(out)), -EINVAL);
 	CHECK_EQ(msg_dkim_canon_header("Subject: long", 13, out, 8), -ENOSPC);
 }
@@ -146,7 +147,7 @@ ref_canon(const char *in, size_t n, char *out)
 		}
 	}
 	while (o >= 2 && out[o - 2] == '\r' && out[o - 1] == '\n' &&
-	       (o == 2 || (out[o - 4] == '\r' && out[o - 3] == '\n')))
+	       (o == 2 || (o >= 4 && out[o - 4] == '\r' && out[o - 3] == '\n')))
 		o -= 2;
 	if (o > 0 && !(o >= 2 && out[o - 2] == '\r' && out[o - 1] == '\n')) {
 		out[o++] = '\r';
@@ -327,19 +328,24 @@ test_keys(void)
 	CHECK_EQ(msg_dkim_key_bits(ed), 256);
 	CHECK_STREQ(msg_dkim_alg_name(MSG_DKIM_ED25519_SHA256), "ed25519-sha256");
 
-	CHECK(refused("missing.pem", "example.com", "s", "No such file"));
-	CHECK(refused("ec.pem", "example.com", "s", "EC key"));
-	CHECK(refused("ed448.pem", "example.com", "s", "ED448 key"));
-	CHECK(refused("rsa512.pem", "example.com", "s", "512 bits"));
-	CHECK(refused("rsa8192.pem", "example.com", "s", "8192 bits"));
-	CHECK(refused("enc.pem", "example.com", "s", "encrypted"));
-	CHECK(refused("pub.pem", "example.com", "s", "not a PEM private key"));
-	CHECK(refused("junk.pem", "example.com", "s", "not a PEM private key"));
-	CHECK(refused("ed25519.pem", "exa mple.com", "s", "not a domain name"));
-	CHECK(refused("ed25519.pem", "-x.example", "s", "not a domain name"));
-	CHECK(refused("ed25519.pem", "", "s", "not a domain name"));
-	CHECK(refused("ed25519.pem", "example.com", "s_1", "selector"));
-	CHECK(refused("ed25519.pem", "example.com", "", "selector"));
+	static const struct { const char *file, *domain, *sel, *why; } no[] = {
+		{ "missing.pem", "example.com", "s", "No such file" },
+		{ "ec.pem", "example.com", "s", "EC key" },
+		{ "ed448.pem", "example.com", "s", "ED448 key" },
+		{ "rsa512.pem", "example.com", "s", "512 bits" },
+		{ "rsa8192.pem", "example.com", "s", "8192 bits" },
+		{ "enc.pem", "example.com", "s", "encrypted" },
+		{ "pub.pem", "example.com", "s", "not a PEM private key" },
+		{ "junk.pem", "example.com", "s", "not a PEM private key" },
+		{ "ed25519.pem", "exa mple.com", "s", "not a domain name" },
+		{ "ed25519.pem", "-x.example", "s", "not a domain name" },
+		{ "ed25519.pem", "", "s", "not a domain name" },
+		{ "ed25519.pem", "example.com", "s_1", "selector" },
+		{ "ed25519.pem", "example.com", "", "selector" },
+	};
+
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		CHECK(refused(no[i].file, no[i].domain, no[i].sel, no[i].why));
 	{
 		char sel[240];
 
@@ -593,28 +599,24 @@ test_sign_block(void)
 		}
 		CHECK(ok);
 	}
-	tag(out, "h", v, sizeof(v));
-	CHECK_STREQ(v, "from:from:to:subject:date:mime-version:x-tag:x-tag");
-	tag(second, "h", v, sizeof(v));
-	CHECK_STREQ(v, "from:from:to:subject:date:mime-version:x-tag:x-tag");
-	tag(out, "a", v, sizeof(v));
-	CHECK_STREQ(v, "rsa-sha256");
-	tag(second, "a", v, sizeof(v));
-	CHECK_STREQ(v, "ed25519-sha256");
-	tag(out, "c", v, sizeof(v));
-	CHECK_STREQ(v, "relaxed/relaxed");
-	tag(out, "d", v, sizeof(v));
-	CHECK_STREQ(v, "example.com");
-	tag(out, "s", v, sizeof(v));
-	CHECK_STREQ(v, "rsa.2026");
-	tag(second, "s", v, sizeof(v));
-	CHECK_STREQ(v, "ed-1");
-	tag(out, "t", v, sizeof(v));
-	CHECK_STREQ(v, "1796000000");
-	tag(out, "bh", v, sizeof(v));
-	CHECK_STREQ(v, bh64);
-	tag(out, "l", v, sizeof(v));
-	CHECK_STREQ(v, "");
+	{
+		static const char hl[] = "from:from:to:subject:date:mime-version:x-tag:x-tag";
+		const struct { bool ed; const char *t, *want; } tags[] = {
+			{ false, "h", hl }, { true, "h", hl },
+			{ false, "a", "rsa-sha256" }, { true, "a", "ed25519-sha256" },
+			{ false, "c", "relaxed/relaxed" }, { true, "c", "relaxed/relaxed" },
+			{ false, "d", "example.com" }, { true, "d", "example.com" },
+			{ false, "s", "rsa.2026" }, { true, "s", "ed-1" },
+			{ false, "t", "1796000000" }, { true, "t", "1796000000" },
+			{ false, "bh", bh64 }, { true, "bh", bh64 },
+			{ false, "l", "" }, { true, "l", "" },
+		};
+
+		for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++) {
+			tag(tags[i].ed ? second : out, tags[i].t, v, sizeof(v));
+			CHECK_STREQ(v, tags[i].want);
+		}
+	}
 	CHECK(sig_valid(out, (size_t)(second - out), hdr_canon, rsa_pub, false));
 	CHECK(sig_valid(second, strlen(second), hdr_canon, ed_pub, true));
 	/* the wrong data does not verify: the check above can fail */
@@ -867,11 +869,22 @@ test_render(void)
 	msg_template_free(t);
 }
 
+static void
+rm_dir(void)
+{
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+}
+
 int
 main(void)
 {
 	if (mkdtemp(dir) == NULL)
 		return 1;
+	atexit(rm_dir);
 	test_canon_header();
 	test_canon_body();
 	test_body_stream();
@@ -885,12 +898,5 @@ main(void)
 	msg_dkim_key_free(ed);
 	EVP_PKEY_free(rsa_pub);
 	EVP_PKEY_free(ed_pub);
-	{
-		char cmd[300];
-
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "could not remove %s\n", dir);
-	}
 	return mp_test_result("msg_dkim");
 }
