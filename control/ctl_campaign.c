@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ctl_dkim.h"
 #include "ctl_sched_int.h"
 #include "mp_log.h"
 
@@ -75,8 +76,36 @@ hget(const redisReply *r, const char *name)
 	return NULL;
 }
 
+/* The DKIM keys of the campaign's signing domain: dkim_domain, else the
+ * From domain. No key: unsigned, or refused when DKIM is required. */
 static void
-camp_compile(struct scamp *c, const redisReply *h)
+camp_dkim(struct ctl_sched *s, struct scamp *c, const redisReply *h, const char *from)
+{
+	const struct msg_dkim_key *k[MSG_DKIM_MAX_SIGS];
+	const char *d = hget(h, "dkim_domain"), *at;
+	size_t n;
+
+	if (d == NULL || d[0] == '\0')
+		d = (at = strrchr(from, '@')) != NULL ? at + 1 : from;
+	n = ctl_dkim_keys(s->conf.dkim, d, k);
+	if (n == 0) {
+		if (ctl_dkim_mode(s->conf.dkim) == CTL_DKIM_REQUIRED) {
+			snprintf(c->bad, sizeof(c->bad), "DKIM is required and this daemon has "
+				"no key for d=%.200s", d);
+			ctl_campaign_unref(c->cc);
+			c->cc = NULL;
+		} else if (s->conf.dkim != NULL) {
+			LOGW("event=dkim_unsigned campaign=%s d=%s reason=\"no key for the signing domain\"",
+				c->id, d);
+		}
+		return;
+	}
+	memcpy(c->cc->dkim, k, n * sizeof(k[0]));
+	c->cc->ndkim = (unsigned)n;
+}
+
+static void
+camp_compile(struct ctl_sched *s, struct scamp *c, const redisReply *h)
 {
 	struct msg_header hdr[MSG_MAX_HEADERS];
 	struct msg_template_spec spec = { 0 };
@@ -135,10 +164,12 @@ camp_compile(struct scamp *c, const redisReply *h)
 
 		c->cc = ctl_campaign_new(c->id, rp != NULL && rp[0] != '\0' ? rp : spec.from_addr,
 			&spec, err, sizeof(err));
-		if (c->cc == NULL)
+		if (c->cc == NULL) {
 			snprintf(c->bad, sizeof(c->bad), "template: %s", err);
-		else
+		} else {
 			c->cc->verp = verp != NULL && strcmp(verp, "1") == 0;
+			camp_dkim(s, c, h, spec.from_addr);
+		}
 	}
 	json_decref(headers);
 }
@@ -175,7 +206,7 @@ camp_fill(struct ctl_sched *s, struct scamp *c, const redisReply *h)
 	if (v == NULL || v[0] == '\0')
 		v = hget(h, "created_ms");
 	c->submitted_ms = v != NULL ? strtoull(v, NULL, 10) : 0;
-	camp_compile(c, h);
+	camp_compile(s, c, h);
 	c->state_mono = ctl_mono_ms();
 }
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "ctl_campdef.h"
+#include "ctl_dkim.h"
 #include "ctl_lua.h"
 
 #define TEMPLATE_FILE_MAX (8u << 20)
@@ -38,6 +39,7 @@ ctl_campdef_fini(struct ctl_campdef *c)
 	free(c->from_name);
 	free(c->reply_to);
 	free(c->return_path);
+	free(c->dkim_domain);
 	free(c->subject);
 	free(c->text);
 	free(c->html);
@@ -153,6 +155,8 @@ ctl_campdef_set(struct ctl_campdef *c, const char *key, const char *v,
 		return set_str(&c->reply_to, v, err, errlen);
 	if (strcmp(key, "return_path") == 0)
 		return set_str(&c->return_path, v, err, errlen);
+	if (strcmp(key, "dkim_domain") == 0)
+		return set_str(&c->dkim_domain, v, err, errlen);
 	if (strcmp(key, "verp") == 0) {
 		if (strcmp(v, "1") != 0 && strcmp(v, "0") != 0 && strcmp(v, "true") != 0 &&
 		    strcmp(v, "false") != 0 && v[0] != '\0') {
@@ -428,6 +432,10 @@ ctl_campdef_validate(struct ctl_campdef *c, struct msg_template **tpl,
 			c->return_path);
 		return -EINVAL;
 	}
+	if (c->dkim_domain && c->dkim_domain[0] && !ctl_dkim_domain_ok(c->dkim_domain)) {
+		ERR("campaign: dkim_domain: '%.200s' is not a domain name", c->dkim_domain);
+		return -EINVAL;
+	}
 	if (c->subject == NULL || c->subject[0] == '\0') {
 		ERR("campaign: subject required");
 		return -EINVAL;
@@ -514,7 +522,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	char created[24], maxage[24];
 	char *hdrs = json_str_or_empty(c->headers);
 	char *ovr = json_str_or_empty(c->tls_overrides);
-	const char *argv[48];
+	const char *argv[64];
 	redisReply *rep;
 	int n = 0, rc = 0;
 
@@ -544,6 +552,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	KV(CTL_F_REPLY_TO, c->reply_to);
 	KV(CTL_F_RETURN_PATH, c->return_path);
 	KV(CTL_F_VERP, c->verp ? "1" : "0");
+	KV(CTL_F_DKIM_DOMAIN, c->dkim_domain);
 	KV(CTL_F_SUBJECT, c->subject);
 	KV(CTL_F_TEXT, c->text);
 	KV(CTL_F_HTML, c->html);
@@ -689,7 +698,7 @@ ctl_campdef_load_redis(struct ctl_redis *r, const char *id, struct ctl_campdef *
 {
 	static const char *const strs[] = {
 		"from", "from_name", "reply_to", "subject", "text", "html",
-		"unsubscribe", "tls_policy", "window", "max_age_s", "return_path", "verp",
+		"unsubscribe", "tls_policy", "window", "max_age_s", "return_path", "verp", "dkim_domain",
 	};
 	char kc[CTL_KEY_MAX], e2[400];
 	const char *v;

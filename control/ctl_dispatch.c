@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "ctl_dispatch.h"
+#include "ctl_dkim.h"
 #include "mp_hash.h"
 
 uint64_t
@@ -205,6 +206,62 @@ ctl_order_run_init(struct ctl_order_run *run, struct ctl_order *o,
 	req->policy = o->policy;
 	req->implicit_tls = o->implicit_tls;
 	req->smtp = &run->cfg;
+	req->core = &run->core;
+}
+
+void
+ctl_order_run_set_signq(struct ctl_order_run *run, struct ctl_signq *q)
+{
+	run->signq = q;
+}
+
+void
+ctl_order_run_fini(struct ctl_order_run *run)
+{
+	ctl_sign_job_release(run->job);
+	run->job = NULL;
+	run->sig_wait = 0;
+	run->core = NULL;
+}
+
+/* A signer thread finished the signature: let the session go on. */
+static void
+run_sig_done(void *arg, struct ctl_sign_job *job)
+{
+	struct ctl_order_run *run = arg;
+
+	(void)job;
+	run->sig_wait = 0;
+	if (run->core != NULL)
+		mps_wake(run->core);
+}
+
+/* Prepare the DKIM signature(s) of the message just opened and have them
+ * made: by a signer thread, or here without a queue. */
+static int
+run_sign(struct ctl_order_run *run, const struct ctl_campaign *c)
+{
+	struct msg_dkim_opts o = {
+		.keys = c->dkim, .nkeys = c->ndkim, .t = run->msg_time,
+	};
+	struct msg_dkim_prepared p;
+	char why[160];
+
+	if (msg_dkim_prepare_render(&p, &run->render, &o, why, sizeof(why)) < 0) {
+		snprintf(run->render_err, sizeof(run->render_err), "DKIM: %s", why);
+		return -EINVAL;
+	}
+	if (run->signq != NULL) {
+		run->job = ctl_signq_submit(run->signq, &p, run_sig_done, run);
+		run->sig_wait = run->job != NULL;
+	} else {
+		run->job = ctl_sign_now(&p);
+	}
+	if (run->job == NULL) {
+		snprintf(run->render_err, sizeof(run->render_err), "DKIM: out of memory");
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 static int
@@ -214,6 +271,7 @@ run_body_open(void *src, unsigned flags)
 	struct ctl_msg *m = run->o->msgs[run->cur];
 	struct msg_fields f = { .v = m->fields, .n = m->nfields, .index = m->index };
 	unsigned mf = 0;
+	int fresh;
 
 	if (flags & SMTP_BODY_DOTSTUFF)
 		mf |= MSG_F_DOTSTUFF;
@@ -222,8 +280,20 @@ run_body_open(void *src, unsigned flags)
 	if (flags & SMTP_BODY_SMTPUTF8)
 		mf |= MSG_F_SMTPUTF8;
 	run->render_err[0] = '\0';
-	if (msg_render_open(&run->render, m->camp->tpl, m->rcpt, &f, mf, time(NULL),
-	    run->render_err, sizeof(run->render_err)) < 0) {
+	run->sig_off = 0;
+	/* a message opened again (its recipients split over transactions)
+	 * keeps its Date and its signature: the bytes are the same */
+	fresh = run->cur != run->dkim_msg || (run->job == NULL && run->msg_time == 0);
+	if (fresh) {
+		ctl_sign_job_release(run->job);
+		run->job = NULL;
+		run->sig_wait = 0;
+		run->dkim_msg = run->cur;
+		run->msg_time = time(NULL);
+	}
+	if (msg_render_open(&run->render, m->camp->tpl, m->rcpt, &f, mf, run->msg_time,
+	    run->render_err, sizeof(run->render_err)) < 0 ||
+	    (m->camp->ndkim != 0 && run->job == NULL && run_sign(run, m->camp) < 0)) {
 		run->render_failed++;
 		return -EINVAL;
 	}
@@ -234,7 +304,29 @@ static ssize_t
 run_body_read(void *src, void *buf, size_t cap)
 {
 	struct ctl_order_run *run = src;
+	const char *sig, *why;
+	ssize_t n;
 
+	/* the DKIM-Signature header(s) go in front of the message */
+	if (run->job != NULL) {
+		n = ctl_sign_job_result(run->job, &sig, &why);
+		if (n == -EINPROGRESS)
+			return -EAGAIN;	/* run_sig_done wakes the session */
+		if (n < 0) {
+			snprintf(run->render_err, sizeof(run->render_err),
+				"DKIM signing failed: %s", why);
+			return -EIO;
+		}
+		if (run->sig_off < (size_t)n) {
+			size_t k = (size_t)n - run->sig_off;
+
+			if (k > cap)
+				k = cap;
+			memcpy(buf, sig + run->sig_off, k);
+			run->sig_off += k;
+			return (ssize_t)k;
+		}
+	}
 	return msg_render_read(&run->render, buf, cap);
 }
 
@@ -275,7 +367,8 @@ ctl_order_run_result(struct ctl_order_run *run, const struct smtp_rcpt_result *r
 	res->code = r->code;
 	memcpy(res->esc, r->esc, sizeof(res->esc));
 	/* a body the renderer refused: say why in the renderer's words */
-	if (r->outcome == SMTP_OUT_FAILED && r->stage == SMTP_STAGE_LOCAL &&
+	if (r->outcome == SMTP_OUT_FAILED &&
+	    (r->stage == SMTP_STAGE_LOCAL || r->stage == SMTP_STAGE_BODY) &&
 	    run->render_err[0] != '\0' && res->msg_index == run->cur)
 		snprintf(res->text, sizeof(res->text), "message: %s", run->render_err);
 	else
@@ -309,6 +402,7 @@ ctl_order_run_report(struct ctl_order_run *run, const struct smtp_sess_info *inf
 	int connected = info != NULL &&
 		(run->connect_fail < run->results || info->greeting_host[0] != '\0');
 
+	ctl_order_run_fini(run);
 	memset(rep, 0, offsetof(struct ctl_sess_report, tls));
 	rep->order_id = run->o->id;
 	rep->connected = (uint8_t)connected;

@@ -25,6 +25,7 @@
 #define CTL_K_EVENTS        "events"             /* STREAM of recipient state changes */
 #define CTL_K_TLS           "tls:%s"             /* HASH per-domain TLS counters */
 #define CTL_K_TLS_DOMAINS   "tls:domains"        /* SET of domains with a tls: hash */
+#define CTL_K_DKIM          "dkim"               /* HASH: the daemons' [dkim] (mode, domains) */
 
 /* the consumer group on CTL_K_JOBS */
 #define CTL_GROUP           "mailpump"
@@ -40,6 +41,7 @@
 #define CTL_F_REPLY_TO      "reply_to"
 #define CTL_F_RETURN_PATH   "return_path"        /* MAIL FROM; "" = from */
 #define CTL_F_VERP          "verp"               /* "1": per-recipient return path */
+#define CTL_F_DKIM_DOMAIN   "dkim_domain"        /* DKIM d=; "" = the From domain */
 #define CTL_F_SUBJECT       "subject"
 #define CTL_F_TEXT          "text"
 #define CTL_F_HTML          "html"

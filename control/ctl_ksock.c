@@ -28,6 +28,7 @@ struct ctl_ksock {
 	char helo[256];
 	unsigned active;
 	struct kord *live;		/* orders at the engine */
+	struct ctl_signq *signq;	/* DKIM signatures made by the pool */
 };
 
 /* One order in flight. */
@@ -87,6 +88,7 @@ k_submit(void *be, struct ctl_order *o)
 		return -EAGAIN;
 	ko->k = k;
 	ctl_order_run_init(&ko->run, o, &k->smtp, &req);
+	ctl_order_run_set_signq(&ko->run, k->signq);
 	req.next_txn = k_next_txn;
 	req.result = k_result;
 	req.done = k_done;
@@ -110,8 +112,14 @@ static int
 k_poll(void *be, int timeout_ms)
 {
 	struct ctl_ksock *k = be;
+	int n;
 
-	return ksock_engine_poll(k->e, timeout_ms);
+	/* signatures made meanwhile wake their sessions (the eventfd is in
+	 * the engine's epoll set, so a wait ends when one is made) */
+	ctl_signq_poll(k->signq);
+	n = ksock_engine_poll(k->e, timeout_ms);
+	ctl_signq_poll(k->signq);
+	return n;
 }
 
 static unsigned
@@ -158,6 +166,17 @@ ctl_ksock_new(const struct ctl_ksock_conf *conf, const struct ctl_sink *sink,
 		free(k);
 		return NULL;
 	}
+	if (conf != NULL && conf->dkim != NULL) {
+		int rc = -ENOMEM;
+
+		k->signq = ctl_signq_new(conf->dkim, 1);
+		if (k->signq == NULL ||
+		    (rc = ksock_engine_watch(k->e, ctl_signq_fd(k->signq))) < 0) {
+			snprintf(err, errlen, "DKIM result queue: %s", strerror(-rc));
+			ctl_ksock_free(k);
+			return NULL;
+		}
+	}
 	return k;
 }
 
@@ -171,9 +190,11 @@ ctl_ksock_free(struct ctl_ksock *k)
 		struct kord *ko = k->live;
 
 		k->live = ko->lnext;
+		ctl_order_run_fini(&ko->run);
 		ctl_order_free(ko->run.o);
 		free(ko);
 	}
+	ctl_signq_free(k->signq, 2000);
 	free(k);
 }
 

@@ -14,6 +14,7 @@
 #define CTL_KSOCK_H
 
 #include "ctl_dispatch.h"
+#include "ctl_dkim.h"
 #include "ksock.h"
 
 struct ctl_ksock_conf {
@@ -22,6 +23,7 @@ struct ctl_ksock_conf {
 	uint32_t connect_timeout_ms;	/**< 0 = ksock default */
 	uint32_t cmd_timeout_ms;	/**< SMTP command timeouts, 0 = RFC defaults */
 	unsigned max_sessions;		/**< 0 = ksock default */
+	struct ctl_dkim *dkim;		/**< signer threads (started), NULL = sign in place */
 };
 
 struct ctl_ksock;

@@ -71,6 +71,14 @@ struct ctl_sched_conf {
 	unsigned bounce_final_mask;
 	/** A 5xx of another class: 0 = deferred and retried (default), 1 = failed. */
 	int sender_refusal_fails;
+	/**
+	 * DKIM keys per signing domain and the mode (ctl_dkim.h), owned by
+	 * the caller and kept until ctl_sched_free; NULL = nothing is signed.
+	 * A campaign signs with the keys of its dkim_domain (default: the
+	 * From domain); without keys it goes unsigned (optional) or its
+	 * recipients fail (required).
+	 */
+	const struct ctl_dkim *dkim;
 };
 
 /** Counters for logs and tests. */

@@ -36,6 +36,7 @@
 
 #include "mps.h"
 #include "msg.h"
+#include "msg_dkim.h"
 #include "smtp.h"
 #include "tls.h"
 
@@ -55,6 +56,10 @@ struct ctl_campaign {
 	int verp;			/**< per-recipient MAIL FROM (ctl_verp_address) */
 	struct msg_template *tpl;	/**< compiled template (shared read-only) */
 	unsigned render_flags;		/**< MSG_F_* the campaign allows (8BITMIME) */
+	/** DKIM keys to sign with (ctl_dkim_keys of the signing domain; they
+	 *  outlive every campaign), one signature each; 0 = unsigned. */
+	const struct msg_dkim_key *dkim[MSG_DKIM_MAX_SIGS];
+	unsigned ndkim;
 };
 
 /**
@@ -204,8 +209,20 @@ struct ctl_backend {
  *   ctl_order_run_result()     from req.result
  *   ctl_order_run_report()     from req.done
  */
+struct ctl_signq;
+struct ctl_sign_job;
+
 struct ctl_order_run {
 	struct ctl_order *o;
+	/* DKIM: the signature of message dkim_msg, made by a signer thread
+	 * (signq) or here (signq NULL); core is woken when it is ready */
+	struct ctl_signq *signq;
+	struct mps_sess *core;
+	struct ctl_sign_job *job;
+	unsigned dkim_msg;
+	time_t msg_time;		/**< Date of dkim_msg: a re-open renders the same bytes */
+	size_t sig_off;			/**< signature bytes already read */
+	uint8_t sig_wait;		/**< job at a thread */
 	unsigned nxt;			/**< next message to hand out */
 	unsigned cur;			/**< message being rendered */
 	unsigned connect_fail;		/**< results at the connect stage */
@@ -226,6 +243,19 @@ struct ctl_order_run {
  */
 void ctl_order_run_init(struct ctl_order_run *run, struct ctl_order *o,
 	const struct smtp_config *base, struct mps_req *req);
+
+/**
+ * Sign through @p q (the calling thread's queue; the backend polls it)
+ * rather than on the session's own thread. Call after ctl_order_run_init,
+ * before the session opens.
+ */
+void ctl_order_run_set_signq(struct ctl_order_run *run, struct ctl_signq *q);
+
+/**
+ * The order is over (after its report, or when the backend drops it
+ * without one): release a signature still being made.
+ */
+void ctl_order_run_fini(struct ctl_order_run *run);
 
 /**
  * VERP: the return path of one recipient, so an asynchronous bounce names

@@ -156,6 +156,13 @@ void ksock_engine_free(struct ksock_engine *e);
 int ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req);
 
 /**
+ * Also wake ksock_engine_poll() when @p fd is readable (level-triggered;
+ * the caller drains it after the poll: an eventfd of results made on
+ * other threads). @return 0 or -errno of epoll_ctl.
+ */
+int ksock_engine_watch(struct ksock_engine *e, int fd);
+
+/**
  * Wait up to @p timeout_ms (-1 = until something happens, 0 = do not
  * wait) for I/O, then run socket events, ready async TLS jobs, timers
  * (connect and SMTP timeouts) and the callbacks they cause.

@@ -86,6 +86,9 @@ struct mps_req {
 		const struct tls_record *tls);
 	void *user;
 	uint32_t id;			/**< session id for logs; 0 = engine assigns */
+	/** If set, receives the session core at open, for mps_wake(); valid
+	 *  until the done callback (NULL it when the open fails). */
+	struct mps_sess **core;
 };
 
 /** Counters a set of sessions shares (one per engine), monotonic. */
@@ -127,6 +130,10 @@ struct mps_ops {
 	 *  it; @p abort: the session ended on an error or mps_abort() (reset
 	 *  the connection rather than close it in order, if the transport can). */
 	void (*close)(void *t, int abort);
+	/** Give the session a turn soon (mps_pump from the transport's
+	 *  loop); only queues it, never calls back (may be NULL: the
+	 *  transport turns every session often enough anyway). */
+	void (*wake)(void *t);
 };
 
 enum mps_state {
@@ -166,6 +173,7 @@ struct mps_sess {
 	uint8_t smtp_closed;		/* smtp ops->close was called */
 	uint8_t done_called;
 	uint8_t aborted;		/* mps_abort() ended it */
+	uint8_t src_wake;		/* mps_wake(): the body source has bytes */
 	int err;			/* transport error not yet reported */
 	uint64_t linger_deadline;
 	uint16_t tx_off, tx_len;	/* plaintext the transport / TLS did not take */
@@ -260,6 +268,14 @@ int mps_read(struct mps_sess *s, void *buf, size_t len, uint64_t now_ms);
  * transport has room and on every turn of the session.
  */
 void mps_pump(struct mps_sess *s, uint64_t now_ms);
+
+/**
+ * The message source of the session has bytes again after a body read
+ * said -EAGAIN (a signature made on another thread): the next mps_pump()
+ * resumes the body. Only records it and asks the transport for a turn
+ * (ops->wake); call from the transport's thread, between mps_ calls.
+ */
+void mps_wake(struct mps_sess *s);
 
 /** The transport failed (reset, timeout, ...): @p err negative errno. */
 void mps_on_error(struct mps_sess *s, int err, uint64_t now_ms);

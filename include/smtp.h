@@ -225,7 +225,10 @@ struct smtp_body {
 	 *         itself for DATA), negative errno to fail the transaction.
 	 */
 	int (*open)(void *src, unsigned flags);
-	/** @return bytes read (> 0), 0 at end, negative errno on failure. */
+	/** @return bytes read (> 0), 0 at end, -EAGAIN when the source
+	 *  has nothing yet (e.g. a signature being made elsewhere: the
+	 *  owner calls smtp_sess_on_writable() when it has), another
+	 *  negative errno on failure. */
 	ssize_t (*read)(void *src, void *buf, size_t cap);
 	void *src;
 	/** Exact size of the raw (unstuffed) body, or -1 when unknown.

@@ -13,6 +13,7 @@
 
 #include "ctl_bounce.h"
 #include "ctl_dconf.h"
+#include "ctl_dkim.h"
 #include "mp_log.h"
 #include "smtp.h"
 
@@ -240,6 +241,73 @@ load_bounce(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errlen)
 	return 0;
 }
 
+struct dkim_arg {
+	struct ctl_dconf *d;
+	struct ctl_conf *cf;
+	char *err;
+	size_t errlen;
+};
+
+/* [dkim] DOMAIN = SELECTOR FILE[, SELECTOR FILE] */
+static int
+dkim_item(void *arg, const struct ctl_conf_item *it)
+{
+	static const char *const own[] = { "mode", "threads", "cpus", NULL };
+	struct dkim_arg *a = arg;
+	char where[256], why[384];
+
+	for (size_t i = 0; own[i] != NULL; i++)
+		if (strcmp(it->key, own[i]) == 0)
+			return 0;
+	if (strchr(it->key, '.') == NULL) {
+		mp_errf(a->err, a->errlen, "%sunknown key (a signing domain is a "
+			"fully qualified name)", ctl_conf_where(a->cf, "dkim", it->key, where,
+			sizeof(where)));
+		return -EINVAL;
+	}
+	if (ctl_dkim_add_keys(a->d->dkim, it->key, it->value, why, sizeof(why)) < 0) {
+		mp_errf(a->err, a->errlen, "%s%s", ctl_conf_where(a->cf, "dkim", it->key,
+			where, sizeof(where)), why);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* [dkim]: every key file loaded and checked now, before any NIC or
+ * connection is touched. */
+static int
+load_dkim(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errlen)
+{
+	static const char *const modes[] = { "optional", "required", NULL };
+	struct dkim_arg a = { d, cf, err, errlen };
+	uint64_t n;
+	int iv;
+
+	ctl_dkim_free(d->dkim);
+	d->dkim = ctl_dkim_new();
+	if (d->dkim == NULL) {
+		mp_errf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (ctl_conf_get_enum(cf, "dkim", "mode", modes, 0, &iv, err, errlen) < 0)
+		return -EINVAL;
+	ctl_dkim_set_mode(d->dkim, (enum ctl_dkim_mode)iv);
+	if (ctl_conf_get_uint(cf, "dkim", "threads", 1, 64, 1, &n, err, errlen) < 0)
+		return -EINVAL;
+	d->dkim_threads = (unsigned)n;
+	d->dkim_cpus = ctl_conf_get(cf, "dkim", "cpus");
+	if (ctl_conf_each(cf, "dkim", dkim_item, &a) != 0)
+		return -EINVAL;
+	if (ctl_dkim_ndomains(d->dkim) == 0 && iv == CTL_DKIM_REQUIRED) {
+		char where[256];
+
+		mp_errf(err, errlen, "%srequired, but no signing domain has a key",
+			ctl_conf_where(cf, "dkim", "mode", where, sizeof(where)));
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int
 ctl_dconf_load(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errlen)
 {
@@ -356,6 +424,8 @@ ctl_dconf_load(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errle
 
 	if (load_bounce(d, cf, err, errlen) < 0)
 		return -EINVAL;
+	if (load_dkim(d, cf, err, errlen) < 0)
+		return -EINVAL;
 
 	if (ctl_conf_check_unused(cf, err, errlen) < 0)
 		return -EINVAL;
@@ -367,4 +437,6 @@ ctl_dconf_fini(struct ctl_dconf *d)
 {
 	ctl_bounce_free(d->bounce);
 	d->bounce = NULL;
+	ctl_dkim_free(d->dkim);
+	d->dkim = NULL;
 }

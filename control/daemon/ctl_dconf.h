@@ -70,6 +70,10 @@ struct ctl_dconf {
 	struct ctl_bounce *bounce;	/* own rules, then the shipped ones; ctl_dconf_fini */
 	unsigned bounce_final_mask;	/* 1u << CTL_BC_x that bounce */
 	int sender_refusal_fails;	/* other 5xx: 0 deferred, 1 failed */
+	/* [dkim] */
+	struct ctl_dkim *dkim;		/* keys loaded and checked; NULL: none; ctl_dconf_fini */
+	unsigned dkim_threads;		/* signer threads */
+	const char *dkim_cpus;		/* their CPU list, NULL = unpinned */
 };
 
 /** Defaults for everything. */
@@ -83,7 +87,7 @@ void ctl_dconf_defaults(struct ctl_dconf *d);
  */
 int ctl_dconf_load(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errlen);
 
-/** Free what ctl_dconf_load allocated (the bounce rules). */
+/** Free what ctl_dconf_load allocated (the bounce rules, the DKIM keys). */
 void ctl_dconf_fini(struct ctl_dconf *d);
 
 /**

@@ -96,6 +96,7 @@ struct ctl_rworker {
 	struct rorder *live;		/* orders with an open session */
 	int aborting;
 	const volatile int *stop;
+	struct ctl_signq *signq;	/* DKIM signatures made by the pool */
 	struct ctl_rworker_stats st;
 };
 
@@ -583,6 +584,7 @@ w_open(struct ctl_rworker *w, struct rorder *ro)
 	struct mps_req req;
 
 	ctl_order_run_init(&ro->run, ro->o, &w->smtp, &req);
+	ctl_order_run_set_signq(&ro->run, w->signq);
 	req.next_txn = w_next_txn;
 	req.result = w_result;
 	req.done = w_done;
@@ -597,8 +599,11 @@ ctl_rworker_poll(struct ctl_rworker *w, uint64_t now_us)
 	unsigned k;
 	int work;
 
+	/* signatures made since the last turn wake their sessions; while
+	 * some are being made the loop does not back off */
+	work = (int)ctl_signq_poll(w->signq) + (ctl_signq_inflight(w->signq) != 0);
 	/* session work first: it sets the engine clock new sessions use */
-	work = usock_poll(w->e, now_us);
+	work += usock_poll(w->e, now_us);
 	while ((k = rte_ring_sc_dequeue_burst(w->in, ps, BURST, NULL)) != 0) {
 		for (unsigned i = 0; i < k; i++)
 			w_take(w, ps[i]);
@@ -690,6 +695,8 @@ ctl_rworker_new(struct ctl_ring *r, unsigned id, const struct ctl_rworker_conf *
 		ctl_rworker_free(w);
 		return NULL;
 	}
+	if (conf->dkim != NULL && (w->signq = ctl_signq_new(conf->dkim, 0)) == NULL)
+		goto nomem;
 	return w;
 nomem:
 	snprintf(err, errlen, "worker %u: out of memory", id);
@@ -716,9 +723,11 @@ ctl_rworker_free(struct ctl_rworker *w)
 		struct rorder *ro = w->live;
 
 		w->live = ro->lnext;
+		ctl_order_run_fini(&ro->run);
 		ctl_order_free(ro->o);
 		free(ro);
 	}
+	ctl_signq_free(w->signq, 2000);
 	free(w->evmem);
 	free(w->free);
 	free(w);

@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "ctl_dispatch.h"
+#include "ctl_dkim.h"
 #include "usock.h"
 
 struct rte_ring;
@@ -97,6 +98,7 @@ struct ctl_rworker_conf {
 	uint32_t connect_timeout_ms;
 	uint32_t source;		/**< local IPv4 (host order), 0 = stack picks */
 	const volatile int *stop;	/**< set when the loop is ending: stop waiting for records */
+	struct ctl_dkim *dkim;		/**< DKIM signer threads (started), NULL = sign in the worker */
 };
 
 /**

@@ -45,6 +45,7 @@
 
 static volatile sig_atomic_t got_term;
 static struct ctl_dconf dc;		/* large: not on the stack */
+static int dkim_on;			/* signer threads started */
 
 /* per worker, made on the main lcore before the workers launch */
 struct wslot {
@@ -287,6 +288,27 @@ w_poll(void *app, struct dp_worker *w, uint64_t now_us)
 	return ctl_rworker_poll(((struct wslot *)app)->rw, now_us);
 }
 
+/* The DKIM signer threads, and what submit reads of our keys. Keys were
+ * loaded and checked with the configuration. */
+static int
+start_dkim(void)
+{
+	char err[512];
+
+	if (ctl_dkim_ndomains(dc.dkim) == 0)
+		return 0;
+	if (ctl_dkim_start(dc.dkim, dc.dkim_threads, dc.dkim_cpus, err, sizeof(err)) < 0) {
+		fprintf(stderr, PROG ": bad configuration: [dkim] %s\n", err);
+		return -1;
+	}
+	dkim_on = 1;
+	ctl_dkim_publish_to(dc.dkim, dc.redis_url, dc.ns, dc.consumer);
+	MP_LOG(MP_LOG_INFO, "mailpump", "event=dkim domains=%zu mode=%s threads=%u",
+		ctl_dkim_ndomains(dc.dkim), ctl_dkim_mode_name(ctl_dkim_mode(dc.dkim)),
+		dc.dkim_threads);
+	return 0;
+}
+
 static int
 setup_worker(struct dp_worker *w, void *arg)
 {
@@ -312,6 +334,7 @@ setup_worker(struct dp_worker *w, void *arg)
 	rc.tls = &dc.tls;
 	rc.connect_timeout_ms = (uint32_t)dc.connect_timeout_ms;
 	rc.stop = &dp_stop;
+	rc.dkim = dkim_on ? dc.dkim : NULL;
 	x->rw = ctl_rworker_new(ring, w->id, &rc, err, sizeof(err));
 	if (x->rw == NULL) {
 		fprintf(stderr, PROG ": worker %u: %s\n", w->id, err);
@@ -683,6 +706,7 @@ main(int argc, char **argv)
 	sc.bounce = dc.bounce;
 	sc.bounce_final_mask = dc.bounce_final_mask;
 	sc.sender_refusal_fails = dc.sender_refusal_fails;
+	sc.dkim = dc.dkim;
 	/* a scheduler that would not start fails here, before the NIC; the
 	 * real one is made once the number of workers is known */
 	if (make_sched(&sc) < 0) {
@@ -703,6 +727,9 @@ main(int argc, char **argv)
 		kc.connect_timeout_ms = (uint32_t)dc.connect_timeout_ms;
 		kc.cmd_timeout_ms = (uint32_t)dc.command_timeout_ms;
 		kc.max_sessions = dc.max_sessions;
+		if (start_dkim() < 0)
+			goto out;
+		kc.dkim = dkim_on ? dc.dkim : NULL;
 		k = ctl_ksock_new(&kc, ctl_sched_sink(s), err, sizeof(err));
 		if (k == NULL) {
 			fprintf(stderr, PROG ": ksock: %s\n", err);
@@ -717,6 +744,9 @@ main(int argc, char **argv)
 			goto out;
 		}
 		eal_up = 1;
+		/* threads made now share the main lcore's CPU, not a worker's */
+		if (start_dkim() < 0)
+			goto out;
 		if (rte_lcore_count() < 2) {
 			fprintf(stderr, PROG ": [dataplane] lcores: needs a main lcore and at "
 				"least one worker\n");

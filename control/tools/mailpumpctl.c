@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include "ctl_campdef.h"
+#include "ctl_dkim.h"
 #include "ctl_input.h"
 #include "ctl_redis.h"
 #include "ctl_report.h"
@@ -46,6 +47,7 @@ static const char usage_text[] =
 "        --tls none|opportunistic|required|verify\n"
 "        --tls-override DOMAIN=POLICY (repeatable) --window HH:MM-HH:MM\n"
 "        --max-age SECONDS --return-path ADDR (MAIL FROM; default --from)\n"
+"        --dkim-domain DOMAIN (DKIM d=; default the --from domain)\n"
 "        --verp (per-recipient return path: LOCAL+rlocal=rdomain@DOMAIN)\n"
 "      --append ID: resume an interrupted submission of campaign ID with\n"
 "        the same (or remaining) recipients; already queued ones are skipped\n"
@@ -382,7 +384,7 @@ cmd_submit(int argc, char **argv)
 			return EX_USAGE;
 		}
 #define TAKE(f) do { if (o.camp.f == NULL) { o.camp.f = base.f; base.f = NULL; } } while (0)
-		TAKE(from); TAKE(from_name); TAKE(reply_to); TAKE(return_path); TAKE(subject);
+		TAKE(from); TAKE(from_name); TAKE(reply_to); TAKE(return_path); TAKE(dkim_domain); TAKE(subject);
 		TAKE(text); TAKE(html); TAKE(unsub);
 #undef TAKE
 		if (o.camp.id[0] == '\0')
@@ -412,6 +414,22 @@ cmd_submit(int argc, char **argv)
 		return EX_USAGE;
 	}
 	r = connect_redis();
+	{
+		/* what no daemon will sign is refused under [dkim] mode = required */
+		const char *d = o.camp.dkim_domain != NULL && o.camp.dkim_domain[0] != '\0' ?
+			o.camp.dkim_domain : strrchr(o.camp.from, '@') + 1;
+		int dk = ctl_dkim_submit_check(r, d, err, sizeof(err));
+
+		if (dk == -EPERM || dk == -EIO) {
+			fprintf(stderr, "mailpumpctl: campaign %s: %s; nothing was submitted\n",
+				o.camp.id[0] ? o.camp.id : "(new)", err);
+			msg_template_free(tpl);
+			ctl_redis_close(r);
+			return dk == -EPERM ? EX_USAGE : EX_REDIS;
+		}
+		if (dk == 1)
+			fprintf(stderr, "mailpumpctl: warning: %s\n", err);
+	}
 have_campaign:
 	fd = open_input(path, o.strict);
 	if (o.strict) {
@@ -924,7 +942,7 @@ cmd_list(int argc, char **argv)
 
 enum {
 	OPT_REDIS = 256, OPT_NS, OPT_JSON, OPT_CAMPAIGN, OPT_ID, OPT_FROM,
-	OPT_FROM_NAME, OPT_REPLY_TO, OPT_RETURN_PATH, OPT_VERP, OPT_SUBJECT, OPT_TEXT, OPT_HTML, OPT_HEADER,
+	OPT_FROM_NAME, OPT_REPLY_TO, OPT_RETURN_PATH, OPT_DKIM_DOMAIN, OPT_VERP, OPT_SUBJECT, OPT_TEXT, OPT_HTML, OPT_HEADER,
 	OPT_UNSUB, OPT_TLS, OPT_TLS_OVR, OPT_WINDOW, OPT_MAX_AGE, OPT_FORMAT,
 	OPT_STRICT, OPT_BATCH, OPT_QUIET, OPT_MAX_ERRORS, OPT_INTERVAL,
 	OPT_TIMEOUT, OPT_DOMAIN, OPT_TOP, OPT_LIMIT, OPT_HELP, OPT_APPEND,
@@ -940,6 +958,7 @@ static const struct option longopts[] = {
 	{ "from-name", required_argument, NULL, OPT_FROM_NAME },
 	{ "reply-to", required_argument, NULL, OPT_REPLY_TO },
 	{ "return-path", required_argument, NULL, OPT_RETURN_PATH },
+	{ "dkim-domain", required_argument, NULL, OPT_DKIM_DOMAIN },
 	{ "verp", no_argument, NULL, OPT_VERP },
 	{ "subject", required_argument, NULL, OPT_SUBJECT },
 	{ "text", required_argument, NULL, OPT_TEXT },
@@ -1022,6 +1041,7 @@ main(int argc, char **argv)
 		case OPT_FROM_NAME: camp_set("from_name", optarg); break;
 		case OPT_REPLY_TO: camp_set("reply_to", optarg); break;
 		case OPT_RETURN_PATH: camp_set("return_path", optarg); break;
+		case OPT_DKIM_DOMAIN: camp_set("dkim_domain", optarg); break;
 		case OPT_VERP: camp_set("verp", "1"); break;
 		case OPT_SUBJECT: camp_set("subject", optarg); break;
 		case OPT_TEXT: camp_set("text_file", optarg); break;

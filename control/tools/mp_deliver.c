@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "ctl_bounce.h"
+#include "ctl_dkim.h"
 #include "ctl_dns.h"
 #include "ctl_ksock.h"
 #include "ctl_redis.h"
@@ -65,6 +66,11 @@ usage(FILE *f)
 "                         (default 1.2; lower encrypts with old servers)\n"
 "                         (--helo: this host's FQDN, default its own name;\n"
 "                         refused unless fully qualified)\n"
+"  --dkim \"DOMAIN=SELECTOR FILE[, SELECTOR FILE]\"  DKIM keys of a signing\n"
+"                         domain (repeatable; README, DKIM)\n"
+"  --dkim-mode optional|required  a campaign without a key: unsigned with a\n"
+"                         warning (default) or failed\n"
+"  --dkim-threads N --dkim-cpus LIST  signer threads (default 1, unpinned)\n"
 "  --connect-timeout MS --smtp-timeout MS\n"
 "  --until-idle           exit 0 when nothing is left to do\n"
 "  --grace S              SIGTERM: seconds for sessions in flight (default 30)\n"
@@ -89,7 +95,7 @@ main(int argc, char **argv)
 	enum { O_NS = 256, O_CONSUMER, O_ROUTE, O_DNS, O_MAXC, O_MPC, O_RPT, O_RATE,
 		O_BURST, O_SHAPE, O_RBASE, O_RFACT, O_RCAP, O_RJIT, O_IDLE, O_BATCHES,
 		O_HELO, O_CA, O_TLSMIN, O_TLSOPP, O_BRULES, O_REFUSAL, O_CTO, O_STO, O_UNTIL, O_GRACE, O_TIMEOUT,
-		O_STATS, O_LOG, O_REDIS, O_HELP };
+		O_STATS, O_LOG, O_REDIS, O_HELP, O_DKIM, O_DKIM_MODE, O_DKIM_THR, O_DKIM_CPUS };
 	static const struct option opts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
 		{ "ns", required_argument, 0, O_NS },
@@ -122,6 +128,10 @@ main(int argc, char **argv)
 		{ "stats", no_argument, 0, O_STATS },
 		{ "log-level", required_argument, 0, O_LOG },
 		{ "help", no_argument, 0, O_HELP },
+		{ "dkim", required_argument, 0, O_DKIM },
+		{ "dkim-mode", required_argument, 0, O_DKIM_MODE },
+		{ "dkim-threads", required_argument, 0, O_DKIM_THR },
+		{ "dkim-cpus", required_argument, 0, O_DKIM_CPUS },
 		{ 0, 0, 0, 0 },
 	};
 	struct ctl_sched_conf sc = { 0 };
@@ -135,6 +145,10 @@ main(int argc, char **argv)
 	char consumer[128], host[64], helo[256], err[512];
 	const char *bounce_rules = NULL;
 	struct ctl_bounce *bounce = NULL;
+	struct ctl_dkim *dkim = NULL;
+	enum ctl_dkim_mode dkim_mode = CTL_DKIM_OPTIONAL;
+	const char *dkim_cpus = NULL;
+	unsigned long long dkim_threads = 1;
 	int until_idle = 0, stats = 0, c, rc = 0;
 	unsigned long long grace_s = 30, timeout_s = 0;
 	struct ctl_dns *dns = NULL;
@@ -186,6 +200,30 @@ main(int argc, char **argv)
 			rc = 0;
 			break;
 		case O_BRULES: bounce_rules = optarg; break;
+		case O_DKIM: {
+			const char *eq = strchr(optarg, '=');
+			char dom[256];
+
+			if (dkim == NULL && (dkim = ctl_dkim_new()) == NULL)
+				return 1;
+			if (eq == NULL || eq == optarg || (size_t)(eq - optarg) >= sizeof(dom)) {
+				fprintf(stderr, "mp-deliver: --dkim %s: expected DOMAIN=SELECTOR FILE\n",
+					optarg);
+				ctl_dkim_free(dkim);
+				return 1;
+			}
+			snprintf(dom, sizeof(dom), "%.*s", (int)(eq - optarg), optarg);
+			if (ctl_dkim_add_keys(dkim, dom, eq + 1, err, sizeof(err)) < 0) {
+				fprintf(stderr, "mp-deliver: --dkim %s: %s\n", dom, err);
+				ctl_dkim_free(dkim);
+				return 1;
+			}
+			break;
+		}
+		case O_DKIM_MODE: bad = ctl_dkim_mode_parse(optarg, &dkim_mode); break;
+		case O_DKIM_THR: bad = parse_u(optarg, &dkim_threads) || dkim_threads == 0 ||
+			dkim_threads > 64; break;
+		case O_DKIM_CPUS: dkim_cpus = optarg; break;
 		case O_REFUSAL:
 			if (strcmp(optarg, "defer") == 0) sc.sender_refusal_fails = 0;
 			else if (strcmp(optarg, "fail") == 0) sc.sender_refusal_fails = 1;
@@ -245,6 +283,20 @@ main(int argc, char **argv)
 		}
 		sc.bounce = bounce;
 	}
+	if (dkim_mode == CTL_DKIM_REQUIRED && dkim == NULL) {
+		fprintf(stderr, "mp-deliver: --dkim-mode required: no --dkim key given\n");
+		return 1;
+	}
+	if (dkim != NULL) {
+		ctl_dkim_set_mode(dkim, dkim_mode);
+		if (ctl_dkim_start(dkim, (unsigned)dkim_threads, dkim_cpus, err, sizeof(err)) < 0) {
+			fprintf(stderr, "mp-deliver: --dkim-threads/--dkim-cpus: %s\n", err);
+			ctl_dkim_free(dkim);
+			return 1;
+		}
+		sc.dkim = dkim;
+		kc.dkim = dkim;
+	}
 	if (tls_alloc_init() < 0)
 		fprintf(stderr, "mp-deliver: warning: OpenSSL allocator not set\n");
 
@@ -281,6 +333,8 @@ main(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
+	if (dkim != NULL)
+		ctl_dkim_publish_to(dkim, sc.redis_url, sc.ns, sc.consumer);
 	kc.tls = &tc;
 	k = ctl_ksock_new(&kc, ctl_sched_sink(s), err, sizeof(err));
 	if (k == NULL) {
@@ -329,6 +383,7 @@ out:
 	ctl_dns_free(dns);
 	ctl_sched_free(s);
 	ctl_bounce_free(bounce);
+	ctl_dkim_free(dkim);
 	ctl_shape_free(shape);
 	return rc;
 }

@@ -302,6 +302,8 @@ mps_sess_init(struct mps_sess *s, const struct mps_req *req,
 		return rc;
 	s->state = MPS_CONNECTING;
 	st->active++;
+	if (req->core != NULL)
+		*req->core = s;
 	return 0;
 }
 
@@ -683,14 +685,26 @@ mps_pump(struct mps_sess *s, uint64_t now)
 	if (tx_flush(s) < 0 && s->err == 0)
 		s->err = -EPIPE;
 	tls_out_flush(s);
-	if (s->smtp_blocked && s->tx_len == 0 && s->paused == MPS_P_NONE && s->err == 0) {
+	if ((s->smtp_blocked || s->src_wake) && s->tx_len == 0 && s->paused == MPS_P_NONE &&
+	    s->err == 0) {
 		s->smtp_blocked = 0;
+		s->src_wake = 0;
 		smtp_sess_on_writable(&s->smtp, now);
 	}
 	if (!s->smtp_closed && s->tls != NULL && s->paused == MPS_P_NONE &&
 	    (s->hs || s->rx != NULL || (s->rd_eof && !s->eof_fed)))
 		tls_in(s, now);
 	settle(s, now);
+}
+
+void
+mps_wake(struct mps_sess *s)
+{
+	if (s->state != MPS_RUNNING || s->smtp_closed)
+		return;
+	s->src_wake = 1;
+	if (s->ops->wake != NULL)
+		s->ops->wake(s->t);
 }
 
 /*

@@ -555,6 +555,8 @@ sess_produce(struct smtp_sess *s)
 	case SMTP_ST_BODY:
 		if (!s->body_eof) {
 			n = body_read_data(s);
+			if (n == -EAGAIN)
+				return 0;	/* the source wakes us (smtp_sess_on_writable) */
 			if (n < 0) {
 				sess_body_error(s, "source read failed");
 				return 0;
@@ -587,6 +589,8 @@ sess_produce(struct smtp_sess *s)
 			return 0;
 		n = s->txn.body.read(s->txn.body.src, s->out,
 			s->chunk_left < SMTP_OUT_MAX ? s->chunk_left : SMTP_OUT_MAX);
+		if (n == -EAGAIN)
+			return 0;
 		if (n <= 0 || (uint64_t)n > s->chunk_left || n > SMTP_OUT_MAX) {
 			sess_body_error(s, n == 0 ? "shorter than its declared size" :
 				"source read failed");

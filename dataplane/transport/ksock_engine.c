@@ -268,6 +268,14 @@ reap(struct ksock_engine *e)
 }
 
 int
+ksock_engine_watch(struct ksock_engine *e, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+
+	return epoll_ctl(e->ep, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+int
 ksock_engine_poll(struct ksock_engine *e, int timeout_ms)
 {
 	struct epoll_event evs[EV_BATCH];
@@ -298,6 +306,8 @@ ksock_engine_poll(struct ksock_engine *e, int timeout_ms)
 		uintptr_t p = (uintptr_t)evs[i].data.ptr;
 		struct ksock_sess *s = (struct ksock_sess *)(p & ~(uintptr_t)1);
 
+		if (p == 0)
+			continue;	/* a ksock_engine_watch() fd: it only wakes us */
 		if (p & 1)
 			s->async_ready = 1;
 		else

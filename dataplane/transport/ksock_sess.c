@@ -121,12 +121,19 @@ op_close(void *t, int abort)
 	ksock_sess_destroy(t);
 }
 
+static void
+op_wake(void *t)
+{
+	ksock_run_add(t);
+}
+
 const struct mps_ops ksock_mps_ops = {
 	.send = op_send,
 	.recv = op_recv,
 	.pause = op_pause,
 	.unpause = op_unpause,
 	.close = op_close,
+	.wake = op_wake,
 };
 
 /* ---------------------------------------------------------------- */

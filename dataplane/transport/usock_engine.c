@@ -193,12 +193,19 @@ op_close(void *t, int abort)
 	s->e->dead = s;
 }
 
+static void
+op_wake(void *t)
+{
+	run_add(t);
+}
+
 static const struct mps_ops usock_mps_ops = {
 	.send = op_send,
 	.recv = op_recv,
 	.pause = op_pause,
 	.unpause = op_unpause,
 	.close = op_close,
+	.wake = op_wake,
 };
 
 /* ---------------------------------------------------------------- */
