@@ -153,7 +153,7 @@ ctl_dkim_add_key(struct ctl_dkim *d, const char *domain, const char *selector,
 
 	n = strlen(domain);
 	if (n == 0 || n >= sizeof(dom) || strlen(selector) >= sizeof(k->selector)) {
-		mp_errf(err, errlen, "DKIM key %s: domain or selector too long or empty", path);
+		mp_errf(err, errlen, "dkim key %s: domain or selector too long or empty", path);
 		return -EINVAL;
 	}
 	for (i = 0; i <= n; i++)
@@ -162,14 +162,14 @@ ctl_dkim_add_key(struct ctl_dkim *d, const char *domain, const char *selector,
 		if (strcmp(d->keys[i].domain, dom) != 0)
 			continue;
 		if (strcasecmp(d->keys[i].selector, selector) == 0) {
-			mp_errf(err, errlen, "DKIM key %s: selector %s of %s is given twice",
+			mp_errf(err, errlen, "dkim key %s: selector %s of %s is given twice",
 				path, selector, dom);
 			return -EINVAL;
 		}
 		same++;
 	}
 	if (same >= MSG_DKIM_MAX_SIGS) {
-		mp_errf(err, errlen, "DKIM key %s: %s has more than %d keys", path, dom,
+		mp_errf(err, errlen, "dkim key %s: %s has more than %d keys", path, dom,
 			MSG_DKIM_MAX_SIGS);
 		return -EINVAL;
 	}
@@ -197,7 +197,7 @@ ctl_dkim_add_key(struct ctl_dkim *d, const char *domain, const char *selector,
 	}
 	return 0;
 nomem:
-	mp_errf(err, errlen, "DKIM key %s: out of memory", path);
+	mp_errf(err, errlen, "dkim key %s: out of memory", path);
 	return -ENOMEM;
 }
 

@@ -570,6 +570,10 @@ main(int argc, char **argv)
 	int rest, rc, ret = 1, n = 0, port_up = 0, eal_up = 0, floor_pol = 0;
 	static const char *const pols[] = { "none", "opportunistic", "required", "verify", NULL };
 
+	/* before anything of OpenSSL allocates: the DKIM keys load with
+	 * the configuration */
+	if (tls_alloc_init() < 0)
+		fprintf(stderr, PROG ": warning: OpenSSL allocator not set\n");
 	ctl_dconf_defaults(&dc);
 	rc = parse_args(argc, argv, &cli, &rest);
 	if (rc != 0)
@@ -645,8 +649,6 @@ main(int argc, char **argv)
 	}
 
 	/* control plane objects (no connection yet) */
-	if (tls_alloc_init() < 0)
-		fprintf(stderr, PROG ": warning: OpenSSL allocator not set\n");
 	smtp_config_defaults(&smtp_defaults);
 	smtp_defaults.helo_name = dc.helo;
 	if (dc.command_timeout_ms > 0) {

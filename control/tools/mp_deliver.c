@@ -158,6 +158,9 @@ main(int argc, char **argv)
 	struct ctl_backend be;
 	int64_t start, term_at = 0;
 
+	/* before anything of OpenSSL allocates (--dkim loads keys) */
+	if (tls_alloc_init() < 0)
+		fprintf(stderr, "mp-deliver: warning: OpenSSL allocator not set\n");
 	ctl_retry_conf_init(&sc.retry);
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		int bad = 0;
@@ -297,9 +300,6 @@ main(int argc, char **argv)
 		sc.dkim = dkim;
 		kc.dkim = dkim;
 	}
-	if (tls_alloc_init() < 0)
-		fprintf(stderr, "mp-deliver: warning: OpenSSL allocator not set\n");
-
 	dns = ctl_dns_new(&dc, err, sizeof(err));
 	if (dns == NULL) {
 		fprintf(stderr, "mp-deliver: dns: %s\n", err);

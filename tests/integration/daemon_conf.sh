@@ -18,6 +18,13 @@ sed 's/^#\([a-z_.*-]* = \)/\1/' "$EX" >"$T/all.conf"
 # files the example names must exist: an own bounce rules file
 printf '# own rules\nrate_limited 4xx * our-relay\n' >"$T/own.rules"
 sed -i "s|^rules = .*|rules = $T/own.rules|" "$T/all.conf"
+# and the DKIM keys it names (RSA-2048 and Ed25519)
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$T/rsa.pem" 2>/dev/null &&
+	openssl genpkey -algorithm ED25519 -out "$T/ed.pem" 2>/dev/null &&
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/ec.pem" 2>/dev/null &&
+	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:512 -out "$T/small.pem" 2>/dev/null ||
+	fail "openssl genpkey"
+sed -i "s|^news.example.net = .*|news.example.net = rsa2026 $T/rsa.pem, ed2026 $T/ed.pem|" "$T/all.conf"
 "$MP" --config "$T/all.conf" --check-config >"$T/out" 2>&1 || fail "all keys: $(cat "$T/out")"
 n=$(grep -cE '^[a-z_]+ = ' "$T/all.conf")
 [ "$n" -ge 50 ] || fail "only $n keys in the example"
@@ -50,6 +57,13 @@ bad sender_refusal bounce "[bounce] sender_refusal"
 bad rules /nonexistent/bounce.rules "[bounce] rules: /nonexistent/bounce.rules: No such file"
 printf 'other 5xx 5.1 *\n' >"$T/bad.rules"
 bad rules "$T/bad.rules" "[bounce] rules: $T/bad.rules:1: bad enhanced code pattern"
+bad news.example.net "rsa2026 $T/missing.pem" "[dkim] news.example.net: dkim key $T/missing.pem: No such file"
+bad news.example.net "ec1 $T/ec.pem" "[dkim] news.example.net: dkim key $T/ec.pem: EC key; DKIM signs with RSA"
+bad news.example.net "small $T/small.pem" "[dkim] news.example.net: dkim key $T/small.pem: RSA key of 512 bits"
+bad news.example.net "rsa2026" "[dkim] news.example.net: \"rsa2026\": expected SELECTOR FILE"
+bad news.example.net "a $T/rsa.pem, b $T/ed.pem, c $T/rsa.pem" "[dkim] news.example.net: dkim key $T/rsa.pem: news.example.net has more than 2 keys"
+bad threads 0 "[dkim] threads"
+bad mode always "[dkim] mode"
 bad helo localhost "[smtp] helo: 'localhost' is not fully qualified"
 bad helo "[192.0.2.1]" "[smtp] helo: '[192.0.2.1]' is an address literal"
 # unset on a host whose own name is not qualified: refused, saying so
