@@ -119,9 +119,9 @@ void ctl_dkim_stats(struct ctl_dkim *d, struct ctl_dkim_stats *st);
 struct ctl_signq *ctl_signq_new(struct ctl_dkim *d, int want_fd);
 
 /**
- * Free the queue: waits up to @p wait_ms for jobs still at a thread
- * (released ones included), then frees every job (callbacks are not
- * made). @return jobs still at a thread after the wait (leaked; 0 is
+ * Free the queue: waits up to @p wait_ms for jobs still at a thread, and
+ * frees them as they come back (no callbacks). The owner releases every
+ * job it holds first. @return jobs still at a thread after the wait (leaked; 0 is
  * normal).
  */
 unsigned ctl_signq_free(struct ctl_signq *q, unsigned wait_ms);
