@@ -27,6 +27,7 @@
 #include "ctl_redis.h"
 #include "ctl_report.h"
 #include "ctl_submit.h"
+#include "ctl_suppress.h"
 
 #define EX_OK       0
 #define EX_USAGE    1
@@ -232,6 +233,15 @@ on_duplicate(void *user, unsigned long line, const char *addr)
 	report_line(user, line, msg, "duplicate");
 }
 
+static void
+on_suppressed(void *user, unsigned long line, const char *addr)
+{
+	char msg[400];
+
+	snprintf(msg, sizeof(msg), "line %lu: suppressed recipient %s (skipped)", line, addr);
+	report_line(user, line, msg, "suppressed");
+}
+
 /* A seekable descriptor for the recipients (strict mode reads twice). */
 static int
 open_input(const char *path, int need_seek)
@@ -356,7 +366,7 @@ cmd_submit(int argc, char **argv)
 	struct ctl_input *in;
 	struct ctl_submit *s;
 	struct ctl_redis *r;
-	char err[600], state[32] = "";
+	char err[600], state[32] = "", sender[256];
 	const char *path;
 	int fd, rc = 0, ex = EX_OK;
 	int64_t t0 = ctl_mono_ms();
@@ -443,7 +453,11 @@ have_campaign:
 	sc.batch_size = o.batch;
 	sc.on_invalid = on_invalid;
 	sc.on_duplicate = on_duplicate;
+	sc.on_suppressed = on_suppressed;
 	sc.user = &x;
+	/* validated already: a From without a usable domain cannot get here */
+	if (ctl_suppress_domain(o.camp.from, sender, sizeof(sender)) == 0)
+		sc.sender_domain = sender;
 	s = ctl_submit_new(r, o.camp.id, tpl, &sc);
 	if (s == NULL) {
 		fprintf(stderr, "mailpumpctl: out of memory\n");
@@ -503,10 +517,11 @@ have_campaign:
 			ex = EX_REDIS;
 	}
 	if (o.json) {
-		json_t *j = json_pack("{s:s s:s s:I s:I s:I s:I s:I s:f s:O}",
+		json_t *j = json_pack("{s:s s:s s:I s:I s:I s:I s:I s:I s:f s:O}",
 			"id", o.camp.id, "state", state[0] ? state : "submitting",
 			"records", (json_int_t)st.records, "accepted", (json_int_t)st.accepted,
 			"invalid", (json_int_t)st.invalid, "duplicates", (json_int_t)st.duplicates,
+			"suppressed", (json_int_t)st.suppressed,
 			"batches", (json_int_t)st.batches,
 			"seconds", (double)(ctl_mono_ms() - t0) / 1000.0,
 			"errors", x.errors);
@@ -515,9 +530,9 @@ have_campaign:
 	} else {
 		printf("%s\n", o.camp.id);
 		if (!o.quiet || ex != EX_OK)
-			fprintf(stderr, "campaign %s: %lu recipients queued in %lu batches, %lu invalid, %lu duplicates skipped (state %s)\n",
+			fprintf(stderr, "campaign %s: %lu recipients queued in %lu batches, %lu invalid, %lu duplicates skipped, %lu suppressed (state %s)\n",
 				o.camp.id, st.accepted, st.batches, st.invalid, st.duplicates,
-				state[0] ? state : "submitting");
+				st.suppressed, state[0] ? state : "submitting");
 	}
 	json_decref(x.errors);
 	ctl_submit_free(s);
@@ -544,8 +559,9 @@ print_status(json_t *j)
 	printf("state      %s\n", jget_str(j, "state"));
 	printf("subject    %s\n", jget_str(j, "subject"));
 	printf("created    %s\n", created);
-	printf("recipients %lld (invalid lines %lld, duplicates skipped %lld)\n",
-		jget_int(j, "total"), jget_int(j, "invalid"), jget_int(j, "duplicates_skipped"));
+	printf("recipients %lld (invalid lines %lld, duplicates skipped %lld, suppressed %lld)\n",
+		jget_int(j, "total"), jget_int(j, "invalid"), jget_int(j, "duplicates_skipped"),
+		jget_int(j, "suppressed"));
 	printf("  queued %lld  deferred %lld  delivered %lld  bounced %lld  failed %lld  cancelled %lld\n",
 		jget_int(c, "queued"), jget_int(c, "deferred"), jget_int(c, "delivered"),
 		jget_int(c, "bounced"), jget_int(c, "failed"), jget_int(c, "cancelled"));
