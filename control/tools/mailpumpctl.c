@@ -972,6 +972,19 @@ struct sup_writer {
 	int failed;
 };
 
+/* Say why a command's reply is unusable, free it. @return EX_REDIS. */
+static int
+sup_redis_fail(struct ctl_redis *r, redisReply *rep, const char *what)
+{
+	fflush(stdout);
+	fprintf(stderr, "mailpumpctl: %s\n", rep == NULL ? ctl_redis_error(r) :
+		rep->type == REDIS_REPLY_ERROR ? rep->str : what);
+	if (rep != NULL)
+		freeReplyObject(rep);
+	ctl_redis_close(r);
+	return EX_REDIS;
+}
+
 static void
 sup_domain_arg(const char *cmd, const char *v, char *dom, size_t cap)
 {
@@ -1119,14 +1132,8 @@ sup_remove(const char *dom, int argc, char **argv)
 	for (i = 0; i < argc; i++)
 		free((char *)av[2 + i]);
 	free(av);
-	if (rep == NULL || rep->type != REDIS_REPLY_INTEGER) {
-		fprintf(stderr, "mailpumpctl: %s\n", rep == NULL ? ctl_redis_error(r) :
-			rep->type == REDIS_REPLY_ERROR ? rep->str : "HDEL: unexpected reply");
-		if (rep != NULL)
-			freeReplyObject(rep);
-		ctl_redis_close(r);
-		return EX_REDIS;
-	}
+	if (rep == NULL || rep->type != REDIS_REPLY_INTEGER)
+		return sup_redis_fail(r, rep, "HDEL: unexpected reply");
 	n = rep->integer;
 	freeReplyObject(rep);
 	ctl_redis_close(r);
@@ -1191,15 +1198,8 @@ sup_list(const char *dom, int argc)
 		const redisReply *items;
 
 		if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
-		    rep->element[0]->type != REDIS_REPLY_STRING) {
-			fflush(stdout);
-			fprintf(stderr, "\nmailpumpctl: %s\n", rep == NULL ? ctl_redis_error(r) :
-				rep->type == REDIS_REPLY_ERROR ? rep->str : "HSCAN: unexpected reply");
-			if (rep != NULL)
-				freeReplyObject(rep);
-			ctl_redis_close(r);
-			return EX_REDIS;
-		}
+		    rep->element[0]->type != REDIS_REPLY_STRING)
+			return sup_redis_fail(r, rep, "HSCAN: unexpected reply");
 		snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
 		items = rep->element[1];
 		for (size_t i = 0; i + 1 < items->elements; i += 2)
