@@ -257,8 +257,10 @@ ctl_report_campaign(struct ctl_redis *r, const char *id, int top, int64_t now_ms
 	int rc, i;
 
 	rc = ctl_report_status(r, id, now_ms, &o, err, errlen);
-	if (rc < 0)
+	if (rc < 0) {
+		json_decref(classes);
 		return rc;
+	}
 	for (i = 0; i < 3; i++) {
 		rs[i].map = json_object();
 		rs[i].other = 0;

@@ -18,6 +18,7 @@
 #define NBUCKETS   16384
 #define BATCH_BYTES_MAX (4u << 20)
 #define OPEN_MAX   8192     /* partial batches (distinct domains) kept */
+#define BATCH_FIXED_ARGS 9  /* 5 keys + id, domain, rcpt value, invalid delta */
 
 struct item {
 	size_t aoff, alen;   /* address in buf */
@@ -217,8 +218,8 @@ ctl_submit_new(struct ctl_redis *r, const char *id, const struct msg_template *t
 	/* no sender domain: "NS suppress:", a list nobody can write */
 	ctl_redis_key(r, s->k_sup, sizeof(s->k_sup), CTL_K_SUPPRESS,
 		s->conf.sender_domain ? s->conf.sender_domain : "");
-	s->argv = calloc(8 + 2 * (size_t)s->conf.batch_size, sizeof(*s->argv));
-	s->argvlen = calloc(8 + 2 * (size_t)s->conf.batch_size, sizeof(*s->argvlen));
+	s->argv = calloc(BATCH_FIXED_ARGS + 2 * (size_t)s->conf.batch_size, sizeof(*s->argv));
+	s->argvlen = calloc(BATCH_FIXED_ARGS + 2 * (size_t)s->conf.batch_size, sizeof(*s->argvlen));
 	if (s->argv == NULL || s->argvlen == NULL) {
 		ctl_submit_free(s);
 		return NULL;
