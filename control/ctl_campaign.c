@@ -132,9 +132,14 @@ camp_compile(struct scamp *c, const redisReply *h)
 	} else {
 		char err[CTL_REASON_MAX - 32];
 
-		c->cc = ctl_campaign_new(c->id, spec.from_addr, &spec, err, sizeof(err));
+		const char *rp = hget(h, "return_path"), *verp = hget(h, "verp");
+
+		c->cc = ctl_campaign_new(c->id, rp != NULL && rp[0] != '\0' ? rp : spec.from_addr,
+			&spec, err, sizeof(err));
 		if (c->cc == NULL)
 			snprintf(c->bad, sizeof(c->bad), "template: %s", err);
+		else
+			c->cc->verp = verp != NULL && strcmp(verp, "1") == 0;
 	}
 	json_decref(headers);
 }

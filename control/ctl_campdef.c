@@ -37,6 +37,7 @@ ctl_campdef_fini(struct ctl_campdef *c)
 	free(c->from);
 	free(c->from_name);
 	free(c->reply_to);
+	free(c->return_path);
 	free(c->subject);
 	free(c->text);
 	free(c->html);
@@ -150,6 +151,17 @@ ctl_campdef_set(struct ctl_campdef *c, const char *key, const char *v,
 		return set_str(&c->from_name, v, err, errlen);
 	if (strcmp(key, "reply_to") == 0)
 		return set_str(&c->reply_to, v, err, errlen);
+	if (strcmp(key, "return_path") == 0)
+		return set_str(&c->return_path, v, err, errlen);
+	if (strcmp(key, "verp") == 0) {
+		if (strcmp(v, "1") != 0 && strcmp(v, "0") != 0 && strcmp(v, "true") != 0 &&
+		    strcmp(v, "false") != 0 && v[0] != '\0') {
+			ERR("campaign: verp '%s': expected true or false", v);
+			return -EINVAL;
+		}
+		c->verp = strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
+		return 0;
+	}
 	if (strcmp(key, "subject") == 0)
 		return set_str(&c->subject, v, err, errlen);
 	if (strcmp(key, "text") == 0)
@@ -311,7 +323,9 @@ ctl_campdef_load_json(struct ctl_campdef *c, const char *path, char *err,
 				break;
 			continue;
 		}
-		if (strcmp(key, "max_age_s") == 0 && json_is_integer(v)) {
+		if (strcmp(key, "verp") == 0 && json_is_boolean(v)) {
+			rc = ctl_campdef_set(c, key, json_is_true(v) ? "1" : "0", e2, sizeof(e2));
+		} else if (strcmp(key, "max_age_s") == 0 && json_is_integer(v)) {
 			snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
 			rc = ctl_campdef_set(c, key, num, e2, sizeof(e2));
 		} else if (!json_is_string(v)) {
@@ -405,6 +419,13 @@ ctl_campdef_validate(struct ctl_campdef *c, struct msg_template **tpl,
 	}
 	if (c->reply_to && c->reply_to[0] && msg_addr_valid(c->reply_to, MSG_F_SMTPUTF8) < 0) {
 		ERR("campaign: reply_to: bad address syntax '%.200s'", c->reply_to);
+		return -EINVAL;
+	}
+	if (c->return_path && c->return_path[0] &&
+	    (msg_addr_valid(c->return_path, MSG_F_SMTPUTF8) < 0 ||
+	     c->return_path[0] == '"' || strchr(c->return_path, '=') != NULL)) {
+		ERR("campaign: return_path: bad address '%.200s' (a dot-atom mailbox, no '=')",
+			c->return_path);
 		return -EINVAL;
 	}
 	if (c->subject == NULL || c->subject[0] == '\0') {
@@ -521,6 +542,8 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	KV(CTL_F_FROM, c->from);
 	KV(CTL_F_FROM_NAME, c->from_name);
 	KV(CTL_F_REPLY_TO, c->reply_to);
+	KV(CTL_F_RETURN_PATH, c->return_path);
+	KV(CTL_F_VERP, c->verp ? "1" : "0");
 	KV(CTL_F_SUBJECT, c->subject);
 	KV(CTL_F_TEXT, c->text);
 	KV(CTL_F_HTML, c->html);
@@ -667,7 +690,7 @@ ctl_campdef_load_redis(struct ctl_redis *r, const char *id, struct ctl_campdef *
 {
 	static const char *const strs[] = {
 		"from", "from_name", "reply_to", "subject", "text", "html",
-		"unsubscribe", "tls_policy", "window", "max_age_s",
+		"unsubscribe", "tls_policy", "window", "max_age_s", "return_path", "verp",
 	};
 	char kc[CTL_KEY_MAX], e2[400];
 	const char *v;

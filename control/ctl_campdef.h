@@ -24,6 +24,8 @@ struct ctl_campdef {
 	char *from;
 	char *from_name;
 	char *reply_to;
+	char *return_path;         /* envelope sender (MAIL FROM); NULL = from */
+	int verp;                  /* per-recipient return path (README, VERP) */
 	char *subject;
 	char *text;
 	char *html;
@@ -41,7 +43,7 @@ void ctl_campdef_fini(struct ctl_campdef *c);
 /**
  * Merge a campaign JSON file into c (keys: id, from, from_name, reply_to,
  * subject, text, html, text_file, html_file, headers, unsubscribe,
- * tls_policy, tls_overrides, window, max_age_s; *_file paths are relative
+ * tls_policy, tls_overrides, window, max_age_s, return_path, verp; *_file paths are relative
  * to the file's directory). Unknown keys are errors (typos must not pass).
  * @return 0 or -EINVAL/-ENOENT with err naming the file and key.
  */

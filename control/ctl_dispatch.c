@@ -37,6 +37,22 @@ camp_id_ok(const char *id)
 	return 1;
 }
 
+int
+ctl_verp_address(const char *return_path, const char *rcpt, char *out, size_t cap)
+{
+	const char *ra = strrchr(return_path, '@'), *ca = strrchr(rcpt, '@');
+	int n;
+
+	if (ra == NULL || ca == NULL || ra == return_path || ca == rcpt)
+		return -EINVAL;
+	/* local+rlocal=rdomain: the recipient's '@' becomes '=' */
+	if ((size_t)(ra - return_path) + 1 + (size_t)(ca - rcpt) + 1 + strlen(ca + 1) > 64)
+		return -E2BIG;
+	n = snprintf(out, cap, "%.*s+%.*s=%s%s", (int)(ra - return_path), return_path,
+		(int)(ca - rcpt), rcpt, ca + 1, ra);
+	return n < 0 || (size_t)n >= cap ? -E2BIG : 0;
+}
+
 struct ctl_campaign *
 ctl_campaign_new(const char *id, const char *mail_from,
 	const struct msg_template_spec *spec, char *err, size_t errlen)
@@ -234,6 +250,9 @@ ctl_order_run_next_txn(struct ctl_order_run *run, struct smtp_txn *txn)
 	run->rcpt[0] = m->rcpt;
 	memset(txn, 0, sizeof(*txn));
 	txn->mail_from = m->camp->mail_from;
+	if (m->camp->verp && ctl_verp_address(m->camp->mail_from, m->rcpt, run->mail_from,
+	    sizeof(run->mail_from)) == 0)
+		txn->mail_from = run->mail_from;
 	txn->rcpt = run->rcpt;
 	txn->n_rcpt = 1;
 	txn->body.open = run_body_open;

@@ -39,6 +39,8 @@
 #define CTL_F_FROM          "from"
 #define CTL_F_FROM_NAME     "from_name"
 #define CTL_F_REPLY_TO      "reply_to"
+#define CTL_F_RETURN_PATH   "return_path"        /* MAIL FROM; "" = from */
+#define CTL_F_VERP          "verp"               /* "1": per-recipient return path */
 #define CTL_F_SUBJECT       "subject"
 #define CTL_F_TEXT          "text"
 #define CTL_F_HTML          "html"

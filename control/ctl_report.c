@@ -250,17 +250,16 @@ ctl_report_campaign(struct ctl_redis *r, const char *id, int top, int64_t now_ms
 	json_t **out, char *err, size_t errlen)
 {
 	struct reasons rs[3];  /* bounced, deferred, failed */
-	json_t *classes = json_object();	/* {"bounced": {"invalid_recipient": n}, ...} */
+	json_t *classes;	/* {"bounced": {"invalid_recipient": n}, ...} */
 	char kr[CTL_KEY_MAX], cursor[32] = "0";
 	long long scanned = 0, bad = 0;
 	json_t *o;
 	int rc, i;
 
 	rc = ctl_report_status(r, id, now_ms, &o, err, errlen);
-	if (rc < 0) {
-		json_decref(classes);
+	if (rc < 0)
 		return rc;
-	}
+	classes = json_object();
 	for (i = 0; i < 3; i++) {
 		rs[i].map = json_object();
 		rs[i].other = 0;

@@ -51,7 +51,8 @@
 struct ctl_campaign {
 	int refcnt;			/**< atomic; use ctl_campaign_ref/unref */
 	char id[CTL_CAMP_ID_MAX];
-	char *mail_from;		/**< envelope sender */
+	char *mail_from;		/**< envelope sender (the return path) */
+	int verp;			/**< per-recipient MAIL FROM (ctl_verp_address) */
 	struct msg_template *tpl;	/**< compiled template (shared read-only) */
 	unsigned render_flags;		/**< MSG_F_* the campaign allows (8BITMIME) */
 };
@@ -211,6 +212,7 @@ struct ctl_order_run {
 	unsigned results;		/**< results the session made */
 	unsigned render_failed;		/**< messages whose body could not be rendered */
 	const char *rcpt[1];
+	char mail_from[CTL_ADDR_MAX];	/**< the VERP return path of the message */
 	struct smtp_config cfg;		/**< this order's SMTP parameters */
 	struct msg_render render;
 	char render_err[200];
@@ -224,6 +226,18 @@ struct ctl_order_run {
  */
 void ctl_order_run_init(struct ctl_order_run *run, struct ctl_order *o,
 	const struct smtp_config *base, struct mps_req *req);
+
+/**
+ * VERP: the return path of one recipient, so an asynchronous bounce names
+ * the recipient in its own envelope. "bounces@example.com" and
+ * "Ann.Lee@example.org" give "bounces+Ann.Lee=example.org@example.com"
+ * (the qmail/Postfix delimiters '+' and '='; the recipient's local part
+ * and domain kept as they are).
+ * @return 0, -E2BIG when the local part would pass RFC 5321's 64 octets or
+ *         @p cap (the campaign's plain return path is then used), -EINVAL
+ *         for an address without '@'
+ */
+int ctl_verp_address(const char *return_path, const char *rcpt, char *out, size_t cap);
 
 /** Next message as a transaction. @return 0 or -ENOENT (none left). */
 int ctl_order_run_next_txn(struct ctl_order_run *run, struct smtp_txn *txn);

@@ -48,7 +48,8 @@ static const char usage_text[] =
 "        --html FILE --header 'Name: value' (repeatable) --unsubscribe URL\n"
 "        --tls none|opportunistic|required|verify\n"
 "        --tls-override DOMAIN=POLICY (repeatable) --window HH:MM-HH:MM\n"
-"        --max-age SECONDS\n"
+"        --max-age SECONDS --return-path ADDR (MAIL FROM; default --from)\n"
+"        --verp (per-recipient return path: LOCAL+rlocal=rdomain@DOMAIN)\n"
 "      --append ID: resume an interrupted submission of campaign ID with\n"
 "        the same (or remaining) recipients; already queued ones are skipped\n"
 "      --batch N (recipients per job, default 100) --quiet (no per-line\n"
@@ -415,7 +416,7 @@ cmd_submit(int argc, char **argv)
 			return EX_USAGE;
 		}
 #define TAKE(f) do { if (o.camp.f == NULL) { o.camp.f = base.f; base.f = NULL; } } while (0)
-		TAKE(from); TAKE(from_name); TAKE(reply_to); TAKE(subject);
+		TAKE(from); TAKE(from_name); TAKE(reply_to); TAKE(return_path); TAKE(subject);
 		TAKE(text); TAKE(html); TAKE(unsub);
 #undef TAKE
 		if (o.camp.id[0] == '\0')
@@ -424,6 +425,8 @@ cmd_submit(int argc, char **argv)
 			memcpy(o.camp.tls_policy, base.tls_policy, sizeof(base.tls_policy));
 		if (o.camp.window[0] == '\0')
 			memcpy(o.camp.window, base.window, sizeof(base.window));
+		if (!o.camp.verp)
+			o.camp.verp = base.verp;
 		if (o.camp.max_age_s == CTL_MAX_AGE_DEFAULT)
 			o.camp.max_age_s = base.max_age_s;
 		if (base.headers) {
@@ -1397,7 +1400,7 @@ cmd_suppress(int argc, char **argv)
 
 enum {
 	OPT_REDIS = 256, OPT_NS, OPT_JSON, OPT_CAMPAIGN, OPT_ID, OPT_FROM,
-	OPT_FROM_NAME, OPT_REPLY_TO, OPT_SUBJECT, OPT_TEXT, OPT_HTML, OPT_HEADER,
+	OPT_FROM_NAME, OPT_REPLY_TO, OPT_RETURN_PATH, OPT_VERP, OPT_SUBJECT, OPT_TEXT, OPT_HTML, OPT_HEADER,
 	OPT_UNSUB, OPT_TLS, OPT_TLS_OVR, OPT_WINDOW, OPT_MAX_AGE, OPT_FORMAT,
 	OPT_STRICT, OPT_BATCH, OPT_QUIET, OPT_MAX_ERRORS, OPT_INTERVAL,
 	OPT_TIMEOUT, OPT_DOMAIN, OPT_TOP, OPT_LIMIT, OPT_HELP, OPT_APPEND,
@@ -1413,6 +1416,8 @@ static const struct option longopts[] = {
 	{ "from", required_argument, NULL, OPT_FROM },
 	{ "from-name", required_argument, NULL, OPT_FROM_NAME },
 	{ "reply-to", required_argument, NULL, OPT_REPLY_TO },
+	{ "return-path", required_argument, NULL, OPT_RETURN_PATH },
+	{ "verp", no_argument, NULL, OPT_VERP },
 	{ "subject", required_argument, NULL, OPT_SUBJECT },
 	{ "text", required_argument, NULL, OPT_TEXT },
 	{ "html", required_argument, NULL, OPT_HTML },
@@ -1495,6 +1500,8 @@ main(int argc, char **argv)
 		case OPT_FROM: camp_set("from", optarg); break;
 		case OPT_FROM_NAME: camp_set("from_name", optarg); break;
 		case OPT_REPLY_TO: camp_set("reply_to", optarg); break;
+		case OPT_RETURN_PATH: camp_set("return_path", optarg); break;
+		case OPT_VERP: camp_set("verp", "1"); break;
 		case OPT_SUBJECT: camp_set("subject", optarg); break;
 		case OPT_TEXT: camp_set("text_file", optarg); break;
 		case OPT_HTML: camp_set("html_file", optarg); break;

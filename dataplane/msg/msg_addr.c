@@ -136,36 +136,12 @@ addr_quoted(const char *s, size_t n, bool utf8)
 	return true;
 }
 
-static bool
-addr_domain(const char *s, size_t n, bool utf8)
+bool
+msg_domain_labels(const char *s, size_t n, bool utf8)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	size_t i = 0, lab = 0, l;
-	char tmp[64];
 
-	if (n == 0 || n > 255)
-		return false;
-	if (s[0] == '[') {
-		if (s[n - 1] != ']')
-			return false;
-		if (n > 7 && strncasecmp(s + 1, "IPv6:", 5) == 0) {
-			struct in6_addr a6;
-
-			if (n - 7 >= sizeof(tmp))
-				return false;
-			memcpy(tmp, s + 6, n - 7);
-			tmp[n - 7] = '\0';
-			return inet_pton(AF_INET6, tmp, &a6) == 1;
-		} else {
-			struct in_addr a4;
-
-			if (n - 2 >= 16)
-				return false;
-			memcpy(tmp, s + 1, n - 2);
-			tmp[n - 2] = '\0';
-			return inet_pton(AF_INET, tmp, &a4) == 1;
-		}
-	}
 	while (i < n) {
 		if (u[i] == '.') {
 			/* empty label, label ending with '-' */
@@ -192,6 +168,37 @@ addr_domain(const char *s, size_t n, bool utf8)
 			return false;
 	}
 	return lab > 0 && u[n - 1] != '-';
+}
+
+static bool
+addr_domain(const char *s, size_t n, bool utf8)
+{
+	char tmp[64];
+
+	if (n == 0 || n > 255)
+		return false;
+	if (s[0] == '[') {
+		if (s[n - 1] != ']')
+			return false;
+		if (n > 7 && strncasecmp(s + 1, "IPv6:", 5) == 0) {
+			struct in6_addr a6;
+
+			if (n - 7 >= sizeof(tmp))
+				return false;
+			memcpy(tmp, s + 6, n - 7);
+			tmp[n - 7] = '\0';
+			return inet_pton(AF_INET6, tmp, &a6) == 1;
+		} else {
+			struct in_addr a4;
+
+			if (n - 2 >= 16)
+				return false;
+			memcpy(tmp, s + 1, n - 2);
+			tmp[n - 2] = '\0';
+			return inet_pton(AF_INET, tmp, &a4) == 1;
+		}
+	}
+	return msg_domain_labels(s, n, utf8);
 }
 
 int

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "msg.h"
+#include "msg_dkim.h"
 
 enum msg_seg_kind {
 	MSG_SEG_LIT = 0,
@@ -100,5 +101,48 @@ size_t msg_utf8_seq(const unsigned char *s, size_t n);
 size_t msg_utf8_check(const char *s, size_t n);
 bool msg_is_atext(unsigned char c);
 bool msg_has_nonascii(const char *s, size_t n);
+/* Dot-separated labels of 1..63 LDH characters (UTF-8 too when utf8),
+ * none starting or ending with '-': an address's domain, a DKIM d=
+ * domain or s= selector. */
+bool msg_domain_labels(const char *s, size_t n, bool utf8);
+
+/* ---- DKIM (msg_dkim_key.c, msg_dkim_canon.c, msg_dkim.c) ---- */
+
+struct evp_pkey_st;
+struct evp_md_st;
+
+struct msg_dkim_key {
+	struct evp_pkey_st *pkey;
+	enum msg_dkim_alg alg;
+	unsigned bits;
+	char domain[254];
+	char selector[254];
+};
+
+/* The one private-key operation: sign the SHA-256 hash of the data to
+ * sign (RSASSA-PKCS1-v1_5 over a SHA-256 DigestInfo; Ed25519 over the 32
+ * hash bytes, RFC 8463 section 3). Returns the signature length or -EIO. */
+ssize_t msg_dkim_key_sign(const struct msg_dkim_key *k,
+	const uint8_t hash[MSG_DKIM_HASH_LEN], uint8_t *sig, size_t cap,
+	char *err, size_t errlen);
+/* SHA-256, fetched once per process. */
+const struct evp_md_st *msg_dkim_sha256(void);
+
+/* Canonical bytes go to a hash (md != NULL) or a buffer (out, cap). */
+struct msg_dkim_sink {
+	void *md;           /* EVP_MD_CTX */
+	char *out;
+	size_t cap;
+	size_t len;         /* bytes written so far (also beyond cap) */
+	uint16_t n;
+	unsigned char buf[512];
+};
+
+void msg_dkim_sink_put(struct msg_dkim_sink *s, const void *p, size_t n);
+/* Hash what is staged; false when OpenSSL failed. */
+bool msg_dkim_sink_flush(struct msg_dkim_sink *s);
+/* Relaxed header canonicalisation of one field (no final CRLF given);
+ * false when it has no colon. */
+bool msg_dkim_canon_field(struct msg_dkim_sink *s, const char *f, size_t n);
 
 #endif

@@ -126,7 +126,9 @@ emit(void *ctx, const struct utcp_seg_out *s)
 	th->tcp_urp = 0;
 	memcpy(th + 1, s->opts, s->optlen);
 	p = (uint8_t *)(th + 1) + s->optlen;
-	memcpy(p, s->iov[0].ptr, s->iov[0].len);
+	/* a segment without payload has no buffer: memcpy(p, NULL, 0) is UB */
+	if (s->iov[0].len)
+		memcpy(p, s->iov[0].ptr, s->iov[0].len);
 	if (s->iov[1].len)
 		memcpy(p + s->iov[0].len, s->iov[1].ptr, s->iov[1].len);
 	if (t->hw_cksum) {

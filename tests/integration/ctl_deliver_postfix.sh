@@ -23,6 +23,9 @@
 #    mail in plaintext on a new connection under "opportunistic";
 #  - a recipient whose merge field would inject a header fails alone with
 #    a reason naming the field; its batch neighbour is delivered;
+#  - a campaign with --return-path and --verp: each message's envelope
+#    sender (Postfix's Return-Path) is bounces+user=domain@pf.test, its
+#    From unchanged; other campaigns keep From as the envelope sender;
 #  - a "verify" campaign: delivered (verified) to the good listener, never
 #    in plaintext or to a bad certificate: those recipients are retried and
 #    failed at the campaign's maximum age with the TLS reason.
@@ -46,7 +49,7 @@ pf_link "$CNS" "$SNS" "$NET.1" || mp_fail "veth"
 pf_make_certs "$D/certs" || mp_fail "certificates"
 CA=$D/certs/ca.pem
 pf_start "$SNS" "$D" \
-	"ip=$NET.10;name=mx1.pf.test;tls=good;domains=a.test,b.test,mx.test" \
+	"ip=$NET.10;name=mx1.pf.test;tls=good;domains=a.test,b.test,mx.test,verp.test" \
 	"ip=$NET.11;name=plain.pf.test;tls=none;domains=plain.test" \
 	"ip=$NET.12;name=self.pf.test;tls=selfsigned;domains=self.test" \
 	"ip=$NET.13;name=old.pf.test;tls=expired;domains=old.test" \
@@ -99,6 +102,8 @@ grep -v -e '^email' -e '^nobody' -e '@null.test' -e '@nx.test' -e '@tempfail.tes
 	cut -d: -f2 | cut -d, -f1 >"$MP_TMP/boxes"
 echo crlf1@a.test >>"$MP_TMP/boxes"
 echo crlf2@a.test >>"$MP_TMP/boxes"
+printf 'email,first\nv1@verp.test,V1\nv2@verp.test,V2\nv3@verp.test,V3\n' >"$MP_TMP/verp.csv"
+printf 'v1@verp.test\nv2@verp.test\nv3@verp.test\n' >>"$MP_TMP/boxes"
 pf_add_mailboxes "$D" -f "$MP_TMP/boxes" || mp_fail "mailboxes"
 printf 'Hello {{first}},\n\nyour message.\n.\n..a line starting with dots\n' >"$MP_TMP/body.txt"
 
@@ -108,6 +113,12 @@ ip netns exec "$CNS" "$CTL" --redis "$URL" submit --id main --from news@pf.test 
 ip netns exec "$CNS" "$CTL" --redis "$URL" submit --id strict --from news@pf.test \
 	--subject 'Strict {{first}}' --text "$MP_TMP/body.txt" --tls verify --max-age 4 \
 	--quiet "$MP_TMP/strict.csv" >>"$MP_TMP/submit.log" 2>&1 || mp_fail "submit strict"
+# a return path apart from From, per recipient (VERP)
+ip netns exec "$CNS" "$CTL" --redis "$URL" submit --id verp --from news@pf.test \
+	--return-path bounces@pf.test --verp --subject 'V {{first}}' --text "$MP_TMP/body.txt" \
+	--quiet "$MP_TMP/verp.csv" >>"$MP_TMP/submit.log" 2>&1 || mp_fail "submit verp"
+[ "$(R hget mp:campaign:verp return_path)" = bounces@pf.test ] && [ "$(R hget mp:campaign:verp verp)" = 1 ] ||
+	mp_fail "verp campaign: return_path/verp not stored"
 [ "$(R hget mp:campaign:main total)" = 2000 ] || mp_fail "main: total $(R hget mp:campaign:main total)"
 # a job written by some other application, with a header injection in a
 # merge field used by the Subject: that recipient fails alone, its
@@ -124,7 +135,7 @@ done
 R xadd mp:jobs '*' campaign raw domain a.test attempt 0 \
 	rcpts '[{"to":"crlf1@a.test","f":{"first":"x\r\nBcc: victim@evil.test"}},{"to":"crlf2@a.test","f":{"first":"Fine"}}]' >/dev/null
 
-ROUTES="a.test=mx1.pf.test,b.test=mx1.pf.test,plain.test=plain.pf.test,self.test=self.pf.test,old.test=old.pf.test,legacy.test=legacy.pf.test"
+ROUTES="a.test=mx1.pf.test,b.test=mx1.pf.test,verp.test=mx1.pf.test,plain.test=plain.pf.test,self.test=self.pf.test,old.test=old.pf.test,legacy.test=legacy.pf.test"
 ip netns exec "$CNS" timeout 600 "$DELIVER" --redis "$URL" --consumer e2e \
 	--route "$ROUTES" --dns 127.0.0.1:5300 --ca "$CA" --helo client.pf.test \
 	--max-conns 4 --msgs-per-conn 50 --retry-base 1 --connect-timeout 5000 \
@@ -133,7 +144,7 @@ ip netns exec "$CNS" timeout 600 "$DELIVER" --redis "$URL" --consumer e2e \
 cat "$MP_TMP/deliver.out"
 grep -q '"plaintext_retries":50,' "$MP_TMP/deliver.out" || mp_fail "legacy.test: not retried in plaintext"
 grep -q '"mx_fallbacks":100,' "$MP_TMP/deliver.out" || mp_fail "mx.test: no MX fallback"
-EXPECT=$((700 + 500 + 300 + 200 + 150 + 100 + 10 + 1))
+EXPECT=$((700 + 500 + 300 + 200 + 150 + 100 + 10 + 1 + 3))
 pf_wait_delivered "$D" $EXPECT 120 || mp_fail "postfix delivered $(pf_maildir_count "$D") of $EXPECT"
 pf_wait_queue_empty "$D" 60 || mp_fail "postfix queue not empty"
 
@@ -220,4 +231,17 @@ check("tls:a.test" not in r("smembers", "mp:tls:domains") and "a.test" in r("sme
 chk.report()
 print("ok: main 1950 delivered / 50 bounced, strict 10 delivered / 25 failed, maildirs agree")
 PY
+# the envelope sender as Postfix recorded it (virtual(8) writes Return-Path):
+# VERP names each recipient; a campaign without one keeps its From
+for u in v1 v2 v3; do
+	f=$(find "$MAILDIR/verp.test/$u" -type f -path '*/new/*' | head -1)
+	[ -n "$f" ] || mp_fail "verp: nothing for $u@verp.test"
+	grep -q "^Return-Path: <bounces+$u=verp.test@pf.test>" "$f" ||
+		mp_fail "verp: $u: $(grep -m1 '^Return-Path' "$f")"
+	grep -q '^From: news@pf.test' "$f" || grep -q '^From: .*<news@pf.test>' "$f" ||
+		mp_fail "verp: $u: From changed: $(grep -m1 '^From' "$f")"
+done
+f=$(find "$MAILDIR/a.test/u1" -type f -path '*/new/*' | head -1)
+grep -q '^Return-Path: <news@pf.test>' "$f" || mp_fail "main: return path $(grep -m1 '^Return-Path' "$f")"
+echo "ok: VERP return paths per recipient, From unchanged"
 echo "ctl_deliver_postfix: ok"

@@ -389,16 +389,19 @@ started2() {
 	t=$($R2 hget kx:campaign:kx-1 total)
 	[ -n "$t" ] && [ "$t" -gt 0 ]
 }
-exec 3< <(gen 400000 2>/dev/null)
+# The kill must land mid-submission, after part of it is in Redis: the
+# input stops after 200,000 of its 400,000 recipients until the gate file
+# exists (bounded), so the submission cannot finish before Redis is gone
+# however fast or slow the machine is (a fixed pause raced on a loaded one).
+rm -f "$T/kx.gate"
+exec 3< <( { gen 400000 | head -n 200001
+	for _ in $(seq 600); do [ -e "$T/kx.gate" ] && break; sleep 0.1; done
+	gen 400000 | tail -n +200002; } 2>/dev/null)
 "$CTL" --redis "redis://127.0.0.1:$P2" --ns kx: submit --quiet "${CAMP[@]}" --id kx-1 - <&3 >"$T/kx.out" 2>"$T/kx.err" &
 p=$!
 mp_wait_for 30 started2 || mp_fail "redis-kill test: submission did not start"
-# The kill must land mid-submission, after part of it is in Redis (started2
-# saw that; t1 > 0 below checks it survived). The 1.5 s only has to be
-# shorter than the whole 400,000-recipient submission, which takes several
-# times that here; a slower or sanitizer run only widens the margin.
-sleep 1.5
 kill -KILL "$R2PID"
+touch "$T/kx.gate"
 rc=0; wait $p || rc=$?
 exec 3<&-
 expect_rc "submit with redis gone" 2 $rc

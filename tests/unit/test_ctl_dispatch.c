@@ -7,6 +7,7 @@
  * Message-ID indexes are stable per recipient, and a message renders from
  * the shared template without the scheduler's data.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,11 +98,49 @@ main(void)
 	CHECK(o != NULL);
 	o->msgs[o->n_msgs++] = m;
 	o->msgs[o->n_msgs++] = m2;
+
+	/* the envelope sender: the campaign's, or with VERP one per recipient */
+	{
+		struct smtp_config base;
+		struct smtp_txn txn;
+		struct mps_req req;
+		struct ctl_order_run run;
+
+		smtp_config_defaults(&base);
+		ctl_order_run_init(&run, o, &base, &req);
+		CHECK_EQ(ctl_order_run_next_txn(&run, &txn), 0);
+		CHECK_STREQ(txn.mail_from, "bounce@sender.test");
+		c->verp = 1;
+		CHECK_EQ(ctl_order_run_next_txn(&run, &txn), 0);
+		CHECK_STREQ(txn.mail_from, "bounce+bob=example.test@sender.test");
+		CHECK_STREQ(txn.rcpt[0], "bob@example.test");
+		CHECK_EQ(ctl_order_run_next_txn(&run, &txn), -ENOENT);
+		c->verp = 0;
+	}
 	CHECK_EQ(c->refcnt, 3);
 	ctl_campaign_unref(c);		/* the scheduler drops the campaign */
 	CHECK_EQ(m->camp->refcnt, 2);
 	CHECK_STREQ(m->camp->id, "c-1");
 	ctl_order_free(o);		/* last references: campaign freed (ASan) */
+
+	/* VERP addresses: the recipient's '@' becomes '=' after a '+' */
+	{
+		char v[256], big[80];
+
+		CHECK_EQ(ctl_verp_address("bounces@mail.example.com", "Ann.Lee@example.org",
+			v, sizeof(v)), 0);
+		CHECK_STREQ(v, "bounces+Ann.Lee=example.org@mail.example.com");
+		CHECK_EQ(ctl_verp_address("b@x.test", "a@y.test", v, sizeof(v)), 0);
+		CHECK_STREQ(v, "b+a=y.test@x.test");
+		/* a local part over 64 octets: refused, the plain return path is used */
+		memset(big, 'a', 50);
+		strcpy(big + 50, "@example.org");
+		CHECK_EQ(ctl_verp_address("bounces@x.test", big, v, sizeof(v)), -E2BIG);
+		big[45] = '\0';	/* 45 a's, no domain: not an address */
+		CHECK_EQ(ctl_verp_address("bounces@x.test", big, v, sizeof(v)), -EINVAL);
+		CHECK_EQ(ctl_verp_address("bounces", "a@y.test", v, sizeof(v)), -EINVAL);
+		CHECK_EQ(ctl_verp_address("b@x.test", "a@y.test", v, 10), -E2BIG);
+	}
 	ctl_order_free(NULL);
 	ctl_msg_free(NULL);
 	ctl_campaign_unref(NULL);
