@@ -15,6 +15,7 @@
 
 #include "ctl_dkim.h"
 #include "ctl_sched_int.h"
+#include "ctl_suppress.h"
 #include "mp_log.h"
 
 #define LOGW(...) MP_LOG(MP_LOG_WARN, "ctl_sched", __VA_ARGS__)
@@ -179,7 +180,6 @@ camp_fill(struct ctl_sched *s, struct scamp *c, const redisReply *h)
 {
 	const char *v;
 
-	(void)s;
 	c->state = state_parse(hget(h, "state"));
 	c->policy = SMTP_TLS_OPPORTUNISTIC;
 	v = hget(h, "tls_policy");
@@ -206,6 +206,16 @@ camp_fill(struct ctl_sched *s, struct scamp *c, const redisReply *h)
 	if (v == NULL || v[0] == '\0')
 		v = hget(h, "created_ms");
 	c->submitted_ms = v != NULL ? strtoull(v, NULL, 10) : 0;
+	{
+		char dom[CTL_DOMAIN_MAX] = "";
+
+		/* a From without a domain names "NS suppress:", which nobody
+		 * writes; the template check fails such a campaign anyway */
+		v = hget(h, "from");
+		if (v == NULL || ctl_suppress_domain(v, dom, sizeof(dom)) < 0)
+			dom[0] = '\0';
+		snprintf(c->k_sup, sizeof(c->k_sup), "%s" CTL_K_SUPPRESS, s->ns, dom);
+	}
 	camp_compile(s, c, h);
 	c->state_mono = ctl_mono_ms();
 }

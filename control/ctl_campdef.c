@@ -567,6 +567,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	KV(CTL_F_TOTAL, "0");
 	KV(CTL_F_INVALID, "0");
 	KV(CTL_F_DUPS, "0");
+	KV(CTL_F_SUPPRESSED, "0");
 #undef KV
 	rep = ctl_redis_eval(r, &create_lua, 4, n, argv, NULL);
 	free(hdrs);

@@ -26,6 +26,7 @@
 #define CTL_K_TLS           "tls:%s"             /* HASH per-domain TLS counters */
 #define CTL_K_TLS_DOMAINS   "tls:domains"        /* SET of domains with a tls: hash */
 #define CTL_K_DKIM          "dkim"               /* HASH: the daemons' [dkim] (mode, domains) */
+#define CTL_K_SUPPRESS      "suppress:%s"        /* HASH per sender domain: address -> JSON */
 
 /* the consumer group on CTL_K_JOBS */
 #define CTL_GROUP           "mailpump"
@@ -58,6 +59,7 @@
 #define CTL_F_TOTAL         "total"
 #define CTL_F_INVALID       "invalid"
 #define CTL_F_DUPS          "duplicates_skipped"
+#define CTL_F_SUPPRESSED    "suppressed"         /* skipped at submit: not in total */
 
 /* fields of a CTL_K_JOBS entry */
 #define CTL_J_CAMPAIGN      "campaign"

@@ -102,6 +102,8 @@ ctl_report_status(struct ctl_redis *r, const char *id, int64_t now_ms,
 	json_object_set_new(o, "invalid", json_integer(ctl_redis_hget_int(c, CTL_F_INVALID, 0)));
 	json_object_set_new(o, "duplicates_skipped",
 		json_integer(ctl_redis_hget_int(c, CTL_F_DUPS, 0)));
+	json_object_set_new(o, "suppressed",
+		json_integer(ctl_redis_hget_int(c, CTL_F_SUPPRESSED, 0)));
 	for (i = 0; i < CTL_RCPT_LAST; i++) {
 		const char *name = ctl_rcpt_state_name((enum ctl_rcpt_state)i);
 

@@ -25,6 +25,7 @@
 
 #include "ctl_lua.h"
 #include "ctl_sched_int.h"
+#include "ctl_suppress.h"
 #include "mp_log.h"
 
 #define LOGW(...) MP_LOG(MP_LOG_WARN, "ctl_sched", __VA_ARGS__)
@@ -213,19 +214,20 @@ op_record(struct ctl_sched *s, enum sop_kind kind, struct srcpt *r,
 {
 	const char *cid = r->b->camp->id;
 	uint64_t now = ctl_sched_now(s);
-	struct sop *op = op_new(kind, SC_FINAL, 2 + 5 + 15);
+	struct sop *op = op_new(kind, SC_FINAL, 2 + 6 + 17);
 	char *js;
 
 	if (op == NULL)
 		abort();
 	op->r = r;
 	snprintf(op->state, sizeof(op->state), "%s", state);
-	op->nkeys = 5;
+	op->nkeys = 6;
 	op_argf(op, "%scampaign:%s:rcpt", s->ns, cid);
 	op_argf(op, "%scampaign:%s:counts", s->ns, cid);
 	op_argf(op, "%scampaign:%s", s->ns, cid);
 	op_arg(op, s->k_events);
 	op_arg(op, s->k_retry);
+	op_arg(op, r->b->camp->k_sup);
 	*cls = record_class(s, state, res);
 	js = rcpt_json(state, attempts, res, mx, now, *cls);
 	op_arg(op, r->addr);
@@ -244,6 +246,26 @@ op_record(struct ctl_sched *s, enum sop_kind kind, struct srcpt *r,
 	return op;
 }
 
+/*
+ * The suppression entry a final state adds, or NULL: only a bounce of an
+ * address class (the address does not exist, its domain cannot receive).
+ * A refusal of the sender (policy, reputation, authentication) never
+ * suppresses the address, even where [bounce] final_classes makes it
+ * bounce: the next campaign may well be accepted.
+ */
+static char *
+suppress_entry(const struct srcpt *r, const char *state, const char *cls,
+	const struct ctl_result *res, uint64_t now)
+{
+	enum ctl_bounce_class c;
+
+	if (strcmp(state, "bounced") != 0 || ctl_bounce_class_parse(cls, &c) < 0 ||
+	    !ctl_bounce_class_is_address(c))
+		return NULL;
+	return ctl_suppress_entry(ctl_suppress_reason_name(CTL_SUP_BOUNCE), "mailpump",
+		(int64_t)now, r->b->camp->id, res->text);
+}
+
 void
 ctl_op_final(struct ctl_sched *s, struct srcpt *r, const char *state,
 	const struct ctl_result *res, const char *mx, int real_attempt)
@@ -251,10 +273,23 @@ ctl_op_final(struct ctl_sched *s, struct srcpt *r, const char *state,
 	const char *cls;
 	struct sop *op = op_record(s, OP_FINAL, r, state, res, mx,
 		real_attempt ? 1 : 0, r->attempt + (real_attempt ? 1 : 0), &cls);
+	char *sup = suppress_entry(r, state, cls, res, ctl_sched_now(s));
+	char *field = strdup(r->addr);
 
+	if (field == NULL)
+		abort();	/* the write queue must not lose a write */
+	for (char *p = field; *p != '\0'; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
 	op_arg(op, "0");
 	op_arg(op, "");
 	op_arg(op, cls);
+	op_arg(op, field);
+	op_arg(op, sup != NULL ? sup : "");
+	if (sup != NULL)
+		s->st.suppress_added++;
+	free(field);
+	free(sup);
 	r->state = SR_SETTLING;
 	op_push(s, op);
 }
@@ -284,6 +319,8 @@ ctl_op_defer(struct ctl_sched *s, struct srcpt *r,
 	op_arg(op, txt);
 	free(txt);
 	op_arg(op, cls);
+	op_arg(op, "");
+	op_arg(op, "");
 	r->state = SR_SETTLING;
 	op_push(s, op);
 }

@@ -11,7 +11,9 @@
  * A batch is held in memory from the moment it is read until its ack was
  * written. On admission its recipients' current states are read: those
  * already final, or already handed to a later attempt, are skipped; the
- * others join their domain's queue. Dispatch takes, per domain with a
+ * others join their domain's queue, except those in the campaign's
+ * sender-domain suppression list (read in the same admission, one HMGET),
+ * finalised cancelled with the entry's reason. Dispatch takes, per domain with a
  * route, as many connections as ctl_shape allows, each with as many
  * messages as the domain's messages-per-connection limit and the token
  * bucket allow, all for the same server and TLS policy. Outcomes: 2xx
@@ -37,6 +39,7 @@
 #include "ctl_bounce.h"
 #include "ctl_retry.h"
 #include "ctl_sched_int.h"
+#include "ctl_suppress.h"
 #include "mp_log.h"
 
 #define LOGW(...) MP_LOG(MP_LOG_WARN, "ctl_sched", __VA_ARGS__)
@@ -423,15 +426,55 @@ finalise_local(struct ctl_sched *s, struct srcpt *r, const char *state,
 }
 
 /*
+ * The suppression entries of the batch's recipients in the campaign's
+ * sender-domain list (one HMGET of their lower-cased addresses).
+ * @return the reply (an array of b->n, nil = not suppressed) or NULL.
+ */
+static redisReply *
+batch_suppressed(struct ctl_sched *s, struct sbatch *b)
+{
+	const char **argv = calloc(b->n + 2, sizeof(char *));
+	char **low = calloc(b->n ? b->n : 1, sizeof(char *));
+	redisReply *rep = NULL;
+	unsigned i;
+
+	if (argv == NULL || low == NULL)
+		goto out;
+	argv[0] = "HMGET";
+	argv[1] = b->camp->k_sup;
+	for (i = 0; i < b->n; i++) {
+		if ((low[i] = strdup(b->r[i].addr)) == NULL)
+			goto out;
+		lower(low[i]);
+		argv[2 + i] = low[i];
+	}
+	rep = ctl_redis_cmdv(s->rc, (int)b->n + 2, argv, NULL);
+	if (rep == NULL)
+		ctl_rc_failed(s, "hmget_suppress");
+	else if (rep->type != REDIS_REPLY_ARRAY || rep->elements != b->n) {
+		freeReplyObject(rep);
+		rep = NULL;
+	}
+out:
+	for (i = 0; low != NULL && i < b->n; i++)
+		free(low[i]);
+	free(low);
+	free(argv);
+	return rep;
+}
+
+/*
  * Read the current states of the batch's recipients and queue those that
- * still need this attempt. @return 0, or -EIO (try again later).
+ * still need this attempt; those in the sender domain's suppression list
+ * (written after submit: an unsubscribe mid-campaign) are finalised
+ * cancelled without a session. @return 0, or -EIO (try again later).
  */
 static int
 batch_queue(struct ctl_sched *s, struct sbatch *b, int cancel)
 {
 	const char **argv = calloc(b->n + 2, sizeof(char *));
-	char key[CTL_KEY_MAX];
-	redisReply *rep;
+	char key[CTL_KEY_MAX], why[CTL_REASON_MAX];
+	redisReply *rep, *sup = NULL;
 	uint64_t now = ctl_sched_now(s);
 
 	if (argv == NULL)
@@ -448,6 +491,10 @@ batch_queue(struct ctl_sched *s, struct sbatch *b, int cancel)
 		return -EIO;
 	}
 	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != b->n) {
+		freeReplyObject(rep);
+		return -EIO;
+	}
+	if (!cancel && (sup = batch_suppressed(s, b)) == NULL) {
 		freeReplyObject(rep);
 		return -EIO;
 	}
@@ -479,6 +526,11 @@ batch_queue(struct ctl_sched *s, struct sbatch *b, int cancel)
 		} else if (cancel) {
 			s->st.cancelled++;
 			finalise_local(s, r, "cancelled", 0, "campaign cancelled", 0);
+		} else if (sup->element[i]->type == REDIS_REPLY_STRING) {
+			ctl_suppress_describe(sup->element[i]->str, why, sizeof(why));
+			s->st.cancelled++;
+			s->st.suppressed++;
+			finalise_local(s, r, "cancelled", 0, why, 0);
 		} else if (b->camp->cc == NULL) {
 			s->st.failed++;
 			finalise_local(s, r, "failed", 0, b->camp->bad, 0);
@@ -490,6 +542,8 @@ batch_queue(struct ctl_sched *s, struct sbatch *b, int cancel)
 		json_decref(j);
 	}
 	freeReplyObject(rep);
+	if (sup != NULL)
+		freeReplyObject(sup);
 	if (b->unsettled == 0 && !b->acking)
 		ctl_op_ack(s, b);
 	return 0;
@@ -1300,12 +1354,13 @@ ctl_sched_stats_json(struct ctl_sched *s, FILE *f)
 		",\"deferred\":%" PRIu64 ",\"cancelled\":%" PRIu64 ",\"expired\":%" PRIu64
 		",\"dup_final\":%" PRIu64 ",\"mx_fallbacks\":%" PRIu64 ",\"plaintext_retries\":%" PRIu64
 		",\"retry_moved\":%" PRIu64 ",\"redis_errors\":%" PRIu64 ",\"reconnects\":%" PRIu64
-		",\"held\":%u,\"sender_refusals\":%" PRIu64 ",\"classes\":{",
+		",\"held\":%u,\"sender_refusals\":%" PRIu64 ",\"suppressed\":%" PRIu64 ",\"suppress_added\":%" PRIu64 ",\"classes\":{",
 		s->consumer, st->batches_read, st->batches_claimed, st->batches_acked,
 		st->batches_bad, st->rcpts_in, st->rcpts_skipped, st->orders, st->msgs_dispatched,
 		st->delivered, st->bounced, st->failed, st->deferred, st->cancelled, st->expired,
 		st->dup_final, st->mx_fallbacks, st->plaintext_retries, st->retry_moved,
-		st->redis_errors, st->reconnects, ctl_sched_held(s), st->sender_refusals);
+		st->redis_errors, st->reconnects, ctl_sched_held(s), st->sender_refusals,
+		st->suppressed, st->suppress_added);
 	for (unsigned i = 0; i < CTL_BC_LAST; i++)
 		fprintf(f, "%s\"%s\":%" PRIu64, i ? "," : "",
 			ctl_bounce_class_name((enum ctl_bounce_class)i), st->by_class[i]);

@@ -92,6 +92,8 @@ struct ctl_sched_stats {
 	uint64_t redis_errors, reconnects;
 	uint64_t retry_moved;
 	uint64_t sender_refusals;	/**< 5xx of a class that did not bounce */
+	uint64_t suppressed;		/**< cancelled at admission: in the suppression list */
+	uint64_t suppress_added;	/**< hard bounces written with a suppression entry */
 	uint64_t by_class[12];		/**< records of non-deliveries by ctl_bounce class
 					     (CTL_BC_LAST of them; deferrals count each time) */
 };

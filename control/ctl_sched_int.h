@@ -87,6 +87,7 @@ struct scamp {
 	uint64_t submitted_ms;
 	enum smtp_tls_policy policy;
 	json_t *overrides;		/* domain -> policy name */
+	char k_sup[CTL_KEY_MAX];	/* NS suppress:<From domain> */
 	int64_t state_mono;		/* when state was read */
 	int64_t used_mono;		/* last time a batch let go of it */
 	unsigned refs;			/* held batches of this campaign */

@@ -18,6 +18,7 @@
 #define NBUCKETS   16384
 #define BATCH_BYTES_MAX (4u << 20)
 #define OPEN_MAX   8192     /* partial batches (distinct domains) kept */
+#define BATCH_FIXED_ARGS 9  /* 5 keys + id, domain, rcpt value, invalid delta */
 
 struct item {
 	size_t aoff, alen;   /* address in buf */
@@ -44,7 +45,7 @@ struct ctl_submit {
 	struct ctl_submit_conf conf;
 	char id[CTL_ID_MAX + 1];
 	char k_camp[CTL_KEY_MAX], k_rcpt[CTL_KEY_MAX], k_counts[CTL_KEY_MAX],
-	     k_jobs[CTL_KEY_MAX];
+	     k_jobs[CTL_KEY_MAX], k_sup[CTL_KEY_MAX];
 	struct batch *bucket[NBUCKETS];
 	struct batch *old_head, *old_tail;   /* partial batches, oldest first */
 	struct batch *fly_head, *fly_tail;   /* sent, reply not read */
@@ -214,8 +215,11 @@ ctl_submit_new(struct ctl_redis *r, const char *id, const struct msg_template *t
 	ctl_redis_key(r, s->k_rcpt, sizeof(s->k_rcpt), CTL_K_RCPT, id);
 	ctl_redis_key(r, s->k_counts, sizeof(s->k_counts), CTL_K_COUNTS, id);
 	ctl_redis_key(r, s->k_jobs, sizeof(s->k_jobs), CTL_K_JOBS);
-	s->argv = calloc(8 + 2 * (size_t)s->conf.batch_size, sizeof(*s->argv));
-	s->argvlen = calloc(8 + 2 * (size_t)s->conf.batch_size, sizeof(*s->argvlen));
+	/* no sender domain: "NS suppress:", a list nobody can write */
+	ctl_redis_key(r, s->k_sup, sizeof(s->k_sup), CTL_K_SUPPRESS,
+		s->conf.sender_domain ? s->conf.sender_domain : "");
+	s->argv = calloc(BATCH_FIXED_ARGS + 2 * (size_t)s->conf.batch_size, sizeof(*s->argv));
+	s->argvlen = calloc(BATCH_FIXED_ARGS + 2 * (size_t)s->conf.batch_size, sizeof(*s->argvlen));
 	if (s->argv == NULL || s->argvlen == NULL) {
 		ctl_submit_free(s);
 		return NULL;
@@ -353,6 +357,7 @@ batch_args(struct ctl_submit *s, struct batch *b, char *inv, size_t invcap,
 	A(s->k_rcpt, strlen(s->k_rcpt));
 	A(s->k_counts, strlen(s->k_counts));
 	A(s->k_jobs, strlen(s->k_jobs));
+	A(s->k_sup, strlen(s->k_sup));
 	A(s->id, strlen(s->id));
 	A(b->domain, strlen(b->domain));
 	A(rv, strlen(rv));
@@ -392,11 +397,19 @@ handle_reply(struct ctl_submit *s, struct batch *b, redisReply *rep)
 	for (i = 1; i < rep->elements; i++) {
 		long long k = rep->element[i]->integer;
 
+		if (k < 0) {
+			k = -k;
+			s->st.suppressed++;
+			if (k <= (long long)b->n && s->conf.on_suppressed)
+				s->conf.on_suppressed(s->conf.user, b->it[k - 1].line,
+					b->buf + b->it[k - 1].aoff);
+			continue;
+		}
+		s->st.duplicates++;
 		if (k >= 1 && k <= (long long)b->n && s->conf.on_duplicate)
 			s->conf.on_duplicate(s->conf.user, b->it[k - 1].line,
 				b->buf + b->it[k - 1].aoff);
 	}
-	s->st.duplicates += rep->elements - 1;
 	s->st.accepted += b->n - (rep->elements - 1);
 	if (b->n > rep->elements - 1)
 		s->st.batches++;
@@ -451,7 +464,7 @@ drain(struct ctl_submit *s)
 		if (rc == 0) {
 			s->st.reruns++;
 			n = batch_args(s, b, inv, sizeof(inv), rv, sizeof(rv));
-			rep = ctl_redis_eval(s->r, &batch_lua, 4, n, s->argv, s->argvlen);
+			rep = ctl_redis_eval(s->r, &batch_lua, 5, n, s->argv, s->argvlen);
 			if (rep == NULL) {
 				snprintf(s->err, sizeof(s->err), "%s", ctl_redis_error(s->r));
 				rc = -EIO;
@@ -478,7 +491,7 @@ flush_batch(struct ctl_submit *s, struct batch *b)
 	}
 	b->inv = s->invalid_pending;
 	n = batch_args(s, b, inv, sizeof(inv), rv, sizeof(rv));
-	rc = ctl_redis_eval_append(s->r, &batch_lua, 4, n, s->argv, s->argvlen);
+	rc = ctl_redis_eval_append(s->r, &batch_lua, 5, n, s->argv, s->argvlen);
 	if (rc < 0) {
 		snprintf(s->err, sizeof(s->err), "%s", ctl_redis_error(s->r));
 		batch_destroy(b);

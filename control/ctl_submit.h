@@ -7,7 +7,9 @@
  * domain and written one batch at a time by a Lua script that dedupes
  * through HSETNX on the campaign's rcpt hash and XADDs only the new
  * recipients to NS jobs, counting total, queued and duplicates in the
- * same step (so counters are consistent at every instant).
+ * same step (so counters are consistent at every instant). Addresses in
+ * the sender domain's suppression list are skipped by the same script
+ * and counted apart (suppressed), never in total.
  *
  * Memory is bounded whatever the input size: per-domain partial batches
  * are flushed when full, and when more than conf.buffer_max recipients
@@ -37,6 +39,12 @@ struct ctl_submit_conf {
 	void (*on_invalid)(void *user, unsigned long line, const char *msg);
 	/** a recipient was already in the campaign (skipped and counted) */
 	void (*on_duplicate)(void *user, unsigned long line, const char *addr);
+	/** a recipient is in the sender domain's suppression list (skipped,
+	 * counted in the campaign's "suppressed", not in its total) */
+	void (*on_suppressed)(void *user, unsigned long line, const char *addr);
+	/** the campaign's From domain, lower-case: names the suppression
+	 * list checked (NS suppress:<domain>); NULL = none is checked */
+	const char *sender_domain;
 	void *user;
 };
 
@@ -45,6 +53,7 @@ struct ctl_submit_stats {
 	unsigned long accepted;    /**< queued recipients */
 	unsigned long invalid;     /**< rejected records */
 	unsigned long duplicates;  /**< skipped as already present */
+	unsigned long suppressed;  /**< skipped as in the suppression list */
 	unsigned long batches;     /**< jobs entries written */
 	unsigned long reruns;      /**< batch scripts re-run after NOSCRIPT */
 };

@@ -5,10 +5,15 @@
 -- events stream; a deferred one joins the retry ZSET, and a final one
 -- that was the campaign's last sets it done (with done_ms), only from
 -- running or paused: never during submitting, never over cancelled.
--- KEYS: rcpt hash, counts, campaign, events, retry.
+-- A bounce given a suppression entry (the caller gives one only for an
+-- address class: invalid_recipient, bad_domain) adds the address to the
+-- sender domain's suppression list in the same call, unless it is listed
+-- already (an unsubscribe keeps its reason).
+-- KEYS: rcpt hash, counts, campaign, events, retry, suppress:<sender domain>.
 -- ARGV: addr, json, state, campaign, code, esc, text, tls_version,
 --       tls_cipher, ts_ms, maxlen, attempts delta, due_ms, retry member,
---       bounce class ("" for a delivery).
+--       bounce class ("" for a delivery), suppression field (the address
+--       lower-cased), suppression entry JSON ("" = none).
 -- Returns 1 written, 0 already final, -1 no such recipient.
 -- @include lib_final_count.lua
 local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -32,6 +37,9 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[11], '*', 'campaign', ARGV[4],
   'rcpt', ARGV[1], 'state', ARGV[3], 'code', ARGV[5], 'esc', ARGV[6],
   'text', ARGV[7], 'tls_version', ARGV[8], 'tls_cipher', ARGV[9], 'ts_ms', ARGV[10],
   'class', ARGV[15])
+if ARGV[3] == 'bounced' and ARGV[17] ~= '' then
+  redis.call('HSETNX', KEYS[6], ARGV[16], ARGV[17])
+end
 if ARGV[3] == 'deferred' then
   redis.call('ZADD', KEYS[5], ARGV[13], ARGV[14])
 else

@@ -1,7 +1,8 @@
 /*
  * mailpumpctl: the operator's tool over the Redis contract. Commands:
  * submit (campaign definition + streamed recipients), status, watch,
- * report tls|campaign, pause, resume, cancel, list. Reports only read
+ * report tls|campaign, pause, resume, cancel, list, suppress
+ * add|remove|list|import (per sender domain). Reports only read
  * Redis. Every command prints a human form or, with --json, one JSON
  * document (watch: one JSON line per interval) on stdout; errors go to
  * stderr. Exit status: 0 ok, 1 usage or input error (or a refused state
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +30,7 @@
 #include "ctl_redis.h"
 #include "ctl_report.h"
 #include "ctl_submit.h"
+#include "ctl_suppress.h"
 
 #define EX_OK       0
 #define EX_USAGE    1
@@ -59,6 +62,12 @@ static const char usage_text[] =
 "  report campaign ID [--top N]\n"
 "  pause ID | resume ID | cancel ID\n"
 "  list [--limit N]\n"
+"  suppress add DOMAIN ADDRESS... [--reason R] [--source S]\n"
+"  suppress remove DOMAIN ADDRESS... | suppress list DOMAIN\n"
+"  suppress import DOMAIN FILE|- [--reason R] [--source S]\n"
+"      the suppression list of sender domain DOMAIN; R is bounce,\n"
+"      unsubscribe, complaint or manual (default); import takes one\n"
+"      address a line or CSV with an email column\n"
 "\n"
 "  --redis URL   redis://[user[:password]@]host[:port][/db] or a unix socket\n"
 "                path (default $MAILPUMP_REDIS or redis://127.0.0.1:6379/0)\n"
@@ -87,6 +96,9 @@ struct opts {
 	const char *domain;
 	int top;
 	int limit;
+	/* suppress */
+	const char *sup_reason;
+	const char *sup_source;
 };
 
 static struct opts o;
@@ -235,6 +247,28 @@ on_duplicate(void *user, unsigned long line, const char *addr)
 	report_line(user, line, msg, "duplicate");
 }
 
+static void
+on_suppressed(void *user, unsigned long line, const char *addr)
+{
+	char msg[400];
+
+	snprintf(msg, sizeof(msg), "line %lu: suppressed recipient %s (skipped)", line, addr);
+	report_line(user, line, msg, "suppressed");
+}
+
+/* A printable excerpt of an input cell for a line message. */
+static void
+excerpt_arg(char *dst, size_t cap, const char *s)
+{
+	size_t o2 = 0;
+
+	for (; *s != '\0' && o2 + 4 < cap; s++)
+		dst[o2++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s;
+	if (*s != '\0')
+		memcpy(dst + o2, "...", 3), o2 += 3;
+	dst[o2] = '\0';
+}
+
 /* A seekable descriptor for the recipients (strict mode reads twice). */
 static int
 open_input(const char *path, int need_seek)
@@ -359,7 +393,7 @@ cmd_submit(int argc, char **argv)
 	struct ctl_input *in;
 	struct ctl_submit *s;
 	struct ctl_redis *r;
-	char err[600], state[32] = "";
+	char err[600], state[32] = "", sender[256];
 	const char *path;
 	int fd, rc = 0, ex = EX_OK;
 	int64_t t0 = ctl_mono_ms();
@@ -464,7 +498,11 @@ have_campaign:
 	sc.batch_size = o.batch;
 	sc.on_invalid = on_invalid;
 	sc.on_duplicate = on_duplicate;
+	sc.on_suppressed = on_suppressed;
 	sc.user = &x;
+	/* validated already: a From without a usable domain cannot get here */
+	if (ctl_suppress_domain(o.camp.from, sender, sizeof(sender)) == 0)
+		sc.sender_domain = sender;
 	s = ctl_submit_new(r, o.camp.id, tpl, &sc);
 	if (s == NULL) {
 		fprintf(stderr, "mailpumpctl: out of memory\n");
@@ -524,10 +562,11 @@ have_campaign:
 			ex = EX_REDIS;
 	}
 	if (o.json) {
-		json_t *j = json_pack("{s:s s:s s:I s:I s:I s:I s:I s:f s:O}",
+		json_t *j = json_pack("{s:s s:s s:I s:I s:I s:I s:I s:I s:f s:O}",
 			"id", o.camp.id, "state", state[0] ? state : "submitting",
 			"records", (json_int_t)st.records, "accepted", (json_int_t)st.accepted,
 			"invalid", (json_int_t)st.invalid, "duplicates", (json_int_t)st.duplicates,
+			"suppressed", (json_int_t)st.suppressed,
 			"batches", (json_int_t)st.batches,
 			"seconds", (double)(ctl_mono_ms() - t0) / 1000.0,
 			"errors", x.errors);
@@ -536,9 +575,9 @@ have_campaign:
 	} else {
 		printf("%s\n", o.camp.id);
 		if (!o.quiet || ex != EX_OK)
-			fprintf(stderr, "campaign %s: %lu recipients queued in %lu batches, %lu invalid, %lu duplicates skipped (state %s)\n",
+			fprintf(stderr, "campaign %s: %lu recipients queued in %lu batches, %lu invalid, %lu duplicates skipped, %lu suppressed (state %s)\n",
 				o.camp.id, st.accepted, st.batches, st.invalid, st.duplicates,
-				state[0] ? state : "submitting");
+				st.suppressed, state[0] ? state : "submitting");
 	}
 	json_decref(x.errors);
 	ctl_submit_free(s);
@@ -565,8 +604,9 @@ print_status(json_t *j)
 	printf("state      %s\n", jget_str(j, "state"));
 	printf("subject    %s\n", jget_str(j, "subject"));
 	printf("created    %s\n", created);
-	printf("recipients %lld (invalid lines %lld, duplicates skipped %lld)\n",
-		jget_int(j, "total"), jget_int(j, "invalid"), jget_int(j, "duplicates_skipped"));
+	printf("recipients %lld (invalid lines %lld, duplicates skipped %lld, suppressed %lld)\n",
+		jget_int(j, "total"), jget_int(j, "invalid"), jget_int(j, "duplicates_skipped"),
+		jget_int(j, "suppressed"));
 	printf("  queued %lld  deferred %lld  delivered %lld  bounced %lld  failed %lld  cancelled %lld\n",
 		jget_int(c, "queued"), jget_int(c, "deferred"), jget_int(c, "delivered"),
 		jget_int(c, "bounced"), jget_int(c, "failed"), jget_int(c, "cancelled"));
@@ -940,12 +980,449 @@ cmd_list(int argc, char **argv)
 	return EX_OK;
 }
 
+/* --- suppress --- */
+
+#define SUP_PIPE 1000	/* writes in flight during an import */
+
+struct sup_writer {
+	struct ctl_redis *r;
+	char key[CTL_KEY_MAX];
+	const char *reason, *source;
+	unsigned inflight;
+	unsigned long added, updated;
+	int failed;
+};
+
+/* Say why a command's reply is unusable, free it. @return EX_REDIS. */
+static int
+sup_redis_fail(struct ctl_redis *r, redisReply *rep, const char *what)
+{
+	fflush(stdout);
+	fprintf(stderr, "mailpumpctl: %s\n", rep == NULL ? ctl_redis_error(r) :
+		rep->type == REDIS_REPLY_ERROR ? rep->str : what);
+	if (rep != NULL)
+		freeReplyObject(rep);
+	ctl_redis_close(r);
+	return EX_REDIS;
+}
+
+static void
+sup_domain_arg(const char *cmd, const char *v, char *dom, size_t cap)
+{
+	if (ctl_suppress_domain(v, dom, cap) < 0)
+		die_usage("suppress %s: '%s' is not a sender domain", cmd, v);
+}
+
+/* Read the replies of the HSETs in flight. @return 0 or -EIO. */
+static int
+sup_drain(struct sup_writer *w)
+{
+	while (w->inflight > 0) {
+		redisReply *rep;
+
+		if (ctl_redis_reply(w->r, &rep) < 0) {
+			fprintf(stderr, "mailpumpctl: %s\n", ctl_redis_error(w->r));
+			w->failed = 1;
+			return -EIO;
+		}
+		w->inflight--;
+		if (rep->type == REDIS_REPLY_INTEGER) {
+			if (rep->integer > 0)
+				w->added++;
+			else
+				w->updated++;
+		} else {
+			fprintf(stderr, "mailpumpctl: redis %s: HSET: %s\n", ctl_redis_where(w->r),
+				rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+			w->failed = 1;
+		}
+		freeReplyObject(rep);
+	}
+	return w->failed ? -EIO : 0;
+}
+
+/* Queue one HSET of a normalised address (pipelined). */
+static int
+sup_put(struct sup_writer *w, const char *addr)
+{
+	char *entry = ctl_suppress_entry(w->reason, w->source, ctl_now_ms(), NULL, NULL);
+	const char *argv[4] = { "HSET", w->key, addr, entry };
+	int rc;
+
+	if (entry == NULL) {
+		fprintf(stderr, "mailpumpctl: out of memory\n");
+		exit(EX_USAGE);
+	}
+	rc = ctl_redis_appendv(w->r, 4, argv, NULL);
+	free(entry);
+	if (rc < 0) {
+		fprintf(stderr, "mailpumpctl: %s\n", ctl_redis_error(w->r));
+		w->failed = 1;
+		return -EIO;
+	}
+	if (++w->inflight >= SUP_PIPE)
+		return sup_drain(w);
+	return 0;
+}
+
+static void
+sup_writer_init(struct sup_writer *w, struct ctl_redis *r, const char *dom)
+{
+	enum ctl_suppress_reason rs;
+
+	memset(w, 0, sizeof(*w));
+	w->r = r;
+	w->reason = o.sup_reason ? o.sup_reason : "manual";
+	w->source = o.sup_source ? o.sup_source : "mailpumpctl";
+	if (ctl_suppress_reason_parse(w->reason, &rs) < 0)
+		die_usage("--reason '%s': expected bounce, unsubscribe, complaint or manual", w->reason);
+	ctl_redis_key(r, w->key, sizeof(w->key), CTL_K_SUPPRESS, dom);
+}
+
+static int
+sup_add(const char *dom, int argc, char **argv)
+{
+	struct sup_writer w;
+	struct ctl_redis *r;
+	char addr[320];
+	int i;
+
+	if (argc < 1)
+		die_usage("suppress add: expected DOMAIN ADDRESS...");
+	/* all or nothing: a typo must not half-apply a list of addresses */
+	for (i = 0; i < argc; i++) {
+		if (ctl_suppress_addr(argv[i], strlen(argv[i]), addr, sizeof(addr)) < 0) {
+			fprintf(stderr, "mailpumpctl: suppress add: bad address syntax '%s'; nothing was written\n",
+				argv[i]);
+			return EX_USAGE;
+		}
+	}
+	r = connect_redis();
+	sup_writer_init(&w, r, dom);
+	for (i = 0; i < argc && !w.failed; i++) {
+		ctl_suppress_addr(argv[i], strlen(argv[i]), addr, sizeof(addr));
+		sup_put(&w, addr);
+	}
+	sup_drain(&w);
+	ctl_redis_close(r);
+	if (w.failed)
+		return EX_REDIS;
+	if (o.json) {
+		json_t *j = json_pack("{s:s s:s s:s s:I s:I}", "domain", dom, "reason", w.reason,
+			"source", w.source, "added", (json_int_t)w.added, "updated", (json_int_t)w.updated);
+
+		print_json(j);
+		json_decref(j);
+	} else {
+		printf("%s: %lu added, %lu updated (reason %s, source %s)\n", dom, w.added,
+			w.updated, w.reason, w.source);
+	}
+	return EX_OK;
+}
+
+static int
+sup_remove(const char *dom, int argc, char **argv)
+{
+	char key[CTL_KEY_MAX], addr[320];
+	const char **av;
+	struct ctl_redis *r;
+	redisReply *rep;
+	long long n;
+	int i;
+
+	if (argc < 1)
+		die_usage("suppress remove: expected DOMAIN ADDRESS...");
+	av = calloc((size_t)argc + 2, sizeof(*av));
+	if (av == NULL)
+		return EX_USAGE;
+	for (i = 0; i < argc; i++) {
+		/* removal takes any spelling an application may have written */
+		if (ctl_suppress_addr(argv[i], strlen(argv[i]), addr, sizeof(addr)) < 0) {
+			snprintf(addr, sizeof(addr), "%s", argv[i]);
+			for (char *p = addr; *p; p++)
+				if (*p >= 'A' && *p <= 'Z')
+					*p = (char)(*p - 'A' + 'a');
+		}
+		av[2 + i] = strdup(addr);
+	}
+	r = connect_redis();
+	ctl_redis_key(r, key, sizeof(key), CTL_K_SUPPRESS, dom);
+	av[0] = "HDEL";
+	av[1] = key;
+	rep = ctl_redis_cmdv(r, argc + 2, av, NULL);
+	for (i = 0; i < argc; i++)
+		free((char *)av[2 + i]);
+	free(av);
+	if (rep == NULL || rep->type != REDIS_REPLY_INTEGER)
+		return sup_redis_fail(r, rep, "HDEL: unexpected reply");
+	n = rep->integer;
+	freeReplyObject(rep);
+	ctl_redis_close(r);
+	if (o.json) {
+		json_t *j = json_pack("{s:s s:I s:I}", "domain", dom, "removed", (json_int_t)n,
+			"absent", (json_int_t)(argc - n));
+
+		print_json(j);
+		json_decref(j);
+	} else {
+		printf("%s: %lld removed, %lld not listed\n", dom, n, (long long)argc - n);
+	}
+	return EX_OK;
+}
+
+/* One entry of a list: JSON, or columns. An entry that is not JSON (a
+ * writer outside the contract) is shown raw, never dropped. */
+static void
+sup_list_one(const char *addr, const char *val, unsigned long n)
+{
+	json_t *e = json_loads(val, 0, NULL);
+	char when[40];
+
+	if (!json_is_object(e)) {
+		json_decref(e);
+		e = json_pack("{s:s}", "raw", val);
+	}
+	if (o.json) {
+		json_t *row = json_pack("{s:s}", "address", addr);
+		char *txt;
+
+		json_object_update(row, e);
+		txt = json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		printf("%s\n    %s", n ? "," : "", txt ? txt : "{}");
+		free(txt);
+		json_decref(row);
+	} else {
+		fmt_time(when, sizeof(when), jget_int(e, "ts_ms"));
+		printf("%-40s %-11s %-21s %s\n", addr, json_object_get(e, "raw") ? "?" :
+			jget_str(e, "reason"), when, jget_str(e, "source"));
+	}
+	json_decref(e);
+}
+
+static int
+sup_list(const char *dom, int argc)
+{
+	char key[CTL_KEY_MAX], cursor[32] = "0";
+	struct ctl_redis *r;
+	unsigned long n = 0;
+
+	if (argc != 0)
+		die_usage("suppress list: expected DOMAIN only");
+	r = connect_redis();
+	ctl_redis_key(r, key, sizeof(key), CTL_K_SUPPRESS, dom);
+	if (o.json)
+		printf("{\n  \"domain\": \"%s\",\n  \"entries\": [", dom);
+	else
+		printf("%-40s %-11s %-21s %s\n", "ADDRESS", "REASON", "SINCE", "SOURCE");
+	do {
+		redisReply *rep = ctl_redis_cmd(r, "HSCAN %s %s COUNT 1000", key, cursor);
+		const redisReply *items;
+
+		if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+		    rep->element[0]->type != REDIS_REPLY_STRING)
+			return sup_redis_fail(r, rep, "HSCAN: unexpected reply");
+		snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
+		items = rep->element[1];
+		for (size_t i = 0; i + 1 < items->elements; i += 2)
+			sup_list_one(items->element[i]->str, items->element[i + 1]->str, n++);
+		freeReplyObject(rep);
+	} while (strcmp(cursor, "0") != 0);
+	ctl_redis_close(r);
+	if (o.json)
+		printf("%s],\n  \"count\": %lu\n}\n", n ? "\n  " : "", n);
+	else if (!o.quiet)
+		fprintf(stderr, "%lu entries\n", n);
+	return EX_OK;
+}
+
+/*
+ * Split one CSV line into cells (RFC 4180 quoting within the line).
+ * @return the number of cells, or -1 for an unterminated quote.
+ */
+static int
+csv_split(char *line, char **cell, int max)
+{
+	char *p = line, *w;
+	int n = 0;
+
+	while (n < max) {
+		cell[n++] = w = p;
+		if (*p == '"') {
+			p++;
+			for (;;) {
+				if (*p == '\0')
+					return -1;
+				if (*p == '"' && p[1] == '"') {
+					*w++ = '"';
+					p += 2;
+				} else if (*p == '"') {
+					p++;
+					break;
+				} else {
+					*w++ = *p++;
+				}
+			}
+			while (*p != '\0' && *p != ',')
+				p++;
+		} else {
+			while (*p != '\0' && *p != ',')
+				*w++ = *p++;
+		}
+		if (*p == '\0') {
+			*w = '\0';
+			break;
+		}
+		p++;
+		*w = '\0';
+	}
+	return n;
+}
+
+static int
+sup_import(const char *dom, int argc, char **argv)
+{
+	struct sup_writer w;
+	struct ctl_redis *r;
+	struct submit_ctx x = { 0 };
+	char *line = NULL, *cell[256], addr[320], msg[400], ex[80];
+	size_t cap = 0;
+	ssize_t len;
+	unsigned long lineno = 0, invalid = 0;
+	int col = -1, first = 1;
+	FILE *f;
+
+	if (argc != 1)
+		die_usage("suppress import: expected DOMAIN FILE (or - for stdin)");
+	f = strcmp(argv[0], "-") == 0 ? stdin : fopen(argv[0], "r");
+	if (f == NULL) {
+		fprintf(stderr, "mailpumpctl: %s: %s\n", argv[0], strerror(errno));
+		return EX_USAGE;
+	}
+	r = connect_redis();
+	sup_writer_init(&w, r, dom);
+	if (o.json)
+		x.errors = json_array();
+	while (!w.failed && (len = getline(&line, &cap, f)) >= 0) {
+		char *a = line;
+
+		lineno++;
+		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			line[--len] = '\0';
+		if (lineno == 1 && (unsigned char)a[0] == 0xef &&
+		    (unsigned char)a[1] == 0xbb && (unsigned char)a[2] == 0xbf)
+			a += 3;
+		if (a[strspn(a, " \t")] == '\0')
+			continue;
+		if (first) {
+			first = 0;
+			/* a first line without '@' is a CSV header naming the column */
+			if (strchr(a, '@') == NULL) {
+				int nc = csv_split(a, cell, 256);
+
+				for (int i = 0; i < nc; i++) {
+					char *c = cell[i] + strspn(cell[i], " \t");
+					size_t l = strlen(c);
+
+					while (l > 0 && (c[l - 1] == ' ' || c[l - 1] == '\t'))
+						c[--l] = '\0';
+					if (strcasecmp(c, "email") == 0) {
+						col = i;
+						break;
+					}
+				}
+				if (col < 0) {
+					fprintf(stderr, "mailpumpctl: %s: line %lu: a header without an email column\n",
+						argv[0], lineno);
+					free(line);
+					if (f != stdin)
+						fclose(f);
+					json_decref(x.errors);
+					ctl_redis_close(r);
+					return EX_USAGE;
+				}
+				continue;
+			}
+		}
+		if (col >= 0) {
+			int nc = csv_split(a, cell, 256);
+
+			if (nc < 0) {
+				snprintf(msg, sizeof(msg), "line %lu: unterminated quoted field", lineno);
+				invalid++;
+				report_line(&x, lineno, msg, "invalid");
+				continue;
+			}
+			if (col >= nc) {
+				snprintf(msg, sizeof(msg), "line %lu: no email cell", lineno);
+				invalid++;
+				report_line(&x, lineno, msg, "invalid");
+				continue;
+			}
+			a = cell[col];
+		}
+		if (ctl_suppress_addr(a, strlen(a), addr, sizeof(addr)) < 0) {
+			excerpt_arg(ex, sizeof(ex), a);
+			snprintf(msg, sizeof(msg), "line %lu: bad address syntax '%s'", lineno, ex);
+			invalid++;
+			report_line(&x, lineno, msg, "invalid");
+			continue;
+		}
+		sup_put(&w, addr);
+	}
+	if (!w.failed && ferror(f)) {
+		fprintf(stderr, "mailpumpctl: %s: %s\n", argv[0], strerror(errno));
+		w.failed = 2;
+	}
+	free(line);
+	if (f != stdin)
+		fclose(f);
+	if (w.failed != 2)
+		sup_drain(&w);
+	ctl_redis_close(r);
+	if (o.json) {
+		json_t *j = json_pack("{s:s s:s s:s s:I s:I s:I s:I s:O}", "domain", dom,
+			"reason", w.reason, "source", w.source, "lines", (json_int_t)lineno,
+			"added", (json_int_t)w.added, "updated", (json_int_t)w.updated,
+			"invalid", (json_int_t)invalid, "errors", x.errors);
+
+		print_json(j);
+		json_decref(j);
+	} else {
+		printf("%s: %lu added, %lu updated, %lu invalid lines (reason %s, source %s)\n",
+			dom, w.added, w.updated, invalid, w.reason, w.source);
+	}
+	json_decref(x.errors);
+	if (w.failed)
+		return w.failed == 2 ? EX_USAGE : EX_REDIS;
+	return EX_OK;
+}
+
+static int
+cmd_suppress(int argc, char **argv)
+{
+	char dom[256];
+
+	if (argc < 2)
+		die_usage("suppress: expected add|remove|list|import DOMAIN ...");
+	sup_domain_arg(argv[0], argv[1], dom, sizeof(dom));
+	if (strcmp(argv[0], "add") == 0)
+		return sup_add(dom, argc - 2, argv + 2);
+	if (strcmp(argv[0], "remove") == 0)
+		return sup_remove(dom, argc - 2, argv + 2);
+	if (strcmp(argv[0], "list") == 0)
+		return sup_list(dom, argc - 2);
+	if (strcmp(argv[0], "import") == 0)
+		return sup_import(dom, argc - 2, argv + 2);
+	die_usage("suppress: unknown action '%s' (add, remove, list or import)", argv[0]);
+}
+
 enum {
 	OPT_REDIS = 256, OPT_NS, OPT_JSON, OPT_CAMPAIGN, OPT_ID, OPT_FROM,
 	OPT_FROM_NAME, OPT_REPLY_TO, OPT_RETURN_PATH, OPT_DKIM_DOMAIN, OPT_VERP, OPT_SUBJECT, OPT_TEXT, OPT_HTML, OPT_HEADER,
 	OPT_UNSUB, OPT_TLS, OPT_TLS_OVR, OPT_WINDOW, OPT_MAX_AGE, OPT_FORMAT,
 	OPT_STRICT, OPT_BATCH, OPT_QUIET, OPT_MAX_ERRORS, OPT_INTERVAL,
 	OPT_TIMEOUT, OPT_DOMAIN, OPT_TOP, OPT_LIMIT, OPT_HELP, OPT_APPEND,
+	OPT_REASON, OPT_SOURCE,
 };
 
 static const struct option longopts[] = {
@@ -981,6 +1458,8 @@ static const struct option longopts[] = {
 	{ "limit", required_argument, NULL, OPT_LIMIT },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ "append", required_argument, NULL, OPT_APPEND },
+	{ "reason", required_argument, NULL, OPT_REASON },
+	{ "source", required_argument, NULL, OPT_SOURCE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -1081,6 +1560,8 @@ main(int argc, char **argv)
 		case OPT_TIMEOUT: o.timeout = dbl_arg("timeout", optarg); break;
 		case OPT_DOMAIN: o.domain = optarg; break;
 		case OPT_TOP: o.top = (int)num_arg("top", optarg, 1, 1000000); break;
+		case OPT_REASON: o.sup_reason = optarg; break;
+		case OPT_SOURCE: o.sup_source = optarg; break;
 		case OPT_LIMIT: o.limit = (int)num_arg("limit", optarg, 1, 1000000); break;
 		case 'h':
 		case OPT_HELP:
@@ -1111,5 +1592,7 @@ main(int argc, char **argv)
 		return cmd_control(cmd, argc, argv);
 	if (strcmp(cmd, "list") == 0)
 		return cmd_list(argc, argv);
+	if (strcmp(cmd, "suppress") == 0)
+		return cmd_suppress(argc, argv);
 	die_usage("unknown command '%s'", cmd);
 }

@@ -16,31 +16,13 @@
 . "$(dirname "$0")/lib.sh"
 DELIVER=$1
 CTL=$2
-mp_need redis-server
-[ -x /usr/sbin/smtp-sink ] || { echo "SKIP: smtp-sink not installed" >&2; exit 77; }
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-RPORT=$(free_port)
-SPORT=$(free_port)
+RPORT=$(mp_free_port)
+SPORT=$(mp_free_port)
 URL=redis://127.0.0.1:$RPORT
 N_A=600
 N_B=400
 TOTAL=$((N_A + N_B))
-
-redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no \
-	--dir "$MP_TMP" >"$MP_TMP/redis.log" 2>&1 &
-MP_PIDS+=($!)
-chmod 0711 "$MP_TMP"
-mkdir -p "$MP_TMP/sink"
-chmod 0777 "$MP_TMP/sink"
-/usr/sbin/smtp-sink -u nobody -d "$MP_TMP/sink/m." "127.0.0.1:$SPORT" 256 \
-	>"$MP_TMP/sink.log" 2>&1 &
-MP_PIDS+=($!)
-mp_wait_for 10 redis-cli -p "$RPORT" ping || mp_fail "redis did not start"
-mp_wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SPORT" || mp_fail "smtp-sink did not start"
-chmod 0777 "$MP_TMP/sink"
+mp_redis_sink "$RPORT" "$SPORT" 256
 R() { redis-cli -p "$RPORT" "$@"; }
 
 {

@@ -105,6 +105,32 @@ mp_wait_for() {
 	return 1
 }
 
+# mp_free_port: a TCP port free on 127.0.0.1 just now.
+mp_free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# mp_redis_sink RPORT SPORT BACKLOG: redis-server (no persistence) on
+# 127.0.0.1:RPORT and Postfix's smtp-sink on 127.0.0.1:SPORT dumping each
+# message to its own file in $MP_TMP/sink/; both stopped at exit. Fails
+# the test unless both answer within 10 s; skips it (77) without them.
+mp_redis_sink() {
+	mp_need redis-server
+	[ -x /usr/sbin/smtp-sink ] || { echo "SKIP: smtp-sink not installed" >&2; exit 77; }
+	redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
+		--dir "$MP_TMP" >"$MP_TMP/redis.log" 2>&1 &
+	MP_PIDS+=($!)
+	chmod 0711 "$MP_TMP"
+	mkdir -p "$MP_TMP/sink"
+	chmod 0777 "$MP_TMP/sink"
+	/usr/sbin/smtp-sink -u nobody -d "$MP_TMP/sink/m." "127.0.0.1:$2" "$3" \
+		>"$MP_TMP/sink.log" 2>&1 &
+	MP_PIDS+=($!)
+	mp_wait_for 10 redis-cli -p "$1" ping || mp_fail "redis did not start"
+	mp_wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$2" || mp_fail "smtp-sink did not start"
+	chmod 0777 "$MP_TMP/sink"
+}
+
 # mp_json FILE EXPR: evaluate a Python expression over the JSON object j.
 mp_json() {
 	python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"

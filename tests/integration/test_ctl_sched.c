@@ -22,7 +22,11 @@
  *  - a send window holds a campaign outside it;
  *  - MX through dnsmasq on loopback: 421 and refused connects fall back
  *    to the next MX within one attempt, null MX / NXDOMAIN bounce, DNS
- *    trouble defers until the maximum age.
+ *    trouble defers until the maximum age;
+ *  - suppression: an unsubscribe written after submit is not sent and
+ *    ends cancelled with its reason; a 5.1.1 bounce adds the address to
+ *    the sender domain's list, a 5.7.26 does not; a second campaign
+ *    skips the bounced address at submit.
  * Skips (77) without redis-server.
  */
 #include <errno.h>
@@ -43,10 +47,12 @@
 #include <hiredis/hiredis.h>
 
 #include "ctl_bounce.h"
+#include "ctl_campdef.h"
 #include "ctl_dns.h"
 #include "ctl_retry.h"
 #include "ctl_sched.h"
 #include "ctl_shape.h"
+#include "ctl_submit.h"
 #include "mp_test.h"
 
 #define T0 ((uint64_t)1800000000000ull)
@@ -469,6 +475,8 @@ struct rig {
 
 /* DNS for the MX test: NULL = static route "*" only */
 static const char *rig_dns_servers;
+/* sender refusals fail at once (else they are retried until max age) */
+static int rig_refusal_fails;
 
 static int
 rig_new(struct rig *g, const char *consumer, const char *shape_spec, uint64_t min_idle)
@@ -505,6 +513,7 @@ rig_new(struct rig *g, const char *consumer, const char *shape_spec, uint64_t mi
 	sc.state_every_ms = 1;
 	sc.now_ms = clk;
 	sc.seed = 42;
+	sc.sender_refusal_fails = rig_refusal_fails;
 	sc.dns = g->dns;
 	sc.shape = g->shape;
 	ctl_retry_conf_init(&sc.retry);
@@ -1227,6 +1236,150 @@ test_mx_fallback(void)
 	waitpid(dpid, NULL, 0);
 }
 
+/* the second campaign "sup2" of the same sender domain through the
+ * real submit path: @return its stats (the list was written by "sup") */
+static void
+submit_second(struct ctl_submit_stats *st)
+{
+	static const char *const to[] = { "u0@bounce.test", "u0@dkim.test", "U1@Free.test" };
+	struct ctl_redis_conf conf = { 0 };
+	struct ctl_submit_conf sc = { 0 };
+	struct ctl_input_field f = { "first", "S", 1 };
+	struct msg_template *tpl = NULL;
+	struct ctl_input_rec rec;
+	struct ctl_campdef cd;
+	struct ctl_submit *s;
+	struct ctl_redis *r;
+	char err[512], state[32];
+
+	memset(st, 0, sizeof(*st));
+	conf.url = url;
+	r = ctl_redis_open(&conf, err, sizeof(err));
+	CHECK(r != NULL);
+	if (r == NULL)
+		return;
+	ctl_campdef_init(&cd);
+	CHECK_EQ(ctl_campdef_set(&cd, "id", "sup2", err, sizeof(err)), 0);
+	CHECK_EQ(ctl_campdef_set(&cd, "from", "other@Sender.test", err, sizeof(err)), 0);
+	CHECK_EQ(ctl_campdef_set(&cd, "subject", "Again {{first}}", err, sizeof(err)), 0);
+	CHECK_EQ(ctl_campdef_set(&cd, "text", "x\n", err, sizeof(err)), 0);
+	CHECK_EQ(ctl_campdef_validate(&cd, &tpl, err, sizeof(err)), 0);
+	CHECK_EQ(ctl_campdef_create(r, &cd, ctl_now_ms(), err, sizeof(err)), 0);
+	sc.sender_domain = "sender.test";
+	s = tpl != NULL ? ctl_submit_new(r, "sup2", tpl, &sc) : NULL;
+	CHECK(s != NULL);
+	for (unsigned i = 0; s != NULL && i < 3; i++) {
+		memset(&rec, 0, sizeof(rec));
+		rec.line = i + 2;
+		rec.email = to[i];
+		rec.email_len = strlen(to[i]);
+		rec.f = &f;
+		rec.nf = 1;
+		CHECK_EQ(ctl_submit_add(s, &rec), 0);
+	}
+	if (s != NULL) {
+		CHECK_EQ(ctl_submit_end(s), 0);
+		ctl_submit_get_stats(s, st);
+		CHECK_EQ(ctl_campdef_finish(r, "sup2", ctl_submit_take_invalid(s), state,
+			sizeof(state), err, sizeof(err)), 0);
+		ctl_submit_free(s);
+	}
+	msg_template_free(tpl);
+	ctl_campdef_fini(&cd);
+	ctl_redis_close(r);
+}
+
+static json_t *
+suppress_entry_of(const char *addr)
+{
+	redisReply *r = redisCommand(rc, "HGET mp:suppress:sender.test %s", addr);
+	json_t *j = NULL;
+
+	if (r != NULL && r->type == REDIS_REPLY_STRING)
+		j = json_loads(r->str, 0, NULL);
+	freeReplyObject(r);
+	return j;
+}
+
+/*
+ * Suppression at dispatch and from bounces: an unsubscribe written into
+ * the sender domain's list after submit is never dispatched and ends
+ * cancelled with the entry's reason; a 550 5.1.1 (invalid_recipient)
+ * adds the address to the list in the finalise call, a 550 5.7.26
+ * (auth_failure, the sender's fault) does not, even when it fails the
+ * recipient; a second campaign of the same sender domain then skips the
+ * bounced address at submit.
+ */
+static void
+test_suppression(void)
+{
+	static const char *const doms[] = { "bounce.test", "dkim.test", "free.test" };
+	struct ctl_submit_stats st;
+	const struct ctl_sched_stats *ss;
+	struct rig g;
+	json_t *j;
+	int sent_u1 = 0;
+
+	cmd("FLUSHALL");
+	rig_refusal_fails = 1;
+	if (rig_new(&g, "sup-a", NULL, 60000) < 0) {
+		rig_refusal_fails = 0;
+		CHECK(0);
+		return;
+	}
+	rig_refusal_fails = 0;
+	seed("sup", doms, 3, 4, 10, 3600, "running");
+	/* submitted; now the application's RFC 8058 endpoint writes one */
+	cmd("HSET mp:suppress:sender.test %s %s", "u1@free.test",
+		"{\"reason\":\"unsubscribe\",\"source\":\"rfc8058\",\"ts_ms\":1}");
+	CHECK_EQ(run_until_done(&g, "sup", 4000, 20), 0);
+	for (unsigned i = 0; i < g.tb->nlog; i++)
+		sent_u1 += strcmp(g.tb->log[i].rcpt, "u1@free.test") == 0;
+	CHECK_EQ(sent_u1, 0);
+	CHECK_EQ(g.tb->nlog, 11);
+	j = rcpt_state("sup", "u1@free.test");
+	CHECK_STREQ(json_string_value(json_object_get(j, "state")), "cancelled");
+	CHECK_STREQ(json_string_value(json_object_get(j, "text")),
+		"suppressed: unsubscribe (source rfc8058)");
+	json_decref(j);
+	CHECK_EQ(count("sup", "delivered"), 3);
+	CHECK_EQ(count("sup", "bounced"), 4);
+	CHECK_EQ(count("sup", "failed"), 4);
+	CHECK_EQ(count("sup", "cancelled"), 1);
+	check_consistent("sup", 12);
+	ss = ctl_sched_stats(g.s);
+	CHECK_EQ(ss->suppressed, 1);
+	CHECK_EQ(ss->suppress_added, 4);
+	/* the list: 4 bounces added, the unsubscribe untouched, no 5.7.26 */
+	CHECK_EQ(rint_cmd("HLEN %s%s", "mp:suppress:", "sender.test"), 5);
+	j = suppress_entry_of("u2@bounce.test");
+	CHECK_STREQ(json_string_value(json_object_get(j, "reason")), "bounce");
+	CHECK_STREQ(json_string_value(json_object_get(j, "source")), "mailpump");
+	CHECK_STREQ(json_string_value(json_object_get(j, "campaign")), "sup");
+	CHECK_STREQ(json_string_value(json_object_get(j, "text")), "550 5.1.1 no such user");
+	CHECK(json_integer_value(json_object_get(j, "ts_ms")) >= (json_int_t)T0);
+	json_decref(j);
+	j = suppress_entry_of("u1@free.test");
+	CHECK_STREQ(json_string_value(json_object_get(j, "reason")), "unsubscribe");
+	json_decref(j);
+	for (unsigned i = 0; i < 4; i++) {
+		char a[64];
+
+		snprintf(a, sizeof(a), "u%u@dkim.test", i);
+		CHECK_EQ(rint_cmd("HEXISTS %s %s", "mp:suppress:sender.test", a), 0);
+	}
+	rig_free(&g);
+
+	submit_second(&st);
+	CHECK_EQ(st.suppressed, 2);	/* u0@bounce.test (bounced), U1@Free.test (unsubscribed) */
+	CHECK_EQ(st.accepted, 1);	/* u0@dkim.test: a 5.7.26 never suppresses */
+	CHECK_EQ(rint_cmd("HGET %s %s", "mp:campaign:sup2", "suppressed"), 2);
+	CHECK_EQ(rint_cmd("HGET %s %s", "mp:campaign:sup2", "total"), 1);
+	CHECK_EQ(rint_cmd("HEXISTS %s %s", "mp:campaign:sup2:rcpt", "u0@bounce.test"), 0);
+	CHECK_EQ(rint_cmd("HEXISTS %s %s", "mp:campaign:sup2:rcpt", "u0@dkim.test"), 1);
+	check_consistent("sup2", 1);
+}
+
 int
 main(void)
 {
@@ -1250,6 +1403,7 @@ main(void)
 	test_restart_same_name();
 	test_mx_fallback();
 	test_send_window();
+	test_suppression();
 	redis_stop();
 	return mp_test_result("ctl_sched_clock");
 }
