@@ -6,7 +6,8 @@
  * RSET, NOOP and QUIT, can delay every reply batch (--latency), defer or
  * bounce a share of recipients, and advertise PIPELINING/CHUNKING or not.
  *
- * Every message must carry "X-Bench-Digest: len=N; sha256=HEX" in its
+ * Every message must carry "X-Bench-Digest: len=N; sha256=HEX" (folded or
+ * not) in its
  * header section, N and HEX describing the body (everything after the
  * blank line that ends the header section, CRLF line ends, after
  * dot-unstuffing, including the last line's CRLF). The sink streams the
@@ -345,7 +346,15 @@ msg_digest_hdr(const struct conn *c, uint64_t *len, unsigned char sha[32])
 			const char *q;
 			int got_len = 0, got_sha = 0;
 
-			for (q = v; q < e && *q != '\r'; q++) {
+			for (q = v; q < e; q++) {
+				/* the value may be folded (a long one is) */
+				if (*q == '\r') {
+					if (e - q > 2 && q[1] == '\n' && (q[2] == ' ' || q[2] == '\t')) {
+						q += 2;
+						continue;
+					}
+					break;
+				}
 				if (e - q > 4 && strncasecmp(q, "len=", 4) == 0) {
 					char *end;
 

@@ -106,6 +106,7 @@ struct ctl_dkim_stats {
 	unsigned long long signed_ok;
 	unsigned long long sign_failed;
 	unsigned long long skipped;	/**< released before a thread took them */
+	unsigned long long cpu_ns;	/**< the threads' CPU time in signing */
 	unsigned queued;		/**< waiting for a thread now */
 	unsigned threads;
 };

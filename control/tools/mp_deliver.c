@@ -374,6 +374,14 @@ main(int argc, char **argv)
 	if (stats) {
 		ctl_sched_stats_json(s, stdout);
 		printf("\n");
+		if (dkim != NULL) {
+			struct ctl_dkim_stats ds;
+
+			ctl_dkim_stats(dkim, &ds);
+			printf("{\"dkim\":{\"signed\":%llu,\"failed\":%llu,\"skipped\":%llu,"
+				"\"threads\":%u,\"signer_cpu_ms\":%.3f}}\n", ds.signed_ok,
+				ds.sign_failed, ds.skipped, ds.threads, (double)ds.cpu_ns / 1e6);
+		}
 		fflush(stdout);
 	}
 out:
