@@ -26,6 +26,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mpcheck import free_port  # noqa: E402
+
 SINK, MKMSG = sys.argv[1], sys.argv[2]
 FAILS = []
 
@@ -34,14 +37,6 @@ def check(cond, what):
     if not cond:
         FAILS.append(what)
         print("FAIL:", what, file=sys.stderr)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Smtp:

@@ -32,6 +32,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mpcheck import free_port  # noqa: E402
+
 try:
     import dkim
     import nacl.signing  # noqa: F401  (python3-dkim's Ed25519)
@@ -67,14 +70,6 @@ def fail(msg):
 def check(ok, msg):
     if not ok:
         fail(msg)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_for(what, fn, timeout):

@@ -24,6 +24,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mpcheck import free_port  # noqa: E402
+
 BIN = sys.argv[1]
 FAILS = []
 
@@ -32,14 +35,6 @@ def check(cond, what):
     if not cond:
         FAILS.append(what)
         print("FAIL:", what, file=sys.stderr)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def run(args, timeout=60):

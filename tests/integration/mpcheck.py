@@ -18,6 +18,7 @@ own assertions around it.
   queues_empty(...)      no job and no retry left
   tls_all_13, tls_no_starttls, tls_handshake_fails
                          per-domain TLS counters of one listener personality
+  free_port()            a free TCP port on 127.0.0.1
   send_check(...)        pf_check (pf_check.sh): run asserts over one
                          sender run's JSON lines
 """
@@ -67,6 +68,15 @@ class Maildir:
         with open(self.only(addr), "rb") as f:
             return untrace(f.read())
 
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 def untrace(data):
     """The message as the client sent it: Postfix's trace headers removed
