@@ -301,6 +301,7 @@ signer_main(void *arg)
 	for (;;) {
 		struct ctl_sign_job *j;
 		struct ctl_signq *q;
+		unsigned was;
 		int skip;
 
 		pthread_mutex_lock(&d->mu);
@@ -346,9 +347,11 @@ signer_main(void *arg)
 		else
 			q->head = j;
 		q->tail = j;
-		__atomic_add_fetch(&q->ndone, 1, __ATOMIC_RELEASE);
+		was = __atomic_fetch_add(&q->ndone, 1, __ATOMIC_RELEASE);
 		pthread_mutex_unlock(&q->mu);
-		if (q->efd >= 0) {
+		/* one wake-up per batch: the owner takes every result at once
+		 * (it reads the eventfd before it takes the list) */
+		if (was == 0 && q->efd >= 0) {
 			uint64_t one = 1;
 
 			if (write(q->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
