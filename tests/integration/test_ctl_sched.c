@@ -22,7 +22,12 @@
  *  - a send window holds a campaign outside it;
  *  - MX through dnsmasq on loopback: 421 and refused connects fall back
  *    to the next MX within one attempt, null MX / NXDOMAIN bounce, DNS
- *    trouble defers until the maximum age.
+ *    trouble defers until the maximum age;
+ *  - poison jobs entries written with redis-cli (empty rcpts, bad JSON,
+ *    invalid UTF-8, \u0000, an unknown campaign, an unknown TLS policy)
+ *    each end in jobs:dead with their reason, the recipients they name
+ *    are failed with it, none stays queued, a good campaign goes on;
+ *  - 100 merge fields reach the template (field 90 rendered).
  * Skips (77) without redis-server.
  */
 #include <errno.h>
@@ -284,7 +289,33 @@ struct tb {
 	struct tb_att log[LOG_MAX];
 	unsigned nlog;
 	unsigned submits;
+	/* every message rendered; those holding want counted */
+	const char *want;
+	unsigned want_hits, renders;
 };
+
+/* Render @p m as a backend would and look for t->want in it. */
+static void
+tb_render_check(struct tb *t, const struct ctl_msg *m)
+{
+	struct msg_fields fs = { .v = m->fields, .n = m->nfields };
+	struct msg_render r;
+	static char buf[1 << 16];
+	char err[256];
+	size_t len = 0;
+	ssize_t k;
+
+	t->renders++;
+	if (msg_render_open(&r, m->camp->tpl, m->rcpt, &fs, 0, 0, err, sizeof(err)) < 0) {
+		fprintf(stderr, "render %s: %s\n", m->rcpt, err);
+		return;
+	}
+	while (len + 1 < sizeof(buf) && (k = msg_render_read(&r, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)k;
+	buf[len] = '\0';
+	if (strstr(buf, t->want) != NULL)
+		t->want_hits++;
+}
 
 static unsigned
 tb_open_for(const struct tb *t, const char *dom)
@@ -323,6 +354,8 @@ tb_submit(void *be, struct ctl_order *o)
 			t->violations++;
 		}
 	}
+	for (unsigned i = 0; t->want != NULL && i < o->n_msgs; i++)
+		tb_render_check(t, o->msgs[i]);
 	for (unsigned i = 0; i < o->n_msgs && t->nlog < LOG_MAX; i++) {
 		snprintf(t->log[t->nlog].rcpt, sizeof(t->log[0].rcpt), "%.60s", o->msgs[i]->rcpt);
 		t->log[t->nlog++].t = fake_now;
@@ -1227,6 +1260,207 @@ test_mx_fallback(void)
 	waitpid(dpid, NULL, 0);
 }
 
+/* redis-cli, as a third party writes to the contract: argv as given
+ * (bytes as they are, so invalid UTF-8 too), waited for at most 10 s */
+static int
+rcli(const char *const *args)
+{
+	const char *argv[32] = { "redis-cli", "-s", sock };
+	int n = 3, st = -1;
+	pid_t p;
+
+	for (; *args != NULL && n < 31; args++)
+		argv[n++] = *args;
+	argv[n] = NULL;
+	p = fork();
+	if (p == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		freopen("/dev/null", "w", stdout);
+		execvp("redis-cli", (char *const *)argv);
+		_exit(127);
+	}
+	for (uint64_t end = mono_ms() + 10000; p > 0;) {
+		if (waitpid(p, &st, WNOHANG) == p)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+		if (mono_ms() > end) {
+			kill(p, SIGKILL);
+			waitpid(p, NULL, 0);
+			return -1;
+		}
+		sleep_ms(5);
+	}
+	return -1;
+}
+
+/* The dead letter whose original rcpts field is @p rcpts (byte for
+ * byte): its reason and campaign. @return 1 found */
+static int
+dead_entry(const char *rcpts, char *reason, size_t rlen, char *camp, size_t clen)
+{
+	redisReply *r = redisCommand(rc, "XRANGE mp:jobs:dead - +");
+	int ok = 0;
+
+	reason[0] = camp[0] = '\0';
+	for (size_t n = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && !ok && n < r->elements; n++) {
+		const redisReply *f = r->element[n]->element[1];
+
+		for (size_t k = 0; k + 1 < f->elements; k += 2) {
+			if (strcmp(f->element[k]->str, "rcpts") == 0 &&
+			    strcmp(f->element[k + 1]->str, rcpts) == 0)
+				ok = 1;
+		}
+		for (size_t k = 0; ok && k + 1 < f->elements; k += 2) {
+			if (strcmp(f->element[k]->str, "reason") == 0)
+				snprintf(reason, rlen, "%s", f->element[k + 1]->str);
+			if (strcmp(f->element[k]->str, "campaign") == 0)
+				snprintf(camp, clen, "%s", f->element[k + 1]->str);
+		}
+	}
+	freeReplyObject(r);
+	return ok;
+}
+
+static void
+rcpt_seed(const char *camp, const char *const *addrs, unsigned n, const char *policy)
+{
+	cmd("HSET mp:campaign:%s id %s from news@sender.test subject Hi text Hello "
+		"tls_policy %s max_age_s 3600 state running created_ms %" PRIu64
+		" submitted_ms %" PRIu64 " total %u", camp, camp, policy, fake_now, fake_now, n);
+	cmd("HSET mp:campaign:%s:counts queued %u", camp, n);
+	for (unsigned i = 0; i < n; i++)
+		cmd("HSET mp:campaign:%s:rcpt %s %s", camp, addrs[i],
+			"{\"state\":\"queued\",\"attempts\":0}");
+}
+
+/* Poison entries beside a good campaign: each is dead-lettered with its
+ * reason, the recipients it names fail with that reason (none stays
+ * queued), nothing is held, and the good campaign is delivered. */
+static void
+test_poison_entries(void)
+{
+	static const char *const doms[] = { "ok.test" };
+	static const char *const pz[] = { "a1@ok.test", "a2@ok.test", "b1@ok.test",
+		"c1@ok.test" };
+	static const char *const pol[] = { "p1@ok.test", "p2@ok.test" };
+	static const struct { const char *camp, *rcpts, *why; } in[] = {
+		{ "pz", "[]", "no recipient" },
+		{ "pz", "[{\"to\":\"a1@ok.test\"},{\"to\": \"a2@ok.test\",", "not valid JSON" },
+		{ "pz", "[{\"to\":\"b1@ok.test\",\"f\":{\"n\":\"\xff\xfe\"}}]", "not valid JSON" },
+		{ "pz", "[{\"to\":\"c1@ok.test\",\"f\":{\"n\":\"x\\u0000y\"}}]", "not valid JSON" },
+		{ "nosuch", "[{\"to\":\"d1@ok.test\"}]", "campaign does not exist" },
+		{ "pol", "[{\"to\":\"p1@ok.test\"},{\"to\":\"p2@ok.test\"}]", "tls_policy" },
+	};
+	char reason[512], camp[64];
+	struct rig g;
+
+	cmd("FLUSHALL");
+	if (rig_new(&g, "poison", NULL, 60000) < 0) {
+		CHECK(0);
+		return;
+	}
+	rcpt_seed("pz", pz, 4, "opportunistic");
+	rcpt_seed("pol", pol, 2, "stricter");
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		const char *a[] = { "XADD", "mp:jobs", "*", "campaign", in[i].camp, "domain",
+			"ok.test", "attempt", "0", "rcpts", in[i].rcpts, NULL };
+
+		CHECK_EQ(rcli(a), 0);
+	}
+	seed("good", doms, 1, 30, 10, 3600, "running");
+	CHECK_EQ(run_until_done(&g, "good", 5000, 20), 0);
+	for (int i = 0; i < 200; i++) {	/* the poison entries' writes */
+		ctl_sched_step(g.s, 0);
+		fake_now += 20;
+	}
+	CHECK_EQ(count("good", "delivered"), 30);
+	check_consistent("good", 30);
+	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs"), 0);
+	CHECK_EQ(ctl_sched_held(g.s), 0);
+	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs:dead"), 6);
+	CHECK_EQ(rint_cmd("GET %s%s", "mp:", "jobs:dead:count"), 6);
+	CHECK_EQ(ctl_sched_stats(g.s)->dead_letters, 6);
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		CHECK(dead_entry(in[i].rcpts, reason, sizeof(reason), camp, sizeof(camp)));
+		CHECK_STREQ(camp, in[i].camp);
+		if (strstr(reason, in[i].why) == NULL) {
+			fprintf(stderr, "dead letter %zu: reason \"%s\", want \"%s\"\n", i, reason,
+				in[i].why);
+			CHECK(0);
+		}
+	}
+	/* none of the recipients the poison entries name stays queued */
+	CHECK_EQ(count("pz", "queued"), 0);
+	CHECK_EQ(count("pz", "failed"), 4);
+	check_consistent("pz", 4);
+	CHECK_EQ(count("pol", "queued"), 0);
+	CHECK_EQ(count("pol", "failed"), 2);
+	CHECK_EQ(count("pol", "delivered"), 0);	/* fail closed: never opportunistic */
+	check_consistent("pol", 2);
+	{
+		json_t *j = rcpt_state("pz", "b1@ok.test");
+		const char *text = json_string_value(json_object_get(j, "text"));
+
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "failed");
+		CHECK(text != NULL && strstr(text, "not valid JSON") != NULL);
+		json_decref(j);
+		j = rcpt_state("pol", "p2@ok.test");
+		text = json_string_value(json_object_get(j, "text"));
+		CHECK(text != NULL && strstr(text, "unknown tls_policy") != NULL);
+		json_decref(j);
+	}
+	for (unsigned i = 0; i < g.tb->nlog; i++) {
+		CHECK(strstr(g.tb->log[i].rcpt, "@ok.test") != NULL &&
+			g.tb->log[i].rcpt[0] == 'u');	/* only the good campaign was sent */
+	}
+	rig_free(&g);
+}
+
+/* 100 merge fields per recipient, as submit accepts them: the template's
+ * field 90 is rendered with its value, not its default */
+static void
+test_many_merge_fields(void)
+{
+	struct rig g;
+	json_t *arr = json_array();
+	char *txt;
+
+	cmd("FLUSHALL");
+	if (rig_new(&g, "fields", NULL, 60000) < 0) {
+		CHECK(0);
+		json_decref(arr);
+		return;
+	}
+	cmd("HSET mp:campaign:mf id mf from news@sender.test subject Hi text %s "
+		"tls_policy opportunistic max_age_s 3600 state running created_ms %" PRIu64
+		" submitted_ms %" PRIu64 " total 3", "Value: {{f90|missing}}.\n", fake_now, fake_now);
+	cmd("HSET mp:campaign:mf:counts queued 3");
+	for (unsigned i = 0; i < 3; i++) {
+		json_t *f = json_object();
+		char addr[64];
+
+		for (unsigned k = 0; k < 100; k++) {
+			char name[16], val[32];
+
+			snprintf(name, sizeof(name), "f%u", k);
+			snprintf(val, sizeof(val), "field-%u-value", k);
+			json_object_set_new(f, name, json_string(val));
+		}
+		snprintf(addr, sizeof(addr), "m%u@ok.test", i);
+		cmd("HSET mp:campaign:mf:rcpt %s %s", addr, "{\"state\":\"queued\",\"attempts\":0}");
+		json_array_append_new(arr, json_pack("{s:s, s:o}", "to", addr, "f", f));
+	}
+	txt = json_dumps(arr, JSON_COMPACT);
+	json_decref(arr);
+	cmd("XADD mp:jobs * campaign mf domain ok.test attempt 0 rcpts %s", txt);
+	free(txt);
+	g.tb->want = "Value: field-90-value.";
+	CHECK_EQ(run_until_done(&g, "mf", 3000, 20), 0);
+	CHECK_EQ(g.tb->renders, 3);
+	CHECK_EQ(g.tb->want_hits, 3);
+	CHECK_EQ(count("mf", "delivered"), 3);
+	rig_free(&g);
+}
+
 int
 main(void)
 {
@@ -1250,6 +1484,8 @@ main(void)
 	test_restart_same_name();
 	test_mx_fallback();
 	test_send_window();
+	test_poison_entries();
+	test_many_merge_fields();
 	redis_stop();
 	return mp_test_result("ctl_sched_clock");
 }
