@@ -1320,6 +1320,26 @@ dead_entry(const char *rcpts, char *reason, size_t rlen, char *camp, size_t clen
 	return ok;
 }
 
+static const char *mailpumpctl;	/* argv[1]: the dead-letters view is checked too */
+
+/* mailpumpctl --json dead-letters --count 10, its output parsed */
+static json_t *
+ctl_dead_letters(void)
+{
+	char line[600];
+	json_t *j;
+	FILE *f;
+
+	snprintf(line, sizeof(line), "timeout 20 %s --redis %s --json dead-letters --count 10",
+		mailpumpctl, sock);
+	f = popen(line, "r");
+	if (f == NULL)
+		return NULL;
+	j = json_loadf(f, 0, NULL);
+	CHECK_EQ(pclose(f), 0);
+	return j;
+}
+
 static void
 rcpt_seed(const char *camp, const char *const *addrs, unsigned n, const char *policy)
 {
@@ -1412,6 +1432,25 @@ test_poison_entries(void)
 		CHECK(strstr(g.tb->log[i].rcpt, "@ok.test") != NULL &&
 			g.tb->log[i].rcpt[0] == 'u');	/* only the good campaign was sent */
 	}
+	if (mailpumpctl != NULL) {
+		json_t *j = ctl_dead_letters(), *e;
+		size_t i, utf8_shown = 0;
+
+		CHECK(j != NULL);
+		CHECK_EQ(json_integer_value(json_object_get(j, "length")), 6);
+		CHECK_EQ(json_integer_value(json_object_get(j, "total")), 6);
+		CHECK_EQ(json_array_size(json_object_get(j, "entries")), 6);
+		json_array_foreach(json_object_get(j, "entries"), i, e) {
+			json_t *f = json_object_get(e, "fields");
+			const char *r = json_string_value(json_object_get(f, "rcpts"));
+
+			CHECK(json_string_length(json_object_get(f, "reason")) > 0);
+			CHECK(json_string_length(json_object_get(f, "entry_id")) > 0);
+			utf8_shown += r != NULL && strstr(r, "\\xff\\xfe") != NULL;
+		}
+		CHECK_EQ(utf8_shown, 1);	/* the invalid UTF-8 shown as \xHH */
+		json_decref(j);
+	}
 	rig_free(&g);
 }
 
@@ -1462,13 +1501,14 @@ test_many_merge_fields(void)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
 	if (system("command -v redis-server >/dev/null 2>&1") != 0) {
 		fprintf(stderr, "SKIP: redis-server not installed\n");
 		return 77;
 	}
 	signal(SIGPIPE, SIG_IGN);	/* as mp-deliver: hiredis writes with write(2) */
+	mailpumpctl = argc > 1 ? argv[1] : NULL;
 	if (redis_start() < 0) {
 		fprintf(stderr, "cannot start redis-server\n");
 		redis_stop();
