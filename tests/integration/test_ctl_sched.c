@@ -1130,7 +1130,7 @@ static void
 test_mx_fallback(void)
 {
 	static const char *const doms[] = { "busy.test", "down.test", "null.test", "nx.test",
-		"temp.test", "refuse.test", "only.test", "tlsbad.test" };
+		"temp.test", "refuse.test", "only.test", "tlsbad.test", "v6.test" };
 	char servers[64], port[32];
 	pid_t dpid;
 	struct rig g;
@@ -1159,6 +1159,7 @@ test_mx_fallback(void)
 			"--mx-host=tlsbad.test,mx1.tlsbad.test,10", "--mx-host=tlsbad.test,mx2.tlsbad.test,20",
 			"--host-record=mx1.tlsbad.test,127.0.0.101", "--host-record=mx2.tlsbad.test,127.0.0.102",
 			"--mx-host=null.test,.,0", "--mx-host=temp.test,mx.other.example,10",
+			"--mx-host=v6.test,mx.v6.test,10", "--host-record=mx.v6.test,::1",
 			(char *)NULL);
 		_exit(127);
 	}
@@ -1181,7 +1182,7 @@ test_mx_fallback(void)
 	}
 	rig_dns_servers = NULL;
 	g.tb->sess_ms = 0;
-	seed("mx", doms, 8, 6, 10, 1, "running");	/* max age 1 s: temp.test fails soon */
+	seed("mx", doms, 9, 6, 10, 1, "running");	/* max age 1 s: temp.test fails soon */
 	/* tlsbad.test must be verified: its first MX's certificate fails */
 	cmd("HSET mp:campaign:mx tls_overrides {\"tlsbad.test\":\"verify\"}");
 	/* 4000 steps of test time, bounded by 60 s real */
@@ -1242,6 +1243,13 @@ test_mx_fallback(void)
 		CHECK_STREQ(json_string_value(json_object_get(j, "mx")), "mx2.tlsbad.test");
 		CHECK_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
 		json_decref(j);
+		/* an IPv6-only MX: deferred with its reason until the maximum
+		 * age, never bounced */
+		j = rcpt_state("mx", "u2@v6.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "failed");
+		CHECK(strstr(json_string_value(json_object_get(j, "text")),
+			"only IPv6 addresses; IPv6 not supported yet") != NULL);
+		json_decref(j);
 		j = rcpt_state("mx", "u1@only.test");
 		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "failed");
 		CHECK(strstr(json_string_value(json_object_get(j, "text")), "550 5.7.1 HELO refused") != NULL);
@@ -1252,8 +1260,8 @@ test_mx_fallback(void)
 	CHECK_EQ(ctl_sched_stats(g.s)->plaintext_retries, 0);
 	CHECK_EQ(count("mx", "delivered"), 24);
 	CHECK_EQ(count("mx", "bounced"), 12);
-	CHECK_EQ(count("mx", "failed"), 12);
-	check_consistent("mx", 48);
+	CHECK_EQ(count("mx", "failed"), 18);
+	check_consistent("mx", 54);
 	CHECK_EQ(rint_cmd("HGET %s %s", "mp:tls:down.test", "connect_failed"), 1);
 	rig_free(&g);
 	kill(dpid, SIGTERM);
