@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "ctl_bounce.h"
+#include "ctl_idn.h"
 #include "ctl_retry.h"
 #include "ctl_sched_int.h"
 #include "mp_log.h"
@@ -392,11 +393,13 @@ batch_new(struct ctl_sched *s, const char *id, const redisReply *fields)
 
 		snprintf(dname, sizeof(dname), "%s", dom);
 		lower(dname);
-		b->dom = dom_get(s, dname);
+		if (ctl_idn_domain(dname, dname, sizeof(dname), NULL, 0) < 0)
+			why = "domain is not a valid internationalised domain name";
+		b->dom = why == NULL ? dom_get(s, dname) : NULL;
 		if (b->dom != NULL)
 			b->dom->refs++;
 		b->r = calloc(n ? n : 1, sizeof(*b->r));
-		if (b->dom == NULL || b->r == NULL)
+		if (why == NULL && (b->dom == NULL || b->r == NULL))
 			why = "out of memory";
 		for (size_t i = 0; why == NULL && i < n; i++) {
 			json_t *e = json_array_get(arr, i);
@@ -1127,7 +1130,10 @@ dispatch_one(struct ctl_sched *s, struct sdom *d, uint64_t now)
 		size_t lens[FIELDS_MAX];
 		char num[FIELDS_MAX][32];
 		int nf = fields_of(cand[i], names, values, lens, num, FIELDS_MAX);
-		struct ctl_msg *m = ctl_msg_new(cand[i]->b->camp->cc, cand[i]->addr,
+		char alabel[CTL_ADDR_MAX];
+		/* an IDN domain goes out as A-labels: no SMTPUTF8 needed for it */
+		struct ctl_msg *m = ctl_msg_new(cand[i]->b->camp->cc,
+			ctl_idn_addr(cand[i]->addr, alabel, sizeof(alabel)) == 0 ? alabel : cand[i]->addr,
 			names, values, lens, (size_t)nf);
 
 		if (m == NULL)

@@ -27,7 +27,10 @@
  *    invalid UTF-8, \u0000, an unknown campaign, an unknown TLS policy)
  *    each end in jobs:dead with their reason, the recipients they name
  *    are failed with it, none stays queued, a good campaign goes on;
- *  - 100 merge fields reach the template (field 90 rendered).
+ *  - 100 merge fields reach the template (field 90 rendered);
+ *  - an IDN domain submitted by mailpumpctl is looked up (dnsmasq MX for
+ *    the xn-- name) and addressed (RCPT) under its A-label; an invalid IDN
+ *    is refused at submit with a per-line error.
  * Skips (77) without redis-server.
  */
 #include <errno.h>
@@ -1508,6 +1511,112 @@ test_many_merge_fields(void)
 	rig_free(&g);
 }
 
+/* IDN: bücher.test is xn--bcher-kva.test (IDNA2008); ☃ is not allowed */
+static void
+test_idn_domain(void)
+{
+	char servers[64], port[32], dir[96], csv[128], txt[128], line[1024], err[4096];
+	pid_t dpid;
+	struct rig g;
+	int p = free_port(), found = 0;
+	size_t n = 0;
+	FILE *f;
+
+	if (mailpumpctl == NULL || system("command -v dnsmasq >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "idn: needs mailpumpctl and dnsmasq, skipped\n");
+		return;
+	}
+	CHECK(p > 0);
+	snprintf(port, sizeof(port), "--port=%d", p);
+	dpid = fork();
+	if (dpid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		freopen("/dev/null", "w", stderr);
+		execlp("dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+			"--no-resolv", "--no-hosts", "--pid-file=", "--listen-address=127.0.0.1",
+			"--bind-interfaces", port, "--local=/test/",
+			"--mx-host=null.test,.,0",	/* for dns_wait_ready */
+			"--mx-host=xn--bcher-kva.test,mx.xn--bcher-kva.test,10",
+			"--host-record=mx.xn--bcher-kva.test,127.0.0.111", (char *)NULL);
+		_exit(127);
+	}
+	snprintf(servers, sizeof(servers), "127.0.0.1:%d", p);
+	cmd("FLUSHALL");
+	snprintf(dir, sizeof(dir), "%s/idn", tmpdir);
+	mkdir(dir, 0700);
+	snprintf(csv, sizeof(csv), "%s/rcpts.csv", dir);
+	snprintf(txt, sizeof(txt), "%s/body.txt", dir);
+	f = fopen(csv, "w");
+	if (f != NULL) {
+		fputs("email\nu0@b\xc3\xbc" "cher.test\nu1@B\xc3\x9c" "CHER.test\nbad@\xe2\x98\x83.test\n", f);
+		fclose(f);
+	}
+	f = fopen(txt, "w");
+	if (f != NULL) {
+		fputs("Hello {{email}}\n", f);
+		fclose(f);
+	}
+	snprintf(line, sizeof(line), "timeout 30 %s --redis %s submit --id idn --from news@sender.test "
+		"--subject Hi --text %s %s 2>&1", mailpumpctl, sock, txt, csv);
+	f = popen(line, "r");
+	if (f != NULL) {
+		n = fread(err, 1, sizeof(err) - 1, f);
+		pclose(f);
+	}
+	err[n] = '\0';
+	/* the invalid one named with its line, the other two queued */
+	CHECK(strstr(err, "line 4") != NULL && strstr(err, "internationalised") != NULL);
+	CHECK_EQ(count("idn", "queued"), 2);
+	if (dns_wait_ready(servers, dpid) < 0) {
+		fprintf(stderr, "idn: dnsmasq does not answer\n%s", err);
+		CHECK(0);
+		kill(dpid, SIGTERM);
+		waitpid(dpid, NULL, 0);
+		return;
+	}
+	rig_dns_servers = servers;
+	if (rig_new(&g, "idn", NULL, 60000) < 0) {
+		CHECK(0);
+		rig_dns_servers = NULL;
+		kill(dpid, SIGTERM);
+		waitpid(dpid, NULL, 0);
+		return;
+	}
+	rig_dns_servers = NULL;
+	g.tb->sess_ms = 0;
+	for (uint64_t i = 0, end = mono_ms() + 30000; i < 2000 && mono_ms() < end; i++) {
+		ctl_sched_step(g.s, 0);
+		if (ctl_dns_pending(g.dns) > 0) {
+			sleep_ms(1);
+			continue;
+		}
+		fake_now += 50;
+		if (count("idn", "delivered") == 2 && ctl_sched_held(g.s) == 0)
+			break;
+	}
+	CHECK_EQ(count("idn", "delivered"), 2);
+	{
+		/* the rcpt hash keeps the address as submitted */
+		json_t *j = rcpt_state("idn", "u0@b\xc3\xbc" "cher.test");
+
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "delivered");
+		CHECK_STREQ(json_string_value(json_object_get(j, "mx")), "mx.xn--bcher-kva.test");
+		json_decref(j);
+	}
+	/* RCPT TO (what the receiver got) under the A-label */
+	for (unsigned i = 0; i < g.tb->nlog; i++)
+		found += strcmp(g.tb->log[i].rcpt, "u0@xn--bcher-kva.test") == 0 ||
+			strcmp(g.tb->log[i].rcpt, "u1@xn--bcher-kva.test") == 0;
+	CHECK_EQ(found, 2);
+	CHECK_EQ(g.tb->nlog, 2);
+	rig_free(&g);
+	kill(dpid, SIGTERM);
+	waitpid(dpid, NULL, 0);
+	unlink(csv);
+	unlink(txt);
+	rmdir(dir);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1534,6 +1643,7 @@ main(int argc, char **argv)
 	test_send_window();
 	test_poison_entries();
 	test_many_merge_fields();
+	test_idn_domain();
 	redis_stop();
 	return mp_test_result("ctl_sched_clock");
 }
