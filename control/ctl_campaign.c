@@ -175,25 +175,55 @@ camp_compile(struct ctl_sched *s, struct scamp *c, const redisReply *h)
 	json_decref(headers);
 }
 
+/*
+ * TLS policy and per-domain overrides. Fail closed: a policy we cannot
+ * read is never taken for opportunistic (or none); it makes the campaign
+ * bad, so its recipients fail with the reason instead of going out with
+ * less TLS than asked. @return 0, or -EINVAL with c->bad set.
+ */
+static int
+camp_policy_fill(struct scamp *c, const redisReply *h)
+{
+	const char *v = hget(h, "tls_policy"), *dom;
+	json_t *p;
+
+	c->policy = SMTP_TLS_OPPORTUNISTIC;
+	if (v != NULL && v[0] != '\0' && ctl_policy_parse(v, &c->policy) < 0) {
+		snprintf(c->bad, sizeof(c->bad), "campaign %s: unknown tls_policy \"%.64s\" "
+			"(none, opportunistic, required, verify)", c->id, v);
+		return -EINVAL;
+	}
+	v = hget(h, "tls_overrides");
+	if (v == NULL || v[0] == '\0')
+		return 0;
+	c->overrides = json_loads(v, 0, NULL);
+	if (!json_is_object(c->overrides)) {
+		snprintf(c->bad, sizeof(c->bad), "campaign %s: tls_overrides is not a JSON object",
+			c->id);
+		return -EINVAL;
+	}
+	json_object_foreach(c->overrides, dom, p) {
+		enum smtp_tls_policy tp;
+
+		if (!json_is_string(p) || ctl_policy_parse(json_string_value(p), &tp) < 0) {
+			snprintf(c->bad, sizeof(c->bad), "campaign %s: tls_overrides %.64s: unknown "
+				"tls_policy (none, opportunistic, required, verify)", c->id, dom);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 static void
 camp_fill(struct ctl_sched *s, struct scamp *c, const redisReply *h)
 {
 	const char *v;
+	int policy_ok;
 
 	c->state = state_parse(hget(h, "state"));
-	c->policy = SMTP_TLS_OPPORTUNISTIC;
-	v = hget(h, "tls_policy");
-	if (v != NULL && v[0] != '\0' && ctl_policy_parse(v, &c->policy) < 0)
-		LOGW("event=bad_tls_policy campaign=%s value=\"%s\"", c->id, v);
-	v = hget(h, "tls_overrides");
-	if (v != NULL && v[0] != '\0') {
-		c->overrides = json_loads(v, 0, NULL);
-		if (!json_is_object(c->overrides)) {
-			LOGW("event=bad_tls_overrides campaign=%s", c->id);
-			json_decref(c->overrides);
-			c->overrides = NULL;
-		}
-	}
+	policy_ok = camp_policy_fill(c, h) == 0;
+	if (!policy_ok)
+		LOGW("event=bad_tls_policy campaign=%s reason=\"%s\"", c->id, c->bad);
 	c->win_from = c->win_to = -1;
 	v = hget(h, "window");
 	if (v != NULL && v[0] != '\0' && window_parse(v, &c->win_from, &c->win_to) < 0) {
@@ -216,7 +246,8 @@ camp_fill(struct ctl_sched *s, struct scamp *c, const redisReply *h)
 			dom[0] = '\0';
 		snprintf(c->k_sup, sizeof(c->k_sup), "%s" CTL_K_SUPPRESS, s->ns, dom);
 	}
-	camp_compile(s, c, h);
+	if (policy_ok)
+		camp_compile(s, c, h);
 	c->state_mono = ctl_mono_ms();
 }
 

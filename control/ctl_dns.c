@@ -36,12 +36,14 @@
 #define DNS_T_CNAME 5
 #define DNS_T_SOA   6
 #define DNS_T_MX    15
+#define DNS_T_AAAA  28
 #define DNS_C_IN    1
 #define DNS_KEY_MAX (CTL_DNS_NAME_MAX + 2)
 #define DNS_MX_MAX  64     /* MX records looked at per answer */
 #define DNS_ROUTES_MAX 4096
 
-enum a_state { A_PENDING, A_OK, A_NEG, A_NXDOMAIN, A_TEMP };
+/* A_V6ONLY: no A record but AAAA ones, a host we cannot reach yet */
+enum a_state { A_PENDING, A_OK, A_NEG, A_NXDOMAIN, A_TEMP, A_V6ONLY };
 
 struct dns_waiter {
 	struct dns_waiter *next;
@@ -75,6 +77,7 @@ struct dns_job {
 struct dns_q {
 	struct dns_job *job;
 	int host;                       /* -1 = the MX query, else hosts[] index */
+	int aaaa;                       /* an AAAA query after a NODATA for A */
 };
 
 struct dns_cent {
@@ -527,7 +530,7 @@ static void
 job_finish(struct dns_job *j)
 {
 	struct ctl_dns *dns = j->dns;
-	unsigned n = 0, neg = 0, nx = 0, tmp = 0;
+	unsigned n = 0, neg = 0, nx = 0, tmp = 0, v6 = 0;
 	uint32_t neg_ttl = j->neg_ttl_s ? j->neg_ttl_s : dns->conf.neg_ttl_s;
 
 	if (j->status == CTL_DNS_OK) {
@@ -540,13 +543,15 @@ job_finish(struct dns_job *j)
 				tmp++;
 			} else if (j->a[i] == A_NXDOMAIN) {
 				nx++;
+			} else if (j->a[i] == A_V6ONLY) {
+				v6++;
 			} else {
 				neg++;
 			}
 		}
 		if (n > 0) {
 			j->n_hosts = n;
-			if (neg + nx + tmp > 0 && j->ttl_s > neg_ttl)
+			if (neg + nx + tmp + v6 > 0 && j->ttl_s > neg_ttl)
 				j->ttl_s = neg_ttl;
 		} else if (j->from_route) {
 			job_fail(j, CTL_DNS_TEMPFAIL, "route host %s: %s", j->hosts[0].name,
@@ -554,6 +559,12 @@ job_finish(struct dns_job *j)
 		} else if (tmp > 0) {
 			job_fail(j, CTL_DNS_TEMPFAIL, "%s: address lookup of %s failed "
 				 "temporarily", j->key, j->implicit_mx ? "the domain" : "the MX hosts");
+		} else if (v6 > 0) {
+			/* not the domain's fault: defer, never bounce (RFC 5321
+			 * 5.1 allows IPv6-only MX hosts; we do not speak IPv6 yet) */
+			job_fail(j, CTL_DNS_TEMPFAIL, j->implicit_mx ?
+				 "%s: the domain has only IPv6 addresses; IPv6 not supported yet" :
+				 "%s: MX host has only IPv6 addresses; IPv6 not supported yet", j->key);
 		} else if (j->implicit_mx && nx > 0) {
 			job_fail(j, CTL_DNS_NXDOMAIN, "%s: domain not found", j->key);
 		} else {
@@ -724,6 +735,27 @@ on_mx(struct dns_job *j, int status, const unsigned char *abuf, int alen)
 			j->a[i] = A_TEMP;
 }
 
+/* After a NODATA for A: AAAA records make the host one we cannot reach
+ * yet (a deferral) rather than one without addresses (a bounce). */
+static void
+on_aaaa(struct dns_job *j, int host, int status, const unsigned char *abuf, int alen)
+{
+	struct dns_msg m;
+	struct dns_rr rr;
+	int off;
+
+	j->a[host] = A_NEG;
+	if (status != ARES_SUCCESS || msg_open(&m, abuf, alen) < 0)
+		return;
+	off = m.off;
+	for (unsigned i = 0; i < m.an && rr_next(&m, &off, &rr) == 0; i++) {
+		if (rr.cls == DNS_C_IN && rr.type == DNS_T_AAAA && rr.rdlen == 16) {
+			j->a[host] = A_V6ONLY;
+			return;
+		}
+	}
+}
+
 static void
 on_a(struct dns_job *j, int host, int status, const unsigned char *abuf, int alen)
 {
@@ -734,6 +766,10 @@ on_a(struct dns_job *j, int host, int status, const unsigned char *abuf, int ale
 
 	if (status == ARES_ENOTFOUND || status == ARES_ENODATA) {
 		j->a[host] = status == ARES_ENOTFOUND ? A_NXDOMAIN : A_NEG;
+		/* runs inside on_answer(), which holds the job: it cannot finish */
+		if (status == ARES_ENODATA && !j->from_route &&
+		    job_query(j, h->name, DNS_T_AAAA, host) == 0)
+			j->a[host] = A_PENDING;
 		if (msg_open(&m, abuf, alen) == 0) {
 			uint32_t t = msg_neg_ttl(&m);
 
@@ -773,7 +809,7 @@ on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
 	struct dns_q *q = arg;
 	struct dns_job *j = q->job;
-	int host = q->host;
+	int host = q->host, aaaa = q->aaaa;
 
 	(void)timeouts;
 	free(q);
@@ -782,6 +818,8 @@ on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 			job_fail(j, CTL_DNS_TEMPFAIL, "%s: resolver shut down", j->key);
 	} else if (host < 0) {
 		on_mx(j, status, abuf, alen);
+	} else if (j->status == CTL_DNS_OK && aaaa) {
+		on_aaaa(j, host, status, abuf, alen);
 	} else if (j->status == CTL_DNS_OK) {
 		on_a(j, host, status, abuf, alen);
 	}
@@ -799,6 +837,7 @@ job_query(struct dns_job *j, const char *name, int type, int host)
 		return -1;
 	q->job = j;
 	q->host = host;
+	q->aaaa = type == DNS_T_AAAA;
 	j->outstanding++;
 	j->dns->st.queries++;
 	/* May call on_answer() at once (e.g. ENOMEM); outstanding is already

@@ -38,6 +38,10 @@
  *      is CTL_DNS_TEMPFAIL instead; if some hosts are usable the result is
  *      CTL_DNS_OK with only those, cached no longer than neg_ttl_s so the
  *      missing ones are asked again soon.
+ *      A host with no A record but AAAA ones is one we cannot reach yet
+ *      (the dataplane is IPv4 only), not one without addresses: when no
+ *      host is usable and one of them is such, the result is
+ *      CTL_DNS_TEMPFAIL "... only IPv6 addresses; IPv6 not supported yet".
  *
  * Fallback across hosts (connect failure -> next host, next address) is the
  * caller's: the result gives the whole ordered list. IPv4 only.

@@ -21,8 +21,11 @@
 
 #include <stddef.h>
 
+#include "ctl_keys.h"
+
 #define CTL_INPUT_REC_MAX   (1u << 20)  /* bytes per record */
-#define CTL_INPUT_FIELDS    256         /* fields per record */
+/* fields per record: the scheduler passes as many to the template */
+#define CTL_INPUT_FIELDS    CTL_RCPT_FIELDS_MAX
 
 enum ctl_input_fmt {
 	CTL_INPUT_AUTO = 0,   /* JSON lines if the first byte is '{', else CSV */

@@ -21,6 +21,8 @@
 #define CTL_K_RCPT          "campaign:%s:rcpt"   /* HASH address -> JSON state */
 #define CTL_K_COUNTS        "campaign:%s:counts" /* HASH state -> count */
 #define CTL_K_JOBS          "jobs"               /* STREAM of batches */
+#define CTL_K_JOBS_DEAD     "jobs:dead"          /* STREAM of poison jobs entries + reason */
+#define CTL_K_JOBS_DEAD_N   "jobs:dead:count"    /* STRING entries ever dead-lettered */
 #define CTL_K_RETRY         "retry"              /* ZSET due_ms -> JSON recipient */
 #define CTL_K_EVENTS        "events"             /* STREAM of recipient state changes */
 #define CTL_K_TLS           "tls:%s"             /* HASH per-domain TLS counters */
@@ -34,6 +36,9 @@
 #define CTL_BATCH_DEFAULT   100                  /* recipients per jobs entry */
 #define CTL_MAX_AGE_DEFAULT 432000               /* seconds (5 days) */
 #define CTL_CLAIM_IDLE_MS   60000                /* XAUTOCLAIM min-idle */
+#define CTL_DEAD_MAXLEN     100000               /* XADD jobs:dead MAXLEN ~ */
+/* merge fields per recipient: what submit accepts is what dispatch passes */
+#define CTL_RCPT_FIELDS_MAX 256
 
 /* fields of a CTL_K_CAMPAIGN hash */
 #define CTL_F_ID            "id"

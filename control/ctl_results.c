@@ -31,13 +31,14 @@
 #define LOGW(...) MP_LOG(MP_LOG_WARN, "ctl_sched", __VA_ARGS__)
 #define LOGI(...) MP_LOG(MP_LOG_INFO, "ctl_sched", __VA_ARGS__)
 
-enum { SC_FINAL = 0, SC_ACK, SC_TLS, SC_MOVE, SC_LAST };
+enum { SC_FINAL = 0, SC_ACK, SC_TLS, SC_MOVE, SC_DEAD, SC_LAST };
 
 static struct ctl_redis_script script_tab[SC_LAST] = {
 	[SC_FINAL] = { .src = ctl_lua_rcpt_final },
 	[SC_ACK] = { .src = ctl_lua_job_ack },
 	[SC_TLS] = { .src = ctl_lua_tls_count },
 	[SC_MOVE] = { .src = ctl_lua_retry_move },
+	[SC_DEAD] = { .src = ctl_lua_job_dead },
 };
 
 uint64_t
@@ -391,10 +392,37 @@ ctl_op_tls(struct ctl_sched *s, const struct ctl_order *o,
 	op_push(s, op);
 }
 
+/* A poison entry: to jobs:dead with its reason, then acked and deleted. */
+static void
+op_dead(struct ctl_sched *s, struct sbatch *b)
+{
+	struct sop *op = op_new(OP_ACK, SC_DEAD, 9);
+
+	op->b = b;
+	b->acking = 1;
+	op->nkeys = 3;
+	op_arg(op, s->k_jobs);
+	op_arg(op, s->k_dead);
+	op_arg(op, s->k_dead_n);
+	op_arg(op, s->group);
+	op_arg(op, b->id);
+	op_argf(op, "%u", s->conf.dead_maxlen);
+	op_arg(op, b->dead);
+	op_arg(op, s->consumer);
+	op_argf(op, "%" PRIu64, ctl_sched_now(s));
+	op_push(s, op);
+}
+
 void
 ctl_op_ack(struct ctl_sched *s, struct sbatch *b)
 {
-	struct sop *op = op_new(OP_ACK, SC_ACK, 4);
+	struct sop *op;
+
+	if (b->dead != NULL) {
+		op_dead(s, b);
+		return;
+	}
+	op = op_new(OP_ACK, SC_ACK, 4);
 
 	op->b = b;
 	b->acking = 1;
@@ -411,6 +439,11 @@ op_reply(struct ctl_sched *s, struct sop *op, const redisReply *r)
 {
 	long long v;
 
+	if (op->script == SC_DEAD && r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+		s->st.dead_letters++;
+		LOGW("event=dead_letter id=%s campaign=%s reason=\"%s\"",
+			op->b->id, op->b->camp_id, op->b->dead);
+	}
 	if (op->kind != OP_FINAL && op->kind != OP_DEFER)
 		return;
 	v = r->type == REDIS_REPLY_INTEGER ? r->integer : 1;

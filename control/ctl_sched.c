@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "ctl_bounce.h"
+#include "ctl_idn.h"
 #include "ctl_retry.h"
 #include "ctl_sched_int.h"
 #include "ctl_suppress.h"
@@ -106,12 +107,16 @@ ctl_sched_new(const struct ctl_sched_conf *conf, char *err, size_t errlen)
 		s->conf.route_ttl_ms = 60000;
 	if (s->conf.events_maxlen == 0)
 		s->conf.events_maxlen = 1000000;
+	if (s->conf.dead_maxlen == 0)
+		s->conf.dead_maxlen = CTL_DEAD_MAXLEN;
 	if (s->conf.backend_slots == 0)
 		s->conf.backend_slots = 256;
 	snprintf(s->k_jobs, sizeof(s->k_jobs), "%s" CTL_K_JOBS, s->ns);
 	snprintf(s->k_retry, sizeof(s->k_retry), "%s" CTL_K_RETRY, s->ns);
 	snprintf(s->k_events, sizeof(s->k_events), "%s" CTL_K_EVENTS, s->ns);
 	snprintf(s->k_tls_domains, sizeof(s->k_tls_domains), "%s" CTL_K_TLS_DOMAINS, s->ns);
+	snprintf(s->k_dead, sizeof(s->k_dead), "%s" CTL_K_JOBS_DEAD, s->ns);
+	snprintf(s->k_dead_n, sizeof(s->k_dead_n), "%s" CTL_K_JOBS_DEAD_N, s->ns);
 	rconf.url = conf->redis_url;
 	rconf.ns = s->ns;
 	rconf.cmd_timeout_ms = (int)s->conf.block_ms + 5000;
@@ -257,6 +262,7 @@ batch_free(struct ctl_sched *s, struct sbatch *b)
 		json_decref(b->r[i].fields);
 	}
 	free(b->r);
+	free(b->dead);
 	free(b);
 }
 
@@ -311,17 +317,41 @@ lower(char *p)
 	}
 }
 
-/* A batch we cannot use at all: acknowledge it so it is not re-read. */
+/* A batch we cannot use at all and whose recipients cannot be failed (no
+ * campaign): dead-letter it so it is not re-read. */
 static void
 batch_bad(struct ctl_sched *s, struct sbatch *b, const char *why)
 {
 	LOGW("event=bad_batch id=%s campaign=%s reason=\"%s\"", b->id, b->camp_id, why);
 	s->st.batches_bad++;
+	ctl_poison_mark(b, why);
 	for (unsigned i = 0; i < b->n; i++)
 		b->r[i].state = SR_DONE;
 	b->unsettled = 0;
 	b->admitted = 1;
 	ctl_op_ack(s, b);
+}
+
+static const char *
+poison_json_why(char *buf, size_t len, const json_error_t *e)
+{
+	snprintf(buf, len, "rcpts is not valid JSON: %.160s at offset %d", e->text, e->position);
+	return buf;
+}
+
+/*
+ * A poison entry: marked with @p why, its recipients those it still names
+ * (when it names a campaign), failed at admission (batch_dead_admit).
+ */
+static void
+batch_poison(struct ctl_sched *s, struct sbatch *b, const char *why, const char *rcpts)
+{
+	LOGW("event=poison_entry id=%s campaign=%s reason=\"%s\"", b->id, b->camp_id, why);
+	s->st.batches_bad++;
+	ctl_poison_mark(b, why);
+	if (b->camp_id[0] != '\0')
+		ctl_poison_salvage(b, rcpts);
+	b->unsettled = b->n;
 }
 
 /* Parse a stream entry into a held batch (not admitted yet). */
@@ -334,7 +364,8 @@ batch_new(struct ctl_sched *s, const char *id, const redisReply *fields)
 	const char *rcpts = fstr(fields, CTL_J_RCPTS);
 	const char *first = fstr(fields, "first");
 	struct sbatch *b = calloc(1, sizeof(*b));
-	char dname[CTL_DOMAIN_MAX];
+	char dname[CTL_DOMAIN_MAX], jwhy[CTL_REASON_MAX];
+	json_error_t jerr;
 	json_t *arr = NULL;
 	const char *why = NULL;
 
@@ -352,8 +383,11 @@ batch_new(struct ctl_sched *s, const char *id, const redisReply *fields)
 		why = "no or bad campaign field";
 	else if (dom == NULL || dom[0] == '\0' || strlen(dom) >= sizeof(dname))
 		why = "no or bad domain field";
-	else if (rcpts == NULL || (arr = json_loads(rcpts, 0, NULL)) == NULL ||
-	    !json_is_array(arr))	/* the macro evaluates its argument twice */
+	else if (rcpts == NULL)
+		why = "no rcpts field";
+	else if ((arr = json_loads(rcpts, 0, &jerr)) == NULL)
+		why = poison_json_why(jwhy, sizeof(jwhy), &jerr);
+	else if (!json_is_array(arr))	/* the macro evaluates its argument twice */
 		why = "rcpts is not a JSON array";
 	if (why == NULL) {
 		size_t n = json_array_size(arr), k = 0;
@@ -362,11 +396,13 @@ batch_new(struct ctl_sched *s, const char *id, const redisReply *fields)
 
 		snprintf(dname, sizeof(dname), "%s", dom);
 		lower(dname);
-		b->dom = dom_get(s, dname);
+		if (ctl_idn_domain(dname, dname, sizeof(dname), NULL, 0) < 0)
+			why = "domain is not a valid internationalised domain name";
+		b->dom = why == NULL ? dom_get(s, dname) : NULL;
 		if (b->dom != NULL)
 			b->dom->refs++;
 		b->r = calloc(n ? n : 1, sizeof(*b->r));
-		if (b->dom == NULL || b->r == NULL)
+		if (why == NULL && (b->dom == NULL || b->r == NULL))
 			why = "out of memory";
 		for (size_t i = 0; why == NULL && i < n; i++) {
 			json_t *e = json_array_get(arr, i);
@@ -396,11 +432,13 @@ batch_new(struct ctl_sched *s, const char *id, const redisReply *fields)
 		}
 		b->n = (unsigned)k;
 		b->unsettled = b->n;
+		if (why == NULL && k == 0)
+			why = n == 0 ? "rcpts holds no recipient" : "no recipient has a \"to\" address";
 	}
 	json_decref(arr);
-	s->st.rcpts_in += b->n;
 	if (why != NULL)
-		batch_bad(s, b, why);
+		batch_poison(s, b, why, rcpts);
+	s->st.rcpts_in += b->n;
 	return b;
 }
 
@@ -479,6 +517,16 @@ batch_queue(struct ctl_sched *s, struct sbatch *b, int cancel)
 
 	if (argv == NULL)
 		return -ENOMEM;
+	if (b->n == 0) {	/* HMGET needs a field: nothing to read, nothing to do */
+		free(argv);
+		ctl_poison_mark(b, "no recipients");
+		b->admitted = 1;
+		if (!b->acking)
+			ctl_op_ack(s, b);
+		return 0;
+	}
+	if (b->camp->cc == NULL && !cancel)
+		ctl_poison_mark(b, b->camp->bad);
 	snprintf(key, sizeof(key), "%s" CTL_K_RCPT, s->ns, b->camp_id);
 	argv[0] = "HMGET";
 	argv[1] = key;
@@ -549,6 +597,38 @@ batch_queue(struct ctl_sched *s, struct sbatch *b, int cancel)
 	return 0;
 }
 
+/*
+ * A poison entry: each recipient it names fails with its reason (the
+ * finalise script skips those already final or unknown), then the entry
+ * goes to jobs:dead. Without a campaign there is nothing to fail.
+ */
+static void
+batch_dead_admit(struct ctl_sched *s, struct sbatch *b)
+{
+	int err = -ENOENT;
+
+	b->recheck_at = ctl_sched_now(s) + RECHECK_MS;
+	if (b->camp == NULL && b->camp_id[0] != '\0') {
+		b->camp = ctl_camp_get(s, b->camp_id, &err);
+		if (b->camp == NULL && err == -EIO)
+			return;		/* Redis away: again later */
+		if (b->camp != NULL)
+			b->camp->refs++;
+	}
+	if (b->camp == NULL) {
+		for (unsigned i = 0; i < b->n; i++)
+			b->r[i].state = SR_DONE;
+		b->unsettled = 0;
+	}
+	b->admitted = 1;
+	for (unsigned i = 0; b->camp != NULL && i < b->n; i++) {
+		s->st.failed++;
+		finalise_local(s, &b->r[i], "failed", 0, b->dead, 0);
+	}
+	if (b->unsettled == 0 && !b->acking)
+		ctl_op_ack(s, b);
+}
+
 /* Try to start work on a held batch. */
 static void
 batch_admit(struct ctl_sched *s, struct sbatch *b)
@@ -557,6 +637,10 @@ batch_admit(struct ctl_sched *s, struct sbatch *b)
 
 	if (b->admitted)
 		return;
+	if (b->dead != NULL && b->camp == NULL) {
+		batch_dead_admit(s, b);
+		return;
+	}
 	b->recheck_at = ctl_sched_now(s) + RECHECK_MS;
 	if (b->camp == NULL) {
 		b->camp = ctl_camp_get(s, b->camp_id, &err);
@@ -1016,7 +1100,7 @@ fields_of(const struct srcpt *r, const char **names, const char **values,
 	return (int)n;
 }
 
-#define FIELDS_MAX 64
+#define FIELDS_MAX CTL_RCPT_FIELDS_MAX
 
 /* Build and submit one order for @p d. @return 1 submitted, 0 nothing to do. */
 static int
@@ -1100,7 +1184,10 @@ dispatch_one(struct ctl_sched *s, struct sdom *d, uint64_t now)
 		size_t lens[FIELDS_MAX];
 		char num[FIELDS_MAX][32];
 		int nf = fields_of(cand[i], names, values, lens, num, FIELDS_MAX);
-		struct ctl_msg *m = ctl_msg_new(cand[i]->b->camp->cc, cand[i]->addr,
+		char alabel[CTL_ADDR_MAX];
+		/* an IDN domain goes out as A-labels: no SMTPUTF8 needed for it */
+		struct ctl_msg *m = ctl_msg_new(cand[i]->b->camp->cc,
+			ctl_idn_addr(cand[i]->addr, alabel, sizeof(alabel)) == 0 ? alabel : cand[i]->addr,
 			names, values, lens, (size_t)nf);
 
 		if (m == NULL)
@@ -1134,12 +1221,30 @@ dispatch_one(struct ctl_sched *s, struct sdom *d, uint64_t now)
 	return 1;
 }
 
+/* ctl_dns_resolve() refused: only a bad name is the domain's fault (a
+ * bounce); out of memory or a resolver shutting down is ours (defer). */
+static void
+route_local_error(struct sdom *d, int err, int64_t mono)
+{
+	d->rstate = SD_READY;
+	d->route_mono = mono;
+	d->route.n = 0;
+	d->route.status = err == -EINVAL ? CTL_ROUTE_PERM : CTL_ROUTE_TEMP;
+	if (err == -EINVAL)
+		snprintf(d->route.reason, sizeof(d->route.reason),
+			"bad destination domain %.200s", d->name);
+	else
+		snprintf(d->route.reason, sizeof(d->route.reason),
+			"local resolver error for %.200s: %s", d->name, strerror(-err));
+}
+
 static void
 dispatch(struct ctl_sched *s)
 {
 	uint64_t now = ctl_sched_now(s);
 	int64_t mono = ctl_mono_ms();
 	struct sdom **pp = &s->active;
+	int rc;
 
 	if (s->stopping || s->be.ops == NULL)
 		return;
@@ -1158,14 +1263,8 @@ dispatch(struct ctl_sched *s)
 			d->rstate = SD_NONE;
 		if (d->rstate == SD_NONE) {
 			d->rstate = SD_RESOLVING;
-			if (ctl_dns_resolve(s->conf.dns, d->name, dns_cb, d) < 0) {
-				d->rstate = SD_READY;
-				d->route_mono = mono;
-				d->route.status = CTL_ROUTE_PERM;
-				d->route.n = 0;
-				snprintf(d->route.reason, sizeof(d->route.reason),
-					"bad destination domain %.200s", d->name);
-			}
+			if ((rc = ctl_dns_resolve(s->conf.dns, d->name, dns_cb, d)) < 0)
+				route_local_error(d, rc, mono);
 			continue;
 		}
 		if (d->rstate == SD_RESOLVING)
@@ -1354,13 +1453,14 @@ ctl_sched_stats_json(struct ctl_sched *s, FILE *f)
 		",\"deferred\":%" PRIu64 ",\"cancelled\":%" PRIu64 ",\"expired\":%" PRIu64
 		",\"dup_final\":%" PRIu64 ",\"mx_fallbacks\":%" PRIu64 ",\"plaintext_retries\":%" PRIu64
 		",\"retry_moved\":%" PRIu64 ",\"redis_errors\":%" PRIu64 ",\"reconnects\":%" PRIu64
-		",\"held\":%u,\"sender_refusals\":%" PRIu64 ",\"suppressed\":%" PRIu64 ",\"suppress_added\":%" PRIu64 ",\"classes\":{",
+		",\"held\":%u,\"sender_refusals\":%" PRIu64 ",\"suppressed\":%" PRIu64
+		",\"suppress_added\":%" PRIu64 ",\"dead_letters\":%" PRIu64 ",\"classes\":{",
 		s->consumer, st->batches_read, st->batches_claimed, st->batches_acked,
 		st->batches_bad, st->rcpts_in, st->rcpts_skipped, st->orders, st->msgs_dispatched,
 		st->delivered, st->bounced, st->failed, st->deferred, st->cancelled, st->expired,
 		st->dup_final, st->mx_fallbacks, st->plaintext_retries, st->retry_moved,
 		st->redis_errors, st->reconnects, ctl_sched_held(s), st->sender_refusals,
-		st->suppressed, st->suppress_added);
+		st->suppressed, st->suppress_added, st->dead_letters);
 	for (unsigned i = 0; i < CTL_BC_LAST; i++)
 		fprintf(f, "%s\"%s\":%" PRIu64, i ? "," : "",
 			ctl_bounce_class_name((enum ctl_bounce_class)i), st->by_class[i]);

@@ -49,6 +49,7 @@ struct ctl_sched_conf {
 	uint64_t state_every_ms;	/**< campaign state re-read, default 1000 */
 	uint64_t route_ttl_ms;		/**< route kept per domain, default 60000 */
 	unsigned events_maxlen;		/**< events stream MAXLEN ~, default 1000000 */
+	unsigned dead_maxlen;		/**< jobs:dead stream MAXLEN ~, default 100000 */
 	/** Unix-ms clock for retries, shaping, windows (NULL = real). */
 	uint64_t (*now_ms)(void *arg);
 	void *clock_arg;
@@ -94,6 +95,7 @@ struct ctl_sched_stats {
 	uint64_t sender_refusals;	/**< 5xx of a class that did not bounce */
 	uint64_t suppressed;		/**< cancelled at admission: in the suppression list */
 	uint64_t suppress_added;	/**< hard bounces written with a suppression entry */
+	uint64_t dead_letters;		/**< poison entries moved to jobs:dead */
 	uint64_t by_class[12];		/**< records of non-deliveries by ctl_bounce class
 					     (CTL_BC_LAST of them; deferrals count each time) */
 };

@@ -69,6 +69,9 @@ struct sbatch {
 	uint64_t recheck_at;		/* waiting: next state check (scheduler clock) */
 	uint8_t admitted;		/* recipients queued (else waiting) */
 	uint8_t acking;			/* ack write queued */
+	char *dead;			/* poison: why (NULL = a good entry); its
+					   recipients fail with it, the entry goes
+					   to jobs:dead instead of being acked */
 	struct sbatch *prev, *next;
 };
 
@@ -141,6 +144,7 @@ struct ctl_sched {
 	struct ctl_bounce *own_bounce;	/* the shipped rules when conf.bounce is NULL */
 	char ns[64], group[64], consumer[128];
 	char k_jobs[96], k_retry[96], k_events[96], k_tls_domains[96];
+	char k_dead[96], k_dead_n[96];
 	/* Redis */
 	struct ctl_redis *rc;
 	int group_ok;
@@ -192,6 +196,11 @@ void ctl_ops_free(struct ctl_sched *s);
 /* ctl_sched.c, called when a write of r succeeded */
 void ctl_sched_settled(struct ctl_sched *s, struct srcpt *r);
 void ctl_sched_batch_acked(struct ctl_sched *s, struct sbatch *b);
+
+/* ctl_poison.c: recipients of an entry that does not parse, found by
+ * their "to" values alone, so they can be failed rather than forgotten */
+unsigned ctl_poison_salvage(struct sbatch *b, const char *rcpts);
+void ctl_poison_mark(struct sbatch *b, const char *why);
 
 /* ctl_campaign.c */
 struct scamp *ctl_camp_get(struct ctl_sched *s, const char *id, int *err);

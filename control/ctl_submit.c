@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "ctl_idn.h"
 #include "ctl_lua.h"
 #include "ctl_submit.h"
 
@@ -144,6 +145,15 @@ ctl_submit_check(const struct msg_template *t, const struct ctl_input_rec *rec,
 	for (char *p = (char *)at + 1; *p; p++)
 		if (*p >= 'A' && *p <= 'Z')
 			*p = (char)(*p + 32);
+	{
+		char alabel[256], why[128];
+
+		if (ctl_idn_domain(at + 1, alabel, sizeof(alabel), why, sizeof(why)) < 0) {
+			ERR("line %lu: domain of '%s' is not a valid internationalised domain "
+				"name (IDNA2008): %s", rec->line, ex, why);
+			return -EINVAL;
+		}
+	}
 	memset(&fs, 0, sizeof(fs));
 	fs.v = mf;
 	fs.n = rec->nf;
@@ -562,8 +572,12 @@ ctl_submit_add(struct ctl_submit *s, const struct ctl_input_rec *rec)
 	}
 	s->st.records++;
 	{
+		/* batches by A-label domain: the name the scheduler looks up */
+		char alabel[256];
 		const char *dom = strrchr(addr, '@') + 1;
 
+		if (ctl_idn_domain(dom, alabel, sizeof(alabel), NULL, 0) == 0)
+			dom = alabel;
 		b = batch_get(s, dom, fnv1a(dom));
 	}
 	if (b == NULL) {

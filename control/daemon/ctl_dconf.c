@@ -57,6 +57,7 @@ ctl_dconf_defaults(struct ctl_dconf *d)
 	d->ns = "mp:";
 	d->min_idle_ms = 60000;
 	d->batches = 64;
+	d->dead_maxlen = 100000;
 	d->transport = CTL_TRANSPORT_DPDK;
 	d->grace_ms = 30000;
 	d->abort_wait_ms = 5000;
@@ -325,6 +326,7 @@ ctl_dconf_load(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errle
 	d->consumer = ctl_conf_get(cf, "redis", "consumer");
 	MS("redis", "claim_min_idle", 1000, 86400000ull, d->min_idle_ms, d->min_idle_ms);
 	U("redis", "batches", 1, 100000, d->batches, d->batches);
+	U("redis", "dead_maxlen", 100, 100000000, d->dead_maxlen, d->dead_maxlen);
 
 	/* [daemon] */
 	if (ctl_conf_get_enum(cf, "daemon", "transport", transports, d->transport,

@@ -34,6 +34,7 @@ struct ctl_dconf {
 	const char *consumer;		/* NULL = host-pid */
 	uint64_t min_idle_ms;
 	unsigned batches;
+	unsigned dead_maxlen;		/* jobs:dead stream MAXLEN ~ */
 	/* [daemon] */
 	int transport;			/* enum ctl_dconf_transport */
 	uint64_t grace_ms;

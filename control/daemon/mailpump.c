@@ -702,6 +702,7 @@ main(int argc, char **argv)
 	sc.consumer = dc.consumer;
 	sc.min_idle_ms = dc.min_idle_ms;
 	sc.max_batches = dc.batches;
+	sc.dead_maxlen = dc.dead_maxlen;
 	sc.dns = dns;
 	sc.shape = shape;
 	sc.retry = dc.retry;

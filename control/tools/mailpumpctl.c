@@ -68,6 +68,8 @@ static const char usage_text[] =
 "      the suppression list of sender domain DOMAIN; R is bounce,\n"
 "      unsubscribe, complaint or manual (default); import takes one\n"
 "      address a line or CSV with an email column\n"
+"  dead-letters [--count N]   newest poison jobs entries (NS jobs:dead),\n"
+"      each with its reason and original fields (default 20)\n"
 "\n"
 "  --redis URL   redis://[user[:password]@]host[:port][/db] or a unix socket\n"
 "                path (default $MAILPUMP_REDIS or redis://127.0.0.1:6379/0)\n"
@@ -99,6 +101,7 @@ struct opts {
 	/* suppress */
 	const char *sup_reason;
 	const char *sup_source;
+	int count;
 };
 
 static struct opts o;
@@ -1416,13 +1419,138 @@ cmd_suppress(int argc, char **argv)
 	die_usage("suppress: unknown action '%s' (add, remove, list or import)", argv[0]);
 }
 
+/* --- dead-letters --- */
+
+/* A field of a dead letter as valid UTF-8 text: it may hold anything a
+ * third party wrote (invalid UTF-8 is one reason an entry is dead), so
+ * bytes that are not UTF-8 are shown as \xHH. */
+static char *
+utf8_show(const char *p, size_t n)
+{
+	char *out = malloc(n * 4 + 1), *q = out;
+	size_t i = 0;
+
+	if (out == NULL)
+		return NULL;
+	while (i < n) {
+		unsigned char c = (unsigned char)p[i];
+		size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 :
+			(c & 0xf8) == 0xf0 ? 4 : 0;
+		size_t k = 1;
+
+		for (; len > 1 && k < len && i + k < n; k++) {
+			if (((unsigned char)p[i + k] & 0xc0) != 0x80)
+				break;
+		}
+		if (c != 0 && len > 0 && k == len && (len == 1 || c >= 0xc2) &&
+		    !(c == 0xe0 && (unsigned char)p[i + 1] < 0xa0) &&
+		    !(c == 0xed && (unsigned char)p[i + 1] >= 0xa0) &&
+		    !(c == 0xf0 && (unsigned char)p[i + 1] < 0x90) &&
+		    !(c >= 0xf4 && (c > 0xf4 || (unsigned char)p[i + 1] >= 0x90))) {
+			memcpy(q, p + i, len);
+			q += len;
+			i += len;
+		} else {
+			q += sprintf(q, "\\x%02x", c);
+			i++;
+		}
+	}
+	*q = '\0';
+	return out;
+}
+
+static json_t *
+dead_entry_json(const redisReply *e)
+{
+	json_t *j = json_object(), *f = json_object();
+
+	json_object_set_new(j, "id", json_string(e->element[0]->str));
+	for (size_t k = 0; k + 1 < e->element[1]->elements; k += 2) {
+		const redisReply *n = e->element[1]->element[k], *v = e->element[1]->element[k + 1];
+		char *ns = utf8_show(n->str, n->len), *vs = utf8_show(v->str, v->len);
+
+		if (ns != NULL && vs != NULL)
+			json_object_set_new(f, ns, json_string(vs));	/* ours come last: they win */
+		free(ns);
+		free(vs);
+	}
+	json_object_set_new(j, "fields", f);
+	return j;
+}
+
+static int
+cmd_dead_letters(int argc, char **argv)
+{
+	struct ctl_redis *r;
+	redisReply *x, *len, *tot;
+	char key[CTL_KEY_MAX], nkey[CTL_KEY_MAX], when[40];
+	json_t *out, *arr;
+	int n = o.count > 0 ? o.count : 20;
+
+	(void)argv;
+	if (argc != 0)
+		die_usage("dead-letters: no arguments expected (--count N)");
+	r = connect_redis();
+	ctl_redis_key(r, key, sizeof(key), CTL_K_JOBS_DEAD);
+	ctl_redis_key(r, nkey, sizeof(nkey), CTL_K_JOBS_DEAD_N);
+	x = ctl_redis_cmd(r, "XREVRANGE %s + - COUNT %d", key, n);
+	len = x != NULL ? ctl_redis_cmd(r, "XLEN %s", key) : NULL;
+	tot = len != NULL ? ctl_redis_cmd(r, "GET %s", nkey) : NULL;
+	if (x == NULL || len == NULL || tot == NULL || x->type != REDIS_REPLY_ARRAY) {
+		fprintf(stderr, "mailpumpctl: %s\n", x != NULL && x->type == REDIS_REPLY_ERROR ?
+			x->str : ctl_redis_error(r));
+		freeReplyObject(x);
+		freeReplyObject(len);
+		freeReplyObject(tot);
+		ctl_redis_close(r);
+		return EX_REDIS;
+	}
+	out = json_object();
+	arr = json_array();
+	json_object_set_new(out, "stream", json_string(key));
+	json_object_set_new(out, "length", json_integer(len->type == REDIS_REPLY_INTEGER ?
+		len->integer : 0));
+	json_object_set_new(out, "total", json_integer(tot->type == REDIS_REPLY_STRING ?
+		atoll(tot->str) : 0));
+	for (size_t i = 0; i < x->elements; i++) {
+		const redisReply *e = x->element[i];
+
+		if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+		    e->element[1]->type == REDIS_REPLY_ARRAY)
+			json_array_append_new(arr, dead_entry_json(e));
+	}
+	json_object_set_new(out, "entries", arr);
+	freeReplyObject(x);
+	freeReplyObject(len);
+	freeReplyObject(tot);
+	ctl_redis_close(r);
+	if (o.json) {
+		print_json(out);
+		json_decref(out);
+		return EX_OK;
+	}
+	printf("%s: %lld held, %lld dead-lettered in all (newest first)\n", key,
+		jget_int(out, "length"), jget_int(out, "total"));
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		json_t *e = json_array_get(arr, i), *f = json_object_get(e, "fields");
+
+		fmt_time(when, sizeof(when), atoll(jget_str(f, "dead_ms")));
+		printf("\n%s  %s  campaign=%s domain=%s entry=%s\n  reason: %s\n  rcpts: %.200s%s\n",
+			jget_str(e, "id"), when, jget_str(f, "campaign"), jget_str(f, "domain"),
+			jget_str(f, "entry_id"), jget_str(f, "reason"), jget_str(f, "rcpts"),
+			strlen(jget_str(f, "rcpts")) > 200 ? "..." : "");
+	}
+	json_decref(out);
+	return EX_OK;
+}
+
 enum {
 	OPT_REDIS = 256, OPT_NS, OPT_JSON, OPT_CAMPAIGN, OPT_ID, OPT_FROM,
 	OPT_FROM_NAME, OPT_REPLY_TO, OPT_RETURN_PATH, OPT_DKIM_DOMAIN, OPT_VERP, OPT_SUBJECT, OPT_TEXT, OPT_HTML, OPT_HEADER,
 	OPT_UNSUB, OPT_TLS, OPT_TLS_OVR, OPT_WINDOW, OPT_MAX_AGE, OPT_FORMAT,
 	OPT_STRICT, OPT_BATCH, OPT_QUIET, OPT_MAX_ERRORS, OPT_INTERVAL,
 	OPT_TIMEOUT, OPT_DOMAIN, OPT_TOP, OPT_LIMIT, OPT_HELP, OPT_APPEND,
-	OPT_REASON, OPT_SOURCE,
+	OPT_REASON, OPT_SOURCE, OPT_COUNT,
 };
 
 static const struct option longopts[] = {
@@ -1460,6 +1588,7 @@ static const struct option longopts[] = {
 	{ "append", required_argument, NULL, OPT_APPEND },
 	{ "reason", required_argument, NULL, OPT_REASON },
 	{ "source", required_argument, NULL, OPT_SOURCE },
+	{ "count", required_argument, NULL, OPT_COUNT },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -1563,6 +1692,7 @@ main(int argc, char **argv)
 		case OPT_REASON: o.sup_reason = optarg; break;
 		case OPT_SOURCE: o.sup_source = optarg; break;
 		case OPT_LIMIT: o.limit = (int)num_arg("limit", optarg, 1, 1000000); break;
+		case OPT_COUNT: o.count = (int)num_arg("count", optarg, 1, 100000); break;
 		case 'h':
 		case OPT_HELP:
 			fputs(usage_text, stdout);
@@ -1594,5 +1724,7 @@ main(int argc, char **argv)
 		return cmd_list(argc, argv);
 	if (strcmp(cmd, "suppress") == 0)
 		return cmd_suppress(argc, argv);
+	if (strcmp(cmd, "dead-letters") == 0)
+		return cmd_dead_letters(argc, argv);
 	die_usage("unknown command '%s'", cmd);
 }

@@ -210,6 +210,13 @@ dnsmasq_start(void)
 		/* MX whose only host does not exist; a domain with only AAAA */
 		"--mx-host=noaddr.test,ghost.noaddr.test,10",
 		"--host-record=v6only.test,::1",
+		/* an MX whose only host has only AAAA; one with a v4 host beside it */
+		"--mx-host=v6mx.test,mx.v6mx.test,10",
+		"--host-record=mx.v6mx.test,::2",
+		"--mx-host=v6mixed.test,mx6.v6mixed.test,10",
+		"--mx-host=v6mixed.test,mx4.v6mixed.test,20",
+		"--host-record=mx6.v6mixed.test,::3",
+		"--host-record=mx4.v6mixed.test,127.0.0.42",
 		/* MX hosts whose A lookups are REFUSED (temporary) */
 		"--mx-host=alltemp.test,mx.other.example,10",
 		"--mx-host=mixed.test,mx.other.example,5",
@@ -568,9 +575,22 @@ test_no_address(struct ctl_dns *dns)
 	CHECK_EQ(r->status, CTL_DNS_NO_ADDRESS);
 	CHECK(ctl_dns_status_permanent(r->status));
 	ctl_dns_result_free(r);
-	/* no MX, no A (only AAAA): implicit MX without an IPv4 address */
+	/* no MX, no A, only AAAA: not a permanent condition of the domain,
+	 * only of our IPv4-only dataplane: deferred with that reason */
 	r = lookup(dns, "v6only.test");
-	CHECK_EQ(r->status, CTL_DNS_NO_ADDRESS);
+	CHECK_EQ(r->status, CTL_DNS_TEMPFAIL);
+	CHECK(strstr(r->error, "only IPv6 addresses; IPv6 not supported yet") != NULL);
+	ctl_dns_result_free(r);
+	r = lookup(dns, "v6mx.test");
+	CHECK_EQ(r->status, CTL_DNS_TEMPFAIL);
+	CHECK(!ctl_dns_status_permanent(r->status));
+	CHECK(strstr(r->error, "MX host has only IPv6 addresses; IPv6 not supported yet") != NULL);
+	ctl_dns_result_free(r);
+	/* an IPv4 host beside it: that one is used */
+	r = lookup(dns, "v6mixed.test");
+	CHECK_EQ(r->status, CTL_DNS_OK);
+	CHECK_EQ(r->n_hosts, 1);
+	CHECK_STREQ(r->hosts[0].name, "mx4.v6mixed.test");
 	ctl_dns_result_free(r);
 }
 

@@ -27,6 +27,14 @@
  *    ends cancelled with its reason; a 5.1.1 bounce adds the address to
  *    the sender domain's list, a 5.7.26 does not; a second campaign
  *    skips the bounced address at submit.
+ *  - poison jobs entries written with redis-cli (empty rcpts, bad JSON,
+ *    invalid UTF-8, \u0000, an unknown campaign, an unknown TLS policy)
+ *    each end in jobs:dead with their reason, the recipients they name
+ *    are failed with it, none stays queued, a good campaign goes on;
+ *  - 100 merge fields reach the template (field 90 rendered);
+ *  - an IDN domain submitted by mailpumpctl is looked up (dnsmasq MX for
+ *    the xn-- name) and addressed (RCPT) under its A-label; an invalid IDN
+ *    is refused at submit with a per-line error.
  * Skips (77) without redis-server.
  */
 #include <errno.h>
@@ -290,7 +298,33 @@ struct tb {
 	struct tb_att log[LOG_MAX];
 	unsigned nlog;
 	unsigned submits;
+	/* every message rendered; those holding want counted */
+	const char *want;
+	unsigned want_hits, renders;
 };
+
+/* Render @p m as a backend would and look for t->want in it. */
+static void
+tb_render_check(struct tb *t, const struct ctl_msg *m)
+{
+	struct msg_fields fs = { .v = m->fields, .n = m->nfields };
+	struct msg_render r;
+	static char buf[1 << 16];
+	char err[256];
+	size_t len = 0;
+	ssize_t k;
+
+	t->renders++;
+	if (msg_render_open(&r, m->camp->tpl, m->rcpt, &fs, 0, 0, err, sizeof(err)) < 0) {
+		fprintf(stderr, "render %s: %s\n", m->rcpt, err);
+		return;
+	}
+	while (len + 1 < sizeof(buf) && (k = msg_render_read(&r, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)k;
+	buf[len] = '\0';
+	if (strstr(buf, t->want) != NULL)
+		t->want_hits++;
+}
 
 static unsigned
 tb_open_for(const struct tb *t, const char *dom)
@@ -329,6 +363,8 @@ tb_submit(void *be, struct ctl_order *o)
 			t->violations++;
 		}
 	}
+	for (unsigned i = 0; t->want != NULL && i < o->n_msgs; i++)
+		tb_render_check(t, o->msgs[i]);
 	for (unsigned i = 0; i < o->n_msgs && t->nlog < LOG_MAX; i++) {
 		snprintf(t->log[t->nlog].rcpt, sizeof(t->log[0].rcpt), "%.60s", o->msgs[i]->rcpt);
 		t->log[t->nlog++].t = fake_now;
@@ -1106,7 +1142,7 @@ static void
 test_mx_fallback(void)
 {
 	static const char *const doms[] = { "busy.test", "down.test", "null.test", "nx.test",
-		"temp.test", "refuse.test", "only.test", "tlsbad.test" };
+		"temp.test", "refuse.test", "only.test", "tlsbad.test", "v6.test" };
 	char servers[64], port[32];
 	pid_t dpid;
 	struct rig g;
@@ -1135,6 +1171,7 @@ test_mx_fallback(void)
 			"--mx-host=tlsbad.test,mx1.tlsbad.test,10", "--mx-host=tlsbad.test,mx2.tlsbad.test,20",
 			"--host-record=mx1.tlsbad.test,127.0.0.101", "--host-record=mx2.tlsbad.test,127.0.0.102",
 			"--mx-host=null.test,.,0", "--mx-host=temp.test,mx.other.example,10",
+			"--mx-host=v6.test,mx.v6.test,10", "--host-record=mx.v6.test,::1",
 			(char *)NULL);
 		_exit(127);
 	}
@@ -1157,7 +1194,7 @@ test_mx_fallback(void)
 	}
 	rig_dns_servers = NULL;
 	g.tb->sess_ms = 0;
-	seed("mx", doms, 8, 6, 10, 1, "running");	/* max age 1 s: temp.test fails soon */
+	seed("mx", doms, 9, 6, 10, 1, "running");	/* max age 1 s: temp.test fails soon */
 	/* tlsbad.test must be verified: its first MX's certificate fails */
 	cmd("HSET mp:campaign:mx tls_overrides {\"tlsbad.test\":\"verify\"}");
 	/* 4000 steps of test time, bounded by 60 s real */
@@ -1218,6 +1255,13 @@ test_mx_fallback(void)
 		CHECK_STREQ(json_string_value(json_object_get(j, "mx")), "mx2.tlsbad.test");
 		CHECK_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
 		json_decref(j);
+		/* an IPv6-only MX: deferred with its reason until the maximum
+		 * age, never bounced */
+		j = rcpt_state("mx", "u2@v6.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "failed");
+		CHECK(strstr(json_string_value(json_object_get(j, "text")),
+			"only IPv6 addresses; IPv6 not supported yet") != NULL);
+		json_decref(j);
 		j = rcpt_state("mx", "u1@only.test");
 		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "failed");
 		CHECK(strstr(json_string_value(json_object_get(j, "text")), "550 5.7.1 HELO refused") != NULL);
@@ -1228,8 +1272,8 @@ test_mx_fallback(void)
 	CHECK_EQ(ctl_sched_stats(g.s)->plaintext_retries, 0);
 	CHECK_EQ(count("mx", "delivered"), 24);
 	CHECK_EQ(count("mx", "bounced"), 12);
-	CHECK_EQ(count("mx", "failed"), 12);
-	check_consistent("mx", 48);
+	CHECK_EQ(count("mx", "failed"), 18);
+	check_consistent("mx", 54);
 	CHECK_EQ(rint_cmd("HGET %s %s", "mp:tls:down.test", "connect_failed"), 1);
 	rig_free(&g);
 	kill(dpid, SIGTERM);
@@ -1380,14 +1424,361 @@ test_suppression(void)
 	check_consistent("sup2", 1);
 }
 
+/* redis-cli, as a third party writes to the contract: argv as given
+ * (bytes as they are, so invalid UTF-8 too), waited for at most 10 s */
+static int
+rcli(const char *const *args)
+{
+	const char *argv[32] = { "redis-cli", "-s", sock };
+	int n = 3, st = -1;
+	pid_t p;
+
+	for (; *args != NULL && n < 31; args++)
+		argv[n++] = *args;
+	argv[n] = NULL;
+	p = fork();
+	if (p == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		freopen("/dev/null", "w", stdout);
+		execvp("redis-cli", (char *const *)argv);
+		_exit(127);
+	}
+	for (uint64_t end = mono_ms() + 10000; p > 0;) {
+		if (waitpid(p, &st, WNOHANG) == p)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+		if (mono_ms() > end) {
+			kill(p, SIGKILL);
+			waitpid(p, NULL, 0);
+			return -1;
+		}
+		sleep_ms(5);
+	}
+	return -1;
+}
+
+/* The dead letter whose original rcpts field is @p rcpts (byte for
+ * byte): its reason and campaign. @return 1 found */
+static int
+dead_entry(const char *rcpts, char *reason, size_t rlen, char *camp, size_t clen)
+{
+	redisReply *r = redisCommand(rc, "XRANGE mp:jobs:dead - +");
+	int ok = 0;
+
+	reason[0] = camp[0] = '\0';
+	for (size_t n = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && !ok && n < r->elements; n++) {
+		const redisReply *f = r->element[n]->element[1];
+
+		for (size_t k = 0; k + 1 < f->elements; k += 2) {
+			if (strcmp(f->element[k]->str, "rcpts") == 0 &&
+			    strcmp(f->element[k + 1]->str, rcpts) == 0)
+				ok = 1;
+		}
+		for (size_t k = 0; ok && k + 1 < f->elements; k += 2) {
+			if (strcmp(f->element[k]->str, "reason") == 0)
+				snprintf(reason, rlen, "%s", f->element[k + 1]->str);
+			if (strcmp(f->element[k]->str, "campaign") == 0)
+				snprintf(camp, clen, "%s", f->element[k + 1]->str);
+		}
+	}
+	freeReplyObject(r);
+	return ok;
+}
+
+static const char *mailpumpctl;	/* argv[1]: the dead-letters view is checked too */
+
+/* mailpumpctl --json dead-letters --count 10, its output parsed */
+static json_t *
+ctl_dead_letters(void)
+{
+	char line[600];
+	json_t *j;
+	FILE *f;
+
+	snprintf(line, sizeof(line), "timeout 20 %s --redis %s --json dead-letters --count 10",
+		mailpumpctl, sock);
+	f = popen(line, "r");
+	if (f == NULL)
+		return NULL;
+	j = json_loadf(f, 0, NULL);
+	CHECK_EQ(pclose(f), 0);
+	return j;
+}
+
+static void
+rcpt_seed(const char *camp, const char *const *addrs, unsigned n, const char *policy)
+{
+	cmd("HSET mp:campaign:%s id %s from news@sender.test subject Hi text Hello "
+		"tls_policy %s max_age_s 3600 state running created_ms %" PRIu64
+		" submitted_ms %" PRIu64 " total %u", camp, camp, policy, fake_now, fake_now, n);
+	cmd("HSET mp:campaign:%s:counts queued %u", camp, n);
+	for (unsigned i = 0; i < n; i++)
+		cmd("HSET mp:campaign:%s:rcpt %s %s", camp, addrs[i],
+			"{\"state\":\"queued\",\"attempts\":0}");
+}
+
+/* Poison entries beside a good campaign: each is dead-lettered with its
+ * reason, the recipients it names fail with that reason (none stays
+ * queued), nothing is held, and the good campaign is delivered. */
+static void
+test_poison_entries(void)
+{
+	static const char *const doms[] = { "ok.test" };
+	static const char *const pz[] = { "a1@ok.test", "a2@ok.test", "b1@ok.test",
+		"c1@ok.test" };
+	static const char *const pol[] = { "p1@ok.test", "p2@ok.test" };
+	static const struct { const char *camp, *rcpts, *why; } in[] = {
+		{ "pz", "[]", "no recipient" },
+		{ "pz", "[{\"to\":\"a1@ok.test\"},{\"to\": \"a2@ok.test\",", "not valid JSON" },
+		{ "pz", "[{\"to\":\"b1@ok.test\",\"f\":{\"n\":\"\xff\xfe\"}}]", "not valid JSON" },
+		{ "pz", "[{\"to\":\"c1@ok.test\",\"f\":{\"n\":\"x\\u0000y\"}}]", "not valid JSON" },
+		{ "nosuch", "[{\"to\":\"d1@ok.test\"}]", "campaign does not exist" },
+		{ "pol", "[{\"to\":\"p1@ok.test\"},{\"to\":\"p2@ok.test\"}]", "tls_policy" },
+	};
+	char reason[512], camp[64];
+	struct rig g;
+
+	cmd("FLUSHALL");
+	if (rig_new(&g, "poison", NULL, 60000) < 0) {
+		CHECK(0);
+		return;
+	}
+	rcpt_seed("pz", pz, 4, "opportunistic");
+	rcpt_seed("pol", pol, 2, "stricter");
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		const char *a[] = { "XADD", "mp:jobs", "*", "campaign", in[i].camp, "domain",
+			"ok.test", "attempt", "0", "rcpts", in[i].rcpts, NULL };
+
+		CHECK_EQ(rcli(a), 0);
+	}
+	seed("good", doms, 1, 30, 10, 3600, "running");
+	CHECK_EQ(run_until_done(&g, "good", 5000, 20), 0);
+	for (int i = 0; i < 200; i++) {	/* the poison entries' writes */
+		ctl_sched_step(g.s, 0);
+		fake_now += 20;
+	}
+	CHECK_EQ(count("good", "delivered"), 30);
+	check_consistent("good", 30);
+	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs"), 0);
+	CHECK_EQ(ctl_sched_held(g.s), 0);
+	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs:dead"), 6);
+	CHECK_EQ(rint_cmd("GET %s%s", "mp:", "jobs:dead:count"), 6);
+	CHECK_EQ(ctl_sched_stats(g.s)->dead_letters, 6);
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		CHECK(dead_entry(in[i].rcpts, reason, sizeof(reason), camp, sizeof(camp)));
+		CHECK_STREQ(camp, in[i].camp);
+		if (strstr(reason, in[i].why) == NULL) {
+			fprintf(stderr, "dead letter %zu: reason \"%s\", want \"%s\"\n", i, reason,
+				in[i].why);
+			CHECK(0);
+		}
+	}
+	/* none of the recipients the poison entries name stays queued */
+	CHECK_EQ(count("pz", "queued"), 0);
+	CHECK_EQ(count("pz", "failed"), 4);
+	check_consistent("pz", 4);
+	CHECK_EQ(count("pol", "queued"), 0);
+	CHECK_EQ(count("pol", "failed"), 2);
+	CHECK_EQ(count("pol", "delivered"), 0);	/* fail closed: never opportunistic */
+	check_consistent("pol", 2);
+	{
+		json_t *j = rcpt_state("pz", "b1@ok.test");
+		const char *text = json_string_value(json_object_get(j, "text"));
+
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "failed");
+		CHECK(text != NULL && strstr(text, "not valid JSON") != NULL);
+		json_decref(j);
+		j = rcpt_state("pol", "p2@ok.test");
+		text = json_string_value(json_object_get(j, "text"));
+		CHECK(text != NULL && strstr(text, "unknown tls_policy") != NULL);
+		json_decref(j);
+	}
+	for (unsigned i = 0; i < g.tb->nlog; i++) {
+		CHECK(strstr(g.tb->log[i].rcpt, "@ok.test") != NULL &&
+			g.tb->log[i].rcpt[0] == 'u');	/* only the good campaign was sent */
+	}
+	if (mailpumpctl != NULL) {
+		json_t *j = ctl_dead_letters(), *e;
+		size_t i, utf8_shown = 0;
+
+		CHECK(j != NULL);
+		CHECK_EQ(json_integer_value(json_object_get(j, "length")), 6);
+		CHECK_EQ(json_integer_value(json_object_get(j, "total")), 6);
+		CHECK_EQ(json_array_size(json_object_get(j, "entries")), 6);
+		json_array_foreach(json_object_get(j, "entries"), i, e) {
+			json_t *f = json_object_get(e, "fields");
+			const char *r = json_string_value(json_object_get(f, "rcpts"));
+
+			CHECK(json_string_length(json_object_get(f, "reason")) > 0);
+			CHECK(json_string_length(json_object_get(f, "entry_id")) > 0);
+			utf8_shown += r != NULL && strstr(r, "\\xff\\xfe") != NULL;
+		}
+		CHECK_EQ(utf8_shown, 1);	/* the invalid UTF-8 shown as \xHH */
+		json_decref(j);
+	}
+	rig_free(&g);
+}
+
+/* 100 merge fields per recipient, as submit accepts them: the template's
+ * field 90 is rendered with its value, not its default */
+static void
+test_many_merge_fields(void)
+{
+	struct rig g;
+	json_t *arr = json_array();
+	char *txt;
+
+	cmd("FLUSHALL");
+	if (rig_new(&g, "fields", NULL, 60000) < 0) {
+		CHECK(0);
+		json_decref(arr);
+		return;
+	}
+	cmd("HSET mp:campaign:mf id mf from news@sender.test subject Hi text %s "
+		"tls_policy opportunistic max_age_s 3600 state running created_ms %" PRIu64
+		" submitted_ms %" PRIu64 " total 3", "Value: {{f90|missing}}.\n", fake_now, fake_now);
+	cmd("HSET mp:campaign:mf:counts queued 3");
+	for (unsigned i = 0; i < 3; i++) {
+		json_t *f = json_object();
+		char addr[64];
+
+		for (unsigned k = 0; k < 100; k++) {
+			char name[16], val[32];
+
+			snprintf(name, sizeof(name), "f%u", k);
+			snprintf(val, sizeof(val), "field-%u-value", k);
+			json_object_set_new(f, name, json_string(val));
+		}
+		snprintf(addr, sizeof(addr), "m%u@ok.test", i);
+		cmd("HSET mp:campaign:mf:rcpt %s %s", addr, "{\"state\":\"queued\",\"attempts\":0}");
+		json_array_append_new(arr, json_pack("{s:s, s:o}", "to", addr, "f", f));
+	}
+	txt = json_dumps(arr, JSON_COMPACT);
+	json_decref(arr);
+	cmd("XADD mp:jobs * campaign mf domain ok.test attempt 0 rcpts %s", txt);
+	free(txt);
+	g.tb->want = "Value: field-90-value.";
+	CHECK_EQ(run_until_done(&g, "mf", 3000, 20), 0);
+	CHECK_EQ(g.tb->renders, 3);
+	CHECK_EQ(g.tb->want_hits, 3);
+	CHECK_EQ(count("mf", "delivered"), 3);
+	rig_free(&g);
+}
+
+/* IDN: bücher.test is xn--bcher-kva.test (IDNA2008); ☃ is not allowed */
+static void
+test_idn_domain(void)
+{
+	char servers[64], port[32], dir[96], csv[128], txt[128], line[1024], err[4096];
+	pid_t dpid;
+	struct rig g;
+	int p = free_port(), found = 0;
+	size_t n = 0;
+	FILE *f;
+
+	if (mailpumpctl == NULL || system("command -v dnsmasq >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "idn: needs mailpumpctl and dnsmasq, skipped\n");
+		return;
+	}
+	CHECK(p > 0);
+	snprintf(port, sizeof(port), "--port=%d", p);
+	dpid = fork();
+	if (dpid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		freopen("/dev/null", "w", stderr);
+		execlp("dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+			"--no-resolv", "--no-hosts", "--pid-file=", "--listen-address=127.0.0.1",
+			"--bind-interfaces", port, "--local=/test/",
+			"--mx-host=null.test,.,0",	/* for dns_wait_ready */
+			"--mx-host=xn--bcher-kva.test,mx.xn--bcher-kva.test,10",
+			"--host-record=mx.xn--bcher-kva.test,127.0.0.111", (char *)NULL);
+		_exit(127);
+	}
+	snprintf(servers, sizeof(servers), "127.0.0.1:%d", p);
+	cmd("FLUSHALL");
+	snprintf(dir, sizeof(dir), "%s/idn", tmpdir);
+	mkdir(dir, 0700);
+	snprintf(csv, sizeof(csv), "%s/rcpts.csv", dir);
+	snprintf(txt, sizeof(txt), "%s/body.txt", dir);
+	f = fopen(csv, "w");
+	if (f != NULL) {
+		fputs("email\nu0@b\xc3\xbc" "cher.test\nu1@B\xc3\x9c" "CHER.test\nbad@\xe2\x98\x83.test\n", f);
+		fclose(f);
+	}
+	f = fopen(txt, "w");
+	if (f != NULL) {
+		fputs("Hello {{email}}\n", f);
+		fclose(f);
+	}
+	snprintf(line, sizeof(line), "timeout 30 %s --redis %s submit --id idn --from news@sender.test "
+		"--subject Hi --text %s %s 2>&1", mailpumpctl, sock, txt, csv);
+	f = popen(line, "r");
+	if (f != NULL) {
+		n = fread(err, 1, sizeof(err) - 1, f);
+		pclose(f);
+	}
+	err[n] = '\0';
+	/* the invalid one named with its line, the other two queued */
+	CHECK(strstr(err, "line 4") != NULL && strstr(err, "internationalised") != NULL);
+	CHECK_EQ(count("idn", "queued"), 2);
+	if (dns_wait_ready(servers, dpid) < 0) {
+		fprintf(stderr, "idn: dnsmasq does not answer\n%s", err);
+		CHECK(0);
+		kill(dpid, SIGTERM);
+		waitpid(dpid, NULL, 0);
+		return;
+	}
+	rig_dns_servers = servers;
+	if (rig_new(&g, "idn", NULL, 60000) < 0) {
+		CHECK(0);
+		rig_dns_servers = NULL;
+		kill(dpid, SIGTERM);
+		waitpid(dpid, NULL, 0);
+		return;
+	}
+	rig_dns_servers = NULL;
+	g.tb->sess_ms = 0;
+	for (uint64_t i = 0, end = mono_ms() + 30000; i < 2000 && mono_ms() < end; i++) {
+		ctl_sched_step(g.s, 0);
+		if (ctl_dns_pending(g.dns) > 0) {
+			sleep_ms(1);
+			continue;
+		}
+		fake_now += 50;
+		if (count("idn", "delivered") == 2 && ctl_sched_held(g.s) == 0)
+			break;
+	}
+	CHECK_EQ(count("idn", "delivered"), 2);
+	{
+		/* the rcpt hash keeps the address as submitted */
+		json_t *j = rcpt_state("idn", "u0@b\xc3\xbc" "cher.test");
+
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "delivered");
+		CHECK_STREQ(json_string_value(json_object_get(j, "mx")), "mx.xn--bcher-kva.test");
+		json_decref(j);
+	}
+	/* RCPT TO (what the receiver got) under the A-label */
+	for (unsigned i = 0; i < g.tb->nlog; i++)
+		found += strcmp(g.tb->log[i].rcpt, "u0@xn--bcher-kva.test") == 0 ||
+			strcmp(g.tb->log[i].rcpt, "u1@xn--bcher-kva.test") == 0;
+	CHECK_EQ(found, 2);
+	CHECK_EQ(g.tb->nlog, 2);
+	rig_free(&g);
+	kill(dpid, SIGTERM);
+	waitpid(dpid, NULL, 0);
+	unlink(csv);
+	unlink(txt);
+	rmdir(dir);
+}
+
 int
-main(void)
+main(int argc, char **argv)
 {
 	if (system("command -v redis-server >/dev/null 2>&1") != 0) {
 		fprintf(stderr, "SKIP: redis-server not installed\n");
 		return 77;
 	}
 	signal(SIGPIPE, SIG_IGN);	/* as mp-deliver: hiredis writes with write(2) */
+	mailpumpctl = argc > 1 ? argv[1] : NULL;
 	if (redis_start() < 0) {
 		fprintf(stderr, "cannot start redis-server\n");
 		redis_stop();
@@ -1404,6 +1795,9 @@ main(void)
 	test_mx_fallback();
 	test_send_window();
 	test_suppression();
+	test_poison_entries();
+	test_many_merge_fields();
+	test_idn_domain();
 	redis_stop();
 	return mp_test_result("ctl_sched_clock");
 }
