@@ -27,6 +27,7 @@
 #define CTL_K_EVENTS        "events"             /* STREAM of recipient state changes */
 #define CTL_K_TLS           "tls:%s"             /* HASH per-domain TLS counters */
 #define CTL_K_TLS_DOMAINS   "tls:domains"        /* SET of domains with a tls: hash */
+#define CTL_K_CONSUMER      "consumer:%s"        /* STRING: the token of the daemon using that name, PX TTL */
 #define CTL_K_DKIM          "dkim"               /* HASH: the daemons' [dkim] (mode, domains) */
 #define CTL_K_SUPPRESS      "suppress:%s"        /* HASH per sender domain: address -> JSON */
 

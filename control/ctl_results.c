@@ -430,6 +430,7 @@ ctl_op_ack(struct ctl_sched *s, struct sbatch *b)
 	op_arg(op, s->k_jobs);
 	op_arg(op, s->group);
 	op_arg(op, b->id);
+	op_arg(op, s->consumer);
 	op_push(s, op);
 }
 
@@ -439,6 +440,11 @@ op_reply(struct ctl_sched *s, struct sop *op, const redisReply *r)
 {
 	long long v;
 
+	if (op->script == SC_ACK && r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+		/* another consumer claimed it while we were cut off: it acks */
+		s->st.leases_lost++;
+		LOGW("event=ack_not_ours id=%s campaign=%s", op->b->id, op->b->camp_id);
+	}
 	if (op->script == SC_DEAD && r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
 		s->st.dead_letters++;
 		LOGW("event=dead_letter id=%s campaign=%s reason=\"%s\"",

@@ -38,6 +38,7 @@
 
 #include "ctl_bounce.h"
 #include "ctl_idn.h"
+#include "ctl_lua.h"
 #include "ctl_retry.h"
 #include "ctl_sched_int.h"
 #include "ctl_suppress.h"
@@ -52,6 +53,7 @@
 #define IDLE_CHECK_MS 200
 
 static void on_result(void *arg, struct ctl_order *o, const struct ctl_result *res);
+static int consumer_lock(struct ctl_sched *s, const char *mode, char *err, size_t errlen);
 static void on_done(void *arg, struct ctl_order *o, const struct ctl_sess_report *rep);
 
 /* ------------------------------------------------------------------ */
@@ -124,6 +126,22 @@ ctl_sched_new(const struct ctl_sched_conf *conf, char *err, size_t errlen)
 	if (s->rc == NULL) {
 		free(s);
 		return NULL;
+	}
+	/* one daemon per consumer name: two would read each other's entries */
+	{
+		char host[64] = "host";
+
+		gethostname(host, sizeof(host) - 1);
+		host[sizeof(host) - 1] = '\0';
+		snprintf(s->k_lock, sizeof(s->k_lock), "%s" CTL_K_CONSUMER, s->ns, s->consumer);
+		snprintf(s->lock_token, sizeof(s->lock_token), "%s pid %d at %lld", host,
+			(int)getpid(), (long long)ctl_now_ms());
+		if (consumer_lock(s, "take", err, errlen) < 0) {
+			ctl_redis_close(s->rc);
+			free(s);
+			return NULL;
+		}
+		s->lock_mono = ctl_mono_ms();
 	}
 	if (s->conf.bounce == NULL) {
 		s->own_bounce = ctl_bounce_new();
@@ -793,37 +811,166 @@ claim(struct ctl_sched *s)
 	}
 }
 
-/* Reset the idle time of entries we hold so no other consumer claims them. */
+/* ------------------------------------------------------------------ */
+/* the lease on held entries, and the consumer name's lock             */
+/* ------------------------------------------------------------------ */
+
+#define LEASE_CHUNK 256		/* entries per lease_refresh.lua call */
+
+static struct ctl_redis_script lease_lua = { .src = ctl_lua_lease_refresh };
+static struct ctl_redis_script lock_lua = { .src = ctl_lua_consumer_lock };
+
+/* The lock outlives a crash by half the claim idle time at most, so a
+ * daemon restarted under the same name waits less than its entries
+ * would. */
+static uint64_t
+lock_ttl_ms(const struct ctl_sched *s)
+{
+	return s->conf.min_idle_ms / 2 >= 1000 ? s->conf.min_idle_ms / 2 : 1000;
+}
+
+/*
+ * No new session for a batch whose lease is older than half the claim
+ * idle time: by then another consumer may be about to claim it. A batch
+ * another consumer took is never sent from again.
+ */
+static int
+lease_stale(const struct ctl_sched *s, const struct sbatch *b, int64_t mono)
+{
+	return b->lost || mono - b->refreshed_mono > (int64_t)(s->conf.min_idle_ms / 2);
+}
+
+/* Another consumer owns the entry now: it sends what is left. Ours to do
+ * is what is in flight; the queued recipients are dropped here (not
+ * finalised: they are its), and the ack script leaves its entry alone. */
+static void
+lease_lost(struct ctl_sched *s, struct sbatch *b)
+{
+	s->st.leases_lost++;
+	b->lost = 1;
+	LOGW("event=lease_lost id=%s campaign=%s reason=\"claimed by another consumer\"",
+		b->id, b->camp_id);
+	if (!b->admitted) {
+		if (!b->acking)
+			batch_free(s, b);
+		return;
+	}
+	for (unsigned i = 0; i < b->n && !b->acking; i++) {
+		struct srcpt *r = &b->r[i];
+
+		if (r->state == SR_QUEUED && b->dom != NULL) {
+			q_remove(b->dom, r);
+			rcpt_done(s, r);
+		}
+	}
+}
+
+/* Reset the idle time of every entry we hold that is still ours (all of
+ * them, LEASE_CHUNK at a time); the lease of a batch moves on only with
+ * a reply that names it. */
 static void
 refresh(struct ctl_sched *s)
 {
-	const char *argv[6 + 256];
+	const char *argv[3 + LEASE_CHUNK];
+	struct sbatch *chunk[LEASE_CHUNK], *b = s->batches;
 	int64_t now = ctl_mono_ms();
-	struct sbatch *b;
-	redisReply *r;
-	int n = 6;
 
-	argv[0] = "XCLAIM";
-	argv[1] = s->k_jobs;
-	argv[2] = s->group;
-	argv[3] = s->consumer;
-	argv[4] = "0";
-	for (b = s->batches; b != NULL && n < 5 + 256; b = b->next) {
-		if (now - b->refreshed_mono < (int64_t)s->conf.refresh_every_ms)
-			continue;
-		argv[n - 1] = b->id;
-		b->refreshed_mono = now;
-		n++;
+	while (b != NULL && ctl_rc_ready(s)) {
+		unsigned k = 0;
+		redisReply *r;
+
+		argv[0] = s->k_jobs;
+		argv[1] = s->group;
+		argv[2] = s->consumer;
+		for (; b != NULL && k < LEASE_CHUNK; b = b->next) {
+			if (b->lost || now - b->refreshed_mono < (int64_t)s->conf.refresh_every_ms / 2)
+				continue;
+			chunk[k] = b;
+			argv[3 + k++] = b->id;
+		}
+		if (k == 0)
+			return;
+		r = ctl_redis_eval(s->rc, &lease_lua, 1, 3 + (int)k, argv, NULL);
+		if (r == NULL) {
+			ctl_rc_failed(s, "lease_refresh");
+			return;
+		}
+		if (r->type != REDIS_REPLY_ARRAY) {
+			LOGW("event=lease_refresh_failed reason=\"%s\"",
+				r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+			freeReplyObject(r);
+			return;
+		}
+		for (unsigned i = 0; i < k; i++) {
+			size_t j;
+
+			for (j = 0; j < r->elements; j++)
+				if (r->element[j]->type == REDIS_REPLY_STRING &&
+				    strcmp(r->element[j]->str, chunk[i]->id) == 0)
+					break;
+			if (j < r->elements)
+				chunk[i]->refreshed_mono = now;
+			else
+				lease_lost(s, chunk[i]);	/* may free chunk[i], never b */
+		}
+		freeReplyObject(r);
 	}
-	if (n == 6 || !ctl_rc_ready(s))
-		return;
-	argv[n - 1] = "JUSTID";
-	r = ctl_redis_cmdv(s->rc, n, argv, NULL);
+}
+
+/* take, renew or drop the consumer lock. @return 0, -EBUSY (another
+ * daemon's; err says whose and for how long), -EIO */
+static int
+consumer_lock(struct ctl_sched *s, const char *mode, char *err, size_t errlen)
+{
+	char ttl[24];
+	const char *argv[4] = { s->k_lock, s->lock_token, ttl, mode };
+	redisReply *r;
+	int rc = -EIO;
+
+	snprintf(ttl, sizeof(ttl), "%" PRIu64, lock_ttl_ms(s));
+	r = ctl_redis_eval(s->rc, &lock_lua, 1, 4, argv, NULL);
 	if (r == NULL) {
-		ctl_rc_failed(s, "xclaim");
-		return;
+		mp_errf(err, errlen, "redis: %s", ctl_redis_error(s->rc));
+		return -EIO;
+	}
+	if (r->type == REDIS_REPLY_INTEGER) {
+		rc = 0;
+	} else if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+	    r->element[1]->type == REDIS_REPLY_STRING) {
+		mp_errf(err, errlen, "consumer name '%s' is in use by another daemon (%s, "
+			"lock %s for %lld ms more); give each daemon its own consumer name",
+			s->consumer, r->element[1]->str, s->k_lock,
+			r->element[2]->type == REDIS_REPLY_INTEGER ? r->element[2]->integer : -1);
+		rc = -EBUSY;
+	} else {
+		mp_errf(err, errlen, "redis: %s", r->type == REDIS_REPLY_ERROR ? r->str :
+			"unexpected reply to the consumer lock");
 	}
 	freeReplyObject(r);
+	return rc;
+}
+
+/* Renew the lock now and then; another daemon holding it now means ours
+ * expired while we were cut off and it took the name: stop. */
+static void
+lock_renew(struct ctl_sched *s, int64_t mono)
+{
+	char err[512];
+
+	if (mono - s->lock_mono < (int64_t)lock_ttl_ms(s) / 3 || !ctl_rc_ready(s))
+		return;
+	switch (consumer_lock(s, "renew", err, sizeof(err))) {
+	case 0:
+		s->lock_mono = mono;
+		break;
+	case -EBUSY:
+		MP_LOG(MP_LOG_ERR, "ctl_sched", "event=consumer_lock_lost reason=\"%s\"", err);
+		s->stopping = 1;
+		break;
+	default:
+		ctl_rc_failed(s, "consumer_lock");
+		break;
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -1114,6 +1261,7 @@ dispatch_one(struct ctl_sched *s, struct sdom *d, uint64_t now)
 	struct ctl_order *o;
 	struct somap *om;
 	unsigned n = 0, want, scanned = 0;
+	int64_t mono = ctl_mono_ms();
 	int hop = -1, rc;
 
 	ctl_shape_limits(s->conf.shape, d->name, now, &lim);
@@ -1125,6 +1273,10 @@ dispatch_one(struct ctl_sched *s, struct sdom *d, uint64_t now)
 
 		next = r->qnext;
 		scanned++;
+		if (lease_stale(s, r->b, mono)) {
+			s->st.lease_waits++;
+			continue;
+		}
 		ctl_camp_refresh(s, c);
 		if (c->state == SC_CANCELLED) {
 			q_remove(d, r);
@@ -1377,6 +1529,7 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 			claim(s);
 			s->claim_mono = mono + (int64_t)s->conf.claim_every_ms;
 		}
+		lock_renew(s, mono);
 		if (mono >= s->refresh_mono) {
 			refresh(s);
 			s->refresh_mono = mono + (int64_t)s->conf.refresh_every_ms / 2 + 1;
@@ -1454,13 +1607,15 @@ ctl_sched_stats_json(struct ctl_sched *s, FILE *f)
 		",\"dup_final\":%" PRIu64 ",\"mx_fallbacks\":%" PRIu64 ",\"plaintext_retries\":%" PRIu64
 		",\"retry_moved\":%" PRIu64 ",\"redis_errors\":%" PRIu64 ",\"reconnects\":%" PRIu64
 		",\"held\":%u,\"sender_refusals\":%" PRIu64 ",\"suppressed\":%" PRIu64
-		",\"suppress_added\":%" PRIu64 ",\"dead_letters\":%" PRIu64 ",\"classes\":{",
+		",\"suppress_added\":%" PRIu64 ",\"dead_letters\":%" PRIu64 ",\"leases_lost\":%" PRIu64
+		",\"lease_waits\":%" PRIu64 ",\"classes\":{",
 		s->consumer, st->batches_read, st->batches_claimed, st->batches_acked,
 		st->batches_bad, st->rcpts_in, st->rcpts_skipped, st->orders, st->msgs_dispatched,
 		st->delivered, st->bounced, st->failed, st->deferred, st->cancelled, st->expired,
 		st->dup_final, st->mx_fallbacks, st->plaintext_retries, st->retry_moved,
 		st->redis_errors, st->reconnects, ctl_sched_held(s), st->sender_refusals,
-		st->suppressed, st->suppress_added, st->dead_letters);
+		st->suppressed, st->suppress_added, st->dead_letters, st->leases_lost,
+		st->lease_waits);
 	for (unsigned i = 0; i < CTL_BC_LAST; i++)
 		fprintf(f, "%s\"%s\":%" PRIu64, i ? "," : "",
 			ctl_bounce_class_name((enum ctl_bounce_class)i), st->by_class[i]);
@@ -1488,6 +1643,11 @@ ctl_sched_free(struct ctl_sched *s)
 		free(d);
 	}
 	ctl_camps_free(s);
+	if (s->rc != NULL && ctl_redis_connected(s->rc)) {
+		char err[256];
+
+		consumer_lock(s, "drop", err, sizeof(err));
+	}
 	ctl_redis_close(s->rc);
 	ctl_bounce_free(s->own_bounce);
 	free(s);

@@ -96,6 +96,8 @@ struct ctl_sched_stats {
 	uint64_t suppressed;		/**< cancelled at admission: in the suppression list */
 	uint64_t suppress_added;	/**< hard bounces written with a suppression entry */
 	uint64_t dead_letters;		/**< poison entries moved to jobs:dead */
+	uint64_t leases_lost;		/**< entries another consumer claimed from us */
+	uint64_t lease_waits;		/**< dispatch passes that skipped a batch with a stale lease */
 	uint64_t by_class[12];		/**< records of non-deliveries by ctl_bounce class
 					     (CTL_BC_LAST of them; deferrals count each time) */
 };

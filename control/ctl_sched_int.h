@@ -65,10 +65,11 @@ struct sbatch {
 	struct sdom *dom;
 	unsigned n, unsettled;
 	struct srcpt *r;
-	int64_t refreshed_mono;
+	int64_t refreshed_mono;		/* the lease: read, claimed or refreshed by us then */
 	uint64_t recheck_at;		/* waiting: next state check (scheduler clock) */
 	uint8_t admitted;		/* recipients queued (else waiting) */
 	uint8_t acking;			/* ack write queued */
+	uint8_t lost;			/* another consumer owns the entry now */
 	char *dead;			/* poison: why (NULL = a good entry); its
 					   recipients fail with it, the entry goes
 					   to jobs:dead instead of being acked */
@@ -144,6 +145,8 @@ struct ctl_sched {
 	struct ctl_bounce *own_bounce;	/* the shipped rules when conf.bounce is NULL */
 	char ns[64], group[64], consumer[128];
 	char k_jobs[96], k_retry[96], k_events[96], k_tls_domains[96];
+	char k_lock[224], lock_token[192];	/* NS consumer:<name> and our token */
+	int64_t lock_mono;		/* last successful lock renewal */
 	char k_dead[96], k_dead_n[96];
 	/* Redis */
 	struct ctl_redis *rc;

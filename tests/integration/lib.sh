@@ -9,6 +9,7 @@ MP_SUFFIX=${MP_SUFFIX:-$$}
 MP_TMP=$(mktemp -d "/tmp/${MP_TMP_PREFIX:-mp-test}.XXXXXX")
 MP_PIDS=()
 MP_NETNS=()
+MP_NFT=()	# nftables tables (inet family) to delete on exit
 MP_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # mp_alive PID: the process exists and is not a zombie (a child that
@@ -21,7 +22,7 @@ mp_alive() {
 }
 
 mp_cleanup() {
-	local pid ns
+	local pid ns t
 	for pid in "${MP_PIDS[@]}"; do
 		kill -TERM "$pid" 2>/dev/null
 	done
@@ -34,6 +35,9 @@ mp_cleanup() {
 	done
 	for ns in "${MP_NETNS[@]}"; do
 		ip netns del "$ns" 2>/dev/null
+	done
+	for t in "${MP_NFT[@]}"; do
+		nft delete table inet "$t" 2>/dev/null
 	done
 	[ "${MP_KEEP_TMP:-0}" = 1 ] || rm -rf "$MP_TMP"
 }
