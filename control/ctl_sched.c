@@ -29,6 +29,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -917,18 +918,39 @@ refresh(struct ctl_sched *s)
 	}
 }
 
-/* take, renew or drop the consumer lock. @return 0, -EBUSY (another
- * daemon's; err says whose and for how long), -EIO */
+/* The holder of the lock is a process of this host that no longer runs
+ * (a daemon restarted after a crash): its token is "<host> pid <pid> at
+ * <ms>" with our host name. */
 static int
-consumer_lock(struct ctl_sched *s, const char *mode, char *err, size_t errlen)
+holder_gone(const char *holder)
+{
+	char host[64] = "host";
+	size_t n;
+	long pid;
+
+	gethostname(host, sizeof(host) - 1);
+	host[sizeof(host) - 1] = '\0';
+	n = strlen(host);
+	if (strncmp(holder, host, n) != 0 || strncmp(holder + n, " pid ", 5) != 0)
+		return 0;
+	pid = strtol(holder + n + 5, NULL, 10);
+	return pid > 0 && pid != getpid() && kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+/* take, renew or drop the consumer lock (or steal it from @p from).
+ * @return 0, -EBUSY (another daemon's; err says whose and for how long,
+ * and *holder, if given, gets its token), -EIO */
+static int
+consumer_lock_from(struct ctl_sched *s, const char *mode, const char *from,
+	char *holder, size_t holderlen, char *err, size_t errlen)
 {
 	char ttl[24];
-	const char *argv[4] = { s->k_lock, s->lock_token, ttl, mode };
+	const char *argv[5] = { s->k_lock, s->lock_token, ttl, mode, from ? from : "" };
 	redisReply *r;
 	int rc = -EIO;
 
 	snprintf(ttl, sizeof(ttl), "%" PRIu64, lock_ttl_ms(s));
-	r = ctl_redis_eval(s->rc, &lock_lua, 1, 4, argv, NULL);
+	r = ctl_redis_eval(s->rc, &lock_lua, 1, 5, argv, NULL);
 	if (r == NULL) {
 		mp_errf(err, errlen, "redis: %s", ctl_redis_error(s->rc));
 		return -EIO;
@@ -941,12 +963,29 @@ consumer_lock(struct ctl_sched *s, const char *mode, char *err, size_t errlen)
 			"lock %s for %lld ms more); give each daemon its own consumer name",
 			s->consumer, r->element[1]->str, s->k_lock,
 			r->element[2]->type == REDIS_REPLY_INTEGER ? r->element[2]->integer : -1);
+		if (holder != NULL)
+			snprintf(holder, holderlen, "%s", r->element[1]->str);
 		rc = -EBUSY;
 	} else {
 		mp_errf(err, errlen, "redis: %s", r->type == REDIS_REPLY_ERROR ? r->str :
 			"unexpected reply to the consumer lock");
 	}
 	freeReplyObject(r);
+	return rc;
+}
+
+static int
+consumer_lock(struct ctl_sched *s, const char *mode, char *err, size_t errlen)
+{
+	char holder[192];
+	int rc = consumer_lock_from(s, mode, NULL, holder, sizeof(holder), err, errlen);
+
+	/* a daemon of this host restarted after a crash needs no wait */
+	if (rc == -EBUSY && strcmp(mode, "take") == 0 && holder_gone(holder)) {
+		LOGW("event=consumer_lock_taken_over holder=\"%s\" reason=\"that process is gone\"",
+			holder);
+		rc = consumer_lock_from(s, "steal", holder, NULL, 0, err, errlen);
+	}
 	return rc;
 }
 

@@ -6,7 +6,12 @@
 --   renew  extend ours, or take it again if it expired meanwhile: 1, else
 --          {0, holder, pttl} (another daemon took the name)
 --   drop   delete it if ours: 1, else 0
+--   steal  take it from the holder named in ARGV[4] (a process of this
+--          host that is gone): 1, else {0, holder, pttl}
 local cur = redis.call('GET', KEYS[1])
+if ARGV[3] == 'steal' and cur == ARGV[4] then
+  cur = false
+end
 if ARGV[3] == 'drop' then
   if cur == ARGV[1] then
     redis.call('DEL', KEYS[1])

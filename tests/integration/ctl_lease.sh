@@ -12,7 +12,9 @@
 #     Redis again, and drops what B owns now. Every recipient ends in one
 #     final state, and the sink's duplicates stay within what A had in
 #     flight when it was cut off: its connections x messages per
-#     connection (the documented bound, README "Leases").
+#     connection (the documented bound, README "Leases");
+#  3. a daemon restarted on the same host after kill -9 takes its name
+#     over at once (the holder's process is gone), and drops it at exit.
 # usage: ctl_lease.sh MP_DELIVER MAILPUMPCTL
 . "$(dirname "$0")/lib.sh"
 DELIVER=$1
@@ -123,4 +125,18 @@ sys.exit(0 if ok else 1)
 PY
 grep -h '"leases_lost"' "$MP_TMP/a.out" | python3 -c 'import json,sys; j=json.loads(sys.stdin.readline()); print("A: leases_lost %d lease_waits %d dup_final %d" % (j["leases_lost"], j["lease_waits"], j["dup_final"]))'
 echo "ok 2: A cut off from Redis stopped sending within its lease, took nothing back; duplicates within the bound"
+
+# 3. a daemon of this host restarted after kill -9 under its name: no wait
+"$DELIVER" --redis "redis://127.0.0.1:$RPORT" --consumer C "${common[@]}" \
+	>"$MP_TMP/c1.out" 2>"$MP_TMP/c1.log" &
+C=$!
+MP_PIDS+=("$C")
+mp_wait_for 10 bash -c "[ -n \"\$(redis-cli -p $RPORT get mp:consumer:C)\" ]" || mp_fail "C took no lock"
+kill -KILL "$C"
+wait "$C" 2>/dev/null
+"$DELIVER" --redis "redis://127.0.0.1:$RPORT" --consumer C "${common[@]}" --until-idle \
+	--timeout 20 >"$MP_TMP/c2.out" 2>"$MP_TMP/c2.log" || mp_fail "C restarted: exit $?: $(cat "$MP_TMP/c2.log")"
+grep -q "event=consumer_lock_taken_over" "$MP_TMP/c2.log" || mp_fail "C: no take-over logged"
+[ -z "$(R get mp:consumer:C)" ] || mp_fail "C left its lock behind at exit"
+echo "ok 3: C restarted after kill -9 takes its name over at once; the lock goes at exit"
 echo PASS
