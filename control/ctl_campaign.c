@@ -215,6 +215,29 @@ camp_policy_fill(struct scamp *c, const redisReply *h)
 }
 
 static void
+camp_window(struct scamp *c, const char *v)
+{
+	c->win_from = c->win_to = -1;
+	if (v != NULL && v[0] != '\0' && window_parse(v, &c->win_from, &c->win_to) < 0) {
+		LOGW("event=bad_window campaign=%s value=\"%s\"", c->id, v);
+		c->win_from = c->win_to = -1;
+	}
+}
+
+/* An unknown priority is served as normal (submit refuses one). */
+static void
+camp_prio(struct scamp *c, const char *v)
+{
+	enum ctl_prio p = ctl_prio_parse(v);
+
+	if (p == CTL_PRIO_LAST) {
+		LOGW("event=bad_priority campaign=%s value=\"%s\"", c->id, v);
+		p = CTL_PRIO_NORMAL;
+	}
+	c->prio = (uint8_t)p;
+}
+
+static void
 camp_fill(struct ctl_sched *s, struct scamp *c, const redisReply *h)
 {
 	const char *v;
@@ -224,12 +247,8 @@ camp_fill(struct ctl_sched *s, struct scamp *c, const redisReply *h)
 	policy_ok = camp_policy_fill(c, h) == 0;
 	if (!policy_ok)
 		LOGW("event=bad_tls_policy campaign=%s reason=\"%s\"", c->id, c->bad);
-	c->win_from = c->win_to = -1;
-	v = hget(h, "window");
-	if (v != NULL && v[0] != '\0' && window_parse(v, &c->win_from, &c->win_to) < 0) {
-		LOGW("event=bad_window campaign=%s value=\"%s\"", c->id, v);
-		c->win_from = c->win_to = -1;
-	}
+	camp_window(c, hget(h, CTL_F_WINDOW));
+	camp_prio(c, hget(h, CTL_F_PRIORITY));
 	v = hget(h, "max_age_s");
 	c->max_age_ms = (v != NULL && v[0] != '\0') ? strtoull(v, NULL, 10) * 1000 : 432000000ull;
 	v = hget(h, "submitted_ms");
@@ -305,13 +324,21 @@ ctl_camp_refresh(struct ctl_sched *s, struct scamp *c)
 
 	if (ctl_mono_ms() - c->state_mono < (int64_t)s->conf.state_every_ms)
 		return 0;
-	r = CTL_RC_CMD(s, "HGET %scampaign:%s state", s->ns, c->id);
+	/* what an operator may change while it runs: pause, resume, cancel,
+	 * the send window, the priority */
+	r = CTL_RC_CMD(s, "HMGET %scampaign:%s " CTL_F_STATE " " CTL_F_WINDOW " " CTL_F_PRIORITY,
+		s->ns, c->id);
 	if (r == NULL) {
-		ctl_rc_failed(s, "hget");
+		ctl_rc_failed(s, "hmget");
 		return -EIO;
 	}
-	if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL)
-		c->state = state_parse(r->type == REDIS_REPLY_STRING ? r->str : NULL);
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+		const redisReply *st = r->element[0], *w = r->element[1], *p = r->element[2];
+
+		c->state = state_parse(st->type == REDIS_REPLY_STRING ? st->str : NULL);
+		camp_window(c, w->type == REDIS_REPLY_STRING ? w->str : NULL);
+		camp_prio(c, p->type == REDIS_REPLY_STRING ? p->str : NULL);
+	}
 	freeReplyObject(r);
 	c->state_mono = ctl_mono_ms();
 	return 0;

@@ -203,6 +203,14 @@ ctl_campdef_set(struct ctl_campdef *c, const char *key, const char *v,
 		snprintf(c->window, sizeof(c->window), "%s", v);
 		return 0;
 	}
+	if (strcmp(key, "priority") == 0) {
+		if (ctl_prio_parse(v) == CTL_PRIO_LAST || strlen(v) >= sizeof(c->priority)) {
+			ERR("campaign: priority '%s': expected transactional, normal or bulk", v);
+			return -EINVAL;
+		}
+		snprintf(c->priority, sizeof(c->priority), "%s", v);
+		return 0;
+	}
 	if (strcmp(key, "max_age_s") == 0) {
 		char *end;
 		long long n = strtoll(v, &end, 10);
@@ -518,7 +526,7 @@ int
 ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	int64_t now_ms, char *err, size_t errlen)
 {
-	char kc[CTL_KEY_MAX], kz[CTL_KEY_MAX], kn[CTL_KEY_MAX], kj[CTL_KEY_MAX];
+	char kc[CTL_KEY_MAX], kz[CTL_KEY_MAX], kn[CTL_KEY_MAX], kj[CTL_KEY_MAX], ka[CTL_KEY_MAX];
 	char created[24], maxage[24];
 	char *hdrs = json_str_or_empty(c->headers);
 	char *ovr = json_str_or_empty(c->tls_overrides);
@@ -535,7 +543,8 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, c->id);
 	ctl_redis_key(r, kz, sizeof(kz), CTL_K_CAMPAIGNS);
 	ctl_redis_key(r, kn, sizeof(kn), CTL_K_COUNTS, c->id);
-	ctl_redis_key(r, kj, sizeof(kj), CTL_K_JOBS);
+	ctl_redis_key(r, kj, sizeof(kj), CTL_K_CJOBS, c->id);
+	ctl_redis_key(r, ka, sizeof(ka), CTL_K_ACTIVE);
 	snprintf(created, sizeof(created), "%lld", (long long)now_ms);
 	snprintf(maxage, sizeof(maxage), "%lld", c->max_age_s);
 #define KV(k, v) do { argv[n++] = (k); argv[n++] = nz(v); } while (0)
@@ -543,6 +552,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	argv[n++] = kz;
 	argv[n++] = kn;
 	argv[n++] = kj;
+	argv[n++] = ka;
 	argv[n++] = c->id;
 	argv[n++] = created;
 	argv[n++] = CTL_GROUP;
@@ -561,6 +571,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	KV(CTL_F_TLS_POLICY, c->tls_policy);
 	KV(CTL_F_TLS_OVERRIDES, ovr);
 	KV(CTL_F_WINDOW, c->window);
+	KV(CTL_F_PRIORITY, c->priority[0] ? c->priority : "normal");
 	KV(CTL_F_MAX_AGE, maxage);
 	KV(CTL_F_STATE, "submitting");
 	KV(CTL_F_CREATED, created);
@@ -569,7 +580,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	KV(CTL_F_DUPS, "0");
 	KV(CTL_F_SUPPRESSED, "0");
 #undef KV
-	rep = ctl_redis_eval(r, &create_lua, 4, n, argv, NULL);
+	rep = ctl_redis_eval(r, &create_lua, 5, n, argv, NULL);
 	free(hdrs);
 	free(ovr);
 	if (rep == NULL) {
@@ -699,7 +710,7 @@ ctl_campdef_load_redis(struct ctl_redis *r, const char *id, struct ctl_campdef *
 {
 	static const char *const strs[] = {
 		"from", "from_name", "reply_to", "subject", "text", "html",
-		"unsubscribe", "tls_policy", "window", "max_age_s", "return_path", "verp", "dkim_domain",
+		"unsubscribe", "tls_policy", "window", "priority", "max_age_s", "return_path", "verp", "dkim_domain",
 	};
 	char kc[CTL_KEY_MAX], e2[400];
 	const char *v;

@@ -35,6 +35,7 @@ struct ctl_campdef {
 	char tls_policy[16];       /* none|opportunistic|required|verify */
 	json_t *tls_overrides;     /* object: domain -> policy */
 	char window[16];           /* "HH:MM-HH:MM" UTC or "" */
+	char priority[16];         /* transactional|normal|bulk; "" = normal */
 	long long max_age_s;
 };
 
@@ -44,7 +45,7 @@ void ctl_campdef_fini(struct ctl_campdef *c);
 /**
  * Merge a campaign JSON file into c (keys: id, from, from_name, reply_to,
  * subject, text, html, text_file, html_file, headers, unsubscribe,
- * tls_policy, tls_overrides, window, max_age_s, return_path, verp, dkim_domain; *_file paths are relative
+ * tls_policy, tls_overrides, window, priority, max_age_s, return_path, verp, dkim_domain; *_file paths are relative
  * to the file's directory). Unknown keys are errors (typos must not pass).
  * @return 0 or -EINVAL/-ENOENT with err naming the file and key.
  */

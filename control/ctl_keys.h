@@ -20,7 +20,9 @@
 #define CTL_K_CAMPAIGN      "campaign:%s"        /* HASH campaign definition + state */
 #define CTL_K_RCPT          "campaign:%s:rcpt"   /* HASH address -> JSON state */
 #define CTL_K_COUNTS        "campaign:%s:counts" /* HASH state -> count */
-#define CTL_K_JOBS          "jobs"               /* STREAM of batches */
+#define CTL_K_JOBS          "jobs"               /* STREAM of batches (shared, for third-party writers) */
+#define CTL_K_CJOBS         "campaign:%s:jobs"   /* STREAM of one campaign's batches */
+#define CTL_K_ACTIVE        "active"             /* SET of campaign ids whose jobs stream daemons read */
 #define CTL_K_JOBS_DEAD     "jobs:dead"          /* STREAM of poison jobs entries + reason */
 #define CTL_K_JOBS_DEAD_N   "jobs:dead:count"    /* STRING entries ever dead-lettered */
 #define CTL_K_RETRY         "retry"              /* ZSET due_ms -> JSON recipient */
@@ -57,6 +59,7 @@
 #define CTL_F_TLS_POLICY    "tls_policy"
 #define CTL_F_TLS_OVERRIDES "tls_overrides"      /* JSON object domain -> policy */
 #define CTL_F_WINDOW        "window"             /* "HH:MM-HH:MM" UTC or "" */
+#define CTL_F_PRIORITY      "priority"           /* transactional, normal (default), bulk */
 #define CTL_F_MAX_AGE       "max_age_s"
 #define CTL_F_STATE         "state"
 #define CTL_F_CREATED       "created_ms"
@@ -81,7 +84,7 @@
 enum ctl_camp_state {
 	CTL_CAMP_SUBMITTING = 0,  /* recipients still being added; dispatchable */
 	CTL_CAMP_RUNNING,         /* submission finished; dispatchable */
-	CTL_CAMP_PAUSED,          /* batches kept pending, re-checked later */
+	CTL_CAMP_PAUSED,          /* its jobs stream is not read; held batches wait */
 	CTL_CAMP_CANCELLED,       /* remaining recipients finalised as cancelled */
 	CTL_CAMP_DONE,            /* every recipient final (set only from running) */
 	CTL_CAMP_LAST
@@ -111,6 +114,41 @@ ctl_camp_state_parse(const char *s)
 		if (s != NULL && strcmp(s, ctl_camp_state_name((enum ctl_camp_state)i)) == 0)
 			return (enum ctl_camp_state)i;
 	return CTL_CAMP_LAST;
+}
+
+/* Campaign priorities (field "priority"): transactional is served
+ * before normal before bulk, by weight (ctl_intake.c), none starved. */
+enum ctl_prio {
+	CTL_PRIO_TX = 0,
+	CTL_PRIO_NORMAL,
+	CTL_PRIO_BULK,
+	CTL_PRIO_LAST
+};
+
+static inline const char *
+ctl_prio_name(enum ctl_prio p)
+{
+	switch (p) {
+	case CTL_PRIO_TX:     return "transactional";
+	case CTL_PRIO_NORMAL: return "normal";
+	case CTL_PRIO_BULK:   return "bulk";
+	case CTL_PRIO_LAST:   break;
+	}
+	return "?";
+}
+
+/** @return the priority named s ("" or NULL: normal), or CTL_PRIO_LAST. */
+static inline enum ctl_prio
+ctl_prio_parse(const char *s)
+{
+	int i;
+
+	if (s == NULL || s[0] == '\0')
+		return CTL_PRIO_NORMAL;
+	for (i = 0; i < CTL_PRIO_LAST; i++)
+		if (strcmp(s, ctl_prio_name((enum ctl_prio)i)) == 0)
+			return (enum ctl_prio)i;
+	return CTL_PRIO_LAST;
 }
 
 /* Recipient states (the "state" of a CTL_K_RCPT value, and the

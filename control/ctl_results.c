@@ -31,7 +31,7 @@
 #define LOGW(...) MP_LOG(MP_LOG_WARN, "ctl_sched", __VA_ARGS__)
 #define LOGI(...) MP_LOG(MP_LOG_INFO, "ctl_sched", __VA_ARGS__)
 
-enum { SC_FINAL = 0, SC_ACK, SC_TLS, SC_MOVE, SC_DEAD, SC_LAST };
+enum { SC_FINAL = 0, SC_ACK, SC_TLS, SC_MOVE, SC_DEAD, SC_PARK, SC_LAST };
 
 static struct ctl_redis_script script_tab[SC_LAST] = {
 	[SC_FINAL] = { .src = ctl_lua_rcpt_final },
@@ -39,6 +39,7 @@ static struct ctl_redis_script script_tab[SC_LAST] = {
 	[SC_TLS] = { .src = ctl_lua_tls_count },
 	[SC_MOVE] = { .src = ctl_lua_retry_move },
 	[SC_DEAD] = { .src = ctl_lua_job_dead },
+	[SC_PARK] = { .src = ctl_lua_job_move },
 };
 
 uint64_t
@@ -401,7 +402,7 @@ op_dead(struct ctl_sched *s, struct sbatch *b)
 	op->b = b;
 	b->acking = 1;
 	op->nkeys = 3;
-	op_arg(op, s->k_jobs);
+	op_arg(op, b->src->key);
 	op_arg(op, s->k_dead);
 	op_arg(op, s->k_dead_n);
 	op_arg(op, s->group);
@@ -427,10 +428,30 @@ ctl_op_ack(struct ctl_sched *s, struct sbatch *b)
 	op->b = b;
 	b->acking = 1;
 	op->nkeys = 1;
-	op_arg(op, s->k_jobs);
+	op_arg(op, b->src->key);
 	op_arg(op, s->group);
 	op_arg(op, b->id);
 	op_arg(op, s->consumer);
+	op_push(s, op);
+}
+
+/* A shared-stream entry of a campaign that may not send now: to the
+ * campaign's own stream (job_move.lua), then let go like an ack. */
+void
+ctl_op_park(struct ctl_sched *s, struct sbatch *b)
+{
+	struct sop *op = op_new(OP_ACK, SC_PARK, 7);
+
+	op->b = b;
+	b->acking = 1;
+	op->nkeys = 3;
+	op_arg(op, b->src->key);
+	op_argf(op, "%s" CTL_K_CJOBS, s->ns, b->camp_id);
+	op_arg(op, s->k_active);
+	op_arg(op, s->group);
+	op_arg(op, b->id);
+	op_arg(op, s->consumer);
+	op_arg(op, b->camp_id);
 	op_push(s, op);
 }
 
@@ -584,7 +605,7 @@ int
 ctl_retry_move(struct ctl_sched *s, unsigned limit)
 {
 	char now[32], lim[16];
-	const char *argv[5];
+	const char *argv[6];
 	redisReply *r;
 	int moved = 0;
 
@@ -593,11 +614,12 @@ ctl_retry_move(struct ctl_sched *s, unsigned limit)
 	snprintf(now, sizeof(now), "%" PRIu64, ctl_sched_now(s));
 	snprintf(lim, sizeof(lim), "%u", limit);
 	argv[0] = s->k_retry;
-	argv[1] = s->k_jobs;
+	argv[1] = s->k_active;
 	argv[2] = now;
 	argv[3] = lim;
 	argv[4] = "100";
-	r = ctl_redis_eval(s->rc, &script_tab[SC_MOVE], 2, 5, argv, NULL);
+	argv[5] = s->ns;
+	r = ctl_redis_eval(s->rc, &script_tab[SC_MOVE], 2, 6, argv, NULL);
 	if (r == NULL) {
 		ctl_rc_failed(s, "retry_move");
 		return -EIO;
@@ -611,5 +633,7 @@ ctl_retry_move(struct ctl_sched *s, unsigned limit)
 	}
 	freeReplyObject(r);
 	s->st.retry_moved += (uint64_t)moved;
+	if (moved > 0)
+		s->srcs_stale = 1;	/* perhaps into a stream not known yet */
 	return moved;
 }

@@ -2,9 +2,10 @@
  * Scheduler loop. One ctl_sched_step() does, in order: on the first call
  * re-read this consumer's own pending entries (a restart under the same
  * name); when due, XAUTOCLAIM entries of dead consumers, re-claim our own
- * long-held entries so nobody steals them, move due retries into the
- * stream; re-check batches waiting on a paused campaign; dispatch; flush
- * the write queue; read new batches (XREADGROUP, blocking only when there
+ * long-held entries so nobody steals them, move due retries into their
+ * campaigns' streams; re-check batches waiting on a paused campaign;
+ * dispatch; flush the write queue; read new batches (ctl_intake.c: the
+ * campaigns' streams by priority and in turn, blocking only when there
  * is nothing else to do); poll DNS and the backend; dispatch and flush
  * again.
  *
@@ -120,6 +121,7 @@ ctl_sched_new(const struct ctl_sched_conf *conf, char *err, size_t errlen)
 	snprintf(s->k_tls_domains, sizeof(s->k_tls_domains), "%s" CTL_K_TLS_DOMAINS, s->ns);
 	snprintf(s->k_dead, sizeof(s->k_dead), "%s" CTL_K_JOBS_DEAD, s->ns);
 	snprintf(s->k_dead_n, sizeof(s->k_dead_n), "%s" CTL_K_JOBS_DEAD_N, s->ns);
+	snprintf(s->k_active, sizeof(s->k_active), "%s" CTL_K_ACTIVE, s->ns);
 	rconf.url = conf->redis_url;
 	rconf.ns = s->ns;
 	rconf.cmd_timeout_ms = (int)s->conf.block_ms + 5000;
@@ -216,17 +218,32 @@ dom_get(struct ctl_sched *s, const char *name)
 	return d;
 }
 
+/*
+ * Queue @p r behind the recipients of its priority and ahead of lower
+ * ones: the queue runs transactional, normal, bulk, each in arrival
+ * order (r->prio is fixed while it is queued, so the order holds).
+ */
 static void
 q_push(struct ctl_sched *s, struct sdom *d, struct srcpt *r)
 {
+	struct srcpt *after = NULL;
+
 	r->state = SR_QUEUED;
-	r->qnext = NULL;
-	r->qprev = d->qtail;
-	if (d->qtail != NULL)
-		d->qtail->qnext = r;
+	r->prio = r->b->camp != NULL && r->b->camp->prio < CTL_PRIO_LAST ?
+		r->b->camp->prio : CTL_PRIO_NORMAL;
+	for (int p = r->prio; p >= 0 && after == NULL; p--)
+		after = d->ptail[p];
+	r->qprev = after;
+	r->qnext = after != NULL ? after->qnext : d->qhead;
+	if (r->qprev != NULL)
+		r->qprev->qnext = r;
 	else
 		d->qhead = r;
-	d->qtail = r;
+	if (r->qnext != NULL)
+		r->qnext->qprev = r;
+	else
+		d->qtail = r;
+	d->ptail[r->prio] = r;
 	d->qlen++;
 	if (!d->active) {
 		d->active = 1;
@@ -238,6 +255,8 @@ q_push(struct ctl_sched *s, struct sdom *d, struct srcpt *r)
 static void
 q_remove(struct sdom *d, struct srcpt *r)
 {
+	if (d->ptail[r->prio] == r)
+		d->ptail[r->prio] = r->qprev != NULL && r->qprev->prio == r->prio ? r->qprev : NULL;
 	if (r->qprev != NULL)
 		r->qprev->qnext = r->qnext;
 	else
@@ -250,11 +269,12 @@ q_remove(struct sdom *d, struct srcpt *r)
 	d->qlen--;
 }
 
+/* Entry ids are unique within a stream only. */
 static struct sbatch *
-batch_find(struct ctl_sched *s, const char *id)
+batch_find(struct ctl_sched *s, const struct ssrc *src, const char *id)
 {
 	for (struct sbatch *b = s->batches; b != NULL; b = b->next) {
-		if (strcmp(b->id, id) == 0)
+		if (b->src == src && strcmp(b->id, id) == 0)
 			return b;
 	}
 	return NULL;
@@ -270,6 +290,8 @@ batch_free(struct ctl_sched *s, struct sbatch *b)
 	if (b->next != NULL)
 		b->next->prev = b->prev;
 	s->nbatches--;
+	if (b->src != NULL)
+		b->src->held--;
 	if (b->dom != NULL)
 		b->dom->refs--;
 	if (b->camp != NULL) {
@@ -375,7 +397,7 @@ batch_poison(struct ctl_sched *s, struct sbatch *b, const char *why, const char 
 
 /* Parse a stream entry into a held batch (not admitted yet). */
 static struct sbatch *
-batch_new(struct ctl_sched *s, const char *id, const redisReply *fields)
+batch_new(struct ctl_sched *s, struct ssrc *src, const char *id, const redisReply *fields)
 {
 	const char *camp = fstr(fields, CTL_J_CAMPAIGN);
 	const char *dom = fstr(fields, CTL_J_DOMAIN);
@@ -391,6 +413,8 @@ batch_new(struct ctl_sched *s, const char *id, const redisReply *fields)
 	if (b == NULL)
 		return NULL;
 	snprintf(b->id, sizeof(b->id), "%s", id);
+	b->src = src;
+	src->held++;
 	snprintf(b->camp_id, sizeof(b->camp_id), "%s", camp ? camp : "");
 	b->next = s->batches;
 	if (s->batches != NULL)
@@ -683,13 +707,21 @@ batch_admit(struct ctl_sched *s, struct sbatch *b)
 		batch_queue(s, b, 1);
 		return;
 	}
-	if (b->camp->cc != NULL && !ctl_camp_sendable(s, b->camp, ctl_sched_now(s)))
-		return;		/* paused or outside its window: keep it pending */
+	if (b->camp->cc != NULL && !ctl_camp_sendable(s, b->camp, ctl_sched_now(s))) {
+		/* paused or outside its window: it waits here, its own stream
+		 * not read meanwhile (ctl_intake.c); from the shared stream it
+		 * moves to its own, where it waits without being held */
+		if (b->src == s->src_shared && !b->acking) {
+			s->st.batches_parked++;
+			ctl_op_park(s, b);
+		}
+		return;
+	}
 	batch_queue(s, b, 0);
 }
 
-static void
-take_entries(struct ctl_sched *s, const redisReply *entries, int claimed)
+void
+ctl_take_entries(struct ctl_sched *s, struct ssrc *src, const redisReply *entries, int claimed)
 {
 	if (entries == NULL || entries->type != REDIS_REPLY_ARRAY)
 		return;
@@ -700,11 +732,11 @@ take_entries(struct ctl_sched *s, const redisReply *entries, int claimed)
 		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
 		    e->element[0]->type != REDIS_REPLY_STRING)
 			continue;
-		if (batch_find(s, e->element[0]->str) != NULL)
+		if (batch_find(s, src, e->element[0]->str) != NULL)
 			continue;	/* ours already (a refresh came late) */
 		/* a pending entry deleted from the stream comes with nil
 		 * fields: batch_new() finds it bad and acknowledges it */
-		b = batch_new(s, e->element[0]->str,
+		b = batch_new(s, src, e->element[0]->str,
 			e->element[1]->type == REDIS_REPLY_ARRAY ? e->element[1] : NULL);
 		if (b == NULL)
 			continue;
@@ -716,99 +748,6 @@ take_entries(struct ctl_sched *s, const redisReply *entries, int claimed)
 			b->id, b->camp_id, b->dom ? b->dom->name : "-", b->n, claimed);
 		if (!b->acking)
 			batch_admit(s, b);
-	}
-}
-
-/* Read new entries (from ">") or our own pending ones after the id in
- * @p from, which is then advanced to the last id read.
- * @return entries read, or -EIO */
-static int
-read_batches(struct ctl_sched *s, char *from, size_t fromlen, unsigned block)
-{
-	unsigned room = s->conf.max_batches > s->nbatches ? s->conf.max_batches - s->nbatches : 0;
-	unsigned count = room < s->conf.read_count ? room : s->conf.read_count;
-	redisReply *r;
-	int n = 0;
-
-	if (count == 0 || !ctl_rc_ready(s))
-		return 0;
-	if (block > 0)
-		r = ctl_redis_cmd(s->rc, "XREADGROUP GROUP %s %s COUNT %u BLOCK %u STREAMS %s %s",
-			s->group, s->consumer, count, block, s->k_jobs, from);
-	else
-		r = ctl_redis_cmd(s->rc, "XREADGROUP GROUP %s %s COUNT %u STREAMS %s %s",
-			s->group, s->consumer, count, s->k_jobs, from);
-	if (r == NULL) {
-		ctl_rc_failed(s, "xreadgroup");
-		return -EIO;
-	}
-	if (r->type == REDIS_REPLY_ERROR) {
-		LOGW("event=xreadgroup_error err=\"%s\"", r->str);
-		if (strncmp(r->str, "NOGROUP", 7) == 0)
-			s->group_ok = 0;
-		freeReplyObject(r);
-		return -EIO;
-	}
-	if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
-	    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2) {
-		const redisReply *entries = r->element[0]->element[1];
-
-		n = (int)entries->elements;
-		take_entries(s, entries, 0);
-		if (n > 0 && strcmp(from, ">") != 0) {
-			const redisReply *last = entries->element[n - 1];
-
-			if (last->type == REDIS_REPLY_ARRAY && last->elements >= 1 &&
-			    last->element[0]->type == REDIS_REPLY_STRING)
-				snprintf(from, fromlen, "%s", last->element[0]->str);
-		}
-	}
-	freeReplyObject(r);
-	return n;
-}
-
-/* Our own pending entries from an earlier life of this consumer name. */
-static void
-read_own_pending(struct ctl_sched *s)
-{
-	char from[48] = "0";
-
-	/* what does not fit now is claimed back later by XAUTOCLAIM */
-	for (int i = 0; i < 1000 && s->nbatches < s->conf.max_batches; i++) {
-		if (read_batches(s, from, sizeof(from), 0) <= 0)
-			break;
-	}
-}
-
-static void
-claim(struct ctl_sched *s)
-{
-	char cursor[48] = "0-0";
-
-	for (int i = 0; i < 100 && s->nbatches < s->conf.max_batches; i++) {
-		unsigned room = s->conf.max_batches - s->nbatches;
-		redisReply *r = CTL_RC_CMD(s, "XAUTOCLAIM %s %s %s %" PRIu64 " %s COUNT %u",
-			s->k_jobs, s->group, s->consumer, s->conf.min_idle_ms, cursor,
-			room < s->conf.read_count ? room : s->conf.read_count);
-
-		if (r == NULL) {
-			ctl_rc_failed(s, "xautoclaim");
-			return;
-		}
-		if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
-		    r->element[0]->type != REDIS_REPLY_STRING) {
-			if (r->type == REDIS_REPLY_ERROR)
-				LOGW("event=xautoclaim_error err=\"%s\"", r->str);
-			freeReplyObject(r);
-			return;
-		}
-		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-		if (r->element[1]->elements > 0)
-			LOGI("event=claimed n=%zu consumer=%s", r->element[1]->elements, s->consumer);
-		take_entries(s, r->element[1], 1);
-		freeReplyObject(r);
-		if (strcmp(cursor, "0-0") == 0)
-			break;
 	}
 }
 
@@ -866,41 +805,41 @@ lease_lost(struct ctl_sched *s, struct sbatch *b)
 	}
 }
 
-/* Reset the idle time of every entry we hold that is still ours (all of
- * them, LEASE_CHUNK at a time); the lease of a batch moves on only with
- * a reply that names it. */
-static void
-refresh(struct ctl_sched *s)
+/* Reset the idle time of every entry of @p src we hold that is still
+ * ours (all of them, LEASE_CHUNK at a time); the lease of a batch moves
+ * on only with a reply that names it. @return 0, or -EIO */
+static int
+refresh_src(struct ctl_sched *s, struct ssrc *src, int64_t now)
 {
 	const char *argv[3 + LEASE_CHUNK];
 	struct sbatch *chunk[LEASE_CHUNK], *b = s->batches;
-	int64_t now = ctl_mono_ms();
 
 	while (b != NULL && ctl_rc_ready(s)) {
 		unsigned k = 0;
 		redisReply *r;
 
-		argv[0] = s->k_jobs;
+		argv[0] = src->key;
 		argv[1] = s->group;
 		argv[2] = s->consumer;
 		for (; b != NULL && k < LEASE_CHUNK; b = b->next) {
-			if (b->lost || now - b->refreshed_mono < (int64_t)s->conf.refresh_every_ms / 2)
+			if (b->src != src || b->lost ||
+			    now - b->refreshed_mono < (int64_t)s->conf.refresh_every_ms / 2)
 				continue;
 			chunk[k] = b;
 			argv[3 + k++] = b->id;
 		}
 		if (k == 0)
-			return;
+			return 0;
 		r = ctl_redis_eval(s->rc, &lease_lua, 1, 3 + (int)k, argv, NULL);
 		if (r == NULL) {
 			ctl_rc_failed(s, "lease_refresh");
-			return;
+			return -EIO;
 		}
 		if (r->type != REDIS_REPLY_ARRAY) {
-			LOGW("event=lease_refresh_failed reason=\"%s\"",
+			LOGW("event=lease_refresh_failed stream=%s reason=\"%s\"", src->key,
 				r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
 			freeReplyObject(r);
-			return;
+			return -EIO;
 		}
 		for (unsigned i = 0; i < k; i++) {
 			size_t j;
@@ -915,6 +854,19 @@ refresh(struct ctl_sched *s)
 				lease_lost(s, chunk[i]);	/* may free chunk[i], never b */
 		}
 		freeReplyObject(r);
+	}
+	return 0;
+}
+
+/* The lease of every held entry, stream by stream. */
+static void
+refresh(struct ctl_sched *s)
+{
+	int64_t now = ctl_mono_ms();
+
+	for (struct ssrc *q = s->srcs; q != NULL; q = q->next) {
+		if (q->held > 0 && refresh_src(s, q, now) < 0)
+			return;
 	}
 }
 
@@ -1516,25 +1468,18 @@ queued_work(const struct ctl_sched *s)
 static void
 check_redis_idle(struct ctl_sched *s)
 {
-	redisReply *p, *z;
+	redisReply *z;
 
 	s->redis_idle = 0;
-	p = CTL_RC_CMD(s, "XPENDING %s %s", s->k_jobs, s->group);
-	if (p == NULL) {
-		ctl_rc_failed(s, "xpending");
+	if (!ctl_rc_ready(s) || ctl_intake_pending(s) != 0)
 		return;
-	}
 	z = ctl_redis_cmd(s->rc, "ZCARD %s", s->k_retry);
 	if (z == NULL) {
-		freeReplyObject(p);
 		ctl_rc_failed(s, "zcard");
 		return;
 	}
-	if (p->type == REDIS_REPLY_ARRAY && p->elements >= 1 &&
-	    p->element[0]->type == REDIS_REPLY_INTEGER && p->element[0]->integer == 0 &&
-	    z->type == REDIS_REPLY_INTEGER && z->integer == 0)
+	if (z->type == REDIS_REPLY_INTEGER && z->integer == 0)
 		s->redis_idle = 1;
-	freeReplyObject(p);
 	freeReplyObject(z);
 }
 
@@ -1561,11 +1506,11 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 		return -EINVAL;
 	if (!s->stopping && ctl_rc_ready(s)) {
 		if (!s->started) {
-			read_own_pending(s);
+			ctl_intake_own_pending(s);
 			s->started = 1;
 		}
 		if (mono >= s->claim_mono) {
-			claim(s);
+			ctl_intake_claim(s);
 			s->claim_mono = mono + (int64_t)s->conf.claim_every_ms;
 		}
 		lock_renew(s, mono);
@@ -1591,13 +1536,14 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 		dom_gc(s);
 		ctl_camps_gc(s, 600000);
 		ctl_shape_gc(s->conf.shape, now);
+		if (!s->stopping)
+			ctl_intake_gc(s);
 		s->gc_mono = mono;
 	}
 
 	busy = s->orders_out > 0;
-	if (!s->stopping && ctl_rc_ready(s) && s->nbatches < s->conf.max_batches &&
+	if (!s->stopping && ctl_rc_ready(s) && ctl_intake_ready(s) &&
 	    (now >= s->read_at || s->read_at - now > 60000)) {
-		char gt[2] = ">";
 		unsigned block = 0;
 
 		if (!busy && s->nops == 0 && ctl_dns_pending(s->conf.dns) == 0) {
@@ -1607,7 +1553,7 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 			if (queued_work(s) && block > 20)
 				block = 20;
 		}
-		n = read_batches(s, gt, sizeof(gt), block);
+		n = ctl_intake_read(s, block);
 		waited = block > 0;
 		s->last_read_empty = n == 0;
 		s->read_at = n > 0 ? now : now + s->conf.read_every_ms;
@@ -1647,14 +1593,14 @@ ctl_sched_stats_json(struct ctl_sched *s, FILE *f)
 		",\"retry_moved\":%" PRIu64 ",\"redis_errors\":%" PRIu64 ",\"reconnects\":%" PRIu64
 		",\"held\":%u,\"sender_refusals\":%" PRIu64 ",\"suppressed\":%" PRIu64
 		",\"suppress_added\":%" PRIu64 ",\"dead_letters\":%" PRIu64 ",\"leases_lost\":%" PRIu64
-		",\"lease_waits\":%" PRIu64 ",\"classes\":{",
+		",\"lease_waits\":%" PRIu64 ",\"batches_parked\":%" PRIu64 ",\"classes\":{",
 		s->consumer, st->batches_read, st->batches_claimed, st->batches_acked,
 		st->batches_bad, st->rcpts_in, st->rcpts_skipped, st->orders, st->msgs_dispatched,
 		st->delivered, st->bounced, st->failed, st->deferred, st->cancelled, st->expired,
 		st->dup_final, st->mx_fallbacks, st->plaintext_retries, st->retry_moved,
 		st->redis_errors, st->reconnects, ctl_sched_held(s), st->sender_refusals,
 		st->suppressed, st->suppress_added, st->dead_letters, st->leases_lost,
-		st->lease_waits);
+		st->lease_waits, st->batches_parked);
 	for (unsigned i = 0; i < CTL_BC_LAST; i++)
 		fprintf(f, "%s\"%s\":%" PRIu64, i ? "," : "",
 			ctl_bounce_class_name((enum ctl_bounce_class)i), st->by_class[i]);
@@ -1675,6 +1621,7 @@ ctl_sched_free(struct ctl_sched *s)
 	ctl_ops_free(s);
 	while (s->batches != NULL)
 		batch_free(s, s->batches);
+	ctl_intake_free(s);
 	while (s->doms != NULL) {
 		struct sdom *d = s->doms;
 

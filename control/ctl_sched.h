@@ -98,6 +98,7 @@ struct ctl_sched_stats {
 	uint64_t dead_letters;		/**< poison entries moved to jobs:dead */
 	uint64_t leases_lost;		/**< entries another consumer claimed from us */
 	uint64_t lease_waits;		/**< dispatch passes that skipped a batch with a stale lease */
+	uint64_t batches_parked;	/**< shared-stream entries moved to a paused campaign's stream */
 	uint64_t by_class[12];		/**< records of non-deliveries by ctl_bounce class
 					     (CTL_BC_LAST of them; deferrals count each time) */
 };

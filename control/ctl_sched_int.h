@@ -55,11 +55,28 @@ struct srcpt {
 	uint8_t state;
 	uint8_t hop;			/* next hop of the route in this attempt */
 	uint8_t plaintext;		/* TLS failed under opportunistic */
-	struct srcpt *qprev, *qnext;	/* domain queue */
+	uint8_t prio;			/* its campaign's when queued */
+	struct srcpt *qprev, *qnext;	/* domain queue, by priority, FIFO within */
+};
+
+/* A jobs stream the scheduler reads (ctl_intake.c): one campaign's
+ * NS campaign:<id>:jobs, or the shared NS jobs. */
+struct ssrc {
+	char key[CTL_KEY_MAX];
+	char cid[CTL_CAMP_ID_MAX];	/* "" = the shared NS jobs */
+	struct scamp *camp;		/* loaded on first use, ref held */
+	uint8_t group_ok;		/* the consumer group exists on it */
+	uint8_t listed;			/* in NS active at the last look */
+	uint8_t eligible;		/* this round: its campaign may send now */
+	unsigned want;			/* this round: entries to ask for */
+	uint64_t drained_at;		/* a read found it empty then (scheduler clock); 0 = no */
+	unsigned held;			/* batches of it held */
+	struct ssrc *next;
 };
 
 struct sbatch {
 	char id[48];			/* stream entry id */
+	struct ssrc *src;		/* the stream it came from */
 	char camp_id[CTL_CAMP_ID_MAX];
 	struct scamp *camp;
 	struct sdom *dom;
@@ -87,6 +104,7 @@ struct scamp {
 	char bad[CTL_REASON_MAX];	/* why cc is NULL */
 	enum scamp_state state;
 	int win_from, win_to;		/* minutes of the UTC day, -1 = none */
+	uint8_t prio;			/* enum ctl_prio */
 	uint64_t max_age_ms;
 	uint64_t submitted_ms;
 	enum smtp_tls_policy policy;
@@ -108,6 +126,7 @@ struct sdom {
 	uint8_t active;			/* on the scheduler's active list */
 	struct sdom *anext;
 	struct srcpt *qhead, *qtail;
+	struct srcpt *ptail[CTL_PRIO_LAST];	/* last queued of each priority */
 	unsigned qlen;
 	unsigned conns;
 	unsigned refs;			/* held batches of this domain */
@@ -155,6 +174,14 @@ struct ctl_sched {
 	struct ctl_backend be;
 	struct ctl_sink sink;
 	uint64_t next_order;
+	/* intake (ctl_intake.c) */
+	struct ssrc *srcs, *src_shared;
+	unsigned nsrcs;
+	uint64_t srcs_at;		/* NS active last read (scheduler clock) */
+	int srcs_stale;			/* re-read it now: retries moved */
+	int prio_cw[CTL_PRIO_LAST];	/* smooth weighted round-robin state */
+	struct ssrc *prio_rr[CTL_PRIO_LAST];	/* last served source per priority */
+	char k_active[96];
 	/* state */
 	struct sbatch *batches;
 	unsigned nbatches;
@@ -192,6 +219,7 @@ void ctl_op_defer(struct ctl_sched *s, struct srcpt *r,
 void ctl_op_tls(struct ctl_sched *s, const struct ctl_order *o,
 	const struct ctl_sess_report *rep, unsigned plain_delivered);
 void ctl_op_ack(struct ctl_sched *s, struct sbatch *b);
+void ctl_op_park(struct ctl_sched *s, struct sbatch *b);
 int ctl_ops_flush(struct ctl_sched *s);
 int ctl_retry_move(struct ctl_sched *s, unsigned limit);
 void ctl_ops_free(struct ctl_sched *s);
@@ -199,6 +227,21 @@ void ctl_ops_free(struct ctl_sched *s);
 /* ctl_sched.c, called when a write of r succeeded */
 void ctl_sched_settled(struct ctl_sched *s, struct srcpt *r);
 void ctl_sched_batch_acked(struct ctl_sched *s, struct sbatch *b);
+
+/* ctl_sched.c: entries of an XREADGROUP or XAUTOCLAIM reply, from @p src */
+void ctl_take_entries(struct ctl_sched *s, struct ssrc *src, const redisReply *entries,
+	int claimed);
+
+/* ctl_intake.c: which jobs streams are read, how much of each, in what
+ * order */
+int ctl_intake_read(struct ctl_sched *s, unsigned block);
+void ctl_intake_own_pending(struct ctl_sched *s);
+void ctl_intake_claim(struct ctl_sched *s);
+int ctl_intake_pending(struct ctl_sched *s);
+unsigned ctl_intake_room(struct ctl_sched *s);
+int ctl_intake_ready(struct ctl_sched *s);
+void ctl_intake_gc(struct ctl_sched *s);
+void ctl_intake_free(struct ctl_sched *s);
 
 /* ctl_poison.c: recipients of an entry that does not parse, found by
  * their "to" values alone, so they can be failed rather than forgotten */

@@ -224,10 +224,21 @@ ctl_submit_new(struct ctl_redis *r, const char *id, const struct msg_template *t
 	ctl_redis_key(r, s->k_camp, sizeof(s->k_camp), CTL_K_CAMPAIGN, id);
 	ctl_redis_key(r, s->k_rcpt, sizeof(s->k_rcpt), CTL_K_RCPT, id);
 	ctl_redis_key(r, s->k_counts, sizeof(s->k_counts), CTL_K_COUNTS, id);
-	ctl_redis_key(r, s->k_jobs, sizeof(s->k_jobs), CTL_K_JOBS);
+	ctl_redis_key(r, s->k_jobs, sizeof(s->k_jobs), CTL_K_CJOBS, id);
 	/* no sender domain: "NS suppress:", a list nobody can write */
 	ctl_redis_key(r, s->k_sup, sizeof(s->k_sup), CTL_K_SUPPRESS,
 		s->conf.sender_domain ? s->conf.sender_domain : "");
+	{
+		/* an append to a campaign whose stream was retired (done and
+		 * empty, source_gc.lua) puts it back before the first batch */
+		char ka[CTL_KEY_MAX];
+		redisReply *rep;
+
+		ctl_redis_key(r, ka, sizeof(ka), CTL_K_ACTIVE);
+		rep = ctl_redis_cmd(r, "SADD %s %s", ka, id);
+		if (rep != NULL)
+			freeReplyObject(rep);
+	}
 	s->argv = calloc(BATCH_FIXED_ARGS + 2 * (size_t)s->conf.batch_size, sizeof(*s->argv));
 	s->argvlen = calloc(BATCH_FIXED_ARGS + 2 * (size_t)s->conf.batch_size, sizeof(*s->argvlen));
 	if (s->argv == NULL || s->argvlen == NULL) {

@@ -1,15 +1,18 @@
--- retry_move.lua: due members of the retry ZSET become jobs entries,
--- grouped by campaign and domain, at most batch size recipients an entry,
--- each entry's attempt the highest of its recipients'. ZRANGEBYSCORE, ZREM
--- and XADD in one call, so two daemons never move a member twice; members
--- that do not parse are dropped.
--- KEYS: retry, jobs. ARGV: now_ms, limit, batch size.
+-- retry_move.lua: due members of the retry ZSET become jobs entries of
+-- their campaign's stream (NS campaign:<id>:jobs, its id put back in NS
+-- active), grouped by campaign and domain, at most batch size recipients
+-- an entry, each entry's attempt the highest of its recipients'.
+-- ZRANGEBYSCORE, ZREM and XADD in one call, so two daemons never move a
+-- member twice; members that do not parse are dropped. A paused
+-- campaign's retries wait in its stream, which is not read while paused.
+-- KEYS: retry, active. ARGV: now_ms, limit, batch size, namespace.
 -- Returns {moved, dropped}.
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local groups, order, bad, bmax = {}, {}, 0, tonumber(ARGV[3])
 local function flush(g)
   if #g.r == 0 then return end
-  redis.call('XADD', KEYS[2], '*', 'campaign', g.c, 'domain', g.d,
+  redis.call('SADD', KEYS[2], g.c)
+  redis.call('XADD', ARGV[4] .. 'campaign:' .. g.c .. ':jobs', '*', 'campaign', g.c, 'domain', g.d,
     'attempt', tostring(g.a), 'rcpts', cjson.encode(g.r))
   g.r = {}
   g.a = 0

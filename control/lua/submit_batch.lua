@@ -7,7 +7,7 @@
 -- so the counters stay consistent, a crash never leaves a recipient
 -- queued in no batch, and no suppression written before the call is
 -- missed.
--- KEYS: campaign, rcpt, counts, jobs, suppress:<sender domain>.
+-- KEYS: campaign, rcpt, counts, campaign:<id>:jobs, suppress:<sender domain>.
 -- ARGV: id, domain, rcpt value, invalid delta, (address, entry)...
 -- Returns {status, index...}: status 0 ok, -1 cancelled, -2 no
 -- campaign; an index k is the 1-based position of a skipped address,

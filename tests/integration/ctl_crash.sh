@@ -52,7 +52,7 @@ done
 kill -KILL $A
 wait $A 2>/dev/null
 DA=$(R hget mp:campaign:crash1:counts delivered)
-PA=$(R xpending mp:jobs mailpump | head -1)
+PA=$(R xpending mp:campaign:crash1:jobs mailpump | head -1)
 echo "A killed: delivered=$DA pending_batches=$PA"
 if [ "$DA" -lt 100 ] || [ "$DA" -ge $TOTAL ]; then
 	mp_fail "A was not killed mid-campaign ($DA)"
@@ -117,8 +117,8 @@ for k in ("queued", "deferred", "bounced", "failed", "cancelled"):
     assert int(c.get(k, 0)) == 0, (k, c)
 assert int(c["delivered"]) == total, c
 assert r("hget", "mp:campaign:crash1", "state") == ["done"]
-assert r("xlen", "mp:jobs") == ["0"], "jobs left"
-assert r("xpending", "mp:jobs", "mailpump")[0] == "0", "pending left"
+assert r("xlen", "mp:campaign:crash1:jobs") == ["0"], "jobs left"
+assert r("xpending", "mp:campaign:crash1:jobs", "mailpump")[0] == "0", "pending left"
 dups = sink - total
 dup_redis = int(c.get("dup_deliveries", 0))
 print("sink=%d delivered=%d real_duplicates=%d dup_deliveries=%d (bound %d)" %

@@ -101,7 +101,7 @@ for _ in $(seq 100); do mp_alive "$A" || break; sleep 0.1; done
 wait "$A"
 rc=$?
 [ $rc -eq 0 ] || mp_fail "A: exit $rc"
-[ "$(R xlen mp:jobs)" = 0 ] || mp_fail "jobs left: $(R xlen mp:jobs)"
+[ "$(R xlen mp:campaign:lease:jobs)" = 0 ] || mp_fail "jobs left: $(R xlen mp:campaign:lease:jobs)"
 mp_py - "$MP_TMP/sink" "$RPORT" "$N" $((MAXC * MPC * DOMS)) <<'PY' || mp_fail "receiver check"
 import collections, glob, re, subprocess, sys
 sink, port, n, bound = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -74,7 +74,7 @@ has "csv: lone CR in field"              "$T/s1.err" "line 10: CR/LF in field 'f
 has "csv: unterminated quote"            "$T/s1.err" "line 11: unterminated quoted field"
 check "csv: counts in --json" 'j["accepted"] == 2 and j["invalid"] == 6 and j["duplicates"] == 1 and j["state"] == "running" and len(j["errors"]) == 7' "$T/s1.json"
 ID1=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$T/s1.json")
-$R --raw xrange mp:jobs - + >"$T/jobs1.txt"
+$R --raw xrange mp:campaign:$ID1:jobs - + >"$T/jobs1.txt"
 has "csv: embedded comma kept"   "$T/jobs1.txt" '"first":"Bob, Jr."'
 has "csv: doubled quote decoded" "$T/jobs1.txt" '"code":"say \"hi\""'
 has "csv: domain lower-cased"    "$T/jobs1.txt" '"to":"b@x.test"'
@@ -85,8 +85,10 @@ has "csv: domain lower-cased"    "$T/jobs1.txt" '"to":"b@x.test"'
 [ "$($R hlen mp:campaign:$ID1:rcpt)" = 2 ] || mp_fail "rcpt hash size != 2"
 $R hget mp:campaign:$ID1:rcpt b@x.test | grep -q '"state":"queued"' || mp_fail "rcpt value not queued"
 ok "csv: campaign hash, counts and rcpt hash agree"
-$R xinfo groups mp:jobs | grep -qx mailpump || mp_fail "submit did not create the consumer group"
-ok "submit creates the consumer group"
+$R xinfo groups mp:campaign:$ID1:jobs | grep -qx mailpump || mp_fail "submit did not create the consumer group"
+[ "$($R sismember mp:active "$ID1")" = 1 ] || mp_fail "submit did not list the campaign in mp:active"
+[ "$($R exists mp:jobs)" = 0 ] || mp_fail "submit wrote to the shared mp:jobs"
+ok "submit creates the campaign's stream with the consumer group, listed in mp:active"
 
 # human output: the id alone on stdout
 ID2=$(printf 'email\nz@z.test\n' | "$CTL" submit --quiet "${CAMP[@]}" --html "$T/text.txt" - 2>/dev/null) ||
@@ -119,14 +121,15 @@ check "jsonl: counts" 'j["accepted"] == 2 and j["invalid"] == 5 and j["duplicate
 
 # --- strict mode: first error aborts, nothing written ---
 before=$($R dbsize)
-jobs_before=$($R xlen mp:jobs)
+jobs_before=$($R keys 'mp:campaign:*:jobs' | sort | xargs -r -n1 $R xlen | tr '\n' ' ')
 rc=0
 "$CTL" submit --strict "${CAMP[@]}" "$T/r1.csv" >"$T/s3.out" 2>"$T/s3.err" || rc=$?
 expect_rc "strict" 1 $rc
 has "strict: names the first bad line" "$T/s3.err" "line 4: bad address syntax"
 has "strict: says nothing was submitted" "$T/s3.err" "aborted at line 4; nothing was submitted"
 grep -q "line 5:" "$T/s3.err" && mp_fail "strict: went on after the first error"
-[ "$($R dbsize)" = "$before" ] && [ "$($R xlen mp:jobs)" = "$jobs_before" ] ||
+[ "$($R dbsize)" = "$before" ] &&
+	[ "$($R keys 'mp:campaign:*:jobs' | sort | xargs -r -n1 $R xlen | tr '\n' ' ')" = "$jobs_before" ] ||
 	mp_fail "strict: redis changed after an aborted submission"
 ok "strict: redis untouched"
 rc=0
@@ -341,7 +344,7 @@ check "big: $BIG recipients all queued" "j[\"accepted\"] == $BIG and j[\"invalid
 IDB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$T/big-b.json")
 [ "$($R hget b:campaign:$IDB total)" = "$BIG" ] && [ "$($R hget b:campaign:$IDB:counts queued)" = "$BIG" ] &&
 	[ "$($R hlen b:campaign:$IDB:rcpt)" = "$BIG" ] || mp_fail "big: redis counters disagree"
-n=$($R xlen b:jobs)
+n=$($R xlen b:campaign:$IDB:jobs)
 secs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["seconds"])' "$T/big-b.json")
 echo "peak RSS: $SMALL recipients ${p1} KiB, $BIG recipients ${p2} KiB ($secs s, $n jobs entries)"
 [ "$p1" -gt 0 ] && [ "$p2" -gt 0 ] || mp_fail "could not read VmHWM"
@@ -421,7 +424,7 @@ exec 3<&-
 check "append after the crash: only the missing recipients queued" "j[\"accepted\"] == 400000 - $t1 and j[\"duplicates\"] == $t1 and j[\"state\"] == \"running\"" "$T/kx2.json"
 [ "$($R2 hget kx:campaign:kx-1 total)" = 400000 ] && [ "$($R2 hget kx:campaign:kx-1:counts queued)" = 400000 ] &&
 	[ "$($R2 hlen kx:campaign:kx-1:rcpt)" = 400000 ] || mp_fail "append after the crash: counters"
-n=$($R2 --raw xrange kx:jobs - + | grep -o '"to":' | wc -l)
+n=$($R2 --raw xrange kx:campaign:kx-1:jobs - + | grep -o '"to":' | wc -l)
 [ "$n" = 400000 ] || mp_fail "append after the crash: $n recipients in jobs, expected 400000"
 ok "every recipient queued exactly once in jobs (400000)"
 

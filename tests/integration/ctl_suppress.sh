@@ -124,7 +124,7 @@ rc = r("hkeys", "mp:campaign:sup1:rcpt")
 assert len(rc) == 19 and "u1@a.test" not in rc and "u2@a.test" not in rc and "p5@c.test" not in rc, rc
 assert "u3@a.test" in rc and "p1@c.test" in rc
 queued = []
-for line in r("xrange", "mp:jobs", "-", "+"):
+for line in r("xrange", "mp:campaign:sup1:jobs", "-", "+"):
     if line.startswith("["):
         queued += [e["to"] for e in json.loads(line)]
 assert sorted(queued) == sorted(rc), (queued, rc)

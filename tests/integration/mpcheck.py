@@ -155,9 +155,12 @@ def campaign(chk, red, camp, total, dups=False):
 
 
 def queues_empty(chk, red):
-    """Nothing left to do: no job in mp:jobs, no recipient in mp:retry."""
-    jobs, retry = red.r("xlen", "mp:jobs"), red.r("zcard", "mp:retry")
-    chk.check(jobs == ["0"], "jobs left: %s" % jobs)
+    """Nothing left to do: no job in mp:jobs or in a campaign's stream, no
+    recipient in mp:retry."""
+    streams = ["mp:jobs"] + sorted(red.r("keys", "mp:campaign:*:jobs"))
+    jobs = {k: red.r("xlen", k) for k in streams}
+    retry = red.r("zcard", "mp:retry")
+    chk.check(all(v == ["0"] for v in jobs.values()), "jobs left: %s" % jobs)
     chk.check(retry == ["0"], "retries left: %s" % retry)
 
 
