@@ -496,8 +496,8 @@ test_submit(void)
 	CHECK(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 53);
 	if (rep)
 		freeReplyObject(rep);
-	/* every jobs entry: one domain, at most 3 recipients, 53 in all */
-	ctl_redis_key(r, k, sizeof(k), CTL_K_JOBS);
+	/* every entry of the campaign's jobs stream: one domain, at most 3 recipients, 53 in all */
+	ctl_redis_key(r, k, sizeof(k), CTL_K_CJOBS, "sub-1");
 	rep = ctl_redis_cmd(r, "XRANGE %s - +", k);
 	CHECK(rep && rep->type == REDIS_REPLY_ARRAY);
 	if (rep && rep->type == REDIS_REPLY_ARRAY) {
