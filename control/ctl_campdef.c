@@ -638,12 +638,49 @@ ctl_campdef_finish(struct ctl_redis *r, const char *id, long long invalid_delta,
 
 static struct ctl_redis_script control_lua = { .src = ctl_lua_campaign_control };
 
+static int control_eval(struct ctl_redis *r, const char *id, const char *action,
+	const char *field, const char *value, char *old, char *neu, size_t cap,
+	char *err, size_t errlen);
+
 int
 ctl_campdef_control(struct ctl_redis *r, const char *id, const char *action,
 	char *old_state, char *new_state, size_t cap, char *err, size_t errlen)
 {
+	return control_eval(r, id, action, NULL, NULL, old_state, new_state, cap, err, errlen);
+}
+
+int
+ctl_campdef_update(struct ctl_redis *r, const char *id, const char *field, const char *value,
+	char *old_value, char *new_value, size_t cap, char *err, size_t errlen)
+{
+	char v[sizeof(((struct ctl_campdef *)0)->window)];
+
+	if (strcmp(field, "priority") == 0) {
+		if (ctl_prio_parse(value) == CTL_PRIO_LAST) {
+			ERR("priority '%.40s': expected transactional, normal or bulk", value);
+			return -EINVAL;
+		}
+	} else if (strcmp(field, "window") == 0) {
+		if (strcmp(value, "none") == 0 || value[0] == '\0') {
+			value = "";
+		} else if (strlen(value) >= sizeof(v) || !window_valid(value)) {
+			ERR("window '%.40s': expected HH:MM-HH:MM (UTC, start != end) or none", value);
+			return -EINVAL;
+		}
+	} else {
+		ERR("cannot set '%.40s' (priority or window)", field);
+		return -EINVAL;
+	}
+	return control_eval(r, id, "set", field, value, old_value, new_value, cap, err, errlen);
+}
+
+static int
+control_eval(struct ctl_redis *r, const char *id, const char *action,
+	const char *field, const char *value, char *old_state, char *new_state, size_t cap,
+	char *err, size_t errlen)
+{
 	char kc[CTL_KEY_MAX], kn[CTL_KEY_MAX], now[24];
-	const char *argv[4];
+	const char *argv[6];
 	redisReply *rep;
 	int rc = 0;
 
@@ -658,7 +695,9 @@ ctl_campdef_control(struct ctl_redis *r, const char *id, const char *action,
 	argv[1] = kn;
 	argv[2] = action;
 	argv[3] = now;
-	rep = ctl_redis_eval(r, &control_lua, 2, 4, argv, NULL);
+	argv[4] = field ? field : "";
+	argv[5] = value ? value : "";
+	rep = ctl_redis_eval(r, &control_lua, 2, field ? 6 : 4, argv, NULL);
 	if (rep == NULL) {
 		ERR("%s", ctl_redis_error(r));
 		return -EIO;
@@ -675,7 +714,8 @@ ctl_campdef_control(struct ctl_redis *r, const char *id, const char *action,
 		ERR("unknown campaign '%s' (no %s in redis %s)", id, kc, ctl_redis_where(r));
 		rc = -ENOENT;
 	} else if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "REFUSED ", 8) == 0) {
-		ERR("cannot %s campaign '%s': %s", action, id, rep->str + 8);
+		ERR("cannot %s%s%s%s campaign '%s': %s", action, field ? " the " : "",
+			field ? field : "", field ? " of" : "", id, rep->str + 8);
 		rc = -EPERM;
 	} else {
 		ERR("redis %s: %s", ctl_redis_where(r),

@@ -113,6 +113,17 @@ int ctl_campdef_control(struct ctl_redis *r, const char *id,
 	char *err, size_t errlen);
 
 /**
+ * Change a campaign's priority (transactional, normal, bulk) or send window
+ * (HH:MM-HH:MM UTC, or "none") while it is not done or cancelled. Daemons
+ * read it with their next campaign refresh (about a second).
+ * @return 0 with the old and new values filled, -EINVAL (bad field or
+ *         value), -ENOENT, -EPERM (done or cancelled), -EIO.
+ */
+int ctl_campdef_update(struct ctl_redis *r, const char *id, const char *field,
+	const char *value, char *old_value, char *new_value, size_t cap,
+	char *err, size_t errlen);
+
+/**
  * Read a stored campaign's definition back from its hash (for resuming an
  * interrupted submission) into c (initialised, empty).
  * @param state receives the campaign state

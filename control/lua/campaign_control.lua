@@ -2,14 +2,27 @@
 -- -> paused; resume: paused -> running (done at once when every
 -- recipient is final) if submitted_ms is set, else submitting; cancel:
 -- submitting|running|paused -> cancelled (with cancelled_ms). Repeating
--- an action is a no-op; anything else is refused.
--- KEYS: campaign, counts. ARGV: action, now_ms.
--- Returns {old, new} or an error reply "NOCAMPAIGN" / "REFUSED <why>".
+-- an action is a no-op; anything else is refused. set: changes the
+-- campaign's priority or window (ARGV[3] field, ARGV[4] value, checked by
+-- the caller) while it is not done or cancelled; daemons pick it up with
+-- their next campaign refresh.
+-- KEYS: campaign, counts. ARGV: action, now_ms[, field, value].
+-- Returns {old, new} (states, or the field's values for set) or an error
+-- reply "NOCAMPAIGN" / "REFUSED <why>".
 -- @include lib_final_count.lua
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return redis.error_reply('NOCAMPAIGN') end
 local a = ARGV[1]
 local new = st
+if a == 'set' then
+  local f = ARGV[3]
+  if f ~= 'priority' and f ~= 'window' then return redis.error_reply('REFUSED cannot set ' .. f) end
+  if st == 'done' or st == 'cancelled' then return redis.error_reply('REFUSED campaign is ' .. st) end
+  local old = redis.call('HGET', KEYS[1], f) or ''
+  if old == '' and f == 'priority' then old = 'normal' end
+  redis.call('HSET', KEYS[1], f, ARGV[4])
+  return {old, ARGV[4]}
+end
 if a == 'pause' then
   if st == 'submitting' or st == 'running' then new = 'paused'
   elseif st ~= 'paused' then return redis.error_reply('REFUSED campaign is ' .. st) end

@@ -50,6 +50,8 @@ static const char usage_text[] =
 "        --tls none|opportunistic|required|verify\n"
 "        --tls-override DOMAIN=POLICY (repeatable) --window HH:MM-HH:MM\n"
 "        --max-age SECONDS --return-path ADDR (MAIL FROM; default --from)\n"
+"        --priority transactional|normal|bulk (intake share 8:4:1;\n"
+"        default normal)\n"
 "        --dkim-domain DOMAIN (DKIM d=; default the --from domain)\n"
 "        --verp (per-recipient return path: LOCAL+rlocal=rdomain@DOMAIN)\n"
 "      --append ID: resume an interrupted submission of campaign ID with\n"
@@ -61,6 +63,8 @@ static const char usage_text[] =
 "  report tls [--domain DOMAIN] [--top N]\n"
 "  report campaign ID [--top N]\n"
 "  pause ID | resume ID | cancel ID\n"
+"  priority ID transactional|normal|bulk | window ID HH:MM-HH:MM|none\n"
+"      change a campaign that is not done; daemons follow within a second\n"
 "  list [--limit N]\n"
 "  suppress add DOMAIN ADDRESS... [--reason R] [--source S]\n"
 "  suppress remove DOMAIN ADDRESS... | suppress list DOMAIN\n"
@@ -430,6 +434,8 @@ cmd_submit(int argc, char **argv)
 			memcpy(o.camp.tls_policy, base.tls_policy, sizeof(base.tls_policy));
 		if (o.camp.window[0] == '\0')
 			memcpy(o.camp.window, base.window, sizeof(base.window));
+		if (o.camp.priority[0] == '\0')
+			memcpy(o.camp.priority, base.priority, sizeof(base.priority));
 		if (!o.camp.verp)
 			o.camp.verp = base.verp;
 		if (o.camp.max_age_s == CTL_MAX_AGE_DEFAULT)
@@ -943,6 +949,35 @@ cmd_control(const char *action, int argc, char **argv)
 		printf("campaign %s already %s\n", argv[0], neu);
 	} else {
 		printf("campaign %s: %s -> %s\n", argv[0], old, neu);
+	}
+	return EX_OK;
+}
+
+static int
+cmd_set(const char *field, int argc, char **argv)
+{
+	struct ctl_redis *r;
+	char err[512], old[32], neu[32];
+	int rc;
+
+	if (argc != 2)
+		die_usage("%s: expected a campaign id and a value", field);
+	r = connect_redis();
+	rc = ctl_campdef_update(r, argv[0], field, argv[1], old, neu, sizeof(old), err, sizeof(err));
+	ctl_redis_close(r);
+	if (rc < 0) {
+		fprintf(stderr, "mailpumpctl: %s\n", err);
+		return rc_exit(rc);
+	}
+	if (o.json) {
+		json_t *j = json_pack("{s:s s:s s:s s:s}", "id", argv[0], "field", field,
+			"old", old, "new", neu);
+
+		print_json(j);
+		json_decref(j);
+	} else {
+		printf("campaign %s: %s %s -> %s\n", argv[0], field, old[0] ? old : "none",
+			neu[0] ? neu : "none");
 	}
 	return EX_OK;
 }
@@ -1547,7 +1582,7 @@ cmd_dead_letters(int argc, char **argv)
 enum {
 	OPT_REDIS = 256, OPT_NS, OPT_JSON, OPT_CAMPAIGN, OPT_ID, OPT_FROM,
 	OPT_FROM_NAME, OPT_REPLY_TO, OPT_RETURN_PATH, OPT_DKIM_DOMAIN, OPT_VERP, OPT_SUBJECT, OPT_TEXT, OPT_HTML, OPT_HEADER,
-	OPT_UNSUB, OPT_TLS, OPT_TLS_OVR, OPT_WINDOW, OPT_MAX_AGE, OPT_FORMAT,
+	OPT_UNSUB, OPT_TLS, OPT_TLS_OVR, OPT_WINDOW, OPT_PRIORITY, OPT_MAX_AGE, OPT_FORMAT,
 	OPT_STRICT, OPT_BATCH, OPT_QUIET, OPT_MAX_ERRORS, OPT_INTERVAL,
 	OPT_TIMEOUT, OPT_DOMAIN, OPT_TOP, OPT_LIMIT, OPT_HELP, OPT_APPEND,
 	OPT_REASON, OPT_SOURCE, OPT_COUNT,
@@ -1573,6 +1608,7 @@ static const struct option longopts[] = {
 	{ "tls", required_argument, NULL, OPT_TLS },
 	{ "tls-override", required_argument, NULL, OPT_TLS_OVR },
 	{ "window", required_argument, NULL, OPT_WINDOW },
+	{ "priority", required_argument, NULL, OPT_PRIORITY },
 	{ "max-age", required_argument, NULL, OPT_MAX_AGE },
 	{ "format", required_argument, NULL, OPT_FORMAT },
 	{ "strict", no_argument, NULL, OPT_STRICT },
@@ -1657,6 +1693,7 @@ main(int argc, char **argv)
 		case OPT_UNSUB: camp_set("unsubscribe", optarg); break;
 		case OPT_TLS: camp_set("tls_policy", optarg); break;
 		case OPT_WINDOW: camp_set("window", optarg); break;
+		case OPT_PRIORITY: camp_set("priority", optarg); break;
 		case OPT_MAX_AGE: camp_set("max_age_s", optarg); break;
 		case OPT_HEADER:
 			o.camp_opts = 1;
@@ -1720,6 +1757,8 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
 	    strcmp(cmd, "cancel") == 0)
 		return cmd_control(cmd, argc, argv);
+	if (strcmp(cmd, "priority") == 0 || strcmp(cmd, "window") == 0)
+		return cmd_set(cmd, argc, argv);
 	if (strcmp(cmd, "list") == 0)
 		return cmd_list(argc, argv);
 	if (strcmp(cmd, "suppress") == 0)

@@ -181,11 +181,39 @@ has "unknown campaign key named" "$T/s7.err" "unknown setting 'subjct'"
 "$CTL" --json pause "$ID1" >"$T/p2.json" || mp_fail "second pause"
 check "pause twice is a no-op" 'j["state"] == "paused" and j["changed"] is False' "$T/p2.json"
 "$CTL" resume "$ID1" >/dev/null && [ "$($R hget mp:campaign:$ID1 state)" = running ] || mp_fail "resume"
+# --- priority and window of a live campaign ---
+[ "$($R hget mp:campaign:$ID1 priority)" = normal ] || mp_fail "default priority is not stored as normal"
+"$CTL" --json priority "$ID1" transactional >"$T/pr1.json" || mp_fail "priority"
+check "priority changed" 'j["old"] == "normal" and j["new"] == "transactional"' "$T/pr1.json"
+[ "$($R hget mp:campaign:$ID1 priority)" = transactional ] || mp_fail "priority not stored"
+rc=0; "$CTL" priority "$ID1" urgent 2>"$T/pr2.err" >/dev/null || rc=$?
+expect_rc "unknown priority" 1 $rc
+has "unknown priority named" "$T/pr2.err" "priority 'urgent': expected transactional, normal or bulk"
+rc=0; "$CTL" priority no-such-campaign bulk 2>"$T/pr3.err" >/dev/null || rc=$?
+expect_rc "priority of an unknown campaign" 3 $rc
+"$CTL" window "$ID1" 08:00-17:30 >/dev/null || mp_fail "window"
+[ "$($R hget mp:campaign:$ID1 window)" = 08:00-17:30 ] || mp_fail "window not stored"
+"$CTL" window "$ID1" none >/dev/null || mp_fail "window none"
+[ -z "$($R hget mp:campaign:$ID1 window)" ] || mp_fail "window none not stored as empty"
+rc=0; "$CTL" window "$ID1" 09:00-09:00 2>"$T/pr4.err" >/dev/null || rc=$?
+expect_rc "empty window" 1 $rc
+has "window checked" "$T/pr4.err" "window '09:00-09:00'"
+ok "priority and window changed at run time"
+IDP=$(printf 'email\np@p.test\n' | "$CTL" submit --quiet "${CAMP[@]}" --priority bulk - 2>/dev/null) ||
+	mp_fail "submit --priority"
+[ "$($R hget mp:campaign:$IDP priority)" = bulk ] || mp_fail "submit --priority bulk not stored"
+rc=0; printf 'email\np@p.test\n' | "$CTL" submit --quiet "${CAMP[@]}" --priority high - 2>"$T/pr5.err" >/dev/null || rc=$?
+expect_rc "submit with an unknown priority" 1 $rc
+has "submit --priority checked" "$T/pr5.err" "priority 'high'"
+ok "submit --priority"
 "$CTL" --json cancel "$ID1" >"$T/p3.json" || mp_fail "cancel"
 check "cancel" 'j["old_state"] == "running" and j["state"] == "cancelled"' "$T/p3.json"
 rc=0; "$CTL" resume "$ID1" 2>"$T/p4.err" >/dev/null || rc=$?
 expect_rc "resume after cancel" 1 $rc
 has "resume of a cancelled campaign refused" "$T/p4.err" "cannot resume campaign '$ID1': campaign is cancelled"
+rc=0; "$CTL" priority "$ID1" bulk 2>"$T/p4b.err" >/dev/null || rc=$?
+expect_rc "priority after cancel" 1 $rc
+has "priority of a cancelled campaign refused" "$T/p4b.err" "cannot set the priority of campaign '$ID1': campaign is cancelled"
 # submitting into a cancelled campaign stops
 $R hset mp:campaign:spring-1 state done >/dev/null
 rc=0; "$CTL" pause spring-1 2>"$T/p5.err" >/dev/null || rc=$?

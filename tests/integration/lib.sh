@@ -70,6 +70,8 @@ mp_fail() {
 	for f in "$MP_TMP"/*.log; do
 		[ -f "$f" ] && { echo "--- $f"; tail -30 "$f"; } >&2
 	done
+	# again last: meson shows only the end of a long log
+	echo "FAIL: $*" >&2
 	exit 1
 }
 
