@@ -37,7 +37,7 @@
 #define LOGW(...) MP_LOG(MP_LOG_WARN, "ctl_intake", __VA_ARGS__)
 #define LOGI(...) MP_LOG(MP_LOG_INFO, "ctl_intake", __VA_ARGS__)
 
-#define SRCS_EVERY_MS 1000	/* NS active re-read */
+#define SRCS_EVERY_MS 250	/* NS active re-read: how soon a new campaign is seen */
 #define DRAIN_MS 250		/* an empty stream's rest from non-blocking reads */
 #define BLOCK_STREAMS 256	/* streams one blocking read waits on */
 #define HELD_CAP 4		/* held batches at most this × max_batches */

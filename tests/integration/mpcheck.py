@@ -94,13 +94,15 @@ def untrace(data):
 
 
 class Redis:
-    """redis-cli --raw against 127.0.0.1:port inside network namespace ns."""
+    """redis-cli --raw against 127.0.0.1:port inside network namespace ns
+    (None: this one)."""
 
     def __init__(self, ns, port):
         self.ns, self.port = ns, str(port)
 
     def r(self, *a):
-        return subprocess.run(["ip", "netns", "exec", self.ns, "redis-cli", "-p", self.port, "--raw"] +
+        pre = ["ip", "netns", "exec", self.ns] if self.ns else []
+        return subprocess.run(pre + ["redis-cli", "-p", self.port, "--raw"] +
                               list(a), capture_output=True, text=True, check=True).stdout.splitlines()
 
     def hall(self, key):
