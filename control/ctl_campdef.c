@@ -30,6 +30,7 @@ ctl_campdef_init(struct ctl_campdef *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->max_age_s = CTL_MAX_AGE_DEFAULT;
+	c->retention_s = CTL_RETENTION_DEFAULT;
 }
 
 void
@@ -222,6 +223,23 @@ ctl_campdef_set(struct ctl_campdef *c, const char *key, const char *v,
 		c->max_age_s = n;
 		return 0;
 	}
+	if (strcmp(key, "retention_s") == 0) {
+		/* seconds, or a number with s, m, h or d */
+		char *end;
+		long long n = strtoll(v, &end, 10), unit = 1;
+
+		if (end != v && *end && end[1] == '\0') {
+			unit = *end == 'd' ? 86400 : *end == 'h' ? 3600 : *end == 'm' ? 60 :
+				*end == 's' ? 1 : 0;
+			end += unit != 0;
+		}
+		if (end == v || *end || n < 0 || n > 10LL * 365 * 86400 / (unit ? unit : 1)) {
+			ERR("campaign: retention '%s': expected seconds (or Nd, Nh, Nm), 0 = keep for ever, at most 10 years", v);
+			return -EINVAL;
+		}
+		c->retention_s = n * unit;
+		return 0;
+	}
 	ERR("campaign: unknown setting '%s'", key);
 	return -EINVAL;
 }
@@ -337,7 +355,8 @@ ctl_campdef_load_json(struct ctl_campdef *c, const char *path, char *err,
 		}
 		if (strcmp(key, "verp") == 0 && json_is_boolean(v)) {
 			rc = ctl_campdef_set(c, key, json_is_true(v) ? "1" : "0", e2, sizeof(e2));
-		} else if (strcmp(key, "max_age_s") == 0 && json_is_integer(v)) {
+		} else if ((strcmp(key, "max_age_s") == 0 || strcmp(key, "retention_s") == 0) &&
+			   json_is_integer(v)) {
 			snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
 			rc = ctl_campdef_set(c, key, num, e2, sizeof(e2));
 		} else if (!json_is_string(v)) {
@@ -527,7 +546,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	int64_t now_ms, char *err, size_t errlen)
 {
 	char kc[CTL_KEY_MAX], kz[CTL_KEY_MAX], kn[CTL_KEY_MAX], kj[CTL_KEY_MAX], ka[CTL_KEY_MAX];
-	char created[24], maxage[24];
+	char created[24], maxage[24], retain[24];
 	char *hdrs = json_str_or_empty(c->headers);
 	char *ovr = json_str_or_empty(c->tls_overrides);
 	const char *argv[64];
@@ -547,6 +566,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	ctl_redis_key(r, ka, sizeof(ka), CTL_K_ACTIVE);
 	snprintf(created, sizeof(created), "%lld", (long long)now_ms);
 	snprintf(maxage, sizeof(maxage), "%lld", c->max_age_s);
+	snprintf(retain, sizeof(retain), "%lld", c->retention_s);
 #define KV(k, v) do { argv[n++] = (k); argv[n++] = nz(v); } while (0)
 	argv[n++] = kc;
 	argv[n++] = kz;
@@ -573,6 +593,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	KV(CTL_F_WINDOW, c->window);
 	KV(CTL_F_PRIORITY, c->priority[0] ? c->priority : "normal");
 	KV(CTL_F_MAX_AGE, maxage);
+	KV(CTL_F_RETENTION, retain);
 	KV(CTL_F_STATE, "submitting");
 	KV(CTL_F_CREATED, created);
 	KV(CTL_F_TOTAL, "0");
@@ -604,20 +625,24 @@ int
 ctl_campdef_finish(struct ctl_redis *r, const char *id, long long invalid_delta,
 	char *state, size_t cap, char *err, size_t errlen)
 {
-	char kc[CTL_KEY_MAX], kn[CTL_KEY_MAX], now[24], inv[24];
-	const char *argv[4];
+	char kc[CTL_KEY_MAX], kn[CTL_KEY_MAX], kr[CTL_KEY_MAX], kj[CTL_KEY_MAX], now[24], inv[24];
+	const char *argv[6];
 	redisReply *rep;
 	int rc = 0;
 
 	ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, id);
 	ctl_redis_key(r, kn, sizeof(kn), CTL_K_COUNTS, id);
+	ctl_redis_key(r, kr, sizeof(kr), CTL_K_RCPT, id);
+	ctl_redis_key(r, kj, sizeof(kj), CTL_K_CJOBS, id);
 	snprintf(now, sizeof(now), "%lld", (long long)ctl_now_ms());
 	snprintf(inv, sizeof(inv), "%lld", invalid_delta);
 	argv[0] = kc;
 	argv[1] = kn;
-	argv[2] = now;
-	argv[3] = inv;
-	rep = ctl_redis_eval(r, &finish_lua, 2, 4, argv, NULL);
+	argv[2] = kr;
+	argv[3] = kj;
+	argv[4] = now;
+	argv[5] = inv;
+	rep = ctl_redis_eval(r, &finish_lua, 4, 6, argv, NULL);
 	if (rep == NULL) {
 		ERR("%s", ctl_redis_error(r));
 		return -EIO;
@@ -679,8 +704,8 @@ control_eval(struct ctl_redis *r, const char *id, const char *action,
 	const char *field, const char *value, char *old_state, char *new_state, size_t cap,
 	char *err, size_t errlen)
 {
-	char kc[CTL_KEY_MAX], kn[CTL_KEY_MAX], now[24];
-	const char *argv[6];
+	char kc[CTL_KEY_MAX], kn[CTL_KEY_MAX], kr[CTL_KEY_MAX], kj[CTL_KEY_MAX], now[24];
+	const char *argv[8];
 	redisReply *rep;
 	int rc = 0;
 
@@ -691,13 +716,17 @@ control_eval(struct ctl_redis *r, const char *id, const char *action,
 	ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, id);
 	ctl_redis_key(r, kn, sizeof(kn), CTL_K_COUNTS, id);
 	snprintf(now, sizeof(now), "%lld", (long long)ctl_now_ms());
+	ctl_redis_key(r, kr, sizeof(kr), CTL_K_RCPT, id);
+	ctl_redis_key(r, kj, sizeof(kj), CTL_K_CJOBS, id);
 	argv[0] = kc;
 	argv[1] = kn;
-	argv[2] = action;
-	argv[3] = now;
-	argv[4] = field ? field : "";
-	argv[5] = value ? value : "";
-	rep = ctl_redis_eval(r, &control_lua, 2, field ? 6 : 4, argv, NULL);
+	argv[2] = kr;
+	argv[3] = kj;
+	argv[4] = action;
+	argv[5] = now;
+	argv[6] = field ? field : "";
+	argv[7] = value ? value : "";
+	rep = ctl_redis_eval(r, &control_lua, 4, field ? 8 : 6, argv, NULL);
 	if (rep == NULL) {
 		ERR("%s", ctl_redis_error(r));
 		return -EIO;
@@ -750,7 +779,8 @@ ctl_campdef_load_redis(struct ctl_redis *r, const char *id, struct ctl_campdef *
 {
 	static const char *const strs[] = {
 		"from", "from_name", "reply_to", "subject", "text", "html",
-		"unsubscribe", "tls_policy", "window", "priority", "max_age_s", "return_path", "verp", "dkim_domain",
+		"unsubscribe", "tls_policy", "window", "priority", "max_age_s", "retention_s", "return_path",
+		"verp", "dkim_domain",
 	};
 	char kc[CTL_KEY_MAX], e2[400];
 	const char *v;

@@ -37,6 +37,7 @@ struct ctl_campdef {
 	char window[16];           /* "HH:MM-HH:MM" UTC or "" */
 	char priority[16];         /* transactional|normal|bulk; "" = normal */
 	long long max_age_s;
+	long long retention_s;	/**< TTL of its keys after done/cancelled (0 = never) */
 };
 
 void ctl_campdef_init(struct ctl_campdef *c);
@@ -45,7 +46,7 @@ void ctl_campdef_fini(struct ctl_campdef *c);
 /**
  * Merge a campaign JSON file into c (keys: id, from, from_name, reply_to,
  * subject, text, html, text_file, html_file, headers, unsubscribe,
- * tls_policy, tls_overrides, window, priority, max_age_s, return_path, verp, dkim_domain; *_file paths are relative
+ * tls_policy, tls_overrides, window, priority, max_age_s, retention_s, return_path, verp, dkim_domain; *_file paths are relative
  * to the file's directory). Unknown keys are errors (typos must not pass).
  * @return 0 or -EINVAL/-ENOENT with err naming the file and key.
  */

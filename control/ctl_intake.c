@@ -36,6 +36,7 @@
 
 #define LOGW(...) MP_LOG(MP_LOG_WARN, "ctl_intake", __VA_ARGS__)
 #define LOGI(...) MP_LOG(MP_LOG_INFO, "ctl_intake", __VA_ARGS__)
+#define LOGD(...) MP_LOG(MP_LOG_DEBUG, "ctl_intake", __VA_ARGS__)
 
 #define SRCS_EVERY_MS 250	/* NS active re-read: how soon a new campaign is seen */
 #define DRAIN_MS 250		/* an empty stream's rest from non-blocking reads */
@@ -96,7 +97,10 @@ src_free(struct ctl_sched *s, struct ssrc *q)
 	free(q);
 }
 
-/* The consumer group on the stream (created at ID 0 when missing). */
+/* The consumer group on the stream (created at ID 0 when missing). A
+ * stream that is not there is not made: it expired with its campaign
+ * (lib_retain.lua) or has had no entry yet; either way there is nothing
+ * to read, and source_gc.lua retires a gone campaign's id. */
 static int
 src_group(struct ctl_sched *s, struct ssrc *q)
 {
@@ -106,12 +110,14 @@ src_group(struct ctl_sched *s, struct ssrc *q)
 		return s->group_ok;	/* ctl_rc_ready() keeps that one */
 	if (q->group_ok)
 		return 1;
-	r = CTL_RC_CMD(s, "XGROUP CREATE %s %s 0 MKSTREAM", q->key, s->group);
+	r = CTL_RC_CMD(s, "XGROUP CREATE %s %s 0", q->key, s->group);
 	if (r == NULL) {
 		ctl_rc_failed(s, "xgroup");
 		return 0;
 	}
-	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
+	if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "requires the key to exist") != NULL)
+		LOGD("event=stream_absent stream=%s", q->key);
+	else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
 		LOGW("event=xgroup_failed stream=%s err=\"%s\"", q->key, r->str);
 	else
 		q->group_ok = 1;

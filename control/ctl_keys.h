@@ -38,6 +38,7 @@
 #define CTL_EVENTS_MAXLEN   "1000000"            /* XADD events MAXLEN ~ */
 #define CTL_BATCH_DEFAULT   100                  /* recipients per jobs entry */
 #define CTL_MAX_AGE_DEFAULT 432000               /* seconds (5 days) */
+#define CTL_RETENTION_DEFAULT 2592000            /* seconds (30 days) after done */
 #define CTL_CLAIM_IDLE_MS   60000                /* XAUTOCLAIM min-idle */
 #define CTL_DEAD_MAXLEN     100000               /* XADD jobs:dead MAXLEN ~ */
 /* merge fields per recipient: what submit accepts is what dispatch passes */
@@ -61,6 +62,8 @@
 #define CTL_F_WINDOW        "window"             /* "HH:MM-HH:MM" UTC or "" */
 #define CTL_F_PRIORITY      "priority"           /* transactional, normal (default), bulk */
 #define CTL_F_MAX_AGE       "max_age_s"
+#define CTL_F_RETENTION     "retention_s"        /* keys expire this long after done/cancelled; 0 = never */
+#define CTL_F_EXPIRES_MS    "expires_ms"         /* set with that TTL: when they go */
 #define CTL_F_STATE         "state"
 #define CTL_F_CREATED       "created_ms"
 #define CTL_F_SUBMITTED     "submitted_ms"       /* set when submission ended */

@@ -566,21 +566,30 @@ ctl_report_list(struct ctl_redis *r, int limit, json_t **out, char *err, size_t 
 		redisReply *h;
 
 		ctl_redis_key(r, kc, sizeof(kc), CTL_K_CAMPAIGN, ids->element[i]->str);
-		h = ctl_redis_cmd(r, "HMGET %s state created_ms total subject", kc);
+		h = ctl_redis_cmd(r, "HMGET %s state created_ms total subject expires_ms", kc);
 		if (h == NULL) {
 			ERR("%s", ctl_redis_error(r));
 			freeReplyObject(ids);
 			json_decref(arr);
 			return -EIO;
 		}
-		if (h->type == REDIS_REPLY_ARRAY && h->elements == 4 &&
+		if (h->type == REDIS_REPLY_ARRAY && h->elements == 5 &&
 		    h->element[0]->type == REDIS_REPLY_STRING) {
-			json_array_append_new(arr, json_pack("{s:s s:s s:I s:I s:s}",
+			json_array_append_new(arr, json_pack("{s:s s:s s:I s:I s:s s:I}",
 				"id", ids->element[i]->str,
 				"state", h->element[0]->str,
 				"created_ms", (json_int_t)(h->element[1]->str ? strtoll(h->element[1]->str, NULL, 10) : 0),
 				"total", (json_int_t)(h->element[2]->str ? strtoll(h->element[2]->str, NULL, 10) : 0),
-				"subject", h->element[3]->str ? h->element[3]->str : ""));
+				"subject", h->element[3]->str ? h->element[3]->str : "",
+				"expires_ms", (json_int_t)(h->element[4]->str ? strtoll(h->element[4]->str, NULL, 10) : 0)));
+		} else if (h->type == REDIS_REPLY_ARRAY && h->elements == 5 &&
+			   h->element[0]->type == REDIS_REPLY_NIL) {
+			/* its retention ended (campaign_create.lua writes the hash
+			 * and this entry together): forget the id */
+			redisReply *z = ctl_redis_cmd(r, "ZREM %s %s", kz, ids->element[i]->str);
+
+			if (z)
+				freeReplyObject(z);
 		}
 		freeReplyObject(h);
 	}

@@ -216,20 +216,21 @@ op_record(struct ctl_sched *s, enum sop_kind kind, struct srcpt *r,
 {
 	const char *cid = r->b->camp->id;
 	uint64_t now = ctl_sched_now(s);
-	struct sop *op = op_new(kind, SC_FINAL, 2 + 6 + 17);
+	struct sop *op = op_new(kind, SC_FINAL, 2 + 7 + 17);
 	char *js;
 
 	if (op == NULL)
 		abort();
 	op->r = r;
 	snprintf(op->state, sizeof(op->state), "%s", state);
-	op->nkeys = 6;
+	op->nkeys = 7;
 	op_argf(op, "%scampaign:%s:rcpt", s->ns, cid);
 	op_argf(op, "%scampaign:%s:counts", s->ns, cid);
 	op_argf(op, "%scampaign:%s", s->ns, cid);
 	op_arg(op, s->k_events);
 	op_arg(op, s->k_retry);
 	op_arg(op, r->b->camp->k_sup);
+	op_argf(op, "%s" CTL_K_CJOBS, s->ns, cid);
 	*cls = record_class(s, state, res);
 	js = rcpt_json(state, attempts, res, mx, now, *cls);
 	op_arg(op, r->addr);

@@ -111,6 +111,8 @@ ctl_sched_new(const struct ctl_sched_conf *conf, char *err, size_t errlen)
 		s->conf.route_ttl_ms = 60000;
 	if (s->conf.events_maxlen == 0)
 		s->conf.events_maxlen = 1000000;
+	if (s->conf.events_max_age_ms == 0)
+		s->conf.events_max_age_ms = 7 * 86400000ull;
 	if (s->conf.dead_maxlen == 0)
 		s->conf.dead_maxlen = CTL_DEAD_MAXLEN;
 	if (s->conf.backend_slots == 0)
@@ -1495,6 +1497,33 @@ ctl_sched_finished(struct ctl_sched *s, int until_idle)
 	return local_idle && s->nbatches == 0 && s->last_read_empty && s->redis_idle;
 }
 
+/* The events stream by age as well as by length (rcpt_final.lua's MAXLEN):
+ * XTRIM MINID ~ drops whole macro nodes older than the bound, cheap when
+ * there is nothing to drop. Every daemon does it; it is idempotent. */
+static void
+events_trim(struct ctl_sched *s)
+{
+	/* entry ids are Redis's wall clock, not the scheduler's */
+	uint64_t now = (uint64_t)ctl_now_ms();
+	redisReply *r;
+
+	if (s->conf.events_max_age_ms == UINT64_MAX || now <= s->conf.events_max_age_ms ||
+	    !ctl_rc_ready(s))
+		return;
+	r = ctl_redis_cmd(s->rc, "XTRIM %s MINID ~ %" PRIu64 "-0", s->k_events,
+		now - s->conf.events_max_age_ms);
+	if (r == NULL) {
+		ctl_rc_failed(s, "events_trim");
+		return;
+	}
+	if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+		s->st.events_trimmed += (uint64_t)r->integer;
+		LOGI("event=events_trimmed entries=%lld max_age_s=%" PRIu64, r->integer,
+			s->conf.events_max_age_ms / 1000);
+	}
+	freeReplyObject(r);
+}
+
 int
 ctl_sched_step(struct ctl_sched *s, int wait_ms)
 {
@@ -1514,6 +1543,10 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 			s->claim_mono = mono + (int64_t)s->conf.claim_every_ms;
 		}
 		lock_renew(s, mono);
+		if (mono >= s->trim_mono) {
+			events_trim(s);
+			s->trim_mono = mono + 60000;
+		}
 		if (mono >= s->refresh_mono) {
 			refresh(s);
 			s->refresh_mono = mono + (int64_t)s->conf.refresh_every_ms / 2 + 1;
@@ -1593,14 +1626,15 @@ ctl_sched_stats_json(struct ctl_sched *s, FILE *f)
 		",\"retry_moved\":%" PRIu64 ",\"redis_errors\":%" PRIu64 ",\"reconnects\":%" PRIu64
 		",\"held\":%u,\"sender_refusals\":%" PRIu64 ",\"suppressed\":%" PRIu64
 		",\"suppress_added\":%" PRIu64 ",\"dead_letters\":%" PRIu64 ",\"leases_lost\":%" PRIu64
-		",\"lease_waits\":%" PRIu64 ",\"batches_parked\":%" PRIu64 ",\"classes\":{",
+		",\"lease_waits\":%" PRIu64 ",\"batches_parked\":%" PRIu64
+		",\"events_trimmed\":%" PRIu64 ",\"classes\":{",
 		s->consumer, st->batches_read, st->batches_claimed, st->batches_acked,
 		st->batches_bad, st->rcpts_in, st->rcpts_skipped, st->orders, st->msgs_dispatched,
 		st->delivered, st->bounced, st->failed, st->deferred, st->cancelled, st->expired,
 		st->dup_final, st->mx_fallbacks, st->plaintext_retries, st->retry_moved,
 		st->redis_errors, st->reconnects, ctl_sched_held(s), st->sender_refusals,
 		st->suppressed, st->suppress_added, st->dead_letters, st->leases_lost,
-		st->lease_waits, st->batches_parked);
+		st->lease_waits, st->batches_parked, st->events_trimmed);
 	for (unsigned i = 0; i < CTL_BC_LAST; i++)
 		fprintf(f, "%s\"%s\":%" PRIu64, i ? "," : "",
 			ctl_bounce_class_name((enum ctl_bounce_class)i), st->by_class[i]);

@@ -49,6 +49,8 @@ struct ctl_sched_conf {
 	uint64_t state_every_ms;	/**< campaign state re-read, default 1000 */
 	uint64_t route_ttl_ms;		/**< route kept per domain, default 60000 */
 	unsigned events_maxlen;		/**< events stream MAXLEN ~, default 1000000 */
+	uint64_t events_max_age_ms;	/**< events older than this trimmed (XTRIM MINID ~,
+					     once a minute), default 7 days; UINT64_MAX = never */
 	unsigned dead_maxlen;		/**< jobs:dead stream MAXLEN ~, default 100000 */
 	/** Unix-ms clock for retries, shaping, windows (NULL = real). */
 	uint64_t (*now_ms)(void *arg);
@@ -99,6 +101,7 @@ struct ctl_sched_stats {
 	uint64_t leases_lost;		/**< entries another consumer claimed from us */
 	uint64_t lease_waits;		/**< dispatch passes that skipped a batch with a stale lease */
 	uint64_t batches_parked;	/**< shared-stream entries moved to a paused campaign's stream */
+	uint64_t events_trimmed;	/**< events entries dropped for their age */
 	uint64_t by_class[12];		/**< records of non-deliveries by ctl_bounce class
 					     (CTL_BC_LAST of them; deferrals count each time) */
 };

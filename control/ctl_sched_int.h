@@ -197,7 +197,7 @@ struct ctl_sched {
 	struct somap *omaps;		/* orders at the backend */
 	unsigned orders_out;		/* orders at the backend */
 	uint64_t rng;
-	int64_t claim_mono, refresh_mono, idle_mono, gc_mono;
+	int64_t claim_mono, refresh_mono, idle_mono, gc_mono, trim_mono;
 	uint64_t retry_at, read_at;	/* scheduler clock */
 	int last_read_empty;
 	int redis_idle;			/* last check: no pending, no retries */

@@ -58,6 +58,8 @@ ctl_dconf_defaults(struct ctl_dconf *d)
 	d->min_idle_ms = 60000;
 	d->batches = 64;
 	d->dead_maxlen = 100000;
+	d->events_maxlen = 1000000;
+	d->events_max_age_ms = 7 * 86400000ull;
 	d->transport = CTL_TRANSPORT_DPDK;
 	d->grace_ms = 30000;
 	d->abort_wait_ms = 5000;
@@ -327,6 +329,9 @@ ctl_dconf_load(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errle
 	MS("redis", "claim_min_idle", 1000, 86400000ull, d->min_idle_ms, d->min_idle_ms);
 	U("redis", "batches", 1, 100000, d->batches, d->batches);
 	U("redis", "dead_maxlen", 100, 100000000, d->dead_maxlen, d->dead_maxlen);
+	U("redis", "events_maxlen", 1000, 1000000000, d->events_maxlen, d->events_maxlen);
+	MS("redis", "events_max_age", 60000, 10 * 365 * 86400000ull, d->events_max_age_ms,
+		d->events_max_age_ms);
 
 	/* [daemon] */
 	if (ctl_conf_get_enum(cf, "daemon", "transport", transports, d->transport,

@@ -35,6 +35,8 @@ struct ctl_dconf {
 	uint64_t min_idle_ms;
 	unsigned batches;
 	unsigned dead_maxlen;		/* jobs:dead stream MAXLEN ~ */
+	unsigned events_maxlen;		/* events stream MAXLEN ~ */
+	uint64_t events_max_age_ms;	/* events stream trimmed by age */
 	/* [daemon] */
 	int transport;			/* enum ctl_dconf_transport */
 	uint64_t grace_ms;

@@ -703,6 +703,8 @@ main(int argc, char **argv)
 	sc.min_idle_ms = dc.min_idle_ms;
 	sc.max_batches = dc.batches;
 	sc.dead_maxlen = dc.dead_maxlen;
+	sc.events_maxlen = dc.events_maxlen;
+	sc.events_max_age_ms = dc.events_max_age_ms;
 	sc.dns = dns;
 	sc.shape = shape;
 	sc.retry = dc.retry;

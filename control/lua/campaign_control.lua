@@ -6,10 +6,12 @@
 -- campaign's priority or window (ARGV[3] field, ARGV[4] value, checked by
 -- the caller) while it is not done or cancelled; daemons pick it up with
 -- their next campaign refresh.
--- KEYS: campaign, counts. ARGV: action, now_ms[, field, value].
+-- Done or cancelled starts the campaign's retention (lib_retain.lua).
+-- KEYS: campaign, counts, rcpt, jobs stream. ARGV: action, now_ms[, field, value].
 -- Returns {old, new} (states, or the field's values for set) or an error
 -- reply "NOCAMPAIGN" / "REFUSED <why>".
 -- @include lib_final_count.lua
+-- @include lib_retain.lua
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return redis.error_reply('NOCAMPAIGN') end
 local a = ARGV[1]
@@ -42,5 +44,6 @@ if new ~= st then
   end
   redis.call('HSET', KEYS[1], 'state', new)
   if new == 'cancelled' then redis.call('HSET', KEYS[1], 'cancelled_ms', ARGV[2]) end
+  if new == 'cancelled' or new == 'done' then retain({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, ARGV[2]) end
 end
 return {st, new}

@@ -8,14 +8,17 @@
 -- A bounce given a suppression entry (the caller gives one only for an
 -- address class: invalid_recipient, bad_domain) adds the address to the
 -- sender domain's suppression list in the same call, unless it is listed
--- already (an unsubscribe keeps its reason).
--- KEYS: rcpt hash, counts, campaign, events, retry, suppress:<sender domain>.
+-- already (an unsubscribe keeps its reason). Done starts the campaign's
+-- retention (lib_retain.lua).
+-- KEYS: rcpt hash, counts, campaign, events, retry, suppress:<sender domain>,
+--       the campaign's jobs stream.
 -- ARGV: addr, json, state, campaign, code, esc, text, tls_version,
 --       tls_cipher, ts_ms, maxlen, attempts delta, due_ms, retry member,
 --       bounce class ("" for a delivery), suppression field (the address
 --       lower-cased), suppression entry JSON ("" = none).
 -- Returns 1 written, 0 already final, -1 no such recipient.
 -- @include lib_final_count.lua
+-- @include lib_retain.lua
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old then return -1 end
 local ok, j = pcall(cjson.decode, old)
@@ -49,6 +52,7 @@ else
   local h = redis.call('HMGET', KEYS[3], 'total', 'state')
   if h[1] and tonumber(h[1]) == n and (h[2] == 'running' or h[2] == 'paused') then
     redis.call('HSET', KEYS[3], 'state', 'done', 'done_ms', ARGV[10])
+    retain({KEYS[3], KEYS[1], KEYS[2], KEYS[7]}, ARGV[10])
   end
 end
 return 1

@@ -50,6 +50,8 @@ static const char usage_text[] =
 "        --tls none|opportunistic|required|verify\n"
 "        --tls-override DOMAIN=POLICY (repeatable) --window HH:MM-HH:MM\n"
 "        --max-age SECONDS --return-path ADDR (MAIL FROM; default --from)\n"
+"        --retention SECONDS|Nd|Nh (its keys expire that long after done\n"
+"        or cancelled; default 30d, 0 = never; export before then)\n"
 "        --priority transactional|normal|bulk (intake share 8:4:1;\n"
 "        default normal)\n"
 "        --dkim-domain DOMAIN (DKIM d=; default the --from domain)\n"
@@ -66,6 +68,8 @@ static const char usage_text[] =
 "  priority ID transactional|normal|bulk | window ID HH:MM-HH:MM|none\n"
 "      change a campaign that is not done; daemons follow within a second\n"
 "  list [--limit N]\n"
+"  export ID [--format csv|jsonl]   every recipient's result with its TLS\n"
+"      proof, streamed to stdout (default csv); before its retention ends\n"
 "  suppress add DOMAIN ADDRESS... [--reason R] [--source S]\n"
 "  suppress remove DOMAIN ADDRESS... | suppress list DOMAIN\n"
 "  suppress import DOMAIN FILE|- [--reason R] [--source S]\n"
@@ -440,6 +444,8 @@ cmd_submit(int argc, char **argv)
 			o.camp.verp = base.verp;
 		if (o.camp.max_age_s == CTL_MAX_AGE_DEFAULT)
 			o.camp.max_age_s = base.max_age_s;
+		if (o.camp.retention_s == CTL_RETENTION_DEFAULT)
+			o.camp.retention_s = base.retention_s;
 		if (base.headers) {
 			if (o.camp.headers == NULL)
 				o.camp.headers = json_object();
@@ -1018,6 +1024,154 @@ cmd_list(int argc, char **argv)
 	return EX_OK;
 }
 
+/* --- export --- */
+
+static const char *const export_cols[] = {
+	"email", "state", "class", "code", "esc", "text", "attempts", "updated_ms", "mx",
+	"tls_version", "tls_cipher", "tls_group", "tls_resumed", "tls_verify",
+	"tls_subject", "tls_issuer", "tls_not_after", "tls_handshake_ms",
+};
+#define EXPORT_NCOLS (sizeof(export_cols) / sizeof(export_cols[0]))
+
+/* one CSV field (RFC 4180): quoted when it holds a comma, quote, CR or LF */
+static void
+csv_field(const char *v, int last)
+{
+	if (strpbrk(v, ",\"\r\n") != NULL) {
+		putchar('"');
+		for (; *v; v++) {
+			if (*v == '"')
+				putchar('"');
+			putchar(*v);
+		}
+		putchar('"');
+	} else {
+		fputs(v, stdout);
+	}
+	fputs(last ? "\r\n" : ",", stdout);
+}
+
+/* the text of JSON value v as a CSV cell ("" for absent or null) */
+static const char *
+cell(json_t *v, char *buf, size_t cap)
+{
+	if (v == NULL || json_is_null(v))
+		return "";
+	if (json_is_string(v))
+		return json_string_value(v);
+	if (json_is_integer(v)) {
+		snprintf(buf, cap, "%lld", (long long)json_integer_value(v));
+		return buf;
+	}
+	if (json_is_boolean(v))
+		return json_is_true(v) ? "1" : "0";
+	snprintf(buf, cap, "%g", json_number_value(v));
+	return buf;
+}
+
+static void
+export_one(const char *addr, const char *raw, int csv)
+{
+	json_error_t je;
+	json_t *j = json_loads(raw, 0, &je), *t;
+	char buf[EXPORT_NCOLS][32];
+	const char *v[EXPORT_NCOLS];
+	size_t i;
+
+	if (!json_is_object(j)) {
+		/* not written by us: kept as it is, never dropped */
+		json_decref(j);
+		j = json_pack("{s:s s:s}", "state", "unknown", "record", raw);
+	}
+	if (!csv) {
+		json_t *o = json_pack("{s:s}", "email", addr);
+		char *line;
+
+		json_object_update(o, j);
+		line = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+		if (line == NULL)
+			abort();
+		puts(line);
+		free(line);
+		json_decref(o);
+		json_decref(j);
+		return;
+	}
+	t = json_object_get(j, "tls");
+	v[0] = addr;
+	for (i = 1; i < EXPORT_NCOLS; i++) {
+		const char *col = export_cols[i];
+
+		if (strncmp(col, "tls_", 4) == 0)
+			v[i] = cell(json_is_object(t) ? json_object_get(t, col + 4) : NULL,
+				buf[i], sizeof(buf[i]));
+		else
+			v[i] = cell(json_object_get(j, col), buf[i], sizeof(buf[i]));
+	}
+	for (i = 0; i < EXPORT_NCOLS; i++)
+		csv_field(v[i], i + 1 == EXPORT_NCOLS);
+	json_decref(j);
+}
+
+static int
+cmd_export(int argc, char **argv)
+{
+	struct ctl_redis *r;
+	char k[CTL_KEY_MAX], cursor[32] = "0";
+	int csv = o.fmt != CTL_INPUT_JSONL, rc;
+	long long n = 0;
+	size_t i;
+
+	if (argc != 1)
+		die_usage("export: expected a campaign id");
+	r = connect_redis();
+	rc = ctl_campdef_exists(r, argv[0]);
+	if (rc <= 0) {
+		if (rc == 0)
+			fprintf(stderr, "mailpumpctl: unknown campaign '%s' (expired or never submitted)\n",
+				argv[0]);
+		else
+			fprintf(stderr, "mailpumpctl: redis: %s\n", ctl_redis_error(r));
+		ctl_redis_close(r);
+		return rc == 0 ? EX_UNKNOWN : EX_REDIS;
+	}
+	ctl_redis_key(r, k, sizeof(k), CTL_K_RCPT, argv[0]);
+	if (csv)
+		for (i = 0; i < EXPORT_NCOLS; i++)
+			csv_field(export_cols[i], i + 1 == EXPORT_NCOLS);
+	/* HSCAN: the hash may be millions of recipients; the campaign may
+	 * still be running (a recipient seen twice or not at all is then
+	 * possible, as SCAN promises nothing more) */
+	do {
+		redisReply *rep = ctl_redis_cmd(r, "HSCAN %s %s COUNT 1000", k, cursor);
+
+		if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+		    rep->element[0]->type != REDIS_REPLY_STRING ||
+		    rep->element[1]->type != REDIS_REPLY_ARRAY) {
+			fprintf(stderr, "mailpumpctl: export %s: %s after %lld recipients\n", argv[0],
+				rep == NULL ? ctl_redis_error(r) :
+				rep->type == REDIS_REPLY_ERROR ? rep->str : "HSCAN: unexpected reply", n);
+			if (rep)
+				freeReplyObject(rep);
+			ctl_redis_close(r);
+			return EX_REDIS;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
+		for (i = 0; i + 1 < rep->element[1]->elements; i += 2, n++)
+			export_one(rep->element[1]->element[i]->str,
+				rep->element[1]->element[i + 1]->str, csv);
+		freeReplyObject(rep);
+		if (ferror(stdout))
+			break;
+	} while (strcmp(cursor, "0") != 0 && !stop_flag);
+	ctl_redis_close(r);
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "mailpumpctl: export %s: cannot write: %s\n", argv[0], strerror(errno));
+		return EX_USAGE;
+	}
+	return EX_OK;
+}
+
 /* --- suppress --- */
 
 #define SUP_PIPE 1000	/* writes in flight during an import */
@@ -1582,7 +1736,7 @@ cmd_dead_letters(int argc, char **argv)
 enum {
 	OPT_REDIS = 256, OPT_NS, OPT_JSON, OPT_CAMPAIGN, OPT_ID, OPT_FROM,
 	OPT_FROM_NAME, OPT_REPLY_TO, OPT_RETURN_PATH, OPT_DKIM_DOMAIN, OPT_VERP, OPT_SUBJECT, OPT_TEXT, OPT_HTML, OPT_HEADER,
-	OPT_UNSUB, OPT_TLS, OPT_TLS_OVR, OPT_WINDOW, OPT_PRIORITY, OPT_MAX_AGE, OPT_FORMAT,
+	OPT_UNSUB, OPT_TLS, OPT_TLS_OVR, OPT_WINDOW, OPT_PRIORITY, OPT_RETENTION, OPT_MAX_AGE, OPT_FORMAT,
 	OPT_STRICT, OPT_BATCH, OPT_QUIET, OPT_MAX_ERRORS, OPT_INTERVAL,
 	OPT_TIMEOUT, OPT_DOMAIN, OPT_TOP, OPT_LIMIT, OPT_HELP, OPT_APPEND,
 	OPT_REASON, OPT_SOURCE, OPT_COUNT,
@@ -1609,6 +1763,7 @@ static const struct option longopts[] = {
 	{ "tls-override", required_argument, NULL, OPT_TLS_OVR },
 	{ "window", required_argument, NULL, OPT_WINDOW },
 	{ "priority", required_argument, NULL, OPT_PRIORITY },
+	{ "retention", required_argument, NULL, OPT_RETENTION },
 	{ "max-age", required_argument, NULL, OPT_MAX_AGE },
 	{ "format", required_argument, NULL, OPT_FORMAT },
 	{ "strict", no_argument, NULL, OPT_STRICT },
@@ -1694,6 +1849,7 @@ main(int argc, char **argv)
 		case OPT_TLS: camp_set("tls_policy", optarg); break;
 		case OPT_WINDOW: camp_set("window", optarg); break;
 		case OPT_PRIORITY: camp_set("priority", optarg); break;
+		case OPT_RETENTION: camp_set("retention_s", optarg); break;
 		case OPT_MAX_AGE: camp_set("max_age_s", optarg); break;
 		case OPT_HEADER:
 			o.camp_opts = 1;
@@ -1761,6 +1917,8 @@ main(int argc, char **argv)
 		return cmd_set(cmd, argc, argv);
 	if (strcmp(cmd, "list") == 0)
 		return cmd_list(argc, argv);
+	if (strcmp(cmd, "export") == 0)
+		return cmd_export(argc, argv);
 	if (strcmp(cmd, "suppress") == 0)
 		return cmd_suppress(argc, argv);
 	if (strcmp(cmd, "dead-letters") == 0)

@@ -56,6 +56,8 @@ usage(FILE *f)
 "  --retry-base S --retry-factor PCT --retry-cap S --retry-jitter PCT\n"
 "  --min-idle MS          XAUTOCLAIM min-idle (default 60000)\n"
 "  --batches N            batches held at once (default 32)\n"
+"  --events-max-age S     events entries older than S seconds trimmed\n"
+"                         (default 604800: 7 days)\n"
 "  --helo NAME --ca FILE --tls-min 1.2|1.3\n"
 "  --tls-min-opportunistic 1.0|1.1|1.2|1.3  floor for opportunistic TLS\n"
 "  --bounce-rules FILE    own bounce classification rules, read before the\n"
@@ -93,7 +95,7 @@ int
 main(int argc, char **argv)
 {
 	enum { O_NS = 256, O_CONSUMER, O_ROUTE, O_DNS, O_MAXC, O_MPC, O_RPT, O_RATE,
-		O_BURST, O_SHAPE, O_RBASE, O_RFACT, O_RCAP, O_RJIT, O_IDLE, O_BATCHES,
+		O_BURST, O_SHAPE, O_RBASE, O_RFACT, O_RCAP, O_RJIT, O_IDLE, O_BATCHES, O_EVAGE,
 		O_HELO, O_CA, O_TLSMIN, O_TLSOPP, O_BRULES, O_REFUSAL, O_CTO, O_STO, O_UNTIL, O_GRACE, O_TIMEOUT,
 		O_STATS, O_LOG, O_REDIS, O_HELP, O_DKIM, O_DKIM_MODE, O_DKIM_THR, O_DKIM_CPUS };
 	static const struct option opts[] = {
@@ -114,6 +116,7 @@ main(int argc, char **argv)
 		{ "retry-jitter", required_argument, 0, O_RJIT },
 		{ "min-idle", required_argument, 0, O_IDLE },
 		{ "batches", required_argument, 0, O_BATCHES },
+		{ "events-max-age", required_argument, 0, O_EVAGE },
 		{ "helo", required_argument, 0, O_HELO },
 		{ "ca", required_argument, 0, O_CA },
 		{ "tls-min", required_argument, 0, O_TLSMIN },
@@ -187,6 +190,8 @@ main(int argc, char **argv)
 		case O_RJIT: bad = parse_u(optarg, &v) || v > 100; sc.retry.jitter_pct = (unsigned)v; break;
 		case O_IDLE: bad = parse_u(optarg, &v) || v == 0; sc.min_idle_ms = v; break;
 		case O_BATCHES: bad = parse_u(optarg, &v) || v == 0; sc.max_batches = (unsigned)v; break;
+		case O_EVAGE: bad = parse_u(optarg, &v) || v == 0 || v > 10ull * 365 * 86400;
+			sc.events_max_age_ms = v * 1000; break;
 		case O_HELO: kc.helo_name = optarg; break;
 		case O_CA: tc.ca_file = optarg; break;
 		case O_TLSMIN:

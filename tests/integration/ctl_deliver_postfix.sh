@@ -244,4 +244,55 @@ done
 f=$(find "$MAILDIR/a.test/u1" -type f -path '*/new/*' | head -1)
 grep -q '^Return-Path: <news@pf.test>' "$f" || mp_fail "main: return path $(grep -m1 '^Return-Path' "$f")"
 echo "ok: VERP return paths per recipient, From unchanged"
+
+# retention and export: main is done, so its keys expire in 30 days (the
+# default) and the export, in both formats, is the rcpt hash with its TLS
+# records, recipient by recipient
+ip netns exec "$CNS" "$CTL" --redis "$URL" export main >"$MP_TMP/export.csv" || mp_fail "export csv"
+ip netns exec "$CNS" "$CTL" --redis "$URL" export main --format jsonl >"$MP_TMP/export.jsonl" ||
+	mp_fail "export jsonl"
+mp_py - "$RPORT" "$CNS" "$MP_TMP/export.csv" "$MP_TMP/export.jsonl" <<'PY' || mp_fail "retention / export"
+import csv, json, sys
+from mpcheck import Checks, Redis
+port, ns, fcsv, fjsonl = sys.argv[1:5]
+red, chk = Redis(ns, port), Checks()
+r, check = red.r, chk.check
+day30 = 30 * 86400 * 1000
+for k in ("mp:campaign:main", "mp:campaign:main:rcpt", "mp:campaign:main:counts",
+          "mp:campaign:main:jobs"):
+    t = int(r("pttl", k)[0])
+    check(day30 - 600000 < t <= day30, "%s: pttl %d, want 30 days" % (k, t))
+# (field by field: the hash holds the body, whose lines --raw splits)
+h = {f: (r("hget", "mp:campaign:main", f) or [""])[0] for f in ("expires_ms", "done_ms", "retention_s")}
+check(int(h.get("expires_ms", 0)) - int(h["done_ms"]) in range(day30, day30 + 60000),
+      "expires_ms %s done_ms %s" % (h.get("expires_ms"), h["done_ms"]))
+check(h.get("retention_s") == "2592000", "retention_s %s" % h.get("retention_s"))
+rc = {k: json.loads(v) for k, v in red.hall("mp:campaign:main:rcpt").items()}
+rows = list(csv.DictReader(open(fcsv, newline="")))
+lines = [json.loads(l) for l in open(fjsonl)]
+check(len(rows) == 2000 and len(lines) == 2000, "export: %d csv rows, %d lines" % (len(rows), len(lines)))
+by_csv = {x["email"]: x for x in rows}
+by_js = {x.pop("email"): x for x in lines}
+check(len(by_csv) == 2000 and len(by_js) == 2000, "export: a recipient twice")
+tls_rows = 0
+for a, j in rc.items():
+    check(by_js.get(a) == j, "jsonl %s: %s vs %s" % (a, by_js.get(a), j))
+    x = by_csv.get(a)
+    if x is None:
+        check(False, "csv: no row for " + a)
+        continue
+    for f in ("state", "esc", "text", "mx"):
+        check(x[f] == str(j.get(f, "")), "csv %s %s: %r vs %r" % (a, f, x[f], j.get(f)))
+    check(x["code"] == str(j["code"]) and x["attempts"] == str(j["attempts"]), "csv %s code/attempts" % a)
+    t = j.get("tls")
+    if t:
+        tls_rows += 1
+        for f in ("version", "cipher", "group", "verify", "subject", "issuer", "not_after"):
+            check(x["tls_" + f] == str(t[f]), "csv %s tls_%s: %r vs %r" % (a, f, x["tls_" + f], t[f]))
+    else:
+        check(x["tls_version"] == "", "csv %s: a TLS version without a record" % a)
+check(tls_rows > 1000, "only %d recipients with TLS proof" % tls_rows)
+chk.report()
+print("ok: main's keys expire in 30 days; export csv and jsonl match the rcpt hash (%d with TLS)" % tls_rows)
+PY
 echo "ctl_deliver_postfix: ok"

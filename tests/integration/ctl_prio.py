@@ -8,7 +8,8 @@ mp-deliver and Postfix's smtp-sink on loopback (random free ports).
      at most 3x that plus 2 s (the bound stated in the README). Nothing of
      P or W is sent (Redis counters and the sink's files agree). Then
      `mailpumpctl resume P` and `mailpumpctl window W none` complete both,
-     every recipient exactly once.
+     every recipient exactly once. R's first run has --retention 3: its
+     keys expire 3 s after done, then list and export no longer know it.
   2. Priority: a bulk campaign B of 200,000 recipients is sending when a
      transactional campaign T of 1,000 is submitted. T completes while B
      delivers at most what the daemon held of B already (32 batches of
@@ -218,9 +219,14 @@ chk = mpcheck.Checks()
 
 # --- 1. paused and out-of-window campaigns do not hold up a running one ---
 d = start_daemon(SPORT)
-submit("r0", recipients("r0", 100, 10, "r0"))
+submit("r0", recipients("r0", 100, 10, "r0"), "--retention", "3")
 t_alone = run_until_done("r0", 120)
 stop_daemon(d)
+# retention: r0's keys expire 3 s after done (checked gone below)
+R0_KEYS = ["mp:campaign:r0" + k for k in ("", ":rcpt", ":counts", ":jobs")]
+for k in R0_KEYS:
+    t = int(redis("pttl", k)[0])
+    chk.check(0 < t <= 3000, "retention 3 s: %s pttl %d" % (k, t))
 
 submit("p", recipients("p", 10000, 100, "p"))
 ctl("pause", "p")
@@ -261,6 +267,16 @@ for cid in ("p", "w"):
     chk.check(len(got) == 10000 and set(got.values()) == {1},
               "%s at the sink: %d recipients, %d duplicated"
               % (cid, len(got), sum(1 for v in got.values() if v > 1)))
+# r0's retention is over: its keys are gone, a listing forgets it, and
+# export says it is unknown
+chk.check(all(redis("exists", k) == ["0"] for k in R0_KEYS),
+          "r0 kept keys after its retention: %s" % [k for k in R0_KEYS if redis("exists", k) != ["0"]])
+lst = json.loads(ctl("--json", "list"))
+chk.check("r0" not in [c["id"] for c in lst["campaigns"]], "list shows the expired r0")
+chk.check(redis("zscore", "mp:campaigns", "r0") == [""], "mp:campaigns keeps the expired r0")
+p = subprocess.run([CTL, "--redis", URL, "export", "r0"], capture_output=True, text=True)
+chk.check(p.returncode == 3 and "unknown campaign 'r0'" in p.stderr,
+          "export of an expired campaign: %d %s" % (p.returncode, p.stderr))
 chk.report()
 stop_daemon(d)
 

@@ -138,10 +138,19 @@ C status sup1 | grep -q 'recipients 19 (invalid lines 0, duplicates skipped 0, s
 # as an application's RFC 8058 endpoint would: one HSET, no mailpumpctl
 R hset mp:suppress:sender.test u7@a.test \
 	'{"reason":"unsubscribe","source":"rfc8058","ts_ms":1700000000000,"campaign":"sup1"}' >/dev/null
+# events trimmed by age as well as length: 1,000 entries of 2001 (ids
+# are Redis ms times) go, the day's stay
+for i in $(seq 1 1000); do echo "XADD mp:events $((1000000000000 + i))-0 campaign old rcpt x$i@a.test state delivered"; done |
+	R >/dev/null
+R xadd mp:events '*' campaign recent rcpt y@a.test state delivered >/dev/null
 timeout 120 "$DELIVER" --redis "$URL" --helo client.sender.test --consumer D \
-	--route "*=127.0.0.1:$SPORT" --until-idle --timeout 90 --stats >"$MP_TMP/d.out" 2>"$MP_TMP/d.log" ||
+	--route "*=127.0.0.1:$SPORT" --until-idle --timeout 90 --stats --events-max-age 86400 \
+	>"$MP_TMP/d.out" 2>"$MP_TMP/d.log" ||
 	mp_fail "mp-deliver exited $?: $(tail -5 "$MP_TMP/d.log")"
 grep -q '"suppressed":1' "$MP_TMP/d.out" || mp_fail "mp-deliver stats: $(cat "$MP_TMP/d.out")"
+grep -q '"events_trimmed":1000,' "$MP_TMP/d.out" || mp_fail "events not trimmed by age: $(cat "$MP_TMP/d.out")"
+[ "$(R xrange mp:events - + count 1 | sed -n 2p)" != old ] || mp_fail "events: old entries kept"
+R xrange mp:events - + | grep -qx recent || mp_fail "events: a recent entry trimmed"
 python3 - "$RPORT" <<'PY' || mp_fail "after delivery"
 import json, subprocess, sys
 PORT = sys.argv[1]
