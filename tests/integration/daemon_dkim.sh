@@ -27,6 +27,10 @@ N=$((1000 / SCALE))
 # shellcheck disable=SC2034 # read by postfix.sh
 PF_DOMAINS="d0.test d1.test"
 dm_setup
+# dkimdns.py's namespace and resolv.conf, gone on any exit even if it is killed
+DK_NS=mpdk$MP_SUFFIX
+MP_NETNS+=("$DK_NS")
+trap 'rm -rf "/etc/netns/$DK_NS"; mp_cleanup' EXIT
 
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$MP_TMP/rsa.pem" 2>/dev/null ||
 	mp_fail "openssl RSA"
@@ -63,12 +67,13 @@ grep -q 'event=dkim ' "$MP_TMP/a.log" || mp_fail "daemon did not start its signe
 pf_wait_delivered "$DM_D" "$N" 300 || mp_fail "postfix delivered $(pf_maildir_count "$DM_D") of $N"
 ELAPSED=$(python3 -c "print('%.1f' % ($T1 - $T0))")
 
-mp_py - "$CTL" "$CONF" "$DM_MAILDIR" "$N" "$MP_TMP" "$ELAPSED" <<'PY' || mp_fail "checks"
-import glob, re, sys, time
+mp_py - "$CTL" "$CONF" "$DM_MAILDIR" "$N" "$MP_TMP" "$ELAPSED" "$DK_NS" <<'PY' || mp_fail "checks"
+import glob, re, signal, sys, time
 from dkimdns import DkimDns, only, records, tampered
 from mpcheck import untrace
-ctl, conf, root, n, tmp, elapsed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
-dns = DkimDns(tmp, records(ctl, conf, "sender.test", ["rsa1", "ed1"]))
+ctl, conf, root, n, tmp, elapsed, ns = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7]
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
+dns = DkimDns(tmp, records(ctl, conf, "sender.test", ["rsa1", "ed1"]), ns)
 files = sorted(glob.glob(root + "/*/*/new/*") + glob.glob(root + "/*/*/cur/*"))
 assert len(files) == n, "maildirs hold %d, want %d" % (len(files), n)
 t, seen, bad = time.monotonic(), set(), []

@@ -3,7 +3,7 @@ deliver signed mail (daemon_dkim.sh).
 
   DkimDns(tmp, records)  dnsmasq serving records {owner: [strings]} on
                          port 53 of the loopback of a network namespace of
-                         its own (opendkim-testmsg's stub resolver takes
+                         its own (ns, default mpdkim<pid>; opendkim-testmsg's stub resolver takes
                          /etc/resolv.conf, which has no port: `ip netns
                          exec` puts /etc/netns/NAME/resolv.conf there);
                          verify(msg) -> (exit, message) of
@@ -36,8 +36,8 @@ def records(ctl, conf, domain, selectors):
 
 
 class DkimDns:
-    def __init__(self, tmp, recs):
-        self.ns = "mpdkim%d" % os.getpid()
+    def __init__(self, tmp, recs, ns=None):
+        self.ns = ns or "mpdkim%d" % os.getpid()
         self.etc = "/etc/netns/" + self.ns
         self.log = os.path.join(tmp, "dnsmasq.log")
         self.proc = None
