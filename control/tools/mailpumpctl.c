@@ -2,11 +2,13 @@
  * mailpumpctl: the operator's tool over the Redis contract. Commands:
  * submit (campaign definition + streamed recipients), status, watch,
  * report tls|campaign, pause, resume, cancel, list, suppress
- * add|remove|list|import (per sender domain). Reports only read
- * Redis. Every command prints a human form or, with --json, one JSON
+ * add|remove|list|import (per sender domain), dkim-record (the TXT record
+ * of a [dkim] key; reads the daemon configuration, not Redis). Reports
+ * only read Redis. Every command prints a human form or, with --json, one JSON
  * document (watch: one JSON line per interval) on stdout; errors go to
  * stderr. Exit status: 0 ok, 1 usage or input error (or a refused state
- * change), 2 Redis unreachable or failing, 3 unknown campaign id,
+ * change), 2 Redis unreachable or failing, 3 unknown campaign id (or
+ * DKIM domain or selector),
  * 4 watch --timeout reached.
  */
 #include <errno.h>
@@ -80,7 +82,8 @@ static const char usage_text[] =
 "                path (default $MAILPUMP_REDIS or redis://127.0.0.1:6379/0)\n"
 "  --ns PREFIX   key namespace (default $MAILPUMP_NS or mp:)\n"
 "  --json        machine-readable output\n"
-"Exit: 0 ok, 1 usage/input error, 2 redis error, 3 unknown campaign,\n"
+"Exit: 0 ok, 1 usage/input error, 2 redis error, 3 unknown campaign\n"
+"      (dkim-record: unknown domain or selector),\n"
 "      4 watch timeout.\n";
 
 struct opts {
