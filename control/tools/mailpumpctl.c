@@ -2,11 +2,13 @@
  * mailpumpctl: the operator's tool over the Redis contract. Commands:
  * submit (campaign definition + streamed recipients), status, watch,
  * report tls|campaign, pause, resume, cancel, list, suppress
- * add|remove|list|import (per sender domain). Reports only read
- * Redis. Every command prints a human form or, with --json, one JSON
+ * add|remove|list|import (per sender domain), dkim-record (the TXT record
+ * of a [dkim] key; reads the daemon configuration, not Redis). Reports
+ * only read Redis. Every command prints a human form or, with --json, one JSON
  * document (watch: one JSON line per interval) on stdout; errors go to
  * stderr. Exit status: 0 ok, 1 usage or input error (or a refused state
- * change), 2 Redis unreachable or failing, 3 unknown campaign id,
+ * change), 2 Redis unreachable or failing, 3 unknown campaign id (or
+ * DKIM domain or selector),
  * 4 watch --timeout reached.
  */
 #include <errno.h>
@@ -25,6 +27,7 @@
 #include <jansson.h>
 
 #include "ctl_campdef.h"
+#include "ctl_conf.h"
 #include "ctl_dkim.h"
 #include "ctl_input.h"
 #include "ctl_redis.h"
@@ -76,6 +79,10 @@ static const char usage_text[] =
 "      the suppression list of sender domain DOMAIN; R is bounce,\n"
 "      unsubscribe, complaint or manual (default); import takes one\n"
 "      address a line or CSV with an email column\n"
+"  dkim-record DOMAIN SELECTOR [-c CONF | --key FILE]\n"
+"      the DNS TXT record to publish for that key (k=rsa or k=ed25519),\n"
+"      read from [dkim] of the daemon configuration CONF (default\n"
+"      $MAILPUMP_CONF or /etc/mailpump/mailpump.conf) or from FILE\n"
 "  dead-letters [--count N]   newest poison jobs entries (NS jobs:dead),\n"
 "      each with its reason and original fields (default 20)\n"
 "\n"
@@ -83,7 +90,8 @@ static const char usage_text[] =
 "                path (default $MAILPUMP_REDIS or redis://127.0.0.1:6379/0)\n"
 "  --ns PREFIX   key namespace (default $MAILPUMP_NS or mp:)\n"
 "  --json        machine-readable output\n"
-"Exit: 0 ok, 1 usage/input error, 2 redis error, 3 unknown campaign,\n"
+"Exit: 0 ok, 1 usage/input error, 2 redis error, 3 unknown campaign\n"
+"      (dkim-record: unknown domain or selector),\n"
 "      4 watch timeout.\n";
 
 struct opts {
@@ -106,6 +114,9 @@ struct opts {
 	const char *domain;
 	int top;
 	int limit;
+	/* dkim-record */
+	const char *conf;
+	const char *key_file;
 	/* suppress */
 	const char *sup_reason;
 	const char *sup_source;
@@ -1733,13 +1744,144 @@ cmd_dead_letters(int argc, char **argv)
 	return EX_OK;
 }
 
+/* --- dkim-record: the TXT record of a key of [dkim] --- */
+
+struct dkim_find {
+	const char *domain;
+	const char *spec;	/* its "SELECTOR FILE[, SELECTOR FILE]" */
+	char domains[512];	/* the domains [dkim] has, for the message */
+};
+
+static int
+dkim_find_item(void *arg, const struct ctl_conf_item *it)
+{
+	struct dkim_find *f = arg;
+	size_t l = strlen(f->domains);
+
+	if (strcmp(it->key, "mode") == 0 || strcmp(it->key, "threads") == 0 ||
+	    strcmp(it->key, "cpus") == 0)
+		return 0;
+	if (strcasecmp(it->key, f->domain) == 0)
+		f->spec = it->value;
+	if (l + strlen(it->key) + 3 < sizeof(f->domains))
+		snprintf(f->domains + l, sizeof(f->domains) - l, "%s%s", l ? ", " : "", it->key);
+	return 0;
+}
+
+/* The file of @p selector in @p spec, parsed as ctl_dkim_add_keys does;
+ * 0, or -ENOENT with the selectors it has in @p have. */
+static int
+dkim_spec_file(const char *spec, const char *selector, char *path, size_t cap,
+	char *have, size_t havecap)
+{
+	char buf[4096], *save = NULL, *item;
+
+	snprintf(buf, sizeof(buf), "%s", spec);
+	have[0] = '\0';
+	for (item = strtok_r(buf, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
+		char sel[64], p[2048], tail;
+		size_t l = strlen(have);
+
+		if (sscanf(item, " %63s %2047s %c", sel, p, &tail) != 2)
+			return -EINVAL;
+		if (strcasecmp(sel, selector) == 0) {
+			snprintf(path, cap, "%s", p);
+			return 0;
+		}
+		snprintf(have + l, havecap - l, "%s%s", l ? ", " : "", sel);
+	}
+	return -ENOENT;
+}
+
+static int
+cmd_dkim_record(int argc, char **argv)
+{
+	char err[1024], path[2048], have[512], txt[1200];
+	const char *domain, *selector, *file;
+	struct msg_dkim_key *k;
+	struct ctl_conf *cf = NULL;
+	ssize_t n;
+
+	if (argc != 2)
+		die_usage("dkim-record: expected DOMAIN SELECTOR");
+	domain = argv[0];
+	selector = argv[1];
+	if (o.key_file != NULL && o.conf != NULL)
+		die_usage("dkim-record: give -c CONF or --key FILE, not both");
+	if (o.key_file != NULL) {
+		file = o.key_file;
+	} else {
+		const char *conf = o.conf ? o.conf : getenv("MAILPUMP_CONF");
+		struct dkim_find f = { .domain = domain };
+		int rc;
+
+		if (conf == NULL || *conf == '\0')
+			conf = "/etc/mailpump/mailpump.conf";
+		cf = ctl_conf_load(conf, err, sizeof(err));
+		if (cf == NULL) {
+			fprintf(stderr, "mailpumpctl: dkim-record: %s\n", err);
+			return EX_USAGE;
+		}
+		ctl_conf_each(cf, "dkim", dkim_find_item, &f);
+		if (f.spec == NULL) {
+			fprintf(stderr, "mailpumpctl: dkim-record: %s: [dkim] has no key for domain "
+				"'%s' (it has: %s)\n", conf, domain, f.domains[0] ? f.domains : "none");
+			ctl_conf_free(cf);
+			return EX_UNKNOWN;
+		}
+		rc = dkim_spec_file(f.spec, selector, path, sizeof(path), have, sizeof(have));
+		if (rc == -EINVAL) {
+			fprintf(stderr, "mailpumpctl: dkim-record: %s: [dkim] %s: expected "
+				"SELECTOR FILE[, SELECTOR FILE]\n", conf, domain);
+			ctl_conf_free(cf);
+			return EX_USAGE;
+		}
+		if (rc < 0) {
+			fprintf(stderr, "mailpumpctl: dkim-record: %s: [dkim] %s has no selector "
+				"'%s' (it has: %s)\n", conf, domain, selector, have);
+			ctl_conf_free(cf);
+			return EX_UNKNOWN;
+		}
+		file = path;
+	}
+	/* the daemon's own checks: type, size, names */
+	k = msg_dkim_key_load(file, domain, selector, err, sizeof(err));
+	ctl_conf_free(cf);
+	if (k == NULL) {
+		fprintf(stderr, "mailpumpctl: dkim-record: %s\n", err);
+		return EX_USAGE;
+	}
+	n = msg_dkim_key_txt(k, txt, sizeof(txt));
+	if (n < 0) {
+		fprintf(stderr, "mailpumpctl: dkim-record: %s: %s\n", file, strerror((int)-n));
+		msg_dkim_key_free(k);
+		return EX_USAGE;
+	}
+	if (o.json) {
+		char name[600];
+		json_t *j;
+
+		snprintf(name, sizeof(name), "%s._domainkey.%s.", selector, domain);
+		j = json_pack("{s:s, s:s, s:i, s:s}", "name", name, "alg",
+			msg_dkim_alg_name(msg_dkim_key_alg(k)), "bits", (int)msg_dkim_key_bits(k),
+			"rdata", txt);
+		json_dumpf(j, stdout, JSON_COMPACT);
+		putchar('\n');
+		json_decref(j);
+	} else {
+		printf("%s._domainkey.%s. IN TXT ( %s )\n", selector, domain, txt);
+	}
+	msg_dkim_key_free(k);
+	return EX_OK;
+}
+
 enum {
 	OPT_REDIS = 256, OPT_NS, OPT_JSON, OPT_CAMPAIGN, OPT_ID, OPT_FROM,
 	OPT_FROM_NAME, OPT_REPLY_TO, OPT_RETURN_PATH, OPT_DKIM_DOMAIN, OPT_VERP, OPT_SUBJECT, OPT_TEXT, OPT_HTML, OPT_HEADER,
 	OPT_UNSUB, OPT_TLS, OPT_TLS_OVR, OPT_WINDOW, OPT_PRIORITY, OPT_RETENTION, OPT_MAX_AGE, OPT_FORMAT,
 	OPT_STRICT, OPT_BATCH, OPT_QUIET, OPT_MAX_ERRORS, OPT_INTERVAL,
 	OPT_TIMEOUT, OPT_DOMAIN, OPT_TOP, OPT_LIMIT, OPT_HELP, OPT_APPEND,
-	OPT_REASON, OPT_SOURCE, OPT_COUNT,
+	OPT_REASON, OPT_SOURCE, OPT_COUNT, OPT_CONF, OPT_KEY,
 };
 
 static const struct option longopts[] = {
@@ -1780,6 +1922,8 @@ static const struct option longopts[] = {
 	{ "reason", required_argument, NULL, OPT_REASON },
 	{ "source", required_argument, NULL, OPT_SOURCE },
 	{ "count", required_argument, NULL, OPT_COUNT },
+	{ "config", required_argument, NULL, OPT_CONF },
+	{ "key", required_argument, NULL, OPT_KEY },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -1829,7 +1973,7 @@ main(int argc, char **argv)
 	ctl_campdef_init(&o.camp);
 	o.redis = getenv("MAILPUMP_REDIS");
 	o.ns = getenv("MAILPUMP_NS");
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hc:", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_REDIS: o.redis = optarg; break;
 		case OPT_NS: o.ns = optarg; break;
@@ -1886,6 +2030,9 @@ main(int argc, char **argv)
 		case OPT_SOURCE: o.sup_source = optarg; break;
 		case OPT_LIMIT: o.limit = (int)num_arg("limit", optarg, 1, 1000000); break;
 		case OPT_COUNT: o.count = (int)num_arg("count", optarg, 1, 100000); break;
+		case 'c':
+		case OPT_CONF: o.conf = optarg; break;
+		case OPT_KEY: o.key_file = optarg; break;
 		case 'h':
 		case OPT_HELP:
 			fputs(usage_text, stdout);
@@ -1923,5 +2070,7 @@ main(int argc, char **argv)
 		return cmd_suppress(argc, argv);
 	if (strcmp(cmd, "dead-letters") == 0)
 		return cmd_dead_letters(argc, argv);
+	if (strcmp(cmd, "dkim-record") == 0)
+		return cmd_dkim_record(argc, argv);
 	die_usage("unknown command '%s'", cmd);
 }
