@@ -97,6 +97,14 @@ ctl_report_status(struct ctl_redis *r, const char *id, int64_t now_ms,
 	json_object_set_new(o, "created_ms", jint_or_null(c, CTL_F_CREATED));
 	json_object_set_new(o, "submitted_ms", jint_or_null(c, CTL_F_SUBMITTED));
 	json_object_set_new(o, "done_ms", jint_or_null(c, CTL_F_DONE_MS));
+	{
+		const char *pr = ctl_redis_hget(c, CTL_F_PRIORITY);
+
+		json_object_set_new(o, "priority", json_string(pr && pr[0] ? pr : "normal"));
+	}
+	json_object_set_new(o, "retention_s",
+		json_integer(ctl_redis_hget_int(c, CTL_F_RETENTION, CTL_RETENTION_DEFAULT)));
+	json_object_set_new(o, "expires_ms", jint_or_null(c, CTL_F_EXPIRES_MS));
 	total = ctl_redis_hget_int(c, CTL_F_TOTAL, 0);
 	json_object_set_new(o, "total", json_integer(total));
 	json_object_set_new(o, "invalid", json_integer(ctl_redis_hget_int(c, CTL_F_INVALID, 0)));

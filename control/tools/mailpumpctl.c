@@ -628,6 +628,8 @@ print_status(json_t *j)
 		fmt_duration(eta, sizeof(eta), json_number_value(e));
 	printf("campaign   %s\n", jget_str(j, "id"));
 	printf("state      %s\n", jget_str(j, "state"));
+	printf("priority   %s%s%s\n", jget_str(j, "priority"),
+		jget_str(j, "window")[0] ? ", window " : "", jget_str(j, "window"));
 	printf("subject    %s\n", jget_str(j, "subject"));
 	printf("created    %s\n", created);
 	printf("recipients %lld (invalid lines %lld, duplicates skipped %lld, suppressed %lld)\n",
@@ -641,6 +643,12 @@ print_status(json_t *j)
 		jget_int(j, "total"), json_number_value(json_object_get(j, "rate_per_s")), eta);
 	if (jget_int(j, "dup_deliveries"))
 		printf("dup final reports %lld\n", jget_int(j, "dup_deliveries"));
+	if (jget_int(j, "expires_ms")) {
+		char exp[40];
+
+		fmt_time(exp, sizeof(exp), jget_int(j, "expires_ms"));
+		printf("expires    %s (retention; mailpumpctl export before)\n", exp);
+	}
 }
 
 static int

@@ -205,6 +205,9 @@ IDP=$(printf 'email\np@p.test\n' | "$CTL" submit --quiet "${CAMP[@]}" --priority
 rc=0; printf 'email\np@p.test\n' | "$CTL" submit --quiet "${CAMP[@]}" --priority high - 2>"$T/pr5.err" >/dev/null || rc=$?
 expect_rc "submit with an unknown priority" 1 $rc
 has "submit --priority checked" "$T/pr5.err" "priority 'high'"
+"$CTL" --json status "$IDP" >"$T/pr6.json" || mp_fail "status of IDP"
+check "status shows priority and retention" 'j["priority"] == "bulk" and j["retention_s"] == 2592000 and (j["expires_ms"] == j["done_ms"] + 2592000000 if j["state"] == "done" else j["expires_ms"] is None)' "$T/pr6.json"
+"$CTL" status "$IDP" | grep -q '^priority   bulk$' || mp_fail "status text: no priority line"
 ok "submit --priority"
 "$CTL" --json cancel "$ID1" >"$T/p3.json" || mp_fail "cancel"
 check "cancel" 'j["old_state"] == "running" and j["state"] == "cancelled"' "$T/p3.json"
