@@ -225,6 +225,7 @@ sent_seq(struct utcp_conn *c, uint32_t seq, uint32_t seqlen, bool rexmit)
 	}
 	if (utcp_seq_gt(seq + seqlen, c->snd_max))
 		c->snd_max = seq + seqlen;
+	c->last_tx = st->now;
 	if (c->rto_at == 0)
 		utcp_rto_arm(c);
 	if (c->flags & UTCP_F_PERSIST) {
@@ -338,6 +339,7 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			return rc;
 		n += rc;
 	}
+	utcp_cc_idle_restart(c);
 	while (n < budget) {
 		data_end = c->buf_seq + c->snd_len;
 		if ((c->flags & (UTCP_F_RECOVERY | UTCP_F_SACK)) ==
@@ -394,8 +396,10 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			break;
 		n++;
 	}
-	/* zero window with data waiting and nothing in flight: persist */
 	data_end = c->buf_seq + c->snd_len;
+	utcp_cc_validate(c, utcp_seq_lt(c->snd_nxt, data_end) && c->cwnd <= c->snd_wnd &&
+		utcp_flight(c) + c->mss > c->cwnd);
+	/* zero window with data waiting and nothing in flight: persist */
 	if (c->snd_wnd == 0 && utcp_seq_lt(c->snd_nxt, data_end) &&
 	    c->snd_nxt == c->snd_una && !(c->flags & UTCP_F_PERSIST)) {
 		c->flags |= UTCP_F_PERSIST;
