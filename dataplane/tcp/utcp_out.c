@@ -330,6 +330,14 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			c->persist_at = c->st->now + utcp_rto_cur(c);
 			utcp_timer_update(c);
 			n += rc;
+		} else if (c->snd_wnd > 0 && c->snd_nxt == c->snd_una &&
+			   utcp_seq_lt(c->snd_nxt, c->buf_seq + c->snd_len)) {
+			/* RFC 1122 4.2.3.4 override: what the small window allows */
+			rc = send_at(c, c->snd_nxt, c->snd_wnd,
+				utcp_seq_lt(c->snd_nxt, c->snd_max));
+			if (rc < 0)
+				return rc;
+			n += rc;
 		}
 	}
 	if ((c->flags & UTCP_F_REXMIT_UNA) && n < budget) {
@@ -399,9 +407,13 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 	data_end = c->buf_seq + c->snd_len;
 	utcp_cc_validate(c, utcp_seq_lt(c->snd_nxt, data_end) && c->cwnd <= c->snd_wnd &&
 		utcp_flight(c) + c->mss > c->cwnd);
-	/* zero window with data waiting and nothing in flight: persist */
-	if (c->snd_wnd == 0 && utcp_seq_lt(c->snd_nxt, data_end) &&
-	    c->snd_nxt == c->snd_una && !(c->flags & UTCP_F_PERSIST)) {
+	/*
+	 * Data waiting and nothing in flight: the window is zero, or below
+	 * what SWS avoidance sends. Persist (probe, or RFC 1122 override
+	 * timer), or one lost window update hangs the connection.
+	 */
+	if (utcp_seq_lt(c->snd_nxt, data_end) && c->snd_nxt == c->snd_una &&
+	    !(c->flags & UTCP_F_PERSIST)) {
 		c->flags |= UTCP_F_PERSIST;
 		c->rto_at = 0;
 		c->persist_at = c->st->now + utcp_rto_cur(c);

@@ -746,6 +746,53 @@ test_zero_window_persist(void)
 	flush();
 }
 
+/*
+ * RFC 1122 4.2.3.4: a window below one MSS with nothing in flight (SWS
+ * avoidance holds the data) and a lost window update: the override timer
+ * sends what the window allows within one RTO.
+ */
+static void
+test_small_window_override(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *c;
+	static uint8_t data[10000];
+	uint32_t rto;
+	uint64_t t0;
+	int sent = 0;
+
+	new_stack(&cf);
+	c = establish(0, 1, 1);
+	peer(c, UTCP_ACK, pseq, iss + 1, 1000, NULL, 0);	/* 1000 < MSS */
+	CHECK_EQ(utcp_send(c, data, sizeof(data)), (ssize_t)sizeof(data));
+	CHECK_EQ(flush(), 0);
+	rto = utcp_rto_cur(c);
+	t0 = now;
+	/* the update that opens the window is lost: the peer stays silent */
+	while (now - t0 <= rto && !sent) {
+		tick(1000);
+		sent = flush();
+	}
+	CHECK_EQ(sent, 1);
+	CHECK(now - t0 <= rto);
+	CHECK_EQ(caps[0].s.seq, iss + 1);
+	CHECK_EQ(caps[0].s.len, 1000);
+	/* the peer takes it and keeps the small window: the next one follows */
+	peer(c, UTCP_ACK, pseq, iss + 1001, 1000, NULL, 0);
+	CHECK_EQ(flush(), 0);
+	t0 = now;
+	sent = 0;
+	while (now - t0 <= 2 * rto && !sent) {
+		tick(1000);
+		sent = flush();
+	}
+	CHECK_EQ(sent, 1);
+	CHECK_EQ(caps[0].s.seq, iss + 1001);
+	CHECK_EQ(utcp_conn_state(c), UTCP_ESTABLISHED);
+	utcp_abort(c);
+	flush();
+}
+
 static void
 test_rto_backoff_timeout(void)
 {
@@ -937,6 +984,7 @@ main(void)
 	test_paws_and_ts_dropout();
 	test_delayed_ack_and_window_update();
 	test_zero_window_persist();
+	test_small_window_override();
 	test_rto_backoff_timeout();
 	test_karn();
 	test_icmp();
