@@ -95,6 +95,8 @@ struct utcp_conf {
 	uint32_t delack_us;		/**< delayed-ACK bound (default 40 ms) */
 	uint32_t time_wait_us;		/**< TIME_WAIT length (default 60 s) */
 	uint32_t challenge_ack_limit;	/**< challenge ACKs per second (default 1000) */
+	uint32_t orphan_retries;	/**< probes/RTOs of a closed connection before RST (default 8) */
+	uint32_t orphan_timeout_us;	/**< lifetime of a closed connection (default 60 s) */
 	enum utcp_cc_algo cc;
 	int no_timestamps, no_sack, no_wscale;	/**< disable an option */
 	uint8_t secret[16];		/**< port/ISN key; all zero = random */
@@ -170,6 +172,7 @@ struct utcp_counters {
 	uint64_t rto_fired, fast_recoveries, syn_retransmits;
 	uint64_t challenge_acks, rst_sent, rst_in;
 	uint64_t persist_probes, delayed_acks;
+	uint64_t orphan_aborts;		/**< closed connections reset at the orphan bound */
 	uint64_t tw_reused, tw_recycled;	/**< TIME_WAIT reuse (RFC 6191) / pool full */
 	uint64_t icmp_in, pmtu_reductions;
 	uint64_t drops[UTCP_DROP_LAST];

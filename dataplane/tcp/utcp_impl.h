@@ -95,6 +95,7 @@ struct utcp_conn {
 	uint8_t dupacks;
 	uint8_t ooo_n;
 	uint8_t probes;			/* zero-window probes not answered */
+	uint8_t orphan_probes;		/* probes sent since utcp_close */
 	uint8_t acks_owed;		/* extra duplicate ACKs to send (no SACK) */
 	uint32_t flags;
 	uint32_t ev_bits;

@@ -637,7 +637,8 @@ sync_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp
 		switch (c->state) {
 		case UTCP_FIN_WAIT_1:
 			utcp_conn_set_state(c, UTCP_FIN_WAIT_2);
-			if (c->flags & UTCP_F_RELEASED) {
+			if ((c->flags & UTCP_F_RELEASED) &&
+			    (c->linger_at == 0 || st->now + st->conf.time_wait_us < c->linger_at)) {
 				c->linger_at = st->now + st->conf.time_wait_us;
 				utcp_timer_update(c);
 			}

@@ -793,6 +793,66 @@ test_small_window_override(void)
 	flush();
 }
 
+/*
+ * A tarpit: the peer keeps its window at zero and answers every probe.
+ * After utcp_close the orphan must be freed (with a RST) within the orphan
+ * bound, not held with its send buffer for ever.
+ */
+static void
+run_orphan_zero_window(uint32_t orphan_timeout_us)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *c;
+	struct utcp_counters k0, k;
+	static uint8_t data[3000];
+	uint64_t t0;
+	int probes = 0, rst = 0;
+
+	cf.orphan_timeout_us = orphan_timeout_us;
+	new_stack(&cf);
+	utcp_stack_counters(st, &k0);
+	c = establish(0, 1, 1);
+	peer(c, UTCP_ACK, pseq, iss + 1, 0, NULL, 0);
+	CHECK_EQ(utcp_send(c, data, sizeof(data)), (ssize_t)sizeof(data));
+	flush();
+	utcp_close(c);
+	flush();
+	t0 = now;
+	/* one virtual hour, in 10 ms steps; the probe answers keep it alive */
+	for (int i = 0; i < 360000; i++) {
+		tick(10000);
+		flush();
+		for (int j = 0; j < ncap && j < 64; j++) {
+			if (caps[j].s.flags & UTCP_RST)
+				rst = 1;
+			else if (caps[j].s.len > 0)
+				probes++;
+		}
+		utcp_stack_counters(st, &k);
+		if (k.conn_free == k0.conn_free)
+			break;
+		if (ncap > 0 && !rst)
+			peer(c, UTCP_ACK, pseq, iss + 1, 0, NULL, 0);
+	}
+	utcp_stack_counters(st, &k);
+	printf("orphan vs zero window (timeout %u s): freed after %.1f s, %d probes\n",
+		orphan_timeout_us / 1000000, (now - t0) / 1e6, probes);
+	CHECK_EQ(k.conn_free, k0.conn_free);
+	CHECK_EQ(k.sndbuf_free, k0.sndbuf_free);
+	CHECK(rst);
+	CHECK(k.orphan_aborts == 1);
+	/* 8 orphan probes (default orphan_retries) or the timeout, first */
+	CHECK(now - t0 <= (uint64_t)(orphan_timeout_us ? orphan_timeout_us : 60000000) + 10000);
+	CHECK(probes <= 8);
+}
+
+static void
+test_orphan_zero_window_bound(void)
+{
+	run_orphan_zero_window(0);		/* default 60 s */
+	run_orphan_zero_window(3600000000u);	/* the probe count alone */
+}
+
 static void
 test_rto_backoff_timeout(void)
 {
@@ -985,6 +1045,7 @@ main(void)
 	test_delayed_ack_and_window_update();
 	test_zero_window_persist();
 	test_small_window_override();
+	test_orphan_zero_window_bound();
 	test_rto_backoff_timeout();
 	test_karn();
 	test_icmp();
