@@ -88,7 +88,7 @@ struct utcp_conf {
 	uint16_t mss;			/**< our MSS = MTU - 40 (default 1460) */
 	uint16_t port_min, port_max;	/**< ephemeral range (default 32768..60999) */
 	uint32_t rto_init_us;		/**< default 1 s (RFC 6298) */
-	uint32_t rto_min_us;		/**< default 1 s (RFC 6298) */
+	uint32_t rto_min_us;		/**< default 200 ms (as Linux; RFC 6298 says 1 s) */
 	uint32_t rto_max_us;		/**< default 60 s */
 	uint32_t syn_retries;		/**< SYN retransmissions before TIMEOUT (default 6) */
 	uint32_t data_retries;		/**< RTO retransmissions before TIMEOUT (default 15) */

@@ -465,7 +465,7 @@ utcp_stack_new(const struct utcp_conf *conf)
 	if (!cf->port_min) cf->port_min = 32768;
 	if (!cf->port_max) cf->port_max = 60999;
 	if (!cf->rto_init_us) cf->rto_init_us = 1000000;
-	if (!cf->rto_min_us) cf->rto_min_us = 1000000;
+	if (!cf->rto_min_us) cf->rto_min_us = 200000;
 	if (!cf->rto_max_us) cf->rto_max_us = 60000000;
 	if (!cf->syn_retries) cf->syn_retries = 6;
 	if (!cf->data_retries) cf->data_retries = 15;

@@ -426,12 +426,35 @@ fin_input(struct utcp_conn *c)
 	}
 }
 
+/*
+ * RFC 5827 early retransmit: with fewer than four segments outstanding and
+ * no new data that may be sent, three duplicate ACKs never come; the
+ * threshold is the outstanding segments minus one.
+ */
+static unsigned
+dupthresh(const struct utcp_conn *c)
+{
+	uint32_t flight = utcp_flight(c), data_end = c->buf_seq + c->snd_len;
+	uint32_t segs = (flight + c->mss - 1) / c->mss, wnd;
+	bool can_send;
+
+	if (segs >= 4)
+		return UTCP_DUPTHRESH;
+	wnd = c->snd_wnd < c->cwnd + 2 * c->mss ? c->snd_wnd : c->cwnd + 2 * c->mss;
+	can_send = utcp_seq_lt(c->snd_max, data_end) &&
+		utcp_seq_lt(c->snd_max, c->snd_una + wnd);
+	if (can_send)
+		return UTCP_DUPTHRESH;
+	return segs > 2 ? segs - 1 : 1;
+}
+
 /* Loss detection on a duplicate ACK (RFC 5681/6582, RFC 6675). */
 static void
 dupack(struct utcp_conn *c)
 {
 	struct utcp_stack *st = c->st;
 	bool sack = (c->flags & UTCP_F_SACK) != 0;
+	unsigned thresh;
 
 	c->dupacks++;
 	if (c->flags & UTCP_F_RECOVERY) {
@@ -440,8 +463,15 @@ dupack(struct utcp_conn *c)
 		utcp_out_schedule(c);
 		return;
 	}
-	if (c->dupacks < UTCP_DUPTHRESH &&
-	    !(sack && utcp_sb_is_lost(&c->sb, c->snd_una, c->mss)))
+	/* RFC 3042 limited transmit: new data for the first two dupacks */
+	if (c->dupacks < UTCP_DUPTHRESH)
+		utcp_out_schedule(c);
+	thresh = dupthresh(c);
+	/* with SACK, RFC 5827 counts SACKed segments, one ACK may carry several */
+	if (c->dupacks < thresh &&
+	    !(sack && utcp_sb_is_lost(&c->sb, c->snd_una, c->mss)) &&
+	    !(sack && thresh < UTCP_DUPTHRESH &&
+	      (c->sb.sacked + c->mss - 1) / c->mss >= thresh))
 		return;
 	/* a previous episode's retransmissions are still being acked */
 	if (!sack && utcp_seq_lt(c->snd_una, c->recover) && c->recover != c->snd_una)

@@ -382,7 +382,12 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			n++;
 			continue;
 		}
-		wnd = c->cwnd < c->snd_wnd ? c->cwnd : c->snd_wnd;
+		wnd = c->cwnd;
+		/* RFC 3042 limited transmit: one new segment per early dupack */
+		if (!(c->flags & UTCP_F_RECOVERY) && c->dupacks > 0 &&
+		    c->dupacks < UTCP_DUPTHRESH)
+			wnd += (c->dupacks < 2 ? c->dupacks : 2) * c->mss;
+		wnd = wnd < c->snd_wnd ? wnd : c->snd_wnd;
 		usable = utcp_seq_lt(c->snd_nxt, c->snd_una + wnd) ?
 			c->snd_una + wnd - c->snd_nxt : 0;
 		if (utcp_seq_lt(c->snd_nxt, data_end)) {

@@ -438,6 +438,108 @@ test_idle_restart(void)
 	sim_fini(&s);
 }
 
+/* ---- short flows: losses repaired without an RTO ---- */
+
+struct short_app {
+	struct utcp_conn *cli;
+	size_t want, rcvd;
+	long data_segs;
+	long drop;			/* data segment (0-based) to drop once */
+	uint64_t t_sent, t_done;
+};
+
+static struct short_app *sa_cur;
+
+static int
+short_filter(struct sim *s, int from, const struct utcp_seg_out *o)
+{
+	(void)s;
+	if (from != 0 || o->len == 0)
+		return 1;
+	if (sa_cur->data_segs++ == sa_cur->drop)
+		return 0;
+	return 1;
+}
+
+static void
+short_app_fn(struct sim *s, int side, const struct utcp_event *ev)
+{
+	struct short_app *a = s->app_ctx;
+	static uint8_t buf[65536];
+
+	if (side == 0 && ev->type == UTCP_EV_CONNECTED) {
+		a->cli = ev->conn;
+		CHECK_EQ(utcp_send(ev->conn, buf, a->want), (ssize_t)a->want);
+		a->t_sent = s->now;
+	}
+	if (side == 1 && ev->type == UTCP_EV_READABLE) {
+		ssize_t r;
+
+		while ((r = utcp_recv(ev->conn, buf, sizeof(buf))) > 0)
+			a->rcvd += (size_t)r;
+		if (a->rcvd == a->want && a->t_done == 0)
+			a->t_done = s->now;
+	}
+}
+
+static int
+short_done(struct sim *s)
+{
+	struct short_app *a = s->app_ctx;
+
+	return a->t_done != 0 && a->cli != NULL && a->cli->snd_una == a->cli->snd_max;
+}
+
+/* @return the sender's RTO count; *ms the completion time. */
+static uint64_t
+run_short(unsigned segs, long drop, int sack, double *ms)
+{
+	struct sim s;
+	struct short_app a = { 0 };
+	struct utcp_conf cc = { 0 }, sc = { 0 };
+	struct utcp_counters k;
+
+	sim_init(&s, 9);
+	s.delay_us = 20000;
+	s.app = short_app_fn;
+	s.app_ctx = &a;
+	s.filter = short_filter;
+	sa_cur = &a;
+	a.want = segs * 1448;
+	a.drop = drop;
+	cc.max_conns = sc.max_conns = 4;
+	cc.no_sack = sc.no_sack = !sack;
+	make_pair(&s, &cc, &sc);
+	CHECK(utcp_connect(s.st[0], 0, SRV_ADDR, SRV_PORT, NULL) != NULL);
+	CHECK(sim_run(&s, short_done, s.now + 60000000, 1000000));
+	CHECK_EQ(a.rcvd, a.want);
+	utcp_stack_counters(s.st[0], &k);
+	*ms = (a.t_done - a.t_sent) / 1e3;
+	CHECK(k.retransmits >= 1);
+	utcp_stack_free(s.st[0]);
+	utcp_stack_free(s.st[1]);
+	sim_fini(&s);
+	return k.rto_fired;
+}
+
+static void
+test_short_flow_loss(void)
+{
+	static const struct { unsigned segs; long drop; int sack; } v[] = {
+		{ 3, 0, 1 }, { 2, 0, 1 }, { 4, 0, 1 },
+	};
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		double ms;
+		uint64_t rto = run_short(v[i].segs, v[i].drop, v[i].sack, &ms);
+
+		printf("short flow %u segs, segment %ld lost, sack %d: %.1f ms, rto %llu\n",
+			v[i].segs, v[i].drop, v[i].sack, ms, (unsigned long long)rto);
+		CHECK_EQ(rto, 0);
+		CHECK(ms < 200.0);	/* a few 40 ms RTTs, not a timeout */
+	}
+}
+
 /* ---- single-connection outcomes ---- */
 
 struct outcome {
@@ -821,6 +923,8 @@ main(int argc, char **argv)
 		test_bulk();
 	if (!only || !strcmp(only, "cwnd"))
 		test_cwnd_limited();
+	if (!only || !strcmp(only, "short"))
+		test_short_flow_loss();
 	if (!only || !strcmp(only, "idle"))
 		test_idle_restart();
 	if (!only || !strcmp(only, "seq"))
