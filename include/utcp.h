@@ -159,7 +159,7 @@ enum utcp_drop {
 	UTCP_DROP_BADSYN,	/**< SYN on a synchronized connection */
 	UTCP_DROP_NOBUF,	/**< data without a receive buffer */
 	UTCP_DROP_OOO_FULL,	/**< too many out-of-order ranges */
-	UTCP_DROP_OPTS,		/**< malformed options */
+	UTCP_DROP_OPTS,		/**< malformed options: parsed up to the bad one, segment kept */
 	UTCP_DROP_CTLQ,		/**< control segment queue full */
 	UTCP_DROP_NOCONN_POOL,	/**< SYN to a listener, no connection object */
 	UTCP_DROP_LAST

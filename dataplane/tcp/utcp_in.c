@@ -714,10 +714,13 @@ utcp_input(struct utcp_stack *st, const struct utcp_seg_in *seg, uint64_t now_us
 	utcp_clock(st, now_us);
 	st->cnt.segs_in++;
 	st->cnt.bytes_in += seg->len;
-	if (utcp_opts_parse(seg->opts, seg->optlen, &o) < 0) {
+	/*
+	 * A malformed option (truncated padding, a bad length) ends the
+	 * parse; what came before it is kept and so is the segment, as
+	 * Linux's tcp_parse_options does.
+	 */
+	if (utcp_opts_parse(seg->opts, seg->optlen, &o) < 0)
 		st->cnt.drops[UTCP_DROP_OPTS]++;
-		return;
-	}
 	c = utcp_conn_lookup(st, seg->daddr, seg->dport, seg->saddr, seg->sport);
 	if (c == NULL) {
 		struct utcp_tw *tw = utcp_tw_lookup(st, seg->daddr, seg->dport,

@@ -853,6 +853,38 @@ test_orphan_zero_window_bound(void)
 	run_orphan_zero_window(3600000000u);	/* the probe count alone */
 }
 
+/* A SYN-ACK whose option padding is cut short still connects. */
+static void
+test_truncated_option_padding(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *c;
+	struct utcp_counters k;
+	/* MSS 1200, SACK-permitted, then a timestamp kind with no length */
+	static const uint8_t o[] = { 2, 4, 0x04, 0xb0, 4, 2, 1, 8 };
+
+	new_stack(&cf);
+	c = utcp_connect(st, 0, RADDR, RPORT, NULL);
+	CHECK(c != NULL);
+	CHECK_EQ(flush(), 1);
+	iss = caps[0].s.seq;
+	pseq = 90000;
+	now += 10000;
+	seg_in(c, UTCP_SYN | UTCP_ACK, pseq, iss + 1, 5000, NULL, 0, o, sizeof(o));
+	pseq++;
+	CHECK_EQ(flush(), 1);
+	CHECK_EQ(caps[0].s.flags, UTCP_ACK);
+	CHECK_EQ(caps[0].s.ack, pseq);
+	CHECK_EQ(utcp_conn_state(c), UTCP_ESTABLISHED);
+	CHECK(has_event(UTCP_EV_CONNECTED, NULL));
+	CHECK_EQ(c->mss, 1200);			/* options before the bad one kept */
+	CHECK(c->flags & UTCP_F_SACK);
+	utcp_stack_counters(st, &k);
+	CHECK_EQ(k.drops[UTCP_DROP_OPTS], 1);	/* counted */
+	utcp_abort(c);
+	flush();
+}
+
 static void
 test_rto_backoff_timeout(void)
 {
@@ -1046,6 +1078,7 @@ main(void)
 	test_zero_window_persist();
 	test_small_window_override();
 	test_orphan_zero_window_bound();
+	test_truncated_option_padding();
 	test_rto_backoff_timeout();
 	test_karn();
 	test_icmp();
