@@ -749,6 +749,33 @@ utcp_input(struct utcp_stack *st, const struct utcp_seg_in *seg, uint64_t now_us
 		sync_input(c, seg, &o);
 }
 
+/*
+ * Path MTU from a "fragmentation needed": the next-hop MTU, or for a
+ * router that leaves it 0 (RFC 1191 5) the next plateau below the current
+ * MTU; never below UTCP_PMTU_MIN, so a forged or tiny value cannot shrink
+ * segments to a few bytes (Linux min_pmtu is 552; 576 keeps MSS 536).
+ */
+#define UTCP_PMTU_MIN 576u
+
+static uint32_t
+pmtu_next(uint32_t cur, uint16_t next_hop_mtu)
+{
+	static const uint16_t plateau[] = {
+		32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68,
+	};
+	uint32_t mtu = next_hop_mtu;
+
+	if (mtu == 0) {
+		mtu = 68;
+		for (unsigned i = 0; i < sizeof(plateau) / sizeof(plateau[0]); i++)
+			if (plateau[i] < cur) {
+				mtu = plateau[i];
+				break;
+			}
+	}
+	return mtu < UTCP_PMTU_MIN ? UTCP_PMTU_MIN : mtu;
+}
+
 void
 utcp_icmp_input(struct utcp_stack *st, uint8_t type, uint8_t code,
 	uint16_t next_hop_mtu, uint32_t saddr, uint32_t daddr,
@@ -765,7 +792,7 @@ utcp_icmp_input(struct utcp_stack *st, uint8_t type, uint8_t code,
 	if (!utcp_seq_in(seq, c->snd_una, c->snd_max))
 		return;
 	if (type == 3 && code == 4) {
-		uint32_t mss = next_hop_mtu > 104 ? next_hop_mtu - 40u : 64u;
+		uint32_t mss = pmtu_next(c->mss + 40u, next_hop_mtu) - 40u;
 
 		if (mss < c->mss) {
 			st->cnt.pmtu_reductions++;

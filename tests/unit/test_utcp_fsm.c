@@ -885,6 +885,33 @@ test_truncated_option_padding(void)
 	flush();
 }
 
+/* ICMP frag-needed: MTU 0 uses the RFC 1191 plateaus, tiny MTUs a floor. */
+static void
+test_icmp_mtu_floor(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *c;
+	static uint8_t data[4000];
+
+	new_stack(&cf);
+	c = establish(0, 1, 1);
+	CHECK_EQ(utcp_send(c, data, sizeof(data)), 4000);
+	flush();
+	utcp_icmp_input(st, 3, 4, 0, c->laddr, RADDR, c->lport, RPORT, iss + 1, now);
+	CHECK(c->mss >= 536);
+	CHECK_EQ(c->mss, 1492 - 40);		/* plateau below 1500 */
+	flush();
+	utcp_icmp_input(st, 3, 4, 68, c->laddr, RADDR, c->lport, RPORT, iss + 1, now);
+	CHECK_EQ(c->mss, 536);
+	utcp_icmp_input(st, 3, 4, 0, c->laddr, RADDR, c->lport, RPORT, iss + 1, now);
+	CHECK_EQ(c->mss, 536);
+	CHECK(flush() >= 1);
+	CHECK(caps[0].s.len + caps[0].s.optlen <= 536);
+	CHECK(caps[0].s.len + caps[0].s.optlen >= 500);
+	utcp_abort(c);
+	flush();
+}
+
 static void
 test_rto_backoff_timeout(void)
 {
@@ -1079,6 +1106,7 @@ main(void)
 	test_small_window_override();
 	test_orphan_zero_window_bound();
 	test_truncated_option_padding();
+	test_icmp_mtu_floor();
 	test_rto_backoff_timeout();
 	test_karn();
 	test_icmp();
