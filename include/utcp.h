@@ -94,7 +94,8 @@ struct utcp_conf {
 	uint32_t data_retries;		/**< RTO retransmissions before TIMEOUT (default 15) */
 	uint32_t delack_us;		/**< delayed-ACK bound (default 40 ms) */
 	uint32_t time_wait_us;		/**< TIME_WAIT length (default 60 s) */
-	uint32_t challenge_ack_limit;	/**< challenge ACKs per second (default 1000) */
+	uint32_t challenge_ack_limit;	/**< stack-wide challenge ACKs per second, randomised up to 2x (default 1000) */
+	uint32_t challenge_ack_conn_limit;	/**< challenge ACKs per second per connection (default 10) */
 	uint32_t orphan_retries;	/**< probes/RTOs of a closed connection before RST (default 8) */
 	uint32_t orphan_timeout_us;	/**< lifetime of a closed connection (default 60 s) */
 	enum utcp_cc_algo cc;

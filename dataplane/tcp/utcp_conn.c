@@ -472,6 +472,7 @@ utcp_stack_new(const struct utcp_conf *conf)
 	if (!cf->delack_us) cf->delack_us = 40000;
 	if (!cf->time_wait_us) cf->time_wait_us = 60000000;
 	if (!cf->challenge_ack_limit) cf->challenge_ack_limit = 1000;
+	if (!cf->challenge_ack_conn_limit) cf->challenge_ack_conn_limit = 10;
 	if (!cf->orphan_retries) cf->orphan_retries = 8;
 	if (!cf->orphan_timeout_us) cf->orphan_timeout_us = 60000000;
 	if (cf->port_min > cf->port_max || cf->mss < 88 || cf->cc >= UTCP_CC_LAST ||

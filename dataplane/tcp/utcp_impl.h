@@ -128,6 +128,8 @@ struct utcp_conn {
 	uint32_t ts_recent, last_ack_sent, ts_offset;
 
 	/* timers, absolute microseconds, 0 = off */
+	uint64_t chal_epoch;		/* second of chal_count */
+	uint32_t chal_count;		/* challenge ACKs sent in it */
 	uint64_t rto_at, delack_at, persist_at, linger_at;
 	uint64_t timer_at;		/* slot the connection is filed under */
 };
@@ -199,6 +201,7 @@ struct utcp_stack {
 
 	uint64_t chal_epoch;		/* second of the challenge-ACK budget */
 	uint32_t chal_count;
+	uint32_t chal_budget;		/* this second's randomised global budget */
 
 	struct utcp_counters cnt;
 };

@@ -474,7 +474,12 @@ utcp_ctl_rst_for(struct utcp_stack *st, const struct utcp_seg_in *seg)
 	utcp_ctl_queue(st, &ctl);
 }
 
-/* RFC 5961 challenge ACK, limited per second for the whole stack. */
+/*
+ * RFC 5961 challenge ACK. A per-connection limit, and a stack-wide one
+ * whose budget is drawn anew each second (limit .. 2*limit-1, keyed by the
+ * stack secret) so that one connection cannot learn from its own challenge
+ * ACKs how many the others used (CVE-2016-5696).
+ */
 void
 utcp_out_challenge_ack(struct utcp_conn *c)
 {
@@ -482,11 +487,21 @@ utcp_out_challenge_ack(struct utcp_conn *c)
 	uint64_t epoch = st->now / 1000000;
 
 	if (epoch != st->chal_epoch) {
+		uint32_t lim = st->conf.challenge_ack_limit;
+
 		st->chal_epoch = epoch;
 		st->chal_count = 0;
+		st->chal_budget = lim + (uint32_t)(utcp_siphash(st->key, &epoch,
+			sizeof(epoch)) % lim);
 	}
-	if (st->chal_count >= st->conf.challenge_ack_limit)
+	if (epoch != c->chal_epoch) {
+		c->chal_epoch = epoch;
+		c->chal_count = 0;
+	}
+	if (c->chal_count >= st->conf.challenge_ack_conn_limit ||
+	    st->chal_count >= st->chal_budget)
 		return;
+	c->chal_count++;
 	st->chal_count++;
 	st->cnt.challenge_acks++;
 	utcp_out_ack_now(c);

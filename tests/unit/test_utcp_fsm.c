@@ -70,6 +70,7 @@ base_conf(void)
 	c.rto_min_us = 200000;
 	c.rcvbuf = 262144;
 	c.challenge_ack_limit = 2;
+	c.challenge_ack_conn_limit = 2;
 	for (int i = 0; i < 16; i++)
 		c.secret[i] = (uint8_t)(0x40 + i);
 	return c;
@@ -912,6 +913,43 @@ test_icmp_mtu_floor(void)
 	flush();
 }
 
+/*
+ * CVE-2016-5696: a peer spending its own connection's challenge ACKs must
+ * not learn about, or silence, those of another connection.
+ */
+static void
+test_challenge_ack_isolation(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *a, *b;
+	uint32_t pseq_a, pseq_b;
+	int got = 0;
+
+	cf.challenge_ack_limit = 4;
+	cf.challenge_ack_conn_limit = 2;
+	new_stack(&cf);
+	a = establish(1, 1, 1);
+	pseq_a = pseq;
+	b = establish(1, 1, 1);
+	pseq_b = pseq;
+	/* the attacker's connection: 20 in-window RSTs, 2 answered */
+	for (int i = 0; i < 20; i++) {
+		seg_in(a, UTCP_RST, pseq_a + 100, 0, 0, NULL, 0, NULL, 0);
+		got += flush();
+	}
+	CHECK_EQ(got, 2);
+	/* the victim's connection still answers */
+	seg_in(b, UTCP_RST, pseq_b + 100, 0, 0, NULL, 0, NULL, 0);
+	CHECK_EQ(flush(), 1);
+	CHECK_EQ(caps[0].s.dport, RPORT);
+	CHECK_EQ(caps[0].s.sport, b->lport);
+	CHECK_EQ(utcp_conn_state(a), UTCP_ESTABLISHED);
+	CHECK_EQ(utcp_conn_state(b), UTCP_ESTABLISHED);
+	utcp_abort(a);
+	utcp_abort(b);
+	flush();
+}
+
 static void
 test_rto_backoff_timeout(void)
 {
@@ -1107,6 +1145,7 @@ main(void)
 	test_orphan_zero_window_bound();
 	test_truncated_option_padding();
 	test_icmp_mtu_floor();
+	test_challenge_ack_isolation();
 	test_rto_backoff_timeout();
 	test_karn();
 	test_icmp();
