@@ -88,13 +88,16 @@ struct utcp_conf {
 	uint16_t mss;			/**< our MSS = MTU - 40 (default 1460) */
 	uint16_t port_min, port_max;	/**< ephemeral range (default 32768..60999) */
 	uint32_t rto_init_us;		/**< default 1 s (RFC 6298) */
-	uint32_t rto_min_us;		/**< default 1 s (RFC 6298) */
+	uint32_t rto_min_us;		/**< default 200 ms (as Linux; RFC 6298 says 1 s) */
 	uint32_t rto_max_us;		/**< default 60 s */
 	uint32_t syn_retries;		/**< SYN retransmissions before TIMEOUT (default 6) */
 	uint32_t data_retries;		/**< RTO retransmissions before TIMEOUT (default 15) */
 	uint32_t delack_us;		/**< delayed-ACK bound (default 40 ms) */
 	uint32_t time_wait_us;		/**< TIME_WAIT length (default 60 s) */
-	uint32_t challenge_ack_limit;	/**< challenge ACKs per second (default 1000) */
+	uint32_t challenge_ack_limit;	/**< stack-wide challenge ACKs per second, randomised up to 2x (default 1000) */
+	uint32_t challenge_ack_conn_limit;	/**< challenge ACKs per second per connection (default 10) */
+	uint32_t orphan_retries;	/**< probes/RTOs of a closed connection before RST (default 8) */
+	uint32_t orphan_timeout_us;	/**< lifetime of a closed connection (default 60 s) */
 	enum utcp_cc_algo cc;
 	int no_timestamps, no_sack, no_wscale;	/**< disable an option */
 	uint8_t secret[16];		/**< port/ISN key; all zero = random */
@@ -157,7 +160,7 @@ enum utcp_drop {
 	UTCP_DROP_BADSYN,	/**< SYN on a synchronized connection */
 	UTCP_DROP_NOBUF,	/**< data without a receive buffer */
 	UTCP_DROP_OOO_FULL,	/**< too many out-of-order ranges */
-	UTCP_DROP_OPTS,		/**< malformed options */
+	UTCP_DROP_OPTS,		/**< malformed options: parsed up to the bad one, segment kept */
 	UTCP_DROP_CTLQ,		/**< control segment queue full */
 	UTCP_DROP_NOCONN_POOL,	/**< SYN to a listener, no connection object */
 	UTCP_DROP_LAST
@@ -170,6 +173,7 @@ struct utcp_counters {
 	uint64_t rto_fired, fast_recoveries, syn_retransmits;
 	uint64_t challenge_acks, rst_sent, rst_in;
 	uint64_t persist_probes, delayed_acks;
+	uint64_t orphan_aborts;		/**< closed connections reset at the orphan bound */
 	uint64_t tw_reused, tw_recycled;	/**< TIME_WAIT reuse (RFC 6191) / pool full */
 	uint64_t icmp_in, pmtu_reductions;
 	uint64_t drops[UTCP_DROP_LAST];

@@ -26,6 +26,9 @@ utcp_cc_init(struct utcp_conn *c)
 {
 	c->cwnd = (c->flags & UTCP_F_SYN_REXMIT) ? c->mss : utcp_cc_iw(c->mss);
 	c->ssthresh = UINT32_MAX / 2;
+	c->max_flight = 0;
+	c->cwnd_usage_seq = c->snd_max;
+	c->flags &= ~UTCP_F_CWND_LIMITED;
 	c->cubic.w_max = 0;
 	c->cubic.k = 0;
 	c->cubic.w_est = 0;
@@ -70,12 +73,66 @@ cubic_on_ack(struct utcp_conn *c, uint32_t acked)
 	c->cwnd += (uint32_t)((target - cwnd) / cwnd * acked);
 }
 
+/*
+ * After each transmission burst (Linux tcp_cwnd_validate, RFC 7661):
+ * remember the largest flight of the current window and whether cwnd, not
+ * the send buffer or the peer, held data back during it.
+ */
+void
+utcp_cc_validate(struct utcp_conn *c, bool cwnd_limited)
+{
+	uint32_t flight = utcp_flight(c);
+
+	if (!utcp_seq_lt(c->snd_una, c->cwnd_usage_seq) || cwnd_limited ||
+	    (!(c->flags & UTCP_F_CWND_LIMITED) && flight > c->max_flight)) {
+		if (cwnd_limited)
+			c->flags |= UTCP_F_CWND_LIMITED;
+		else
+			c->flags &= ~UTCP_F_CWND_LIMITED;
+		c->max_flight = flight;
+		c->cwnd_usage_seq = c->snd_max;
+	}
+}
+
+/* Linux tcp_is_cwnd_limited: slow start up to twice the flight used. */
+static bool
+cwnd_limited(const struct utcp_conn *c)
+{
+	if (c->cwnd < c->ssthresh)
+		return c->cwnd < 2 * c->max_flight;
+	return (c->flags & UTCP_F_CWND_LIMITED) != 0;
+}
+
+/* RFC 5681 4.1: after an idle period longer than one RTO, restart at IW. */
+void
+utcp_cc_idle_restart(struct utcp_conn *c)
+{
+	uint32_t iw = utcp_cc_iw(c->mss);
+
+	if (c->last_tx == 0 || c->snd_una != c->snd_max ||
+	    c->st->now - c->last_tx <= utcp_rto_cur(c))
+		return;
+	if (c->cwnd > iw) {
+		/* keep what was learnt in ssthresh, as Linux does */
+		uint32_t keep = c->cwnd / 4 * 3;
+
+		if (keep > c->ssthresh)
+			c->ssthresh = keep;
+		c->cwnd = iw;
+	}
+	c->cubic.epoch_start = 0;
+}
+
 void
 utcp_cc_on_ack(struct utcp_conn *c, uint32_t acked)
 {
+	if (!cwnd_limited(c))
+		return;
 	if (c->cwnd < c->ssthresh) {
-		/* slow start, RFC 3465 with L = 2*SMSS */
+		/* slow start, RFC 3465 with L = 2*SMSS, to twice the flight used */
 		c->cwnd += acked < 2 * c->mss ? acked : 2 * c->mss;
+		if (c->cwnd > 2 * c->max_flight)
+			c->cwnd = 2 * c->max_flight;
 		return;
 	}
 	if (c->st->conf.cc == UTCP_CC_CUBIC) {
@@ -90,14 +147,19 @@ utcp_cc_on_ack(struct utcp_conn *c, uint32_t acked)
 		c->cwnd = 1u << 30;
 }
 
+/*
+ * RFC 9438 4.6: ssthresh from the flight size; a cwnd larger than the
+ * flight (application- or buffer-limited) would cut nothing real.
+ */
 void
 utcp_cc_on_loss(struct utcp_conn *c)
 {
 	uint32_t flight = utcp_flight(c), min = 2 * c->mss;
+	uint32_t eff = flight < c->cwnd ? flight : c->cwnd;
 
 	if (c->st->conf.cc == UTCP_CC_CUBIC) {
 		struct utcp_cubic *cu = &c->cubic;
-		double cwnd = (double)c->cwnd / c->mss;
+		double cwnd = (double)eff / c->mss;
 
 		/* fast convergence (RFC 9438 4.7) */
 		if (cwnd < cu->w_max)
@@ -105,7 +167,7 @@ utcp_cc_on_loss(struct utcp_conn *c)
 		else
 			cu->w_max = cwnd;
 		cu->epoch_start = 0;
-		c->ssthresh = (uint32_t)(c->cwnd * CUBIC_BETA);
+		c->ssthresh = (uint32_t)(eff * CUBIC_BETA);
 	} else {
 		c->ssthresh = flight / 2;
 	}

@@ -465,13 +465,16 @@ utcp_stack_new(const struct utcp_conf *conf)
 	if (!cf->port_min) cf->port_min = 32768;
 	if (!cf->port_max) cf->port_max = 60999;
 	if (!cf->rto_init_us) cf->rto_init_us = 1000000;
-	if (!cf->rto_min_us) cf->rto_min_us = 1000000;
+	if (!cf->rto_min_us) cf->rto_min_us = 200000;
 	if (!cf->rto_max_us) cf->rto_max_us = 60000000;
 	if (!cf->syn_retries) cf->syn_retries = 6;
 	if (!cf->data_retries) cf->data_retries = 15;
 	if (!cf->delack_us) cf->delack_us = 40000;
 	if (!cf->time_wait_us) cf->time_wait_us = 60000000;
 	if (!cf->challenge_ack_limit) cf->challenge_ack_limit = 1000;
+	if (!cf->challenge_ack_conn_limit) cf->challenge_ack_conn_limit = 10;
+	if (!cf->orphan_retries) cf->orphan_retries = 8;
+	if (!cf->orphan_timeout_us) cf->orphan_timeout_us = 60000000;
 	if (cf->port_min > cf->port_max || cf->mss < 88 || cf->cc >= UTCP_CC_LAST ||
 	    cf->rcvbuf > (1u << 30) || cf->sndbuf > (1u << 30) ||
 	    cf->rto_min_us > cf->rto_max_us || cf->max_conns > (1u << 24)) {
@@ -824,6 +827,10 @@ utcp_close(struct utcp_conn *c)
 		return;
 	}
 	conn_release(c);
+	/* an orphan has a bounded life whatever the peer does (tarpits) */
+	c->probes = 0;
+	c->linger_at = c->st->now + c->st->conf.orphan_timeout_us;
+	utcp_timer_update(c);
 	switch (c->state) {
 	case UTCP_CLOSED:
 	case UTCP_SYN_SENT:
@@ -841,7 +848,8 @@ utcp_close(struct utcp_conn *c)
 		}
 		return;
 	case UTCP_FIN_WAIT_2:
-		c->linger_at = c->st->now + c->st->conf.time_wait_us;
+		if (c->st->conf.time_wait_us < c->st->conf.orphan_timeout_us)
+			c->linger_at = c->st->now + c->st->conf.time_wait_us;
 		utcp_timer_update(c);
 		return;
 	default:

@@ -47,6 +47,7 @@ enum {
 	UTCP_F_REXMIT_UNA = 1u << 18,	/* NewReno: resend the first segment */
 	UTCP_F_DEAD = 1u << 19,		/* error reported, no more protocol */
 	UTCP_F_PROBE = 1u << 20,	/* persist timer fired: send a probe */
+	UTCP_F_CWND_LIMITED = 1u << 21,	/* cwnd held data back this window */
 };
 
 /* Pending events (c->ev_bits), delivered in bit order. */
@@ -94,6 +95,7 @@ struct utcp_conn {
 	uint8_t dupacks;
 	uint8_t ooo_n;
 	uint8_t probes;			/* zero-window probes not answered */
+	uint8_t orphan_probes;		/* probes sent since utcp_close */
 	uint8_t acks_owed;		/* extra duplicate ACKs to send (no SACK) */
 	uint32_t flags;
 	uint32_t ev_bits;
@@ -108,6 +110,9 @@ struct utcp_conn {
 	uint32_t recover;		/* RFC 6582 / 6675 RecoveryPoint */
 	uint32_t mss;			/* send MSS incl. options (per RFC 6691) */
 	uint32_t cwnd, ssthresh;
+	uint32_t max_flight;		/* largest flight of the last window (RFC 7661) */
+	uint32_t cwnd_usage_seq;	/* end of that window */
+	uint64_t last_tx;		/* us of the last new data sent (idle restart) */
 	uint32_t rtt_seq;
 	uint64_t rtt_time;
 	struct utcp_rtt rtt;
@@ -123,6 +128,8 @@ struct utcp_conn {
 	uint32_t ts_recent, last_ack_sent, ts_offset;
 
 	/* timers, absolute microseconds, 0 = off */
+	uint64_t chal_epoch;		/* second of chal_count */
+	uint32_t chal_count;		/* challenge ACKs sent in it */
 	uint64_t rto_at, delack_at, persist_at, linger_at;
 	uint64_t timer_at;		/* slot the connection is filed under */
 };
@@ -194,6 +201,7 @@ struct utcp_stack {
 
 	uint64_t chal_epoch;		/* second of the challenge-ACK budget */
 	uint32_t chal_count;
+	uint32_t chal_budget;		/* this second's randomised global budget */
 
 	struct utcp_counters cnt;
 };
@@ -255,6 +263,8 @@ void utcp_cc_init(struct utcp_conn *c);
 void utcp_cc_on_ack(struct utcp_conn *c, uint32_t acked);
 void utcp_cc_on_loss(struct utcp_conn *c);
 void utcp_cc_on_rto(struct utcp_conn *c);
+void utcp_cc_validate(struct utcp_conn *c, bool cwnd_limited);
+void utcp_cc_idle_restart(struct utcp_conn *c);
 uint32_t utcp_cc_iw(uint32_t mss);
 
 /* utcp_sack.c */

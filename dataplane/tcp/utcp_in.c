@@ -426,12 +426,35 @@ fin_input(struct utcp_conn *c)
 	}
 }
 
+/*
+ * RFC 5827 early retransmit: with fewer than four segments outstanding and
+ * no new data that may be sent, three duplicate ACKs never come; the
+ * threshold is the outstanding segments minus one.
+ */
+static unsigned
+dupthresh(const struct utcp_conn *c)
+{
+	uint32_t flight = utcp_flight(c), data_end = c->buf_seq + c->snd_len;
+	uint32_t segs = (flight + c->mss - 1) / c->mss, wnd;
+	bool can_send;
+
+	if (segs >= 4)
+		return UTCP_DUPTHRESH;
+	wnd = c->snd_wnd < c->cwnd + 2 * c->mss ? c->snd_wnd : c->cwnd + 2 * c->mss;
+	can_send = utcp_seq_lt(c->snd_max, data_end) &&
+		utcp_seq_lt(c->snd_max, c->snd_una + wnd);
+	if (can_send)
+		return UTCP_DUPTHRESH;
+	return segs > 2 ? segs - 1 : 1;
+}
+
 /* Loss detection on a duplicate ACK (RFC 5681/6582, RFC 6675). */
 static void
 dupack(struct utcp_conn *c)
 {
 	struct utcp_stack *st = c->st;
 	bool sack = (c->flags & UTCP_F_SACK) != 0;
+	unsigned thresh;
 
 	c->dupacks++;
 	if (c->flags & UTCP_F_RECOVERY) {
@@ -440,8 +463,15 @@ dupack(struct utcp_conn *c)
 		utcp_out_schedule(c);
 		return;
 	}
-	if (c->dupacks < UTCP_DUPTHRESH &&
-	    !(sack && utcp_sb_is_lost(&c->sb, c->snd_una, c->mss)))
+	/* RFC 3042 limited transmit: new data for the first two dupacks */
+	if (c->dupacks < UTCP_DUPTHRESH)
+		utcp_out_schedule(c);
+	thresh = dupthresh(c);
+	/* with SACK, RFC 5827 counts SACKed segments, one ACK may carry several */
+	if (c->dupacks < thresh &&
+	    !(sack && utcp_sb_is_lost(&c->sb, c->snd_una, c->mss)) &&
+	    !(sack && thresh < UTCP_DUPTHRESH &&
+	      (c->sb.sacked + c->mss - 1) / c->mss >= thresh))
 		return;
 	/* a previous episode's retransmissions are still being acked */
 	if (!sack && utcp_seq_lt(c->snd_una, c->recover) && c->recover != c->snd_una)
@@ -637,7 +667,8 @@ sync_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp
 		switch (c->state) {
 		case UTCP_FIN_WAIT_1:
 			utcp_conn_set_state(c, UTCP_FIN_WAIT_2);
-			if (c->flags & UTCP_F_RELEASED) {
+			if ((c->flags & UTCP_F_RELEASED) &&
+			    (c->linger_at == 0 || st->now + st->conf.time_wait_us < c->linger_at)) {
 				c->linger_at = st->now + st->conf.time_wait_us;
 				utcp_timer_update(c);
 			}
@@ -683,10 +714,13 @@ utcp_input(struct utcp_stack *st, const struct utcp_seg_in *seg, uint64_t now_us
 	utcp_clock(st, now_us);
 	st->cnt.segs_in++;
 	st->cnt.bytes_in += seg->len;
-	if (utcp_opts_parse(seg->opts, seg->optlen, &o) < 0) {
+	/*
+	 * A malformed option (truncated padding, a bad length) ends the
+	 * parse; what came before it is kept and so is the segment, as
+	 * Linux's tcp_parse_options does.
+	 */
+	if (utcp_opts_parse(seg->opts, seg->optlen, &o) < 0)
 		st->cnt.drops[UTCP_DROP_OPTS]++;
-		return;
-	}
 	c = utcp_conn_lookup(st, seg->daddr, seg->dport, seg->saddr, seg->sport);
 	if (c == NULL) {
 		struct utcp_tw *tw = utcp_tw_lookup(st, seg->daddr, seg->dport,
@@ -715,6 +749,33 @@ utcp_input(struct utcp_stack *st, const struct utcp_seg_in *seg, uint64_t now_us
 		sync_input(c, seg, &o);
 }
 
+/*
+ * Path MTU from a "fragmentation needed": the next-hop MTU, or for a
+ * router that leaves it 0 (RFC 1191 5) the next plateau below the current
+ * MTU; never below UTCP_PMTU_MIN, so a forged or tiny value cannot shrink
+ * segments to a few bytes (Linux min_pmtu is 552; 576 keeps MSS 536).
+ */
+#define UTCP_PMTU_MIN 576u
+
+static uint32_t
+pmtu_next(uint32_t cur, uint16_t next_hop_mtu)
+{
+	static const uint16_t plateau[] = {
+		32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68,
+	};
+	uint32_t mtu = next_hop_mtu;
+
+	if (mtu == 0) {
+		mtu = 68;
+		for (unsigned i = 0; i < sizeof(plateau) / sizeof(plateau[0]); i++)
+			if (plateau[i] < cur) {
+				mtu = plateau[i];
+				break;
+			}
+	}
+	return mtu < UTCP_PMTU_MIN ? UTCP_PMTU_MIN : mtu;
+}
+
 void
 utcp_icmp_input(struct utcp_stack *st, uint8_t type, uint8_t code,
 	uint16_t next_hop_mtu, uint32_t saddr, uint32_t daddr,
@@ -731,7 +792,7 @@ utcp_icmp_input(struct utcp_stack *st, uint8_t type, uint8_t code,
 	if (!utcp_seq_in(seq, c->snd_una, c->snd_max))
 		return;
 	if (type == 3 && code == 4) {
-		uint32_t mss = next_hop_mtu > 104 ? next_hop_mtu - 40u : 64u;
+		uint32_t mss = pmtu_next(c->mss + 40u, next_hop_mtu) - 40u;
 
 		if (mss < c->mss) {
 			st->cnt.pmtu_reductions++;

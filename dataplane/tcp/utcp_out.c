@@ -225,6 +225,7 @@ sent_seq(struct utcp_conn *c, uint32_t seq, uint32_t seqlen, bool rexmit)
 	}
 	if (utcp_seq_gt(seq + seqlen, c->snd_max))
 		c->snd_max = seq + seqlen;
+	c->last_tx = st->now;
 	if (c->rto_at == 0)
 		utcp_rto_arm(c);
 	if (c->flags & UTCP_F_PERSIST) {
@@ -329,6 +330,14 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			c->persist_at = c->st->now + utcp_rto_cur(c);
 			utcp_timer_update(c);
 			n += rc;
+		} else if (c->snd_wnd > 0 && c->snd_nxt == c->snd_una &&
+			   utcp_seq_lt(c->snd_nxt, c->buf_seq + c->snd_len)) {
+			/* RFC 1122 4.2.3.4 override: what the small window allows */
+			rc = send_at(c, c->snd_nxt, c->snd_wnd,
+				utcp_seq_lt(c->snd_nxt, c->snd_max));
+			if (rc < 0)
+				return rc;
+			n += rc;
 		}
 	}
 	if ((c->flags & UTCP_F_REXMIT_UNA) && n < budget) {
@@ -338,6 +347,7 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			return rc;
 		n += rc;
 	}
+	utcp_cc_idle_restart(c);
 	while (n < budget) {
 		data_end = c->buf_seq + c->snd_len;
 		if ((c->flags & (UTCP_F_RECOVERY | UTCP_F_SACK)) ==
@@ -372,7 +382,12 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			n++;
 			continue;
 		}
-		wnd = c->cwnd < c->snd_wnd ? c->cwnd : c->snd_wnd;
+		wnd = c->cwnd;
+		/* RFC 3042 limited transmit: one new segment per early dupack */
+		if (!(c->flags & UTCP_F_RECOVERY) && c->dupacks > 0 &&
+		    c->dupacks < UTCP_DUPTHRESH)
+			wnd += (c->dupacks < 2 ? c->dupacks : 2) * c->mss;
+		wnd = wnd < c->snd_wnd ? wnd : c->snd_wnd;
 		usable = utcp_seq_lt(c->snd_nxt, c->snd_una + wnd) ?
 			c->snd_una + wnd - c->snd_nxt : 0;
 		if (utcp_seq_lt(c->snd_nxt, data_end)) {
@@ -394,10 +409,16 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			break;
 		n++;
 	}
-	/* zero window with data waiting and nothing in flight: persist */
 	data_end = c->buf_seq + c->snd_len;
-	if (c->snd_wnd == 0 && utcp_seq_lt(c->snd_nxt, data_end) &&
-	    c->snd_nxt == c->snd_una && !(c->flags & UTCP_F_PERSIST)) {
+	utcp_cc_validate(c, utcp_seq_lt(c->snd_nxt, data_end) && c->cwnd <= c->snd_wnd &&
+		utcp_flight(c) + c->mss > c->cwnd);
+	/*
+	 * Data waiting and nothing in flight: the window is zero, or below
+	 * what SWS avoidance sends. Persist (probe, or RFC 1122 override
+	 * timer), or one lost window update hangs the connection.
+	 */
+	if (utcp_seq_lt(c->snd_nxt, data_end) && c->snd_nxt == c->snd_una &&
+	    !(c->flags & UTCP_F_PERSIST)) {
 		c->flags |= UTCP_F_PERSIST;
 		c->rto_at = 0;
 		c->persist_at = c->st->now + utcp_rto_cur(c);
@@ -453,7 +474,12 @@ utcp_ctl_rst_for(struct utcp_stack *st, const struct utcp_seg_in *seg)
 	utcp_ctl_queue(st, &ctl);
 }
 
-/* RFC 5961 challenge ACK, limited per second for the whole stack. */
+/*
+ * RFC 5961 challenge ACK. A per-connection limit, and a stack-wide one
+ * whose budget is drawn anew each second (limit .. 2*limit-1, keyed by the
+ * stack secret) so that one connection cannot learn from its own challenge
+ * ACKs how many the others used (CVE-2016-5696).
+ */
 void
 utcp_out_challenge_ack(struct utcp_conn *c)
 {
@@ -461,11 +487,21 @@ utcp_out_challenge_ack(struct utcp_conn *c)
 	uint64_t epoch = st->now / 1000000;
 
 	if (epoch != st->chal_epoch) {
+		uint32_t lim = st->conf.challenge_ack_limit;
+
 		st->chal_epoch = epoch;
 		st->chal_count = 0;
+		st->chal_budget = lim + (uint32_t)(utcp_siphash(st->key, &epoch,
+			sizeof(epoch)) % lim);
 	}
-	if (st->chal_count >= st->conf.challenge_ack_limit)
+	if (epoch != c->chal_epoch) {
+		c->chal_epoch = epoch;
+		c->chal_count = 0;
+	}
+	if (c->chal_count >= st->conf.challenge_ack_conn_limit ||
+	    st->chal_count >= st->chal_budget)
 		return;
+	c->chal_count++;
 	st->chal_count++;
 	st->cnt.challenge_acks++;
 	utcp_out_ack_now(c);

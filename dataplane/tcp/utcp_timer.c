@@ -144,6 +144,12 @@ fire_rto(struct utcp_conn *c)
 	}
 	if (c->snd_una == c->snd_max)
 		return;
+	if ((c->flags & UTCP_F_RELEASED) && c->retries >= st->conf.orphan_retries) {
+		/* Linux tcp_orphan_retries: an orphan does not retry for long */
+		st->cnt.orphan_aborts++;
+		utcp_conn_reset(c);
+		return;
+	}
 	if (++c->retries > st->conf.data_retries) {
 		utcp_conn_error(c, c->soft_err ? UTCP_ERR_UNREACHABLE : UTCP_ERR_TIMEOUT);
 		return;
@@ -167,7 +173,18 @@ fire_persist(struct utcp_conn *c)
 
 	if (!(c->flags & UTCP_F_PERSIST))
 		return;
-	/* a peer that answers the probes is alive: only silence times out */
+	/*
+	 * A peer that answers the probes is alive: only silence times out,
+	 * unless the connection is an orphan, which gets orphan_retries
+	 * probes, answered or not (ack_input does not reset orphan_probes).
+	 */
+	if ((c->flags & UTCP_F_RELEASED) && c->orphan_probes >= st->conf.orphan_retries) {
+		st->cnt.orphan_aborts++;
+		utcp_conn_reset(c);
+		return;
+	}
+	if (c->flags & UTCP_F_RELEASED)
+		c->orphan_probes++;
 	if (++c->probes > st->conf.data_retries) {
 		utcp_conn_error(c, c->soft_err ? UTCP_ERR_UNREACHABLE : UTCP_ERR_TIMEOUT);
 		return;
@@ -186,8 +203,16 @@ fire(struct utcp_conn *c, uint64_t now)
 	struct utcp_stack *st = c->st;
 
 	if (c->linger_at && c->linger_at <= now) {
-		/* an orphan that its peer never finished closing */
-		utcp_conn_free(c);
+		/*
+		 * An orphan that its peer never finished closing: silently in
+		 * FIN_WAIT_2 (our FIN is acked), with a RST before that.
+		 */
+		if (c->state == UTCP_FIN_WAIT_2) {
+			utcp_conn_free(c);
+		} else {
+			st->cnt.orphan_aborts++;
+			utcp_conn_reset(c);
+		}
 		return;
 	}
 	if (c->delack_at && c->delack_at <= now) {

@@ -70,6 +70,7 @@ base_conf(void)
 	c.rto_min_us = 200000;
 	c.rcvbuf = 262144;
 	c.challenge_ack_limit = 2;
+	c.challenge_ack_conn_limit = 2;
 	for (int i = 0; i < 16; i++)
 		c.secret[i] = (uint8_t)(0x40 + i);
 	return c;
@@ -746,6 +747,209 @@ test_zero_window_persist(void)
 	flush();
 }
 
+/*
+ * RFC 1122 4.2.3.4: a window below one MSS with nothing in flight (SWS
+ * avoidance holds the data) and a lost window update: the override timer
+ * sends what the window allows within one RTO.
+ */
+static void
+test_small_window_override(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *c;
+	static uint8_t data[10000];
+	uint32_t rto;
+	uint64_t t0;
+	int sent = 0;
+
+	new_stack(&cf);
+	c = establish(0, 1, 1);
+	peer(c, UTCP_ACK, pseq, iss + 1, 1000, NULL, 0);	/* 1000 < MSS */
+	CHECK_EQ(utcp_send(c, data, sizeof(data)), (ssize_t)sizeof(data));
+	CHECK_EQ(flush(), 0);
+	rto = utcp_rto_cur(c);
+	t0 = now;
+	/* the update that opens the window is lost: the peer stays silent */
+	while (now - t0 <= rto && !sent) {
+		tick(1000);
+		sent = flush();
+	}
+	CHECK_EQ(sent, 1);
+	CHECK(now - t0 <= rto);
+	CHECK_EQ(caps[0].s.seq, iss + 1);
+	CHECK_EQ(caps[0].s.len, 1000);
+	/* the peer takes it and keeps the small window: the next one follows */
+	peer(c, UTCP_ACK, pseq, iss + 1001, 1000, NULL, 0);
+	CHECK_EQ(flush(), 0);
+	t0 = now;
+	sent = 0;
+	while (now - t0 <= 2 * rto && !sent) {
+		tick(1000);
+		sent = flush();
+	}
+	CHECK_EQ(sent, 1);
+	CHECK_EQ(caps[0].s.seq, iss + 1001);
+	CHECK_EQ(utcp_conn_state(c), UTCP_ESTABLISHED);
+	utcp_abort(c);
+	flush();
+}
+
+/*
+ * A tarpit: the peer keeps its window at zero and answers every probe.
+ * After utcp_close the orphan must be freed (with a RST) within the orphan
+ * bound, not held with its send buffer for ever.
+ */
+static void
+run_orphan_zero_window(uint32_t orphan_timeout_us)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *c;
+	struct utcp_counters k0, k;
+	static uint8_t data[3000];
+	uint64_t t0;
+	int probes = 0, rst = 0;
+
+	cf.orphan_timeout_us = orphan_timeout_us;
+	new_stack(&cf);
+	utcp_stack_counters(st, &k0);
+	c = establish(0, 1, 1);
+	peer(c, UTCP_ACK, pseq, iss + 1, 0, NULL, 0);
+	CHECK_EQ(utcp_send(c, data, sizeof(data)), (ssize_t)sizeof(data));
+	flush();
+	utcp_close(c);
+	flush();
+	t0 = now;
+	/* one virtual hour, in 10 ms steps; the probe answers keep it alive */
+	for (int i = 0; i < 360000; i++) {
+		tick(10000);
+		flush();
+		for (int j = 0; j < ncap && j < 64; j++) {
+			if (caps[j].s.flags & UTCP_RST)
+				rst = 1;
+			else if (caps[j].s.len > 0)
+				probes++;
+		}
+		utcp_stack_counters(st, &k);
+		if (k.conn_free == k0.conn_free)
+			break;
+		if (ncap > 0 && !rst)
+			peer(c, UTCP_ACK, pseq, iss + 1, 0, NULL, 0);
+	}
+	utcp_stack_counters(st, &k);
+	printf("orphan vs zero window (timeout %u s): freed after %.1f s, %d probes\n",
+		orphan_timeout_us / 1000000, (now - t0) / 1e6, probes);
+	CHECK_EQ(k.conn_free, k0.conn_free);
+	CHECK_EQ(k.sndbuf_free, k0.sndbuf_free);
+	CHECK(rst);
+	CHECK(k.orphan_aborts == 1);
+	/* 8 orphan probes (default orphan_retries) or the timeout, first */
+	CHECK(now - t0 <= (uint64_t)(orphan_timeout_us ? orphan_timeout_us : 60000000) + 10000);
+	CHECK(probes <= 8);
+}
+
+static void
+test_orphan_zero_window_bound(void)
+{
+	run_orphan_zero_window(0);		/* default 60 s */
+	run_orphan_zero_window(3600000000u);	/* the probe count alone */
+}
+
+/* A SYN-ACK whose option padding is cut short still connects. */
+static void
+test_truncated_option_padding(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *c;
+	struct utcp_counters k;
+	/* MSS 1200, SACK-permitted, then a timestamp kind with no length */
+	static const uint8_t o[] = { 2, 4, 0x04, 0xb0, 4, 2, 1, 8 };
+
+	new_stack(&cf);
+	c = utcp_connect(st, 0, RADDR, RPORT, NULL);
+	CHECK(c != NULL);
+	CHECK_EQ(flush(), 1);
+	iss = caps[0].s.seq;
+	pseq = 90000;
+	now += 10000;
+	seg_in(c, UTCP_SYN | UTCP_ACK, pseq, iss + 1, 5000, NULL, 0, o, sizeof(o));
+	pseq++;
+	CHECK_EQ(flush(), 1);
+	CHECK_EQ(caps[0].s.flags, UTCP_ACK);
+	CHECK_EQ(caps[0].s.ack, pseq);
+	CHECK_EQ(utcp_conn_state(c), UTCP_ESTABLISHED);
+	CHECK(has_event(UTCP_EV_CONNECTED, NULL));
+	CHECK_EQ(c->mss, 1200);			/* options before the bad one kept */
+	CHECK(c->flags & UTCP_F_SACK);
+	utcp_stack_counters(st, &k);
+	CHECK_EQ(k.drops[UTCP_DROP_OPTS], 1);	/* counted */
+	utcp_abort(c);
+	flush();
+}
+
+/* ICMP frag-needed: MTU 0 uses the RFC 1191 plateaus, tiny MTUs a floor. */
+static void
+test_icmp_mtu_floor(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *c;
+	static uint8_t data[4000];
+
+	new_stack(&cf);
+	c = establish(0, 1, 1);
+	CHECK_EQ(utcp_send(c, data, sizeof(data)), 4000);
+	flush();
+	utcp_icmp_input(st, 3, 4, 0, c->laddr, RADDR, c->lport, RPORT, iss + 1, now);
+	CHECK(c->mss >= 536);
+	CHECK_EQ(c->mss, 1492 - 40);		/* plateau below 1500 */
+	flush();
+	utcp_icmp_input(st, 3, 4, 68, c->laddr, RADDR, c->lport, RPORT, iss + 1, now);
+	CHECK_EQ(c->mss, 536);
+	utcp_icmp_input(st, 3, 4, 0, c->laddr, RADDR, c->lport, RPORT, iss + 1, now);
+	CHECK_EQ(c->mss, 536);
+	CHECK(flush() >= 1);
+	CHECK(caps[0].s.len + caps[0].s.optlen <= 536);
+	CHECK(caps[0].s.len + caps[0].s.optlen >= 500);
+	utcp_abort(c);
+	flush();
+}
+
+/*
+ * CVE-2016-5696: a peer spending its own connection's challenge ACKs must
+ * not learn about, or silence, those of another connection.
+ */
+static void
+test_challenge_ack_isolation(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *a, *b;
+	uint32_t pseq_a, pseq_b;
+	int got = 0;
+
+	cf.challenge_ack_limit = 4;
+	cf.challenge_ack_conn_limit = 2;
+	new_stack(&cf);
+	a = establish(1, 1, 1);
+	pseq_a = pseq;
+	b = establish(1, 1, 1);
+	pseq_b = pseq;
+	/* the attacker's connection: 20 in-window RSTs, 2 answered */
+	for (int i = 0; i < 20; i++) {
+		seg_in(a, UTCP_RST, pseq_a + 100, 0, 0, NULL, 0, NULL, 0);
+		got += flush();
+	}
+	CHECK_EQ(got, 2);
+	/* the victim's connection still answers */
+	seg_in(b, UTCP_RST, pseq_b + 100, 0, 0, NULL, 0, NULL, 0);
+	CHECK_EQ(flush(), 1);
+	CHECK_EQ(caps[0].s.dport, RPORT);
+	CHECK_EQ(caps[0].s.sport, b->lport);
+	CHECK_EQ(utcp_conn_state(a), UTCP_ESTABLISHED);
+	CHECK_EQ(utcp_conn_state(b), UTCP_ESTABLISHED);
+	utcp_abort(a);
+	utcp_abort(b);
+	flush();
+}
+
 static void
 test_rto_backoff_timeout(void)
 {
@@ -937,6 +1141,11 @@ main(void)
 	test_paws_and_ts_dropout();
 	test_delayed_ack_and_window_update();
 	test_zero_window_persist();
+	test_small_window_override();
+	test_orphan_zero_window_bound();
+	test_truncated_option_padding();
+	test_icmp_mtu_floor();
+	test_challenge_ack_isolation();
 	test_rto_backoff_timeout();
 	test_karn();
 	test_icmp();

@@ -13,6 +13,7 @@
 
 #include "mp_test.h"
 #include "utcp.h"
+#include "utcp_impl.h"
 #include "utcp_sim.h"
 
 #define CLI_ADDR 0x0a000001u
@@ -260,6 +261,283 @@ test_bulk(void)
 
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
 		run_bulk(&v[i], 1000 + i);
+}
+
+/* ---- congestion window against the flight that uses it ---- */
+
+struct cw_watch {
+	struct bulk *b;
+	long drop_seg;			/* data segment index to drop, -1 none */
+	long data_segs;
+	uint32_t max_flight, max_cwnd, flight_before_loss;
+	uint32_t cwnd_after_rec;
+	int dropped, in_rec, rec_done;
+};
+
+static struct cw_watch cw;
+
+static int
+cw_filter(struct sim *s, int from, const struct utcp_seg_out *o)
+{
+	struct utcp_conn *c = cw.b->s[0].c;
+	uint32_t end, flight;
+
+	(void)s;
+	if (from != 0 || c == NULL ||
+	    (c->state != UTCP_ESTABLISHED && c->state != UTCP_CLOSE_WAIT))
+		return 1;
+	if (c->flags & UTCP_F_RECOVERY)
+		cw.in_rec = 1;
+	else if (cw.in_rec && !cw.rec_done) {
+		cw.rec_done = 1;
+		cw.cwnd_after_rec = c->cwnd;
+	}
+	if (o->len == 0)
+		return 1;
+	end = o->seq + o->len;
+	flight = (utcp_seq_gt(end, c->snd_max) ? end : c->snd_max) - c->snd_una;
+	if (!cw.dropped && flight > cw.max_flight)
+		cw.max_flight = flight;
+	if (!cw.dropped && c->cwnd > cw.max_cwnd)
+		cw.max_cwnd = c->cwnd;
+	if (cw.data_segs++ == cw.drop_seg && !cw.dropped) {
+		cw.dropped = 1;
+		cw.flight_before_loss = cw.max_flight;
+		return 0;
+	}
+	return 1;
+}
+
+/*
+ * 8 MiB over a 50 ms RTT through a 32 KiB send buffer: the buffer, not
+ * cwnd, limits the flight, so cwnd must not grow past twice the flight
+ * (RFC 7661), and the first fast recovery must bring cwnd to at most 0.7 of
+ * the flight before the loss (RFC 9438 4.6).
+ */
+static void
+run_cwnd_limited(long drop_seg)
+{
+	struct sim s;
+	struct bulk b;
+	struct utcp_conf cc = { 0 }, sc = { 0 };
+	struct utcp_counters c0;
+
+	sim_init(&s, 77);
+	memset(&b, 0, sizeof(b));
+	memset(&cw, 0, sizeof(cw));
+	cw.b = &b;
+	cw.drop_seg = drop_seg;
+	b.n = b.sn[0] = 8u << 20;
+	b.data[0] = malloc(b.n);
+	b.data[1] = malloc(1);
+	for (size_t i = 0; i < b.n; i++)
+		b.data[0][i] = pattern(i, 0);
+	s.delay_us = 25000;
+	s.app = bulk_app;
+	s.app_ctx = &b;
+	s.filter = cw_filter;
+	cc.max_conns = sc.max_conns = 4;
+	cc.sndbuf = 32768;
+	cc.cc = sc.cc = UTCP_CC_CUBIC;
+	make_pair(&s, &cc, &sc);
+	CHECK(utcp_connect(s.st[0], 0, SRV_ADDR, SRV_PORT, NULL) != NULL);
+	CHECK(sim_run(&s, bulk_done, s.now + 600000000ull, 5000000));
+	CHECK_EQ(b.s[1].rcvd, b.n);
+	CHECK_EQ(b.s[1].corrupt, 0);
+	utcp_stack_counters(s.st[0], &c0);
+	if (drop_seg < 0) {
+		printf("cwnd-limited: segs %ld t %.1f max flight %u B, max cwnd %u B\n", cw.data_segs, (s.now - 1000000) / 1e6,
+			cw.max_flight, cw.max_cwnd);
+		CHECK(cw.max_flight > 16384);
+		CHECK(cw.max_cwnd <= 2 * cw.max_flight);
+	} else {
+		printf("cwnd-limited loss: flight before %u B, cwnd after recovery %u B\n",
+			cw.flight_before_loss, cw.cwnd_after_rec);
+		CHECK(cw.dropped);
+		CHECK(cw.rec_done);
+		CHECK_EQ(c0.rto_fired, 0);
+		CHECK(cw.cwnd_after_rec <= cw.flight_before_loss * 7 / 10);
+	}
+	utcp_stack_free(s.st[0]);
+	utcp_stack_free(s.st[1]);
+	sim_fini(&s);
+	free(b.data[0]);
+	free(b.data[1]);
+}
+
+static void
+test_cwnd_limited(void)
+{
+	run_cwnd_limited(-1);
+	run_cwnd_limited(3000);
+}
+
+/* RFC 5681 4.1: after an idle period longer than the RTO, restart at IW. */
+struct idle_app {
+	struct utcp_conn *cli;
+};
+
+static void
+idle_app_fn(struct sim *s, int side, const struct utcp_event *ev)
+{
+	struct idle_app *a = s->app_ctx;
+	uint8_t tmp[16384];
+
+	if (side == 0 && ev->type == UTCP_EV_CONNECTED)
+		a->cli = ev->conn;
+	if (side == 1 && ev->type == UTCP_EV_READABLE)
+		while (utcp_recv(ev->conn, tmp, sizeof(tmp)) > 0)
+			;
+}
+
+static int
+idle_all_acked(struct sim *s)
+{
+	struct idle_app *a = s->app_ctx;
+
+	return a->cli != NULL && a->cli->snd_len == 0;
+}
+
+static void
+test_idle_restart(void)
+{
+	static uint8_t buf[200000];
+	struct sim s;
+	struct idle_app a = { 0 };
+	struct utcp_conf cc = { 0 }, sc = { 0 };
+	uint32_t iw, before;
+
+	sim_init(&s, 5);
+	s.delay_us = 10000;
+	s.app = idle_app_fn;
+	s.app_ctx = &a;
+	cc.max_conns = sc.max_conns = 4;
+	cc.sndbuf = 262144;
+	sc.rcvbuf = 262144;
+	make_pair(&s, &cc, &sc);
+	CHECK(utcp_connect(s.st[0], 0, SRV_ADDR, SRV_PORT, NULL) != NULL);
+	sim_run(&s, NULL, s.now + 100000, 100000);
+	CHECK(a.cli != NULL);
+	if (a.cli == NULL)
+		return;
+	CHECK_EQ(utcp_send(a.cli, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	CHECK(sim_run(&s, idle_all_acked, s.now + 10000000, 1000000));
+	iw = utcp_cc_iw(a.cli->mss);
+	before = a.cli->cwnd;
+	/* idle for 3 s, well past the RTO */
+	sim_run(&s, NULL, s.now + 3000000, 1000000);
+	CHECK_EQ(utcp_send(a.cli, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	sim_output(&s);
+	printf("idle restart: cwnd %u B before idle, %u B and flight %u B after (IW %u)\n",
+		before, a.cli->cwnd, utcp_flight(a.cli), iw);
+	CHECK(before > 2 * iw);
+	CHECK(a.cli->cwnd <= iw);
+	CHECK(utcp_flight(a.cli) <= iw);
+	utcp_stack_free(s.st[0]);
+	utcp_stack_free(s.st[1]);
+	sim_fini(&s);
+}
+
+/* ---- short flows: losses repaired without an RTO ---- */
+
+struct short_app {
+	struct utcp_conn *cli;
+	size_t want, rcvd;
+	long data_segs;
+	long drop;			/* data segment (0-based) to drop once */
+	uint64_t t_sent, t_done;
+};
+
+static struct short_app *sa_cur;
+
+static int
+short_filter(struct sim *s, int from, const struct utcp_seg_out *o)
+{
+	(void)s;
+	if (from != 0 || o->len == 0)
+		return 1;
+	if (sa_cur->data_segs++ == sa_cur->drop)
+		return 0;
+	return 1;
+}
+
+static void
+short_app_fn(struct sim *s, int side, const struct utcp_event *ev)
+{
+	struct short_app *a = s->app_ctx;
+	static uint8_t buf[65536];
+
+	if (side == 0 && ev->type == UTCP_EV_CONNECTED) {
+		a->cli = ev->conn;
+		CHECK_EQ(utcp_send(ev->conn, buf, a->want), (ssize_t)a->want);
+		a->t_sent = s->now;
+	}
+	if (side == 1 && ev->type == UTCP_EV_READABLE) {
+		ssize_t r;
+
+		while ((r = utcp_recv(ev->conn, buf, sizeof(buf))) > 0)
+			a->rcvd += (size_t)r;
+		if (a->rcvd == a->want && a->t_done == 0)
+			a->t_done = s->now;
+	}
+}
+
+static int
+short_done(struct sim *s)
+{
+	struct short_app *a = s->app_ctx;
+
+	return a->t_done != 0 && a->cli != NULL && a->cli->snd_una == a->cli->snd_max;
+}
+
+/* @return the sender's RTO count; *ms the completion time. */
+static uint64_t
+run_short(unsigned segs, long drop, int sack, double *ms)
+{
+	struct sim s;
+	struct short_app a = { 0 };
+	struct utcp_conf cc = { 0 }, sc = { 0 };
+	struct utcp_counters k;
+
+	sim_init(&s, 9);
+	s.delay_us = 20000;
+	s.app = short_app_fn;
+	s.app_ctx = &a;
+	s.filter = short_filter;
+	sa_cur = &a;
+	a.want = segs * 1448;
+	a.drop = drop;
+	cc.max_conns = sc.max_conns = 4;
+	cc.no_sack = sc.no_sack = !sack;
+	make_pair(&s, &cc, &sc);
+	CHECK(utcp_connect(s.st[0], 0, SRV_ADDR, SRV_PORT, NULL) != NULL);
+	CHECK(sim_run(&s, short_done, s.now + 60000000, 1000000));
+	CHECK_EQ(a.rcvd, a.want);
+	utcp_stack_counters(s.st[0], &k);
+	*ms = (a.t_done - a.t_sent) / 1e3;
+	CHECK(k.retransmits >= 1);
+	utcp_stack_free(s.st[0]);
+	utcp_stack_free(s.st[1]);
+	sim_fini(&s);
+	return k.rto_fired;
+}
+
+static void
+test_short_flow_loss(void)
+{
+	static const struct { unsigned segs; long drop; int sack; } v[] = {
+		{ 3, 0, 1 }, { 2, 0, 1 }, { 4, 0, 1 },
+	};
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		double ms;
+		uint64_t rto = run_short(v[i].segs, v[i].drop, v[i].sack, &ms);
+
+		printf("short flow %u segs, segment %ld lost, sack %d: %.1f ms, rto %llu\n",
+			v[i].segs, v[i].drop, v[i].sack, ms, (unsigned long long)rto);
+		CHECK_EQ(rto, 0);
+		CHECK(ms < 200.0);	/* a few 40 ms RTTs, not a timeout */
+	}
 }
 
 /* ---- single-connection outcomes ---- */
@@ -643,6 +921,12 @@ main(int argc, char **argv)
 		test_rst_midstream();
 	if (!only || !strcmp(only, "bulk"))
 		test_bulk();
+	if (!only || !strcmp(only, "cwnd"))
+		test_cwnd_limited();
+	if (!only || !strcmp(only, "short"))
+		test_short_flow_loss();
+	if (!only || !strcmp(only, "idle"))
+		test_idle_restart();
 	if (!only || !strcmp(only, "seq"))
 		test_sequential();
 	if (!only || !strcmp(only, "conc"))
