@@ -448,11 +448,33 @@ dupthresh(const struct utcp_conn *c)
 	return segs > 2 ? segs - 1 : 1;
 }
 
+/* Fast retransmit and recovery from SND.UNA (RFC 6582, RFC 6675). */
+static void
+enter_recovery(struct utcp_conn *c)
+{
+	struct utcp_stack *st = c->st;
+	bool sack = (c->flags & UTCP_F_SACK) != 0;
+
+	st->cnt.fast_recoveries++;
+	c->flags |= UTCP_F_RECOVERY | UTCP_F_REXMIT_UNA;
+	c->flags &= ~UTCP_F_RTT_TIMING;
+	c->recover = c->snd_max;
+	utcp_cc_on_loss(c);
+	c->cubic.epoch_start = 0;
+	if (sack) {
+		c->cwnd = c->ssthresh;
+		/* the REXMIT_UNA send moves HighRxt past what it resent */
+		c->sb.high_rxt = c->snd_una;
+	} else {
+		c->cwnd = c->ssthresh + UTCP_DUPTHRESH * c->mss;
+	}
+	utcp_out_schedule(c);
+}
+
 /* Loss detection on a duplicate ACK (RFC 5681/6582, RFC 6675). */
 static void
 dupack(struct utcp_conn *c)
 {
-	struct utcp_stack *st = c->st;
 	bool sack = (c->flags & UTCP_F_SACK) != 0;
 	unsigned thresh;
 
@@ -476,20 +498,9 @@ dupack(struct utcp_conn *c)
 	/* a previous episode's retransmissions are still being acked */
 	if (!sack && utcp_seq_lt(c->snd_una, c->recover) && c->recover != c->snd_una)
 		return;
-	st->cnt.fast_recoveries++;
-	c->flags |= UTCP_F_RECOVERY | UTCP_F_REXMIT_UNA;
-	c->flags &= ~UTCP_F_RTT_TIMING;
-	c->recover = c->snd_max;
-	utcp_cc_on_loss(c);
-	c->cubic.epoch_start = 0;
-	if (sack) {
-		c->cwnd = c->ssthresh;
-		c->sb.high_rxt = c->snd_una + c->mss;
-	} else {
-		c->cwnd = c->ssthresh + UTCP_DUPTHRESH * c->mss;
-	}
-	utcp_out_schedule(c);
+	enter_recovery(c);
 }
+
 
 /* @return true when the ACK acknowledged our FIN. */
 static bool
@@ -511,10 +522,12 @@ ack_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp_
 		if (wnd > c->max_snd_wnd)
 			c->max_snd_wnd = wnd;
 		if (wnd > 0 && (c->flags & UTCP_F_PERSIST)) {
+			/* output sends, or re-arms a timer for what it cannot */
 			c->flags &= ~UTCP_F_PERSIST;
 			c->persist_at = 0;
 			c->retries = 0;
 			utcp_timer_update(c);
+			utcp_out_schedule(c);
 		}
 		if (wnd > old_wnd)
 			utcp_out_schedule(c);
@@ -564,6 +577,14 @@ ack_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp_
 		} else {
 			c->dupacks = 0;
 			utcp_cc_on_ack(c, acked);
+			/*
+			 * An ACK that moves SND.UNA can still show, by what it
+			 * SACKs, that the next segment is lost (RFC 6675 IsLost):
+			 * a short flight may send no further ACK to count.
+			 */
+			if ((c->flags & UTCP_F_SACK) && c->snd_una != c->snd_max &&
+			    utcp_sb_is_lost(&c->sb, c->snd_una, c->mss))
+				enter_recovery(c);
 		}
 		if (c->snd_una == c->snd_max) {
 			c->rto_at = 0;

@@ -253,10 +253,12 @@ max_payload(const struct utcp_conn *c)
 
 /*
  * Send the range starting at seq (data then, if it ends the stream, FIN).
+ * *sent (if not NULL) gets the data bytes sent: this segment's options
+ * may leave less room than maxlen.
  * @return 1 sent, 0 nothing to send, < 0 emit failure.
  */
 static int
-send_at(struct utcp_conn *c, uint32_t seq, uint32_t maxlen, bool rexmit)
+send_at(struct utcp_conn *c, uint32_t seq, uint32_t maxlen, bool rexmit, uint32_t *sent)
 {
 	uint32_t data_end = c->buf_seq + c->snd_len, len = 0;
 	uint8_t flags = UTCP_ACK;
@@ -278,6 +280,8 @@ send_at(struct utcp_conn *c, uint32_t seq, uint32_t maxlen, bool rexmit)
 	rc = emit_seg(c, seq, len, flags);
 	if (rc < 0)
 		return rc;
+	if (sent != NULL)
+		*sent = len;
 	sent_seq(c, seq, len + ((flags & UTCP_FIN) ? 1 : 0), rexmit);
 	if (!rexmit || seq == c->snd_nxt) {
 		if (utcp_seq_ge(seq + len + !!(flags & UTCP_FIN), c->snd_nxt))
@@ -320,7 +324,7 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 	if ((c->flags & UTCP_F_PROBE) && n < budget) {
 		c->flags &= ~UTCP_F_PROBE;
 		if (c->snd_wnd == 0 && c->snd_len > 0) {
-			rc = send_at(c, c->snd_una, 1, c->snd_max != c->snd_una);
+			rc = send_at(c, c->snd_una, 1, c->snd_max != c->snd_una, NULL);
 			if (rc < 0)
 				return rc;
 			/* the probe is outside the window: persist, not RTO */
@@ -334,17 +338,22 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			   utcp_seq_lt(c->snd_nxt, c->buf_seq + c->snd_len)) {
 			/* RFC 1122 4.2.3.4 override: what the small window allows */
 			rc = send_at(c, c->snd_nxt, c->snd_wnd,
-				utcp_seq_lt(c->snd_nxt, c->snd_max));
+				utcp_seq_lt(c->snd_nxt, c->snd_max), NULL);
 			if (rc < 0)
 				return rc;
 			n += rc;
 		}
 	}
 	if ((c->flags & UTCP_F_REXMIT_UNA) && n < budget) {
+		uint32_t sent = 0;
+
 		c->flags &= ~UTCP_F_REXMIT_UNA;
-		rc = send_at(c, c->snd_una, c->mss, true);
+		rc = send_at(c, c->snd_una, c->mss, true, &sent);
 		if (rc < 0)
 			return rc;
+		/* HighRxt: what went out, which options may make < MSS */
+		if (utcp_seq_gt(c->snd_una + sent, c->sb.high_rxt))
+			c->sb.high_rxt = c->snd_una + sent;
 		n += rc;
 	}
 	utcp_cc_idle_restart(c);
@@ -353,17 +362,17 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 		if ((c->flags & (UTCP_F_RECOVERY | UTCP_F_SACK)) ==
 		    (UTCP_F_RECOVERY | UTCP_F_SACK)) {
 			uint32_t pipe = utcp_sb_pipe(&c->sb, c->snd_una, c->snd_max, c->mss);
-			uint32_t seq, len;
+			uint32_t seq, len, sent = 0;
 
 			if (pipe + c->mss > c->cwnd)
 				break;
 			if (utcp_sb_next_seg(&c->sb, c->snd_una, c->mss, &seq, &len)) {
-				rc = send_at(c, seq, len, true);
+				rc = send_at(c, seq, len, true, &sent);
 				if (rc < 0)
 					return rc;
 				if (rc == 0)
 					break;
-				c->sb.high_rxt = seq + len;
+				c->sb.high_rxt = seq + sent;
 				n++;
 				continue;
 			}
@@ -373,7 +382,7 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			if (!utcp_seq_lt(c->snd_nxt, c->snd_una + c->snd_wnd) &&
 			    utcp_seq_lt(c->snd_nxt, data_end))
 				break;
-			rc = send_at(c, c->snd_nxt, c->snd_una + c->snd_wnd - c->snd_nxt, false);
+			rc = send_at(c, c->snd_nxt, c->snd_una + c->snd_wnd - c->snd_nxt, false, NULL);
 			if (rc <= 0) {
 				if (rc < 0)
 					return rc;
@@ -402,7 +411,7 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			   !utcp_seq_le(c->snd_nxt, data_end)) {
 			break;
 		}
-		rc = send_at(c, c->snd_nxt, usable, utcp_seq_lt(c->snd_nxt, c->snd_max));
+		rc = send_at(c, c->snd_nxt, usable, utcp_seq_lt(c->snd_nxt, c->snd_max), NULL);
 		if (rc < 0)
 			return rc;
 		if (rc == 0)
@@ -413,25 +422,39 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 	utcp_cc_validate(c, utcp_seq_lt(c->snd_nxt, data_end) && c->cwnd <= c->snd_wnd &&
 		utcp_flight(c) + c->mss > c->cwnd);
 	/*
-	 * Data waiting and nothing in flight: the window is zero, or below
-	 * what SWS avoidance sends. Persist (probe, or RFC 1122 override
-	 * timer), or one lost window update hangs the connection.
+	 * Every connection with something to send has a timer. Data sent and
+	 * not acknowledged: the RTO (SND.NXT may sit at SND.UNA with more
+	 * outstanding, after a go-back-N or an ACK that caught up with it
+	 * in recovery). Data waiting and nothing outstanding: the window is
+	 * zero, or below what SWS avoidance sends; persist (probe, or RFC
+	 * 1122 override timer), or one lost window update hangs the
+	 * connection.
 	 */
-	if (utcp_seq_lt(c->snd_nxt, data_end) && c->snd_nxt == c->snd_una &&
-	    !(c->flags & UTCP_F_PERSIST)) {
-		c->flags |= UTCP_F_PERSIST;
-		c->rto_at = 0;
-		c->persist_at = c->st->now + utcp_rto_cur(c);
-		utcp_timer_update(c);
+	if (!(c->flags & UTCP_F_PERSIST)) {
+		if (c->snd_una != c->snd_max) {
+			if (c->rto_at == 0)
+				utcp_rto_arm(c);
+		} else if (utcp_seq_lt(c->snd_nxt, data_end)) {
+			c->flags |= UTCP_F_PERSIST;
+			c->rto_at = 0;
+			c->persist_at = c->st->now + utcp_rto_cur(c);
+			utcp_timer_update(c);
+		}
 	}
+	/*
+	 * A pure ACK carries SND.MAX, not SND.NXT: after a go-back-N
+	 * SND.NXT sits below what the peer has already acknowledged, and a
+	 * segment that far back is outside its window, ACK field and all
+	 * (RFC 9293 3.10.7.4; BSD tcp_output does the same).
+	 */
 	if ((c->flags & UTCP_F_ACK_NOW) && n < budget) {
-		rc = emit_seg(c, c->snd_nxt, 0, UTCP_ACK);
+		rc = emit_seg(c, c->snd_max, 0, UTCP_ACK);
 		if (rc < 0)
 			return rc;
 		n++;
 	}
 	while (c->acks_owed > 0 && n < budget) {
-		rc = emit_seg(c, c->snd_nxt, 0, UTCP_ACK);
+		rc = emit_seg(c, c->snd_max, 0, UTCP_ACK);
 		if (rc < 0)
 			return rc;
 		c->acks_owed--;

@@ -20,7 +20,7 @@
 #  - --timeout while the server stalls: exit 2, every recipient deferred
 #    once ("aborted" in flight, "not attempted" for the rest);
 #  - two workers (software steering): 100 messages, byte-exact;
-#  - 2% random loss each way on the Postfix side (nftables numgen): 200
+#  - 2% random loss each way in front of Postfix (lib.sh mp_loss_on): 200
 #    messages over 10 sessions still all delivered, byte-exact, with
 #    retransmissions seen.
 #
@@ -177,15 +177,10 @@ exact(addrs("two.txt"), read("traps.eml"), tls="TLSv1.3")
 '
 
 # --- 2% loss each way on the Postfix side -----------------------------------------
-ip netns exec "$SNS" nft -f - <<NFT || mp_fail "nft"
-table inet mpdploss {
-	chain in { type filter hook input priority 0; iifname "$IF" tcp dport 25 numgen random mod 100 < 2 drop; }
-	chain out { type filter hook output priority 0; oifname "$IF" tcp sport 25 numgen random mod 100 < 2 drop; }
-}
-NFT
+mp_loss_on "$SNS" "$IF" 25 2 mpdploss || mp_fail "nft loss tables"
 send "loss" mx1.pf.test 198.19.50.10 --rcpt-file "$MP_TMP/loss.txt" \
 	--message "$MP_TMP/traps.eml" --sessions 10 --msgs-per-conn 20 --tls verify --ca "$CA"
-ip netns exec "$SNS" nft delete table inet mpdploss
+mp_loss_off "$SNS" mpdploss
 check "dp 2% loss: 200 delivered, retransmissions seen" '
 assert s["recipients"] == 200 and s["delivered"] == 200, s
 assert s["dataplane"]["retransmits"] > 0, s["dataplane"]

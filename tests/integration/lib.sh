@@ -65,6 +65,33 @@ mp_stop_pidfile() {
 	return 0
 }
 
+# mp_loss_on NS IF PORTS PCT NAME: PCT% random loss each way for TCP ports
+# PORTS ("25" or "{ 7, 19 }") of the peer in netns NS, on its interface IF,
+# the way loss on the wire would look to it. What arrives is dropped at the
+# input hook. What the peer sends leaves its stack without error and is
+# readdressed at IF's egress hook to a MAC nobody has, so our dataplane
+# drops it (drop reason eth_dst). A drop at the output hook would not do:
+# the peer's stack sees it as a local send error, and Linux drops the
+# request socket when a SYN-ACK retransmission fails, then resets our next
+# segment, a failure no network causes. nft tables NAME (inet) and
+# NAME_out (netdev); mp_loss_off NS NAME removes them.
+mp_loss_on() {
+	local ns=$1 ifc=$2 ports=$3 pct=$4 name=$5
+	ip netns exec "$ns" nft -f - <<NFT || return 1
+table inet $name {
+	chain in { type filter hook input priority 0; iifname "$ifc" tcp dport $ports numgen random mod 100 < $pct drop; }
+}
+table netdev ${name}_out {
+	chain egress { type filter hook egress device "$ifc" priority 0; tcp sport $ports numgen random mod 100 < $pct ether daddr set 02:00:00:00:00:01; }
+}
+NFT
+}
+
+mp_loss_off() {
+	ip netns exec "$1" nft delete table inet "$2"
+	ip netns exec "$1" nft delete table netdev "$2_out"
+}
+
 mp_fail() {
 	echo "FAIL: $*" >&2
 	for f in "$MP_TMP"/*.log; do

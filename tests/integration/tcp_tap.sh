@@ -89,20 +89,15 @@ nft_count() { ip netns exec "$NS" nft list counter inet mpmtu "$1" | grep -o 'pa
 [ "$(nft_count data_in)" -gt 100 ] || mp_fail "MSS run carried no full-size data"
 ip netns exec "$NS" nft delete table inet mpmtu
 
-# 2% random loss each way on the peer side.
-ip netns exec "$NS" nft -f - <<NFT
-table inet mploss {
-	chain in { type filter hook input priority 0; iifname "$IF" tcp dport { 7, 19 } numgen random mod 100 < 2 drop; }
-	chain out { type filter hook output priority 0; oifname "$IF" tcp sport { 7, 19 } numgen random mod 100 < 2 drop; }
-}
-NFT
+# 2% random loss each way between us and the peer (lib.sh mp_loss_on).
+mp_loss_on "$NS" "$IF" "{ 7, 19 }" 2 mploss || mp_fail "nft loss tables"
 bench "2% loss: echo 16 MiB, one connection" "$ALL_OK and j['retransmits'] > 0" \
 	--peer $K_IP:7 --mode echo --conns 1 --bytes $((16 * 1048576 / SCALE)) --timeout 180
 bench "2% loss: 500 concurrent echoes of 64 KiB" "$ALL_OK" \
 	--peer $K_IP:7 --mode echo --conns 500 --concurrency 500 --bytes 65536 --timeout 180
 bench "2% loss: bulk 16 MiB" "$ALL_OK" \
 	--peer $K_IP:19 --mode bulk --conns 1 --bytes $((16 * 1048576 / SCALE)) --timeout 180
-ip netns exec "$NS" nft delete table inet mploss
+mp_loss_off "$NS" mploss
 
 # Refused: nothing listens on port 5.
 bench "closed port: refused" 'j["failed"]["refused"] == 10 and j["ok"] == 0 and j["pools_restored"] and j["seconds"] < 5' \

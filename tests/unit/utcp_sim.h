@@ -44,6 +44,7 @@ struct sim {
 	sim_app_fn app;
 	void *app_ctx;
 	int blackhole[2];		/* drop everything sent by side i */
+	void (*step)(struct sim *sim);	/* after each step's output */
 };
 
 static inline uint64_t
@@ -225,6 +226,8 @@ sim_run(struct sim *s, int (*done)(struct sim *), uint64_t until_us, long max_st
 				utcp_timers(s->st[i], s->now);
 		sim_drain_events(s);
 		sim_output(s);
+		if (s->step != NULL)
+			s->step(s);
 		if (done != NULL && done(s))
 			return 1;
 		if (s->n > 0)
