@@ -10,7 +10,7 @@ mailpumpctl dkim-record.
     domain or selector, a missing file and an EC key are refused with a
     message naming what is wrong.
  2. The two records (as printed) are served by dnsmasq in a network
-    namespace of the test's own, on its loopback, port 53 (the stub
+    namespace of the test's own, on its loopback, port 53 (the libc
     resolver of opendkim-testmsg has no port setting; the namespace makes
     the port ours). A 1,000-recipient personalised campaign is submitted
     with mailpumpctl, sent by mp-deliver (RSA-2048 + Ed25519, two

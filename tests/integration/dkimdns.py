@@ -3,7 +3,7 @@ deliver signed mail (daemon_dkim.sh).
 
   DkimDns(tmp, records)  dnsmasq serving records {owner: [strings]} on
                          port 53 of the loopback of a network namespace of
-                         its own (ns, default mpdkim<pid>; opendkim-testmsg's stub resolver takes
+                         its own (ns, default mpdkim<pid>; opendkim-testmsg's libc resolver takes
                          /etc/resolv.conf, which has no port: `ip netns
                          exec` puts /etc/netns/NAME/resolv.conf there);
                          verify(msg) -> (exit, message) of
