@@ -501,7 +501,6 @@ dupack(struct utcp_conn *c)
 	enter_recovery(c);
 }
 
-
 /* @return true when the ACK acknowledged our FIN. */
 static bool
 ack_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp_opts *o)
