@@ -48,6 +48,7 @@ enum {
 	UTCP_F_DEAD = 1u << 19,		/* error reported, no more protocol */
 	UTCP_F_PROBE = 1u << 20,	/* persist timer fired: send a probe */
 	UTCP_F_CWND_LIMITED = 1u << 21,	/* cwnd held data back this window */
+	UTCP_F_FIN_OOO = 1u << 22,	/* the peer's FIN came ahead of data: fin_seq */
 };
 
 /* Pending events (c->ev_bits), delivered in bit order. */
@@ -124,6 +125,7 @@ struct utcp_conn {
 	uint32_t rcv_head, rcv_len;	/* ring offset and bytes readable */
 	uint32_t rcvbuf;		/* pool index or UTCP_NO_BUF */
 	uint32_t unacked_bytes;		/* in-order bytes since our last ACK */
+	uint32_t fin_seq;		/* sequence of a FIN held out of order */
 	struct utcp_sack_block ooo[UTCP_OOO_RANGES];	/* most recent first */
 	uint32_t ts_recent, last_ack_sent, ts_offset;
 

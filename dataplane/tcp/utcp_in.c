@@ -333,7 +333,10 @@ ooo_pull(struct utcp_conn *c)
 	}
 }
 
-/* Data of an accepted segment. @return true if a FIN may be taken. */
+/*
+ * Data of an accepted segment. @return true if all of it was taken (in
+ * order or held out of order), so a FIN after it counts.
+ */
 static bool
 data_input(struct utcp_conn *c, const struct utcp_seg_in *seg)
 {
@@ -398,7 +401,6 @@ data_input(struct utcp_conn *c, const struct utcp_seg_in *seg)
 		    c->acks_owed < 255)
 			c->acks_owed++;
 		utcp_out_ack_now(c);
-		return false;
 	}
 	return !trimmed;
 }
@@ -719,9 +721,21 @@ sync_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp
 			}
 			fin_ok = data_input(c, seg);
 		}
-		if ((seg->flags & UTCP_FIN) && fin_ok &&
-		    seg->seq + seg->len == c->rcv_nxt)
+		if ((seg->flags & UTCP_FIN) && fin_ok) {
+			uint32_t fin = seg->seq + seg->len;
+
+			if (fin == c->rcv_nxt) {
+				c->flags &= ~UTCP_F_FIN_OOO;
+				fin_input(c);
+			} else if (utcp_seq_gt(fin, c->rcv_nxt) && !(c->flags & UTCP_F_FIN_OOO)) {
+				/* ahead of a hole: taken when the data before it is */
+				c->flags |= UTCP_F_FIN_OOO;
+				c->fin_seq = fin;
+			}
+		} else if ((c->flags & UTCP_F_FIN_OOO) && c->rcv_nxt == c->fin_seq) {
+			c->flags &= ~UTCP_F_FIN_OOO;
 			fin_input(c);
+		}
 	}
 }
 

@@ -2,7 +2,8 @@
  * One utcp stack against a scripted peer: the test writes the peer's
  * segments by hand and checks each segment the stack emits. Covers the
  * handshake and option negotiation, window scaling, out-of-order
- * reassembly with SACK blocks, every state transition (active, passive,
+ * reassembly with SACK blocks (also across a peer ISN of 0xfffff000, with
+ * the FIN ahead of a hole), every state transition (active, passive,
  * simultaneous open and close, half-close), RFC 5961 RST/SYN/ACK
  * validation with rate-limited challenge ACKs, PAWS and a peer that drops
  * timestamps, delayed ACKs, window updates, zero-window probing, RTO
@@ -30,6 +31,7 @@ static int ncap;
 static uint64_t now = 5000000;
 static struct utcp_stack *st;
 static uint32_t iss, pseq, pts = 1000;
+static uint32_t peer_isn = 70000;	/* the scripted peer's ISN */
 static int odd_ports_rejected;
 
 static int
@@ -183,7 +185,7 @@ establish(int ws, int sack, int ts)
 	if (ws) {
 		*p++ = 1; *p++ = 3; *p++ = 3; *p++ = 2;
 	}
-	pseq = 70000;
+	pseq = peer_isn;
 	now += 10000;
 	seg_in(c, UTCP_SYN | UTCP_ACK, pseq, iss + 1, 5000, NULL, 0, o, (uint8_t)(p - o));
 	pseq++;
@@ -334,6 +336,91 @@ test_ooo_reassembly(void)
 	CHECK_EQ(flush(), 1);
 	CHECK_EQ(caps[0].s.ack, pseq);
 	CHECK_EQ(caps[0].o.nsack, 0);
+	utcp_abort(c);
+	flush();
+}
+
+/*
+ * A peer ISN of 0xfffff000 with its data reordered across the wrap, and
+ * its FIN on a segment that comes ahead of a hole: reassembly, ACKs and
+ * SACK blocks across 2^32, and the FIN taken once the data before it is.
+ */
+static void
+test_isn_wrap_reorder(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *c;
+	static const int order[8] = { 3, 1, 0, 2, 5, 7, 4, 6 };
+	uint8_t data[8000], out[9000];
+	uint32_t base;
+	size_t got = 0;
+	ssize_t r;
+
+	for (int i = 0; i < 8000; i++)
+		data[i] = (uint8_t)(i * 13 + 5);
+	new_stack(&cf);
+	peer_isn = 0xfffff000u;
+	c = establish(1, 1, 1);
+	peer_isn = 70000;
+	base = pseq;
+	CHECK_EQ(base, 0xfffff001u);
+	for (int k = 0; k < 8; k++) {
+		int i = order[k];
+		uint8_t fl = UTCP_ACK | (i == 7 ? UTCP_FIN : 0);
+
+		peer(c, fl, base + (uint32_t)i * 1000, iss + 1, 1000, data + i * 1000, 1000);
+		flush();
+		if (k == 0) {
+			/* 3 alone, ahead of 0..2 */
+			CHECK_EQ(caps[0].s.ack, base);
+			CHECK_EQ(caps[0].o.nsack, 1);
+			CHECK_EQ(caps[0].o.sack[0].start, base + 3000);
+			CHECK_EQ(caps[0].o.sack[0].end, base + 4000);
+		}
+		if (k == 2) {
+			CHECK_EQ(caps[0].s.ack, base + 2000);
+			CHECK_EQ(caps[0].o.nsack, 1);
+			CHECK_EQ(caps[0].o.sack[0].start, base + 3000);
+		}
+		if (k == 3) {
+			CHECK_EQ(caps[0].s.ack, base + 4000);
+			CHECK_EQ(caps[0].o.nsack, 0);
+		}
+		if (k == 4) {
+			/* 5 lies past the wrap (base + 4095 is 0): a wrapped block */
+			CHECK_EQ(caps[0].o.nsack, 1);
+			CHECK_EQ(caps[0].o.sack[0].start, base + 5000);
+			CHECK(caps[0].o.sack[0].start < 0x1000u);
+		}
+		if (k == 5) {
+			/* the FIN segment, ahead of 4 and 6: held, not taken */
+			CHECK_EQ(caps[0].s.ack, base + 4000);
+			CHECK_EQ(utcp_conn_state(c), UTCP_ESTABLISHED);
+			CHECK_EQ(caps[0].o.nsack, 2);
+			CHECK_EQ(caps[0].o.sack[0].start, base + 7000);
+			CHECK_EQ(caps[0].o.sack[0].end, base + 8000);
+		}
+		if (k == 6) {
+			/* 4 straddles the wrap and joins 5: ACK wrapped to 0x771 */
+			CHECK_EQ(caps[0].s.ack, base + 6000);
+			CHECK_EQ(caps[0].s.ack, 0x771u);
+			CHECK_EQ(utcp_conn_state(c), UTCP_ESTABLISHED);
+		}
+	}
+	/* 6 closed the last hole: all data and the FIN */
+	CHECK_EQ(caps[0].s.ack, base + 8001);
+	CHECK_EQ(utcp_conn_state(c), UTCP_CLOSE_WAIT);
+	CHECK(has_event(UTCP_EV_PEER_CLOSED, NULL));
+	while ((r = utcp_recv(c, out + got, sizeof(out) - got)) > 0)
+		got += (size_t)r;
+	CHECK_EQ(got, 8000);
+	CHECK_MEMEQ(out, data, 8000);
+	CHECK_EQ(r, 0);		/* end of stream */
+	/* a retransmitted FIN is a duplicate: ACKed, nothing else */
+	peer(c, UTCP_ACK | UTCP_FIN, base + 7000, iss + 1, 1000, data + 7000, 1000);
+	CHECK_EQ(flush(), 1);
+	CHECK_EQ(caps[0].s.ack, base + 8001);
+	CHECK_EQ(utcp_conn_state(c), UTCP_CLOSE_WAIT);
 	utcp_abort(c);
 	flush();
 }
@@ -1132,6 +1219,7 @@ main(void)
 		utcp_conn_size(), sizeof(struct utcp_tw));
 	test_handshake_options();
 	test_ooo_reassembly();
+	test_isn_wrap_reorder();
 	test_active_close();
 	test_fin_wait1_to_time_wait();
 	test_passive_close();
