@@ -24,6 +24,8 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+/** Upper bound of syn_retries, data_retries and orphan_retries. */
+#define UTCP_RETRIES_MAX 100
 #define UTCP_FIN 0x01
 #define UTCP_SYN 0x02
 #define UTCP_RST 0x04
@@ -90,16 +92,24 @@ struct utcp_conf {
 	uint32_t rto_init_us;		/**< default 1 s (RFC 6298) */
 	uint32_t rto_min_us;		/**< default 200 ms (as Linux; RFC 6298 says 1 s) */
 	uint32_t rto_max_us;		/**< default 60 s */
-	uint32_t syn_retries;		/**< SYN retransmissions before TIMEOUT (default 6) */
-	uint32_t data_retries;		/**< RTO retransmissions before TIMEOUT (default 15) */
+	uint32_t syn_retries;		/**< SYN retransmissions before TIMEOUT (default 6, at most UTCP_RETRIES_MAX) */
+	uint32_t data_retries;		/**< RTO retransmissions before TIMEOUT (default 15, at most UTCP_RETRIES_MAX) */
 	uint32_t delack_us;		/**< delayed-ACK bound (default 40 ms) */
 	uint32_t time_wait_us;		/**< TIME_WAIT length (default 60 s) */
 	uint32_t challenge_ack_limit;	/**< stack-wide challenge ACKs per second, randomised up to 2x (default 1000) */
 	uint32_t challenge_ack_conn_limit;	/**< challenge ACKs per second per connection (default 10) */
-	uint32_t orphan_retries;	/**< probes/RTOs of a closed connection before RST (default 8) */
+	uint32_t orphan_retries;	/**< probes/RTOs of a closed connection before RST (default 8, at most UTCP_RETRIES_MAX) */
 	uint32_t orphan_timeout_us;	/**< lifetime of a closed connection (default 60 s) */
 	enum utcp_cc_algo cc;
 	int no_timestamps, no_sack, no_wscale;	/**< disable an option */
+	/**
+	 * ICMP host/net unreachable (and the other codes but "fragmentation
+	 * needed") while connecting: 0 (default) fails the connect at once
+	 * with UNREACHABLE, as Linux does, so a sender moves on to its next
+	 * MX; 1 treats them as soft errors (RFC 1122 4.2.3.9): the connect
+	 * goes on and reports UNREACHABLE only when its SYN retries run out.
+	 */
+	int icmp_soft_connect;
 	uint8_t secret[16];		/**< port/ISN key; all zero = random */
 	/** Emit one segment; return 0, or < 0 to stop utcp_output (no buffer). */
 	int (*emit)(void *ctx, const struct utcp_seg_out *seg);

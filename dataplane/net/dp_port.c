@@ -49,6 +49,7 @@ dp_port_init(struct dp_port *p, const struct dp_conf *c, unsigned int n_queues)
 	struct rte_ether_addr mac;
 	uint16_t nrx = RX_DESC, ntx = TX_DESC;
 	uint64_t want;
+	uint32_t room;
 	int ret, socket;
 
 	memset(p, 0, sizeof(*p));
@@ -79,8 +80,15 @@ dp_port_init(struct dp_port *p, const struct dp_conf *c, unsigned int n_queues)
 	socket = rte_eth_dev_socket_id(p->port_id);
 	if (socket < 0)
 		socket = (int)rte_socket_id();
+	/*
+	 * One frame per mbuf (no scattered RX, no multi-segment TX): the data
+	 * room holds a frame of the configured MTU, in whole KB (PMDs such as
+	 * af_packet want their frame slot to fit), 2 KB at least.
+	 */
+	room = RTE_MAX((uint32_t)RTE_MBUF_DEFAULT_DATAROOM, RTE_ALIGN_CEIL((uint32_t)c->mtu +
+		RTE_ETHER_HDR_LEN + RTE_VLAN_HLEN + RTE_ETHER_CRC_LEN, 1024u));
 	p->pool = rte_pktmbuf_pool_create("mp_pool", c->n_mbufs, 256, 0,
-		RTE_MBUF_DEFAULT_BUF_SIZE, socket);
+		(uint16_t)(RTE_PKTMBUF_HEADROOM + room), socket);
 	if (p->pool == NULL) {
 		DP_LOG(ERR, "mbuf pool of %u: %s", c->n_mbufs, rte_strerror(rte_errno));
 		return -ENOMEM;
@@ -109,6 +117,11 @@ dp_port_init(struct dp_port *p, const struct dp_conf *c, unsigned int n_queues)
 		}
 	}
 	ret = rte_eth_dev_set_mtu(p->port_id, c->mtu);
+	if (ret != 0 && c->mtu != RTE_ETHER_MTU) {
+		/* segments sized for an MTU the port does not take would be lost */
+		DP_LOG(ERR, "port=%s mtu=%u: %s", p->name, c->mtu, rte_strerror(-ret));
+		return ret;
+	}
 	if (ret != 0 && ret != -ENOTSUP)
 		DP_LOG(WARNING, "port=%s mtu=%u: %s", p->name, c->mtu, rte_strerror(-ret));
 	ret = rte_eth_dev_start(p->port_id);

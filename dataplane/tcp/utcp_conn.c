@@ -477,7 +477,9 @@ utcp_stack_new(const struct utcp_conf *conf)
 	if (!cf->orphan_timeout_us) cf->orphan_timeout_us = 60000000;
 	if (cf->port_min > cf->port_max || cf->mss < 88 || cf->cc >= UTCP_CC_LAST ||
 	    cf->rcvbuf > (1u << 30) || cf->sndbuf > (1u << 30) ||
-	    cf->rto_min_us > cf->rto_max_us || cf->max_conns > (1u << 24)) {
+	    cf->rto_min_us > cf->rto_max_us || cf->max_conns > (1u << 24) ||
+	    cf->syn_retries > UTCP_RETRIES_MAX || cf->data_retries > UTCP_RETRIES_MAX ||
+	    cf->orphan_retries > UTCP_RETRIES_MAX) {
 		free(st);
 		errno = EINVAL;
 		return NULL;

@@ -841,7 +841,14 @@ utcp_icmp_input(struct utcp_stack *st, uint8_t type, uint8_t code,
 		}
 		return;
 	}
-	if (type == 3 && (code == 2 || code == 3) && c->state == UTCP_SYN_SENT) {
+	/*
+	 * Protocol/port unreachable are hard errors while connecting; the
+	 * others (host, net, administratively prohibited) too unless
+	 * icmp_soft_connect asks for RFC 1122 soft errors: a sender has
+	 * other MX hosts to try, and the 30 s of SYN retries help nobody.
+	 */
+	if (type == 3 && c->state == UTCP_SYN_SENT &&
+	    (code == 2 || code == 3 || !st->conf.icmp_soft_connect)) {
 		utcp_conn_error(c, UTCP_ERR_UNREACHABLE);
 		return;
 	}

@@ -4,7 +4,8 @@
 # ways (nftables numgen), peers without timestamps / SACK / window scaling
 # and with a small MSS, a closed port (refused), a silent port
 # (SYN retries, then timeout), a peer reset mid-stream, a reconnect storm,
-# bulk send verified by the peer, and two workers with software steering.
+# bulk send verified by the peer, two workers with software steering, and
+# an MTU the port cannot take refused at start.
 # Every run must return every stack pool to its start value.
 #
 # usage: tcp_tap.sh MP_TCPBENCH MP_TCPSERVER
@@ -119,5 +120,17 @@ bench "20000 short connections in a row" "$ALL_OK" \
 bench "two workers: 400 echoes" "$ALL_OK and j['workers'] == 2" \
 	--peer $K_IP:7 --mode echo --conns 400 --concurrency 200 --bytes 65536 --timeout 120 \
 	--lcores 0@0,1@1,2@1
+
+# An MTU the port cannot take fails the start (net_tap's frames end at
+# 1522 bytes): segments sized for it would be lost on the wire.
+if ip netns exec "$NS" "$BENCH" --vdev "net_tap_t$MP_SUFFIX,iface=$IF" \
+	--ip $DP_IP/24 --file-prefix "mptcp$MP_SUFFIX" --garp 0 --mtu 9000 \
+	--peer $K_IP:7 --mode echo --conns 1 --bytes 100 --timeout 10 \
+	>"$MP_TMP/mtu.json" 2>"$MP_TMP/mtu.log"; then
+	mp_fail "MTU 9000 on net_tap: started anyway"
+fi
+grep -q "mtu=9000" "$MP_TMP/mtu.log" || mp_fail "MTU 9000 on net_tap: no clear error"
+grep -q '"ok"' "$MP_TMP/mtu.json" && mp_fail "MTU 9000 on net_tap: ran connections"
+echo "MTU 9000 on net_tap: refused at start ($(grep -o 'mtu=9000.*' "$MP_TMP/mtu.log" | head -1))"
 
 echo "tcp_tap: all $run runs passed"

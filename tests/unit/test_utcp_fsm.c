@@ -1126,8 +1126,18 @@ test_icmp(void)
 	CHECK(has_event(UTCP_EV_ERROR, &why));
 	CHECK_EQ(why, UTCP_ERR_UNREACHABLE);
 	utcp_close(c);
-	/* host unreachable (soft): kept, then reported at the timeout */
+	/* host unreachable: fails the connect at once by default */
+	c = utcp_connect(st, 0, RADDR, RPORT, NULL);
+	flush();
+	iss = caps[0].s.seq;
+	utcp_icmp_input(st, 3, 1, 0, c->laddr, RADDR, c->lport, RPORT, iss, now);
+	why = UTCP_ERR_NONE;
+	CHECK(has_event(UTCP_EV_ERROR, &why));
+	CHECK_EQ(why, UTCP_ERR_UNREACHABLE);
+	utcp_close(c);
+	/* icmp_soft_connect: kept, then reported at the timeout */
 	cf.syn_retries = 1;
+	cf.icmp_soft_connect = 1;
 	new_stack(&cf);
 	c = utcp_connect(st, 0, RADDR, RPORT, NULL);
 	flush();
@@ -1140,6 +1150,19 @@ test_icmp(void)
 	CHECK(has_event(UTCP_EV_ERROR, &why));
 	CHECK_EQ(why, UTCP_ERR_UNREACHABLE);
 	utcp_close(c);
+	/* retry limits beyond what a connection counts are refused */
+	{
+		struct utcp_conf bad = base_conf();
+
+		bad.data_retries = UTCP_RETRIES_MAX + 1;
+		CHECK(utcp_stack_new(&bad) == NULL && errno == EINVAL);
+		bad = base_conf();
+		bad.syn_retries = 300;
+		CHECK(utcp_stack_new(&bad) == NULL && errno == EINVAL);
+		bad = base_conf();
+		bad.orphan_retries = 256;
+		CHECK(utcp_stack_new(&bad) == NULL && errno == EINVAL);
+	}
 	/* fragmentation needed: smaller MSS, the data is sent again */
 	c = establish(0, 1, 1);
 	CHECK_EQ(utcp_send(c, data, sizeof(data)), 4000);
