@@ -100,6 +100,16 @@ struct utcp_conf {
 	uint32_t challenge_ack_conn_limit;	/**< challenge ACKs per second per connection (default 10) */
 	uint32_t orphan_retries;	/**< probes/RTOs of a closed connection before RST (default 8, at most UTCP_RETRIES_MAX) */
 	uint32_t orphan_timeout_us;	/**< lifetime of a closed connection (default 60 s) */
+	/**
+	 * At most one ACK per connection in this interval (default 500 ms, as
+	 * Linux's tcp_invalid_ratelimit) to a segment without data that fails
+	 * PAWS, lies outside the window or acknowledges what was not sent: a
+	 * spoofed flood, or two stacks in an ACK loop, cannot eat the output.
+	 * Segments with data always get their duplicate ACK.
+	 */
+	uint32_t oow_ack_interval_us;
+	/** RSTs per second to segments for no connection (default 1000). */
+	uint32_t rst_limit;
 	enum utcp_cc_algo cc;
 	int no_timestamps, no_sack, no_wscale;	/**< disable an option */
 	/**
@@ -184,6 +194,8 @@ struct utcp_counters {
 	uint64_t challenge_acks, rst_sent, rst_in;
 	uint64_t persist_probes, delayed_acks;
 	uint64_t orphan_aborts;		/**< closed connections reset at the orphan bound */
+	uint64_t oow_acks_limited;	/**< ACKs not sent to invalid segments (oow_ack_interval_us) */
+	uint64_t rst_limited;		/**< RSTs not sent to unknown tuples (rst_limit) */
 	uint64_t tw_reused, tw_recycled;	/**< TIME_WAIT reuse (RFC 6191) / pool full */
 	uint64_t icmp_in, pmtu_reductions;
 	uint64_t drops[UTCP_DROP_LAST];

@@ -132,6 +132,7 @@ struct utcp_conn {
 	/* timers, absolute microseconds, 0 = off */
 	uint64_t chal_epoch;		/* second of chal_count */
 	uint32_t chal_count;		/* challenge ACKs sent in it */
+	uint64_t oow_ack_at;		/* last ACK to an invalid segment */
 	uint64_t rto_at, delack_at, persist_at, linger_at;
 	uint64_t timer_at;		/* slot the connection is filed under */
 };
@@ -204,6 +205,8 @@ struct utcp_stack {
 	uint64_t chal_epoch;		/* second of the challenge-ACK budget */
 	uint32_t chal_count;
 	uint32_t chal_budget;		/* this second's randomised global budget */
+	uint64_t rst_epoch;		/* second of rst_count */
+	uint32_t rst_count;		/* RSTs to unknown tuples sent in it */
 
 	struct utcp_counters cnt;
 };

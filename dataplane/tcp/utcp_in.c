@@ -608,6 +608,27 @@ ack_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp_
 	return fin_acked;
 }
 
+/*
+ * May an ACK answer this invalid segment (PAWS, outside the window, ACK of
+ * unsent data)? One with data always gets its duplicate ACK; others at
+ * most one per oow_ack_interval_us (Linux tcp_oow_rate_limited), or a
+ * spoofed flood or an ACK loop between two stacks eats the output.
+ */
+static bool
+oow_ack_ok(struct utcp_conn *c, const struct utcp_seg_in *seg)
+{
+	struct utcp_stack *st = c->st;
+
+	if (seg->len > 0 && !(seg->flags & UTCP_SYN))
+		return true;
+	if (c->oow_ack_at != 0 && st->now - c->oow_ack_at < st->conf.oow_ack_interval_us) {
+		st->cnt.oow_acks_limited++;
+		return false;
+	}
+	c->oow_ack_at = st->now;
+	return true;
+}
+
 static void
 sync_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp_opts *o)
 {
@@ -620,7 +641,8 @@ sync_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp
 	if ((c->flags & UTCP_F_TS) && o->has_ts && !(seg->flags & UTCP_RST) &&
 	    utcp_seq_lt(o->tsval, c->ts_recent)) {
 		st->cnt.drops[UTCP_DROP_PAWS]++;
-		utcp_out_ack_now(c);
+		if (oow_ack_ok(c, seg))
+			utcp_out_ack_now(c);
 		return;
 	}
 	if (wnd == 0)
@@ -632,7 +654,7 @@ sync_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp
 			utcp_seq_in(seg->seq + seglen - 1, c->rcv_nxt, c->rcv_nxt + wnd);
 	if (!ok) {
 		st->cnt.drops[UTCP_DROP_OUTWIN]++;
-		if (!(seg->flags & UTCP_RST))
+		if (!(seg->flags & UTCP_RST) && oow_ack_ok(c, seg))
 			utcp_out_ack_now(c);
 		return;
 	}
@@ -664,7 +686,8 @@ sync_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp
 	/* RFC 5961 5.2 ACK validation */
 	if (utcp_seq_gt(seg->ack, c->snd_max)) {
 		st->cnt.drops[UTCP_DROP_BADACK]++;
-		utcp_out_ack_now(c);
+		if (oow_ack_ok(c, seg))
+			utcp_out_ack_now(c);
 		return;
 	}
 	if (utcp_seq_lt(seg->ack, c->snd_una - c->max_snd_wnd)) {
@@ -739,6 +762,24 @@ sync_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp
 	}
 }
 
+/* RSTs to segments for no connection: at most rst_limit a second. */
+static bool
+rst_budget(struct utcp_stack *st)
+{
+	uint64_t epoch = st->now / 1000000;
+
+	if (epoch != st->rst_epoch) {
+		st->rst_epoch = epoch;
+		st->rst_count = 0;
+	}
+	if (st->rst_count >= st->conf.rst_limit) {
+		st->cnt.rst_limited++;
+		return false;
+	}
+	st->rst_count++;
+	return true;
+}
+
 void
 utcp_input(struct utcp_stack *st, const struct utcp_seg_in *seg, uint64_t now_us)
 {
@@ -774,7 +815,8 @@ utcp_input(struct utcp_stack *st, const struct utcp_seg_in *seg, uint64_t now_us
 			}
 		}
 		st->cnt.drops[UTCP_DROP_NOCONN]++;
-		utcp_ctl_rst_for(st, seg);
+		if (!(seg->flags & UTCP_RST) && rst_budget(st))
+			utcp_ctl_rst_for(st, seg);
 		return;
 	}
 	if (c->state == UTCP_SYN_SENT)

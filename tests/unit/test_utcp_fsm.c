@@ -425,6 +425,93 @@ test_isn_wrap_reorder(void)
 	flush();
 }
 
+/*
+ * Replies to invalid segments are limited (issue 16 finding 7): ACKs to
+ * segments without data that are outside the window, fail PAWS or
+ * acknowledge unsent data, one per connection per 500 ms; a duplicate
+ * with data always gets its ACK. RSTs for no connection: rst_limit/s.
+ */
+static void
+test_invalid_reply_limits(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *c;
+	struct utcp_counters k;
+	static uint8_t data[100];
+	uint8_t o[12];
+	int acks;
+
+	new_stack(&cf);
+	c = establish(1, 1, 1);
+	/* 50 pure ACKs far outside the window: one answer */
+	acks = 0;
+	for (int i = 0; i < 50; i++) {
+		peer(c, UTCP_ACK, pseq + 300000, iss + 1, 1000, NULL, 0);
+		acks += flush();
+	}
+	CHECK_EQ(acks, 1);
+	/* old data (a retransmission we already have): always answered */
+	acks = 0;
+	for (int i = 0; i < 3; i++) {
+		peer(c, UTCP_ACK, pseq - 1000, iss + 1, 1000, data, sizeof(data));
+		acks += flush();
+	}
+	CHECK_EQ(acks, 3);
+	/* ACKs of data never sent, then PAWS failures: still within 500 ms */
+	for (int i = 0; i < 20; i++) {
+		peer(c, UTCP_ACK, pseq, iss + 100000, 1000, NULL, 0);
+		acks += flush();
+		opt_ts(o, 5, utcp_tsval(c));
+		seg_in(c, UTCP_ACK, pseq, iss + 1, 1000, NULL, 0, o, 12);
+		acks += flush();
+	}
+	CHECK_EQ(acks, 3);
+	utcp_stack_counters(st, &k);
+	CHECK_EQ(k.oow_acks_limited, 49 + 40);
+	/* the interval over: the next one is answered again */
+	tick(500000);
+	peer(c, UTCP_ACK, pseq, iss + 100000, 1000, NULL, 0);
+	CHECK_EQ(flush(), 1);
+	CHECK_EQ(utcp_conn_state(c), UTCP_ESTABLISHED);
+	/* the connection still works: in-order data is ACKed as usual */
+	peer(c, UTCP_ACK | UTCP_PSH, pseq, iss + 1, 1000, data, sizeof(data));
+	tick(50000);
+	CHECK_EQ(flush(), 1);
+	CHECK_EQ(caps[0].s.ack, pseq + sizeof(data));
+	utcp_abort(c);
+	flush();
+
+	/* RSTs to segments for no connection: 10 a second */
+	cf.rst_limit = 10;
+	new_stack(&cf);
+	acks = 0;
+	for (int i = 0; i < 50; i++) {
+		struct utcp_seg_in sg = {
+			.saddr = RADDR, .daddr = LADDR, .sport = RPORT,
+			.dport = (uint16_t)(40000 + i), .seq = 1000, .ack = 5000 + (uint32_t)i,
+			.flags = UTCP_ACK, .wnd = 1000,
+		};
+
+		utcp_input(st, &sg, now);
+		acks += flush();
+	}
+	CHECK_EQ(acks, 10);
+	CHECK(caps[0].s.flags & UTCP_RST);
+	utcp_stack_counters(st, &k);
+	CHECK_EQ(k.rst_limited, 40);
+	tick(1000000);
+	{
+		struct utcp_seg_in sg = {
+			.saddr = RADDR, .daddr = LADDR, .sport = RPORT, .dport = 41000,
+			.seq = 1000, .ack = 7000, .flags = UTCP_ACK, .wnd = 1000,
+		};
+
+		utcp_input(st, &sg, now);
+		CHECK_EQ(flush(), 1);
+		CHECK((caps[0].s.flags & UTCP_RST) && caps[0].s.seq == 7000);
+	}
+}
+
 /* Our FIN first: FIN_WAIT_1 -> FIN_WAIT_2 -> TIME_WAIT -> CLOSED. */
 static void
 test_active_close(void)
@@ -1257,6 +1344,7 @@ main(void)
 	test_truncated_option_padding();
 	test_icmp_mtu_floor();
 	test_challenge_ack_isolation();
+	test_invalid_reply_limits();
 	test_rto_backoff_timeout();
 	test_karn();
 	test_icmp();
