@@ -514,8 +514,9 @@ ack_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp_
 
 	c->probes = 0;
 
-	if (utcp_seq_lt(c->snd_wl1, seg->seq) ||
-	    (c->snd_wl1 == seg->seq && utcp_seq_le(c->snd_wl2, ack))) {
+	/* RFC 9293 3.10.7.4: only an ACK at or past SND.UNA updates the window */
+	if (utcp_seq_ge(ack, c->snd_una) && (utcp_seq_lt(c->snd_wl1, seg->seq) ||
+	    (c->snd_wl1 == seg->seq && utcp_seq_le(c->snd_wl2, ack)))) {
 		wnd_update = wnd != c->snd_wnd;
 		c->snd_wnd = wnd;
 		c->snd_wl1 = seg->seq;

@@ -512,6 +512,40 @@ test_invalid_reply_limits(void)
 	}
 }
 
+/*
+ * A reordered segment with newer data but an ACK below SND.UNA must not
+ * set the send window (RFC 9293 3.10.7.4, SND.UNA =< SEG.ACK): its window
+ * is older than the one already in use.
+ */
+static void
+test_old_ack_window(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_conn *c;
+	struct utcp_conn_info ci;
+	static uint8_t data[2000];
+
+	new_stack(&cf);
+	c = establish(1, 1, 1);
+	CHECK_EQ(utcp_send(c, data, sizeof(data)), (ssize_t)sizeof(data));
+	flush();
+	peer(c, UTCP_ACK, pseq, iss + 1 + 2000, 1000, NULL, 0);
+	utcp_conn_get_info(c, &ci);
+	CHECK_EQ(ci.snd_wnd, 4000);
+	/*
+	 * A later segment (out of order, so its SEG.SEQ is past SND.WL1)
+	 * that carries an older ACK and a zero window: stale, or forged to
+	 * shut our window; its data is kept, its window is not.
+	 */
+	peer(c, UTCP_ACK | UTCP_PSH, pseq + 500, iss + 1, 0, data, 100);
+	utcp_conn_get_info(c, &ci);
+	CHECK_EQ(ci.snd_wnd, 4000);
+	flush();
+	CHECK_EQ(caps[0].o.nsack, 1);	/* the data itself is held */
+	utcp_abort(c);
+	flush();
+}
+
 /* Our FIN first: FIN_WAIT_1 -> FIN_WAIT_2 -> TIME_WAIT -> CLOSED. */
 static void
 test_active_close(void)
@@ -1345,6 +1379,7 @@ main(void)
 	test_icmp_mtu_floor();
 	test_challenge_ack_isolation();
 	test_invalid_reply_limits();
+	test_old_ack_window();
 	test_rto_backoff_timeout();
 	test_karn();
 	test_icmp();
