@@ -438,7 +438,7 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		"\"tw_reused\":%llu,\"tw_recycled\":%llu,\"segs_in\":%llu,\"segs_out\":%llu,"
 		"\"busy_cycles\":%llu,\"busy_cycles_per_conn\":%.0f,\"tsc_hz\":%llu,"
 		"\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,\"proc_cpu_user_s\":%.3f,"
-		"\"proc_cpu_sys_s\":%.3f,\"conn_stack_bytes\":%zu,"
+		"\"proc_cpu_sys_s\":%.3f,\"conn_stack_bytes\":%zu,\"tx_stalls\":%llu,"
 		"\"drops_total\":%llu,\"drops\":{",
 		mode_names[bc->mode], n, (unsigned long long)bc->conns, bc->concurrency,
 		(unsigned long long)bc->bytes, (unsigned long long)ok,
@@ -464,7 +464,7 @@ report(const struct bench_conf *bc, const struct dp_worker *w, unsigned int n,
 		(unsigned long long)rte_get_tsc_hz(), cpu_user, cpu_sys, proc_user, proc_sys,
 		n > 0 ? utcp_stack_state_bytes(bw[0].tcp.stack) /
 			utcp_stack_max_conns(bw[0].tcp.stack) : 0,
-		(unsigned long long)drops);
+		(unsigned long long)dc.tx_stalls, (unsigned long long)drops);
 	for (int i = 0, first = 1; i < DP_DROP_LAST; i++)
 		if (dc.drops[i] != 0) {
 			printf("%s\"%s\":%llu", first ? "" : ",", dp_drop_names[i],

@@ -57,6 +57,7 @@ struct dp_counters {
 	uint64_t tcp_rx;
 	uint64_t redirect_in, redirect_out;
 	uint64_t loops, busy_loops, busy_cycles, idle_sleeps;
+	uint64_t tx_stalls;		/* segments held back: the NIC ring was full */
 };
 
 struct dp_worker;
@@ -182,6 +183,12 @@ void dp_worker_redirect(struct dp_worker *w, unsigned int to, struct rte_mbuf *m
 
 /** Queue an IPv4 packet (Ethernet header room at the front) to next_hop. */
 void dp_worker_ip_send(struct dp_worker *w, struct rte_mbuf *m, uint32_t next_hop);
+/**
+ * Frames the worker can still queue for the NIC, after trying to hand it
+ * what is queued. 0: its ring is full; a sender should hold its segment
+ * (utcp keeps it for the next output) rather than have it dropped.
+ */
+int dp_worker_tx_room(struct dp_worker *w);
 
 /** Sum of all workers' counters; arp stats added into *arp when not NULL. */
 void dp_stats_sum(const struct dp_worker *w, unsigned int n,

@@ -24,7 +24,7 @@
 	X(icmp_echo_rx) X(icmp_echo_reply_tx) X(icmp_echo_tx) \
 	X(icmp_echo_reply_rx) X(icmp_unreach_rx) X(tcp_rx) \
 	X(redirect_in) X(redirect_out) \
-	X(loops) X(busy_loops) X(busy_cycles) X(idle_sleeps)
+	X(loops) X(busy_loops) X(busy_cycles) X(idle_sleeps) X(tx_stalls)
 
 #define DP_ARP_STAT_LIST(X) \
 	X(hits) X(misses) X(requests_sent) X(learned) X(resolved) \

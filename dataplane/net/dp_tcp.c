@@ -100,6 +100,11 @@ emit(void *ctx, const struct utcp_seg_out *s)
 	struct rte_mbuf *m;
 	uint8_t *p;
 
+	/* a full NIC ring: utcp keeps the segment and sends it next time */
+	if (dp_worker_tx_room(w) == 0) {
+		w->cnt.tx_stalls++;
+		return -ENOBUFS;
+	}
 	m = rte_pktmbuf_alloc(w->port->pool);
 	if (m == NULL) {
 		w->cnt.drops[DP_DROP_NO_MBUF]++;

@@ -41,32 +41,58 @@ tsc_to_us(const struct dp_worker *w, uint64_t tsc)
 	return tsc / w->hz * 1000000 + tsc % w->hz * 1000000 / w->hz;
 }
 
-static void
-tx_flush(struct dp_worker *w)
+/*
+ * Hand the queued frames to the NIC; what its ring does not take stays
+ * queued, in order, for the next try (a full ring drains within a burst
+ * or two). @return frames still queued.
+ */
+static uint16_t
+tx_push(struct dp_worker *w)
 {
 	uint16_t sent = 0;
 
 	if (w->tx_n == 0)
-		return;
-	/* One retry: a full queue usually drains within a burst. */
+		return 0;
 	for (int i = 0; i < 2 && sent < w->tx_n; i++)
 		sent += rte_eth_tx_burst(w->port->port_id, w->queue,
 			w->tx + sent, (uint16_t)(w->tx_n - sent));
 	for (uint16_t i = 0; i < sent; i++)
 		w->cnt.tx_bytes += rte_pktmbuf_pkt_len(w->tx[i]);
 	w->cnt.tx_pkts += sent;
-	if (sent < w->tx_n) {
-		w->cnt.drops[DP_DROP_TX_FULL] += w->tx_n - sent;
-		rte_pktmbuf_free_bulk(w->tx + sent, w->tx_n - sent);
+	if (sent > 0 && sent < w->tx_n)
+		memmove(w->tx, w->tx + sent, (size_t)(w->tx_n - sent) * sizeof(w->tx[0]));
+	w->tx_n = (uint16_t)(w->tx_n - sent);
+	return w->tx_n;
+}
+
+/* At the end: what the NIC will not take is dropped. */
+static void
+tx_flush(struct dp_worker *w)
+{
+	if (tx_push(w) > 0) {
+		w->cnt.drops[DP_DROP_TX_FULL] += w->tx_n;
+		rte_pktmbuf_free_bulk(w->tx, w->tx_n);
+		w->tx_n = 0;
 	}
-	w->tx_n = 0;
+}
+
+int
+dp_worker_tx_room(struct dp_worker *w)
+{
+	if (w->tx_n == DP_TX_BUF && tx_push(w) == DP_TX_BUF)
+		return 0;
+	return DP_TX_BUF - w->tx_n;
 }
 
 static void
 tx_enqueue(struct dp_worker *w, struct rte_mbuf *m)
 {
-	if (w->tx_n == DP_TX_BUF)
-		tx_flush(w);
+	if (w->tx_n == DP_TX_BUF && tx_push(w) == DP_TX_BUF) {
+		/* the NIC takes nothing: this frame is lost, not the queue */
+		w->cnt.drops[DP_DROP_TX_FULL]++;
+		rte_pktmbuf_free(m);
+		return;
+	}
 	if (w->tx_n == 0)
 		w->tx_deadline = rte_rdtsc() + w->hz / 1000000 * TX_DRAIN_US;
 	w->tx[w->tx_n++] = m;
@@ -337,7 +363,7 @@ idle_backoff(struct dp_worker *w, unsigned int *idle)
 		rte_pause();
 		return;
 	}
-	tx_flush(w);
+	tx_push(w);
 	/* Sleep longer the longer we have been idle, up to the maximum. */
 	us = RTE_MIN((uint64_t)(*idle - IDLE_PAUSE) / 64 + 1,
 		(uint64_t)w->conf->idle_sleep_max_us);
@@ -372,7 +398,7 @@ dp_worker_main(void *arg)
 
 		w->now_us = tsc_to_us(w, start);
 		if (w->tx_n > 0 && start >= w->tx_deadline)
-			tx_flush(w);
+			tx_push(w);
 		n = rte_eth_rx_burst(w->port->port_id, w->queue, pkts, DP_RX_BURST);
 		for (uint16_t i = 0; i < n; i++)
 			input(w, pkts[i], 0);
@@ -390,7 +416,7 @@ dp_worker_main(void *arg)
 		if (w->hooks.poll != NULL)
 			work += (unsigned int)w->hooks.poll(w, start);
 		if (w->tx_n >= DP_RX_BURST)
-			tx_flush(w);
+			tx_push(w);
 		w->cnt.loops++;
 		if (work > 0) {
 			idle = 0;
