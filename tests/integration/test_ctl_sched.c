@@ -387,27 +387,27 @@ tb_answer(struct tb *t, struct ctl_order *o)
 		r.order_id = o->id;
 		r.msg_index = i;
 		if (strcmp(o->domain, "busy.test") == 0 &&
-		    o->addr.sin_addr.s_addr == htonl(0x7f00003d)) {
+		    o->addr.sin.sin_addr.s_addr == htonl(0x7f00003d)) {
 			/* its first MX is overloaded */
 			r.outcome = SMTP_OUT_DEFERRED;
 			r.stage = SMTP_STAGE_GREETING;
 			r.code = 421;
 			snprintf(r.text, sizeof(r.text), "421 4.3.2 too busy");
 		} else if (strcmp(o->domain, "down.test") == 0 &&
-		    o->addr.sin_addr.s_addr == htonl(0x7f000047)) {
+		    o->addr.sin.sin_addr.s_addr == htonl(0x7f000047)) {
 			/* its first MX refuses connections */
 			r.outcome = SMTP_OUT_DEFERRED;
 			r.stage = SMTP_STAGE_CONNECT;
 			snprintf(r.text, sizeof(r.text), "connect 127.0.0.71:25: Connection refused");
 		} else if (strcmp(o->domain, "refuse.test") == 0 &&
-		    o->addr.sin_addr.s_addr == htonl(0x7f000051)) {
+		    o->addr.sin.sin_addr.s_addr == htonl(0x7f000051)) {
 			/* its first MX greets with 554: the SMTP client defers */
 			r.outcome = SMTP_OUT_DEFERRED;
 			r.stage = SMTP_STAGE_GREETING;
 			r.code = 554;
 			snprintf(r.text, sizeof(r.text), "554 5.7.1 no service");
 		} else if (strcmp(o->domain, "tlsbad.test") == 0 &&
-		    o->addr.sin_addr.s_addr == htonl(0x7f000065)) {
+		    o->addr.sin.sin_addr.s_addr == htonl(0x7f000065)) {
 			/* its first MX's certificate does not verify */
 			r.outcome = SMTP_OUT_DEFERRED;
 			r.stage = SMTP_STAGE_TLS;
@@ -457,7 +457,7 @@ tb_answer(struct tb *t, struct ctl_order *o)
 	memset(&rep, 0, sizeof(rep));
 	rep.order_id = o->id;
 	rep.connected = !(strcmp(o->domain, "down.test") == 0 &&
-		o->addr.sin_addr.s_addr == htonl(0x7f000047));
+		o->addr.sin.sin_addr.s_addr == htonl(0x7f000047));
 	rep.info.starttls_offered = 1;
 	rep.info.tls_active = 1;
 	snprintf(rep.info.greeting_host, sizeof(rep.info.greeting_host), "mx.%.40s", o->domain);

@@ -298,9 +298,9 @@ open_one(struct drv *d, uint16_t port, enum smtp_tls_policy policy)
 	memset(x, 0, sizeof(*x));
 	x->d = d;
 	req.host = "sim.test";
-	req.addr.sin_family = AF_INET;
-	req.addr.sin_addr.s_addr = htonl(SRV_IP);
-	req.addr.sin_port = htons(port);
+	req.addr.sin.sin_family = AF_INET;
+	req.addr.sin.sin_addr.s_addr = htonl(SRV_IP);
+	req.addr.sin.sin_port = htons(port);
 	req.policy = policy;
 	req.next_txn = cb_next;
 	req.result = cb_result;
