@@ -124,6 +124,10 @@ check("query[AAAA] mx.v6.test" in q, "no AAAA query for the IPv6-only host")
 check("query[AAAA] mx.dual.test" not in q, "AAAA asked for a host with an A record")
 chk.report()
 PY
+# the export carries the address too
+X "$CTL" --redis "$URL" export six >"$MP_TMP/six.csv" || mp_fail "export"
+n=$(python3 -c 'import csv,sys; print(sum(1 for x in csv.DictReader(open(sys.argv[1], newline="")) if x["ip"] == sys.argv[2] and x["email"].endswith("@v6.test")))' "$MP_TMP/six.csv" "$V6")
+[ "$n" = "$N6" ] || mp_fail "export: $n rows with ip $V6, want $N6"
 # logs name the IPv6 server in its text form
 grep -q "addr=\[$V6\]:25" "$MP_TMP/deliver.log" || mp_fail "no IPv6 address in the session log"
 echo "ipv6 deliver: $N6 over IPv6, $ND over IPv4, each once"
