@@ -200,6 +200,13 @@ ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req)
 		return rc;
 	}
 	s->fd = socket(req->addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s->fd < 0 && errno == EAFNOSUPPORT) {
+		/* a host without IPv6: a connect failure of this session (its
+		 * recipients deferred), not an engine error the caller would
+		 * retry forever; an unconnected socket stands in for the fd */
+		s->err = -EAFNOSUPPORT;
+		s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	}
 	if (s->fd < 0) {
 		rc = -errno;
 		mps_sess_fini(&s->core);
@@ -210,7 +217,7 @@ ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req)
 	if (e->sndbuf > 0)
 		setsockopt(s->fd, SOL_SOCKET, SO_SNDBUF, &e->sndbuf, sizeof(e->sndbuf));
 	/* the source option is IPv4: an IPv6 session lets the kernel pick */
-	if (e->source.s_addr != 0 && req->addr.sa.sa_family == AF_INET) {
+	if (s->err == 0 && e->source.s_addr != 0 && req->addr.sa.sa_family == AF_INET) {
 		struct sockaddr_in src = { .sin_family = AF_INET, .sin_addr = e->source };
 
 		if (bind(s->fd, (struct sockaddr *)&src, sizeof(src)) < 0)
