@@ -42,7 +42,8 @@
 #define DNS_MX_MAX  64     /* MX records looked at per answer */
 #define DNS_ROUTES_MAX 4096
 
-/* A_V6ONLY: no A record but AAAA ones, a host we cannot reach yet */
+/* A_V6ONLY: no A record but AAAA ones: usable (addr6) when the resolver is
+ * configured for IPv6, else a host we cannot reach yet */
 enum a_state { A_PENDING, A_OK, A_NEG, A_NXDOMAIN, A_TEMP, A_V6ONLY };
 
 struct dns_waiter {
@@ -535,7 +536,8 @@ job_finish(struct dns_job *j)
 
 	if (j->status == CTL_DNS_OK) {
 		for (unsigned i = 0; i < j->n_hosts; i++) {
-			if (j->a[i] == A_OK && j->hosts[i].n_addr > 0) {
+			if ((j->a[i] == A_OK && j->hosts[i].n_addr > 0) ||
+			    (j->a[i] == A_V6ONLY && dns->conf.ipv6 && j->hosts[i].n_addr6 > 0)) {
 				if (n != i)
 					j->hosts[n] = j->hosts[i];
 				n++;
@@ -555,22 +557,28 @@ job_finish(struct dns_job *j)
 				j->ttl_s = neg_ttl;
 		} else if (j->from_route) {
 			job_fail(j, CTL_DNS_TEMPFAIL, "route host %s: %s", j->hosts[0].name,
-				 tmp ? "lookup failed" : "has no IPv4 address");
+				 tmp ? "lookup failed" : v6 ? "has only IPv6 addresses; "
+				 "the transport is IPv4-only" : "has no IPv4 address");
 		} else if (tmp > 0) {
 			job_fail(j, CTL_DNS_TEMPFAIL, "%s: address lookup of %s failed "
 				 "temporarily", j->key, j->implicit_mx ? "the domain" : "the MX hosts");
 		} else if (v6 > 0) {
 			/* not the domain's fault: defer, never bounce (RFC 5321
-			 * 5.1 allows IPv6-only MX hosts; we do not speak IPv6 yet) */
+			 * 5.1 allows IPv6-only MX hosts; the resolver was not
+			 * configured for IPv6 because the transport, DPDK/utcp,
+			 * is IPv4-only) */
 			job_fail(j, CTL_DNS_TEMPFAIL, j->implicit_mx ?
-				 "%s: the domain has only IPv6 addresses; IPv6 not supported yet" :
-				 "%s: MX host has only IPv6 addresses; IPv6 not supported yet", j->key);
+				 "%s: the domain has only IPv6 addresses; the transport is IPv4-only "
+				 "(IPv6 needs transport=ksock)" :
+				 "%s: MX host has only IPv6 addresses; the transport is IPv4-only "
+				 "(IPv6 needs transport=ksock)", j->key);
 		} else if (j->implicit_mx && nx > 0) {
 			job_fail(j, CTL_DNS_NXDOMAIN, "%s: domain not found", j->key);
 		} else {
 			job_fail(j, CTL_DNS_NO_ADDRESS, j->implicit_mx ?
-				 "%s: no MX and no IPv4 address" :
-				 "%s: no MX host has an IPv4 address", j->key);
+				 "%s: no MX and no IPv4 %saddress" :
+				 "%s: no MX host has an IPv4 %saddress", j->key,
+				 dns->conf.ipv6 ? "or IPv6 " : "");
 		}
 	}
 	/* An implicit MX holds only as long as the NODATA answer for MX. */
@@ -725,9 +733,11 @@ on_mx(struct dns_job *j, int status, const unsigned char *abuf, int alen)
 		if (inet_pton(AF_INET, j->hosts[i].name, &ip) == 1) {
 			j->hosts[i].addr[0] = ip;
 			j->hosts[i].n_addr = 1;
+			j->hosts[i].n_addr6 = 0;
 			j->a[i] = A_OK;
 			continue;
 		}
+		j->hosts[i].n_addr6 = 0;
 		j->a[i] = A_PENDING;
 	}
 	for (unsigned i = 0; i < j->n_hosts; i++)
@@ -735,24 +745,31 @@ on_mx(struct dns_job *j, int status, const unsigned char *abuf, int alen)
 			j->a[i] = A_TEMP;
 }
 
-/* After a NODATA for A: AAAA records make the host one we cannot reach
- * yet (a deferral) rather than one without addresses (a bounce). */
+/* After a NODATA for A: AAAA records make the host an IPv6-only one, never
+ * one without addresses (a bounce). Its addresses are kept (addr6) only
+ * when the resolver is configured for IPv6; else it is a deferral. */
 static void
 on_aaaa(struct dns_job *j, int host, int status, const unsigned char *abuf, int alen)
 {
+	struct ctl_dns_host *h = &j->hosts[host];
 	struct dns_msg m;
 	struct dns_rr rr;
 	int off;
 
 	j->a[host] = A_NEG;
+	h->n_addr6 = 0;
 	if (status != ARES_SUCCESS || msg_open(&m, abuf, alen) < 0)
 		return;
 	off = m.off;
 	for (unsigned i = 0; i < m.an && rr_next(&m, &off, &rr) == 0; i++) {
-		if (rr.cls == DNS_C_IN && rr.type == DNS_T_AAAA && rr.rdlen == 16) {
-			j->a[host] = A_V6ONLY;
+		if (rr.cls != DNS_C_IN || rr.type != DNS_T_AAAA || rr.rdlen != 16)
+			continue;
+		j->a[host] = A_V6ONLY;
+		if (!j->dns->conf.ipv6)
 			return;
-		}
+		job_ttl(j, rr.ttl);
+		if (h->n_addr6 < CTL_DNS_ADDR_MAX)
+			memcpy(&h->addr6[h->n_addr6++], m.buf + rr.rdata, 16);
 	}
 }
 
@@ -767,7 +784,7 @@ on_a(struct dns_job *j, int host, int status, const unsigned char *abuf, int ale
 	if (status == ARES_ENOTFOUND || status == ARES_ENODATA) {
 		j->a[host] = status == ARES_ENOTFOUND ? A_NXDOMAIN : A_NEG;
 		/* runs inside on_answer(), which holds the job: it cannot finish */
-		if (status == ARES_ENODATA && !j->from_route &&
+		if (status == ARES_ENODATA && (!j->from_route || j->dns->conf.ipv6) &&
 		    job_query(j, h->name, DNS_T_AAAA, host) == 0)
 			j->a[host] = A_PENDING;
 		if (msg_open(&m, abuf, alen) == 0) {

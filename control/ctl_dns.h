@@ -1,6 +1,7 @@
 /*
  * Destination resolution (ctl_dns): domain -> ordered list of mail hosts,
- * each with its IPv4 addresses, asynchronous over c-ares, single thread.
+ * each with its IPv4 addresses (or, for a host without any, its IPv6 ones
+ * when conf.ipv6 is set), asynchronous over c-ares, single thread.
  *
  *   ctl_dns_new()                      once, with servers, timeouts, cache size
  *   ctl_dns_route_add() / _parse()     static routes, before or between lookups
@@ -38,13 +39,18 @@
  *      is CTL_DNS_TEMPFAIL instead; if some hosts are usable the result is
  *      CTL_DNS_OK with only those, cached no longer than neg_ttl_s so the
  *      missing ones are asked again soon.
- *      A host with no A record but AAAA ones is one we cannot reach yet
- *      (the dataplane is IPv4 only), not one without addresses: when no
+ *      A host with no A record but AAAA ones (asked only after a NODATA
+ *      for A, so IPv4 is always preferred) is never one without
+ *      addresses. With conf.ipv6 (a transport that speaks IPv6: ksock)
+ *      it is usable with its AAAA addresses in addr6[]. Without (the
+ *      DPDK transport is IPv4-only) it is one we cannot reach: when no
  *      host is usable and one of them is such, the result is
- *      CTL_DNS_TEMPFAIL "... only IPv6 addresses; IPv6 not supported yet".
+ *      CTL_DNS_TEMPFAIL "... only IPv6 addresses; the transport is
+ *      IPv4-only ...".
  *
  * Fallback across hosts (connect failure -> next host, next address) is the
- * caller's: the result gives the whole ordered list. IPv4 only.
+ * caller's: the result gives the whole ordered list. A host has either
+ * IPv4 addresses (addr[]) or, only when it has none, IPv6 ones (addr6[]).
  *
  * Callbacks: always from inside ctl_dns_poll()/ctl_dns_process() (never from
  * ctl_dns_resolve(), even for a route or a cache hit), or from
@@ -64,7 +70,7 @@
 
 #define CTL_DNS_NAME_MAX   253  /**< longest domain / host name (no trailing dot) */
 #define CTL_DNS_HOST_MAX   16   /**< hosts kept per result (best first) */
-#define CTL_DNS_ADDR_MAX   8    /**< IPv4 addresses kept per host */
+#define CTL_DNS_ADDR_MAX   8    /**< addresses kept per host and family */
 #define CTL_DNS_ERROR_MAX  160  /**< length of result.error */
 
 /** Defaults used when the matching ctl_dns_conf field is 0. */
@@ -82,7 +88,7 @@ enum ctl_dns_status {
 	CTL_DNS_OK = 0,     /**< hosts[] holds at least one host with an address */
 	CTL_DNS_NULL_MX,    /**< permanent: domain accepts no mail (RFC 7505) -> bounce */
 	CTL_DNS_NXDOMAIN,   /**< permanent: domain does not exist -> bounce */
-	CTL_DNS_NO_ADDRESS, /**< permanent: no candidate host has an IPv4 address (see top) */
+	CTL_DNS_NO_ADDRESS, /**< permanent: no candidate host has an address (see top) */
 	CTL_DNS_TEMPFAIL,   /**< temporary: SERVFAIL, REFUSED, timeout, ... -> defer */
 	CTL_DNS_STATUS_LAST
 };
@@ -92,8 +98,10 @@ struct ctl_dns_host {
 	char name[CTL_DNS_NAME_MAX + 1]; /**< MX exchange, domain (implicit MX) or route host */
 	uint16_t pref;                   /**< MX preference (0 for implicit MX and routes) */
 	uint16_t port;                   /**< TCP port: 25, or the route's */
-	unsigned n_addr;                 /**< >= 1 in a CTL_DNS_OK result */
+	unsigned n_addr;                 /**< IPv4 addresses; n_addr + n_addr6 >= 1 when OK */
 	struct in_addr addr[CTL_DNS_ADDR_MAX]; /**< as the server returned them */
+	unsigned n_addr6;                /**< IPv6 ones: only when n_addr == 0 and conf.ipv6 */
+	struct in6_addr addr6[CTL_DNS_ADDR_MAX];
 };
 
 /** What a callback receives. */
@@ -124,6 +132,9 @@ struct ctl_dns_conf {
 	uint32_t neg_ttl_s;        /**< negative answers without an SOA */
 	uint32_t tempfail_ttl_s;   /**< cache TEMPFAIL this long (0 = never) */
 	uint64_t seed;             /**< tie order among equal preferences; 0 = random */
+	/** 1 = the caller's transport speaks IPv6: a host with only AAAA
+	 *  records is usable (addr6[]); 0 = such a host defers (see top). */
+	int ipv6;
 	/** Monotonic clock in ms for cache expiry; NULL = CLOCK_MONOTONIC. */
 	uint64_t (*now_ms)(void *arg);
 	void *now_arg;
@@ -164,7 +175,8 @@ void ctl_dns_free(struct ctl_dns *dns);
  * Add or replace a static route. Routes are checked before the cache and DNS.
  * @param domain       "example.com" (that domain only), ".example.com" (any
  *                     subdomain, not the domain itself) or "*" (everything)
- * @param host         IPv4 literal or host name (its A records are used)
+ * @param host         IPv4 literal or host name (its A records are used;
+ *                     its AAAA ones when it has no A and conf.ipv6 is set)
  * @param port         TCP port, 0 = 25
  * @param implicit_tls 1 = TLS from the first byte (SMTPS, port 465 style)
  * @return 0, -EINVAL (bad domain or host), -ENOMEM

@@ -189,12 +189,12 @@ record_class(struct ctl_sched *s, const char *state, const struct ctl_result *re
 
 static char *
 rcpt_json(const char *state, uint32_t attempts, const struct ctl_result *res,
-	const char *mx, uint64_t now, const char *cls)
+	const char *mx, const char *ip, uint64_t now, const char *cls)
 {
-	json_t *o = json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:s}",
+	json_t *o = json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:s, s:s}",
 		"state", state, "attempts", (int)attempts,
 		"code", res->code, "esc", res->esc, "text", res->text,
-		"updated_ms", (json_int_t)now, "mx", mx ? mx : "");
+		"updated_ms", (json_int_t)now, "mx", mx ? mx : "", "ip", ip ? ip : "");
 	char *txt;
 
 	if (o == NULL)
@@ -211,7 +211,7 @@ rcpt_json(const char *state, uint32_t attempts, const struct ctl_result *res,
 
 static struct sop *
 op_record(struct ctl_sched *s, enum sop_kind kind, struct srcpt *r,
-	const char *state, const struct ctl_result *res, const char *mx,
+	const char *state, const struct ctl_result *res, const char *mx, const char *ip,
 	int attempts_delta, uint32_t attempts, const char **cls)
 {
 	const char *cid = r->b->camp->id;
@@ -232,7 +232,7 @@ op_record(struct ctl_sched *s, enum sop_kind kind, struct srcpt *r,
 	op_arg(op, r->b->camp->k_sup);
 	op_argf(op, "%s" CTL_K_CJOBS, s->ns, cid);
 	*cls = record_class(s, state, res);
-	js = rcpt_json(state, attempts, res, mx, now, *cls);
+	js = rcpt_json(state, attempts, res, mx, ip, now, *cls);
 	op_arg(op, r->addr);
 	op_arg(op, js);
 	free(js);
@@ -271,10 +271,10 @@ suppress_entry(const struct srcpt *r, const char *state, const char *cls,
 
 void
 ctl_op_final(struct ctl_sched *s, struct srcpt *r, const char *state,
-	const struct ctl_result *res, const char *mx, int real_attempt)
+	const struct ctl_result *res, const char *mx, const char *ip, int real_attempt)
 {
 	const char *cls;
-	struct sop *op = op_record(s, OP_FINAL, r, state, res, mx,
+	struct sop *op = op_record(s, OP_FINAL, r, state, res, mx, ip,
 		real_attempt ? 1 : 0, r->attempt + (real_attempt ? 1 : 0), &cls);
 	char *sup = suppress_entry(r, state, cls, res, ctl_sched_now(s));
 	char *field = strdup(r->addr);
@@ -299,10 +299,10 @@ ctl_op_final(struct ctl_sched *s, struct srcpt *r, const char *state,
 
 void
 ctl_op_defer(struct ctl_sched *s, struct srcpt *r,
-	const struct ctl_result *res, const char *mx, uint64_t due_ms)
+	const struct ctl_result *res, const char *mx, const char *ip, uint64_t due_ms)
 {
 	const char *cls;
-	struct sop *op = op_record(s, OP_DEFER, r, "deferred", res, mx, 1,
+	struct sop *op = op_record(s, OP_DEFER, r, "deferred", res, mx, ip, 1,
 		r->attempt + 1, &cls);
 	json_t *m = json_pack("{s:s, s:s, s:s, s:i, s:I}",
 		"c", r->b->camp->id, "d", r->b->dom->name, "to", r->addr,

@@ -505,7 +505,7 @@ finalise_local(struct ctl_sched *s, struct srcpt *r, const char *state,
 	res.stage = SMTP_STAGE_LOCAL;
 	res.code = code;
 	snprintf(res.text, sizeof(res.text), "%s", text);
-	ctl_op_final(s, r, state, &res, "", real_attempt);
+	ctl_op_final(s, r, state, &res, "", "", real_attempt);
 }
 
 /*
@@ -972,7 +972,7 @@ lock_renew(struct ctl_sched *s, int64_t mono)
 
 static void
 retry_or_fail(struct ctl_sched *s, struct srcpt *r, const struct ctl_result *res,
-	const char *mx)
+	const char *mx, const char *ip)
 {
 	struct ctl_retry_conf rc = s->conf.retry;
 	uint64_t now = ctl_sched_now(s), due = 0;
@@ -985,7 +985,7 @@ retry_or_fail(struct ctl_sched *s, struct srcpt *r, const struct ctl_result *res
 		ctl_retry_rand(&s->rng), &due);
 	if (err == 0) {
 		s->st.deferred++;
-		ctl_op_defer(s, r, res, mx, due);
+		ctl_op_defer(s, r, res, mx, ip, due);
 		return;
 	}
 	/* past the maximum age: failed, keeping the last reply */
@@ -996,7 +996,7 @@ retry_or_fail(struct ctl_sched *s, struct srcpt *r, const struct ctl_result *res
 			r->attempt + 1, res->text);
 		s->st.expired++;
 		s->st.failed++;
-		ctl_op_final(s, r, "failed", &fin, mx, 1);
+		ctl_op_final(s, r, "failed", &fin, mx, ip, 1);
 	}
 }
 
@@ -1020,10 +1020,10 @@ route_fail_all(struct ctl_sched *s, struct sdom *d, uint64_t now)
 		} else if (d->route.status == CTL_ROUTE_PERM) {
 			res.outcome = SMTP_OUT_BOUNCED;
 			s->st.bounced++;
-			ctl_op_final(s, r, "bounced", &res, "", 1);
+			ctl_op_final(s, r, "bounced", &res, "", "", 1);
 		} else {
 			res.outcome = SMTP_OUT_DEFERRED;
-			retry_or_fail(s, r, &res, "");
+			retry_or_fail(s, r, &res, "", "");
 		}
 	}
 }
@@ -1057,6 +1057,7 @@ on_result(void *arg, struct ctl_order *o, const struct ctl_result *res)
 	struct srcpt *r;
 	uint64_t now = ctl_sched_now(s);
 	struct sdom *d = om->dom;
+	char ip[INET6_ADDRSTRLEN] = "";
 
 	if (res->msg_index >= om->n || (r = om->r[res->msg_index]) == NULL) {
 		LOGW("event=stray_result order=%" PRIu64 " index=%u", o->id, res->msg_index);
@@ -1066,22 +1067,24 @@ on_result(void *arg, struct ctl_order *o, const struct ctl_result *res)
 	s->inflight_rcpts--;
 	if (res->outcome != SMTP_OUT_FAILED && res->stage != SMTP_STAGE_CONNECT)
 		ctl_shape_on_reply(s->conf.shape, d->name, res->code, now);
-	LOGD("event=result order=%" PRIu64 " rcpt=%s outcome=%s stage=%s code=%d",
-		o->id, r->addr, smtp_outcome_name(res->outcome),
+	if (mp_sockaddr_len(&o->addr) != 0)
+		mp_sockaddr_ntop(&o->addr, ip, sizeof(ip));
+	LOGD("event=result order=%" PRIu64 " rcpt=%s mx=%s ip=%s outcome=%s stage=%s code=%d",
+		o->id, r->addr, o->mx, ip, smtp_outcome_name(res->outcome),
 		smtp_stage_name(res->stage), res->code);
 	switch (res->outcome) {
 	case SMTP_OUT_DELIVERED:
 		s->st.delivered++;
 		if (!res->tls_on)
 			om->plain_delivered++;
-		ctl_op_final(s, r, "delivered", res, o->mx, 1);
+		ctl_op_final(s, r, "delivered", res, o->mx, ip, 1);
 		return;
 	case SMTP_OUT_BOUNCED: {
 		enum ctl_bounce_class bc = ctl_sched_classify(s, res);
 
 		if (s->conf.bounce_final_mask & (1u << bc)) {
 			s->st.bounced++;
-			ctl_op_final(s, r, "bounced", res, o->mx, 1);
+			ctl_op_final(s, r, "bounced", res, o->mx, ip, 1);
 			return;
 		}
 		/* the server refused the sender (policy, reputation,
@@ -1089,15 +1092,15 @@ on_result(void *arg, struct ctl_order *o, const struct ctl_result *res)
 		s->st.sender_refusals++;
 		if (s->conf.sender_refusal_fails) {
 			s->st.failed++;
-			ctl_op_final(s, r, "failed", res, o->mx, 1);
+			ctl_op_final(s, r, "failed", res, o->mx, ip, 1);
 			return;
 		}
-		retry_or_fail(s, r, res, o->mx);
+		retry_or_fail(s, r, res, o->mx, ip);
 		return;
 	}
 	case SMTP_OUT_FAILED:
 		s->st.failed++;
-		ctl_op_final(s, r, "failed", res, o->mx, 1);
+		ctl_op_final(s, r, "failed", res, o->mx, ip, 1);
 		return;
 	case SMTP_OUT_DEFERRED:
 	default:
@@ -1119,7 +1122,7 @@ on_result(void *arg, struct ctl_order *o, const struct ctl_result *res)
 		q_push(s, d, r);
 		return;
 	}
-	retry_or_fail(s, r, res, o->mx);
+	retry_or_fail(s, r, res, o->mx, ip);
 }
 
 static void
@@ -1176,13 +1179,15 @@ dns_cb(void *user, const struct ctl_dns_result *res)
 		for (unsigned i = 0; i < res->n_hosts && rt->n < CTL_HOPS_MAX; i++) {
 			const struct ctl_dns_host *h = &res->hosts[i];
 
-			for (unsigned k = 0; k < h->n_addr && rt->n < CTL_HOPS_MAX; k++) {
+			uint16_t port = h->port ? h->port : 25;
+
+			/* IPv4 first; IPv6 ones exist only for a host without any */
+			for (unsigned k = 0; k < h->n_addr + h->n_addr6 && rt->n < CTL_HOPS_MAX; k++) {
 				struct ctl_hop *hop = &rt->hop[rt->n++];
 
 				snprintf(hop->host, sizeof(hop->host), "%s", h->name);
-				hop->addr.sin_family = AF_INET;
-				hop->addr.sin_port = htons(h->port ? h->port : 25);
-				hop->addr.sin_addr = h->addr[k];
+				hop->addr = k < h->n_addr ? mp_sockaddr_v4(h->addr[k], port) :
+					mp_sockaddr_v6(&h->addr6[k - h->n_addr], port);
 				hop->implicit_tls = (uint8_t)res->implicit_tls;
 			}
 		}

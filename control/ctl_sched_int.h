@@ -22,7 +22,7 @@
 /* One server of a domain's route, in the order they are tried. */
 struct ctl_hop {
 	char host[CTL_DOMAIN_MAX];
-	struct sockaddr_in addr;
+	union mp_sockaddr addr;
 	uint8_t implicit_tls;
 };
 
@@ -212,10 +212,12 @@ void ctl_rc_failed(struct ctl_sched *s, const char *what);
 #define CTL_RC_CMD(s, ...) (ctl_rc_ready(s) ? ctl_redis_cmd((s)->rc, __VA_ARGS__) : NULL)
 /* The bounce class of a non-delivery (ctl_bounce rules over code, esc, text). */
 enum ctl_bounce_class ctl_sched_classify(const struct ctl_sched *s, const struct ctl_result *res);
+/* mx, ip: the server's name and address (text) for the record, "" when
+ * no connection was tried */
 void ctl_op_final(struct ctl_sched *s, struct srcpt *r, const char *state,
-	const struct ctl_result *res, const char *mx, int real_attempt);
+	const struct ctl_result *res, const char *mx, const char *ip, int real_attempt);
 void ctl_op_defer(struct ctl_sched *s, struct srcpt *r,
-	const struct ctl_result *res, const char *mx, uint64_t due_ms);
+	const struct ctl_result *res, const char *mx, const char *ip, uint64_t due_ms);
 void ctl_op_tls(struct ctl_sched *s, const struct ctl_order *o,
 	const struct ctl_sess_report *rep, unsigned plain_delivered);
 void ctl_op_ack(struct ctl_sched *s, struct sbatch *b);

@@ -5,7 +5,7 @@
  * pair of single-producer/single-consumer rings.
  *
  * The scheduler hands out session orders. An order names one destination
- * (domain, MX host name for SNI/verify, IPv4 address and port, TLS policy,
+ * (domain, MX host name for SNI/verify, IPv4 or IPv6 address and port, TLS policy,
  * implicit TLS) with the limits of that one connection (messages per
  * connection, recipients per transaction) and carries the messages the
  * connection is to send, at most msgs_per_conn of them. A message is one
@@ -116,7 +116,7 @@ struct ctl_order {
 	uint64_t id;				/**< scheduler's order id */
 	char domain[CTL_DOMAIN_MAX];		/**< destination domain (lower case) */
 	char mx[CTL_DOMAIN_MAX];		/**< server name: SNI and verify */
-	struct sockaddr_in addr;		/**< IPv4 address and port */
+	union mp_sockaddr addr;			/**< IPv4 or IPv6 address and port */
 	enum smtp_tls_policy policy;
 	uint8_t implicit_tls;			/**< TLS before the greeting (465) */
 	uint16_t msgs_per_conn;			/**< most transactions on this connection */

@@ -97,7 +97,8 @@ struct ksock_conf {
 	const struct tls_ctx_conf *tls_conf;
 	uint32_t connect_timeout_ms;	/**< 0 = KSOCK_CONNECT_TIMEOUT_DEFAULT */
 	unsigned max_sessions;		/**< open sessions at once; 0 = default */
-	struct in_addr source;		/**< bind source address; 0 = any */
+	struct in_addr source;		/**< bind source address of IPv4 sessions; 0 = any.
+					     IPv6 sessions never bind: the kernel picks */
 	int sndbuf;			/**< SO_SNDBUF of each socket; 0 = kernel default */
 };
 

@@ -48,6 +48,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "mp_sockaddr.h"
 #include "smtp.h"
 #include "tls.h"
 
@@ -69,7 +70,7 @@
  */
 struct mps_req {
 	const char *host;		/**< server host name: SNI, verify, cache key; NULL = the IP */
-	struct sockaddr_in addr;	/**< IPv4 address + port to connect to */
+	union mp_sockaddr addr;		/**< address (IPv4 or IPv6) + port to connect to */
 	enum smtp_tls_policy policy;	/**< overrides smtp->tls_policy */
 	int implicit_tls;		/**< TLS before the greeting (port 465); ORed with smtp's */
 	const struct smtp_config *smtp;	/**< NULL = engine default */

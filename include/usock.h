@@ -22,7 +22,8 @@
  * usock_poll(), never from usock_sess_open(). A session connects with
  * utcp_connect(); a connect that fails (refused, unreachable, SYN
  * timeout, or the engine's connect timeout) is a session whose
- * recipients are SMTP_OUT_DEFERRED at SMTP_STAGE_CONNECT.
+ * recipients are SMTP_OUT_DEFERRED at SMTP_STAGE_CONNECT. utcp is IPv4
+ * only: a request for an IPv6 address is such a failure (EAFNOSUPPORT).
  *
  * Nothing is allocated after usock_engine_new() but what OpenSSL does
  * inside tls_ (see mps.h on tails: reads are MPS_FEED_CHUNK at a time and

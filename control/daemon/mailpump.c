@@ -659,6 +659,9 @@ main(int argc, char **argv)
 		smtp_defaults.t_data_block = smtp_defaults.t_data_term = t;
 	}
 	dnc.servers = dc.dns_servers;
+	/* kernel sockets speak IPv6; the DPDK stack (utcp) is IPv4-only, so
+	 * there an IPv6-only MX host defers with its reason */
+	dnc.ipv6 = dc.transport == CTL_TRANSPORT_KSOCK;
 	dns = ctl_dns_new(&dnc, err, sizeof(err));
 	if (dns == NULL) {
 		fprintf(stderr, PROG ": bad configuration: [dns] servers: %s\n", err);

@@ -1046,7 +1046,7 @@ cmd_list(int argc, char **argv)
 /* --- export --- */
 
 static const char *const export_cols[] = {
-	"email", "state", "class", "code", "esc", "text", "attempts", "updated_ms", "mx",
+	"email", "state", "class", "code", "esc", "text", "attempts", "updated_ms", "mx", "ip",
 	"tls_version", "tls_cipher", "tls_group", "tls_resumed", "tls_verify",
 	"tls_subject", "tls_issuer", "tls_not_after", "tls_handshake_ms",
 };

@@ -305,6 +305,7 @@ main(int argc, char **argv)
 		sc.dkim = dkim;
 		kc.dkim = dkim;
 	}
+	dc.ipv6 = 1;	/* kernel sockets: an MX host with only AAAA records is reachable */
 	dns = ctl_dns_new(&dc, err, sizeof(err));
 	if (dns == NULL) {
 		fprintf(stderr, "mp-deliver: dns: %s\n", err);

@@ -202,14 +202,14 @@ static int
 op_starttls(void *ctx)
 {
 	struct mps_sess *s = ctx;
-	char key[TLS_CACHE_KEY_MAX], ip[INET_ADDRSTRLEN];
+	char key[TLS_CACHE_KEY_MAX], ip[INET6_ADDRSTRLEN];
 	struct tls_conn_conf cc = { 0 };
 	int rc;
 
 	if (s->tls != NULL)
 		return -EALREADY;
-	inet_ntop(AF_INET, &s->req.addr.sin_addr, ip, sizeof(ip));
-	snprintf(key, sizeof(key), "%.200s@%s:%u", s->host, ip, ntohs(s->req.addr.sin_port));
+	mp_sockaddr_ntop(&s->req.addr, ip, sizeof(ip));
+	snprintf(key, sizeof(key), "%.200s@%s:%u", s->host, ip, mp_sockaddr_port(&s->req.addr));
 	cc.host = s->host;
 	cc.verify = s->cfg.tls_policy == SMTP_TLS_VERIFY;
 	cc.opportunistic = s->cfg.tls_policy == SMTP_TLS_OPPORTUNISTIC;
@@ -272,12 +272,12 @@ mps_sess_init(struct mps_sess *s, const struct mps_req *req,
 	const struct smtp_config *defcfg, struct tls_ctx *tctx,
 	struct mps_stats *st, const struct mps_ops *ops, void *t, uint32_t id)
 {
-	char ip[INET_ADDRSTRLEN];
+	char ip[INET6_ADDRSTRLEN];
 	const char *host;
 	int rc;
 
 	if (req == NULL || req->next_txn == NULL || req->result == NULL ||
-	    req->addr.sin_family != AF_INET || (unsigned)req->policy >= SMTP_TLS_POLICY_LAST ||
+	    mp_sockaddr_len(&req->addr) == 0 || (unsigned)req->policy >= SMTP_TLS_POLICY_LAST ||
 	    ops == NULL || ops->send == NULL || ops->recv == NULL || ops->close == NULL ||
 	    st == NULL)
 		return -EINVAL;
@@ -291,7 +291,7 @@ mps_sess_init(struct mps_sess *s, const struct mps_req *req,
 	s->cfg = req->smtp != NULL ? *req->smtp : *defcfg;
 	s->cfg.tls_policy = req->policy;
 	s->cfg.implicit_tls = s->cfg.implicit_tls || req->implicit_tls;
-	inet_ntop(AF_INET, &req->addr.sin_addr, ip, sizeof(ip));
+	mp_sockaddr_ntop(&req->addr, ip, sizeof(ip));
 	host = req->host != NULL && req->host[0] != '\0' ? req->host : ip;
 	if (strlen(host) >= sizeof(s->host))
 		return -EINVAL;
@@ -361,7 +361,7 @@ mps_on_connect_failed(struct mps_sess *s, int err, uint32_t timed_out_ms)
 {
 	struct smtp_rcpt_result r;
 	struct smtp_txn txn;
-	char ip[INET_ADDRSTRLEN];
+	char ip[INET6_ADDRSTRLEN];
 
 	if (s->state != MPS_CONNECTING)
 		return;
@@ -372,13 +372,13 @@ mps_on_connect_failed(struct mps_sess *s, int err, uint32_t timed_out_ms)
 	memset(&r, 0, sizeof(r));
 	r.outcome = SMTP_OUT_DEFERRED;
 	r.stage = SMTP_STAGE_CONNECT;
-	inet_ntop(AF_INET, &s->req.addr.sin_addr, ip, sizeof(ip));
+	mp_sockaddr_ntop(&s->req.addr, ip, sizeof(ip));
 	if (timed_out_ms != 0)
 		snprintf(r.text, sizeof(r.text), "connect to %.200s[%s]:%u timed out after %u ms",
-			s->host, ip, ntohs(s->req.addr.sin_port), timed_out_ms);
+			s->host, ip, mp_sockaddr_port(&s->req.addr), timed_out_ms);
 	else
 		snprintf(r.text, sizeof(r.text), "connect to %.200s[%s]:%u failed: %s",
-			s->host, ip, ntohs(s->req.addr.sin_port), strerror(-err));
+			s->host, ip, mp_sockaddr_port(&s->req.addr), strerror(-err));
 	LOGD(s, "event=connect_failed err=%d timeout_ms=%u", err, timed_out_ms);
 	for (unsigned n = 0; n < 1000000; n++) {
 		memset(&txn, 0, sizeof(txn));

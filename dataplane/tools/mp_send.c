@@ -486,7 +486,7 @@ fill_locked(struct mpsend_backend *b)
 		sl->fallback = fb;
 		sl->quota = quota < R.msgs_per_conn ? (unsigned)quota : R.msgs_per_conn;
 		req.host = R.server_host;
-		req.addr = R.addr;
+		req.addr = mp_sockaddr_v4(R.addr.sin_addr, ntohs(R.addr.sin_port));
 		req.policy = fb ? SMTP_TLS_NONE : R.policy;
 		req.implicit_tls = R.implicit_tls;
 		req.smtp = &R.smtp;

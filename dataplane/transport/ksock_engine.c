@@ -178,11 +178,11 @@ ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req)
 {
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
 	struct ksock_sess *s;
-	char ip[INET_ADDRSTRLEN];
+	char ip[MP_SOCKADDR_STR];
 	int one = 1, rc;
 
 	if (e == NULL || req == NULL || req->next_txn == NULL || req->result == NULL ||
-	    req->addr.sin_family != AF_INET || (unsigned)req->policy >= SMTP_TLS_POLICY_LAST)
+	    mp_sockaddr_len(&req->addr) == 0 || (unsigned)req->policy >= SMTP_TLS_POLICY_LAST)
 		return -EINVAL;
 	if (e->cst.active >= e->max_sessions)
 		return -EMFILE;
@@ -192,14 +192,21 @@ ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req)
 	memset(s, 0, offsetof(struct ksock_sess, core));
 	s->e = e;
 	s->fd = -1;
-	inet_ntop(AF_INET, &req->addr.sin_addr, ip, sizeof(ip));
+	mp_sockaddr_str(&req->addr, ip, sizeof(ip));
 	s->id = req->id != 0 ? req->id : ++e->next_id;
 	rc = mps_sess_init(&s->core, req, &e->smtp, e->tls, &e->cst, &ksock_mps_ops, s, s->id);
 	if (rc < 0) {
 		free(s);
 		return rc;
 	}
-	s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	s->fd = socket(req->addr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s->fd < 0 && errno == EAFNOSUPPORT) {
+		/* a host without IPv6: a connect failure of this session (its
+		 * recipients deferred), not an engine error the caller would
+		 * retry forever; an unconnected socket stands in for the fd */
+		s->err = -EAFNOSUPPORT;
+		s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	}
 	if (s->fd < 0) {
 		rc = -errno;
 		mps_sess_fini(&s->core);
@@ -209,15 +216,16 @@ ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req)
 	setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (e->sndbuf > 0)
 		setsockopt(s->fd, SOL_SOCKET, SO_SNDBUF, &e->sndbuf, sizeof(e->sndbuf));
-	if (e->source.s_addr != 0) {
+	/* the source option is IPv4: an IPv6 session lets the kernel pick */
+	if (s->err == 0 && e->source.s_addr != 0 && req->addr.sa.sa_family == AF_INET) {
 		struct sockaddr_in src = { .sin_family = AF_INET, .sin_addr = e->source };
 
 		if (bind(s->fd, (struct sockaddr *)&src, sizeof(src)) < 0)
 			s->err = -errno;
 	}
 	/* connect first: a socket not yet connecting polls as hung up */
-	if (s->err == 0 && connect(s->fd, (const struct sockaddr *)&req->addr,
-	    sizeof(req->addr)) < 0 && errno != EINPROGRESS)
+	if (s->err == 0 && connect(s->fd, &req->addr.sa, mp_sockaddr_len(&req->addr)) < 0 &&
+	    errno != EINPROGRESS)
 		s->err = -errno;
 	ev.data.ptr = s;
 	if (epoll_ctl(e->ep, EPOLL_CTL_ADD, s->fd, &ev) < 0) {
@@ -239,8 +247,8 @@ ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req)
 	ksock_note_deadline(e, s->conn_deadline);
 	if (s->err != 0)
 		ksock_run_add(s);
-	MP_LOG(MP_LOG_DEBUG, KSOCK_LOG, "sess=%u event=open host=%s addr=%s:%u policy=%d err=%d",
-		s->id, s->core.host, ip, ntohs(req->addr.sin_port), req->policy, s->err);
+	MP_LOG(MP_LOG_DEBUG, KSOCK_LOG, "sess=%u event=open host=%s addr=%s policy=%d err=%d",
+		s->id, s->core.host, ip, req->policy, s->err);
 	return 0;
 }
 

@@ -323,15 +323,22 @@ usock_sess_open(struct usock_engine *e, const struct mps_req *req)
 	e->st.sessions++;
 	s->conn_deadline = e->now_ms + e->connect_timeout_ms;
 	note_deadline(e, s->conn_deadline);
-	s->c = utcp_connect(e->stack, e->source, ntohl(req->addr.sin_addr.s_addr),
-		ntohs(req->addr.sin_port), s);
+	/* utcp is IPv4 only: an IPv6 server is a connect failure (recipients
+	 * deferred, "... failed: Address family not supported"), never a bounce */
+	if (req->addr.sa.sa_family != AF_INET) {
+		s->c = NULL;
+		errno = EAFNOSUPPORT;
+	} else {
+		s->c = utcp_connect(e->stack, e->source, ntohl(req->addr.sin.sin_addr.s_addr),
+			ntohs(req->addr.sin.sin_port), s);
+	}
 	if (s->c == NULL) {
 		/* no port or connection object: reported from the next poll */
 		s->err = errno != 0 ? -errno : -ENOMEM;
 		run_add(s);
 	}
 	LOGD(s, "event=open host=%s port=%u err=%d", s->core.host,
-		ntohs(req->addr.sin_port), s->err);
+		mp_sockaddr_port(&req->addr), s->err);
 	return 0;
 }
 

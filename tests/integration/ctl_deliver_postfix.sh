@@ -281,7 +281,7 @@ for a, j in rc.items():
     if x is None:
         check(False, "csv: no row for " + a)
         continue
-    for f in ("state", "esc", "text", "mx"):
+    for f in ("state", "esc", "text", "mx", "ip"):
         check(x[f] == str(j.get(f, "")), "csv %s %s: %r vs %r" % (a, f, x[f], j.get(f)))
     check(x["code"] == str(j["code"]) and x["attempts"] == str(j["attempts"]), "csv %s code/attempts" % a)
     t = j.get("tls")

@@ -217,6 +217,13 @@ dnsmasq_start(void)
 		"--mx-host=v6mixed.test,mx4.v6mixed.test,20",
 		"--host-record=mx6.v6mixed.test,::3",
 		"--host-record=mx4.v6mixed.test,127.0.0.42",
+		/* a host with both A and AAAA: IPv4 only, AAAA never asked;
+		 * an IPv6-only host with two addresses */
+		"--mx-host=dual.test,mx.dual.test,10",
+		"--host-record=mx.dual.test,127.0.0.43,2001:db8::43",
+		"--mx-host=v6two.test,mx.v6two.test,10",
+		"--host-record=mx.v6two.test,2001:db8::1",
+		"--host-record=mx.v6two.test,2001:db8::2",
 		/* MX hosts whose A lookups are REFUSED (temporary) */
 		"--mx-host=alltemp.test,mx.other.example,10",
 		"--mx-host=mixed.test,mx.other.example,5",
@@ -576,22 +583,118 @@ test_no_address(struct ctl_dns *dns)
 	CHECK(ctl_dns_status_permanent(r->status));
 	ctl_dns_result_free(r);
 	/* no MX, no A, only AAAA: not a permanent condition of the domain,
-	 * only of our IPv4-only dataplane: deferred with that reason */
+	 * only of an IPv4-only transport (conf.ipv6 = 0, the DPDK one):
+	 * deferred with that reason, no address handed out */
 	r = lookup(dns, "v6only.test");
 	CHECK_EQ(r->status, CTL_DNS_TEMPFAIL);
-	CHECK(strstr(r->error, "only IPv6 addresses; IPv6 not supported yet") != NULL);
+	CHECK(strstr(r->error, "the domain has only IPv6 addresses; the transport is IPv4-only") != NULL);
 	ctl_dns_result_free(r);
 	r = lookup(dns, "v6mx.test");
 	CHECK_EQ(r->status, CTL_DNS_TEMPFAIL);
 	CHECK(!ctl_dns_status_permanent(r->status));
-	CHECK(strstr(r->error, "MX host has only IPv6 addresses; IPv6 not supported yet") != NULL);
+	CHECK(strstr(r->error, "MX host has only IPv6 addresses; the transport is IPv4-only") != NULL);
 	ctl_dns_result_free(r);
 	/* an IPv4 host beside it: that one is used */
 	r = lookup(dns, "v6mixed.test");
 	CHECK_EQ(r->status, CTL_DNS_OK);
 	CHECK_EQ(r->n_hosts, 1);
 	CHECK_STREQ(r->hosts[0].name, "mx4.v6mixed.test");
+	CHECK_EQ(r->hosts[0].n_addr6, 0);
 	ctl_dns_result_free(r);
+}
+
+static int
+addr6_is(const struct ctl_dns_host *h, unsigned i, const char *ip)
+{
+	char buf[INET6_ADDRSTRLEN];
+
+	if (i >= h->n_addr6)
+		return 0;
+	inet_ntop(AF_INET6, &h->addr6[i], buf, sizeof(buf));
+	return strcmp(buf, ip) == 0;
+}
+
+/* conf.ipv6 = 1 (the kernel transport): an AAAA-only host is usable with
+ * its IPv6 addresses; a host with A records keeps IPv4 only (AAAA never
+ * asked); a host with neither is still no address. */
+static void
+test_ipv6_capable(void)
+{
+	struct ctl_dns_conf c = { .servers = servers, .timeout_ms = 2000, .tries = 2,
+				  .seed = 12345, .neg_ttl_s = 30, .now_ms = fake_clock,
+				  .ipv6 = 1 };
+	struct ctl_dns *dns = ctl_dns_new(&c, NULL, 0);
+	struct ctl_dns_result *r;
+
+	CHECK(dns != NULL);
+	if (dns == NULL)
+		return;
+	r = lookup(dns, "v6mx.test");
+	CHECK_EQ(r->status, CTL_DNS_OK);
+	CHECK_EQ(r->n_hosts, 1);
+	CHECK_STREQ(r->hosts[0].name, "mx.v6mx.test");
+	CHECK_EQ(r->hosts[0].n_addr, 0);
+	CHECK_EQ(r->hosts[0].n_addr6, 1);
+	CHECK(addr6_is(&r->hosts[0], 0, "::2"));
+	CHECK(r->ttl_s > 0);
+	ctl_dns_result_free(r);
+	/* implicit MX of a domain with only AAAA */
+	r = lookup(dns, "v6only.test");
+	CHECK_EQ(r->status, CTL_DNS_OK);
+	CHECK(r->implicit_mx);
+	CHECK_EQ(r->n_hosts, 1);
+	CHECK(addr6_is(&r->hosts[0], 0, "::1"));
+	ctl_dns_result_free(r);
+	/* both addresses of a host, as returned */
+	r = lookup(dns, "v6two.test");
+	CHECK_EQ(r->status, CTL_DNS_OK);
+	CHECK_EQ(r->n_hosts, 1);
+	CHECK_EQ(r->hosts[0].n_addr6, 2);
+	CHECK(addr6_is(&r->hosts[0], 0, "2001:db8::1") || addr6_is(&r->hosts[0], 0, "2001:db8::2"));
+	CHECK(addr6_is(&r->hosts[0], 1, "2001:db8::1") || addr6_is(&r->hosts[0], 1, "2001:db8::2"));
+	ctl_dns_result_free(r);
+	/* preference order holds across families: the IPv6-only MX (10)
+	 * before the IPv4 one (20), each with its own family only */
+	r = lookup(dns, "v6mixed.test");
+	CHECK_EQ(r->status, CTL_DNS_OK);
+	CHECK_EQ(r->n_hosts, 2);
+	CHECK_STREQ(r->hosts[0].name, "mx6.v6mixed.test");
+	CHECK_EQ(r->hosts[0].n_addr, 0);
+	CHECK(addr6_is(&r->hosts[0], 0, "::3"));
+	CHECK_STREQ(r->hosts[1].name, "mx4.v6mixed.test");
+	CHECK(addr_is(&r->hosts[1], 0, "127.0.0.42"));
+	CHECK_EQ(r->hosts[1].n_addr6, 0);
+	ctl_dns_result_free(r);
+	/* dual stack: IPv4 preferred, its AAAA record not even asked for */
+	r = lookup(dns, "dual.test");
+	CHECK_EQ(r->status, CTL_DNS_OK);
+	CHECK_EQ(r->n_hosts, 1);
+	CHECK_EQ(r->hosts[0].n_addr, 1);
+	CHECK(addr_is(&r->hosts[0], 0, "127.0.0.43"));
+	CHECK_EQ(r->hosts[0].n_addr6, 0);
+	ctl_dns_result_free(r);
+	log_barrier();
+	CHECK_EQ(log_count("query[AAAA] mx.dual.test "), 0);
+	CHECK(log_count("query[AAAA] mx.v6mx.test ") >= 1);
+	/* neither A nor AAAA: still permanent */
+	r = lookup(dns, "noaddr.test");
+	CHECK_EQ(r->status, CTL_DNS_NO_ADDRESS);
+	CHECK(strstr(r->error, "IPv4 or IPv6 address") != NULL);
+	ctl_dns_result_free(r);
+	/* from the cache: the IPv6 addresses come back too */
+	r = lookup(dns, "v6mx.test");
+	CHECK(r->from_cache);
+	CHECK(addr6_is(&r->hosts[0], 0, "::2"));
+	ctl_dns_result_free(r);
+	/* a route to a host name with only AAAA */
+	CHECK_EQ(ctl_dns_route_add(dns, "r6.test", "mx.v6two.test", 2525, 0), 0);
+	r = lookup(dns, "r6.test");
+	CHECK_EQ(r->status, CTL_DNS_OK);
+	CHECK(r->from_route);
+	CHECK_EQ(r->hosts[0].port, 2525);
+	CHECK_EQ(r->hosts[0].n_addr6, 2);
+	ctl_dns_result_free(r);
+	ctl_dns_free(dns);
 }
 
 static void
@@ -1094,6 +1197,7 @@ main(void)
 		test_tempfail_cases(dns);
 		ctl_dns_free(dns);
 	}
+	test_ipv6_capable();
 	test_tie_order_seeded();
 	test_timeout();
 	test_cache_hit_and_expiry();

@@ -375,10 +375,22 @@ tb_submit(void *be, struct ctl_order *o)
 	return 0;
 }
 
+/* Orders the test backend saw per address family, and the last IPv6
+ * address in text form (test_mx_ipv6). */
+static unsigned tb_orders_v4, tb_orders_v6;
+static char tb_last_v6[INET6_ADDRSTRLEN];
+
 static void
 tb_answer(struct tb *t, struct ctl_order *o)
 {
 	struct ctl_sess_report rep;
+
+	if (o->addr.sa.sa_family == AF_INET6) {
+		tb_orders_v6++;
+		inet_ntop(AF_INET6, &o->addr.sin6.sin6_addr, tb_last_v6, sizeof(tb_last_v6));
+	} else if (o->addr.sa.sa_family == AF_INET) {
+		tb_orders_v4++;
+	}
 
 	for (unsigned i = 0; i < o->n_msgs; i++) {
 		struct ctl_result r;
@@ -387,27 +399,27 @@ tb_answer(struct tb *t, struct ctl_order *o)
 		r.order_id = o->id;
 		r.msg_index = i;
 		if (strcmp(o->domain, "busy.test") == 0 &&
-		    o->addr.sin_addr.s_addr == htonl(0x7f00003d)) {
+		    o->addr.sin.sin_addr.s_addr == htonl(0x7f00003d)) {
 			/* its first MX is overloaded */
 			r.outcome = SMTP_OUT_DEFERRED;
 			r.stage = SMTP_STAGE_GREETING;
 			r.code = 421;
 			snprintf(r.text, sizeof(r.text), "421 4.3.2 too busy");
 		} else if (strcmp(o->domain, "down.test") == 0 &&
-		    o->addr.sin_addr.s_addr == htonl(0x7f000047)) {
+		    o->addr.sin.sin_addr.s_addr == htonl(0x7f000047)) {
 			/* its first MX refuses connections */
 			r.outcome = SMTP_OUT_DEFERRED;
 			r.stage = SMTP_STAGE_CONNECT;
 			snprintf(r.text, sizeof(r.text), "connect 127.0.0.71:25: Connection refused");
 		} else if (strcmp(o->domain, "refuse.test") == 0 &&
-		    o->addr.sin_addr.s_addr == htonl(0x7f000051)) {
+		    o->addr.sin.sin_addr.s_addr == htonl(0x7f000051)) {
 			/* its first MX greets with 554: the SMTP client defers */
 			r.outcome = SMTP_OUT_DEFERRED;
 			r.stage = SMTP_STAGE_GREETING;
 			r.code = 554;
 			snprintf(r.text, sizeof(r.text), "554 5.7.1 no service");
 		} else if (strcmp(o->domain, "tlsbad.test") == 0 &&
-		    o->addr.sin_addr.s_addr == htonl(0x7f000065)) {
+		    o->addr.sin.sin_addr.s_addr == htonl(0x7f000065)) {
 			/* its first MX's certificate does not verify */
 			r.outcome = SMTP_OUT_DEFERRED;
 			r.stage = SMTP_STAGE_TLS;
@@ -457,7 +469,7 @@ tb_answer(struct tb *t, struct ctl_order *o)
 	memset(&rep, 0, sizeof(rep));
 	rep.order_id = o->id;
 	rep.connected = !(strcmp(o->domain, "down.test") == 0 &&
-		o->addr.sin_addr.s_addr == htonl(0x7f000047));
+		o->addr.sin.sin_addr.s_addr == htonl(0x7f000047));
 	rep.info.starttls_offered = 1;
 	rep.info.tls_active = 1;
 	snprintf(rep.info.greeting_host, sizeof(rep.info.greeting_host), "mx.%.40s", o->domain);
@@ -511,6 +523,8 @@ struct rig {
 
 /* DNS for the MX test: NULL = static route "*" only */
 static const char *rig_dns_servers;
+/* the resolver is configured for an IPv6-capable transport (ksock) */
+static int rig_dns_ipv6;
 /* sender refusals fail at once (else they are retried until max age) */
 static int rig_refusal_fails;
 
@@ -526,6 +540,7 @@ rig_new(struct rig *g, const char *consumer, const char *shape_spec, uint64_t mi
 	memset(g, 0, sizeof(*g));
 	dc.servers = rig_dns_servers;
 	dc.timeout_ms = 500;
+	dc.ipv6 = rig_dns_ipv6;
 	g->dns = ctl_dns_new(&dc, err, sizeof(err));
 	if (g->dns == NULL || (rig_dns_servers == NULL &&
 	    ctl_dns_route_parse(g->dns, "*=127.0.0.1:25", err, sizeof(err)) < 0)) {
@@ -1253,6 +1268,7 @@ test_mx_fallback(void)
 
 		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "delivered");
 		CHECK_STREQ(json_string_value(json_object_get(j, "mx")), "mx2.refuse.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "ip")), "127.0.0.82");
 		CHECK_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
 		json_decref(j);
 		j = rcpt_state("mx", "u0@tlsbad.test");
@@ -1260,12 +1276,15 @@ test_mx_fallback(void)
 		CHECK_STREQ(json_string_value(json_object_get(j, "mx")), "mx2.tlsbad.test");
 		CHECK_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
 		json_decref(j);
-		/* an IPv6-only MX: deferred with its reason until the maximum
-		 * age, never bounced */
+		/* an IPv6-only MX on an IPv4-only transport (the resolver
+		 * not configured for IPv6, as for DPDK): deferred with its
+		 * reason until the maximum age, never bounced */
 		j = rcpt_state("mx", "u2@v6.test");
 		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "failed");
 		CHECK(strstr(json_string_value(json_object_get(j, "text")),
-			"only IPv6 addresses; IPv6 not supported yet") != NULL);
+			"MX host has only IPv6 addresses; the transport is IPv4-only") != NULL);
+		CHECK(json_integer_value(json_object_get(j, "attempts")) >= 2);
+		CHECK_STREQ(json_string_value(json_object_get(j, "ip")), "");
 		json_decref(j);
 		j = rcpt_state("mx", "u1@only.test");
 		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "failed");
@@ -1280,6 +1299,114 @@ test_mx_fallback(void)
 	CHECK_EQ(count("mx", "failed"), 18);
 	check_consistent("mx", 54);
 	CHECK_EQ(rint_cmd("HGET %s %s", "mp:tls:down.test", "connect_failed"), 1);
+	rig_free(&g);
+	kill(dpid, SIGTERM);
+	waitpid(dpid, NULL, 0);
+}
+
+/* The resolver of an IPv6-capable transport (ksock; rig_dns_ipv6): an MX
+ * whose host has only AAAA gets orders to that IPv6 address and its
+ * recipients are delivered with "ip" in IPv6 text form; a dual-stack MX
+ * host still gets IPv4 orders only; a host with neither still bounces. */
+static void
+test_mx_ipv6(void)
+{
+	static const char *const doms[] = { "v6.test", "dual.test", "none.test" };
+	char servers[64], port[32];
+	pid_t dpid;
+	struct rig g;
+	int p = free_port();
+
+	if (system("command -v dnsmasq >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "mx_ipv6: dnsmasq not installed, skipped\n");
+		return;
+	}
+	CHECK(p > 0);
+	snprintf(port, sizeof(port), "--port=%d", p);
+	dpid = fork();
+	if (dpid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		freopen("/dev/null", "w", stderr);
+		execlp("dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+			"--no-resolv", "--no-hosts", "--pid-file=", "--listen-address=127.0.0.1",
+			"--bind-interfaces", port, "--local=/test/", "--mx-host=null.test,.,0",
+			"--mx-host=v6.test,mx.v6.test,10", "--host-record=mx.v6.test,2001:db8::25",
+			"--mx-host=dual.test,mx.dual.test,10",
+			"--host-record=mx.dual.test,127.0.0.111,2001:db8::111",
+			"--mx-host=none.test,ghost.none.test,10",
+			(char *)NULL);
+		_exit(127);
+	}
+	snprintf(servers, sizeof(servers), "127.0.0.1:%d", p);
+	if (dns_wait_ready(servers, dpid) < 0) {
+		fprintf(stderr, "mx_ipv6: dnsmasq does not answer\n");
+		CHECK(0);
+		kill(dpid, SIGTERM);
+		waitpid(dpid, NULL, 0);
+		return;
+	}
+	cmd("FLUSHALL");
+	rig_dns_servers = servers;
+	rig_dns_ipv6 = 1;
+	if (rig_new(&g, "v6", NULL, 60000) < 0) {
+		CHECK(0);
+		rig_dns_servers = NULL;
+		rig_dns_ipv6 = 0;
+		kill(dpid, SIGTERM);
+		waitpid(dpid, NULL, 0);
+		return;
+	}
+	rig_dns_servers = NULL;
+	rig_dns_ipv6 = 0;
+	g.tb->sess_ms = 0;
+	tb_orders_v4 = tb_orders_v6 = 0;
+	seed("v6", doms, 3, 4, 10, 60, "running");
+	for (uint64_t i = 0, end = mono_ms() + 30000; i < 2000 && mono_ms() < end;) {
+		redisReply *r;
+		int done;
+
+		ctl_sched_step(g.s, 0);
+		if (ctl_dns_pending(g.dns) > 0) {
+			sleep_ms(1);
+			continue;
+		}
+		fake_now += 50;
+		if (i++ % 8 != 0)
+			continue;
+		r = redisCommand(rc, "HGET mp:campaign:v6 state");
+		done = r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "done") == 0;
+		freeReplyObject(r);
+		if (done && ctl_sched_held(g.s) == 0)
+			break;
+	}
+	CHECK_EQ(count("v6", "delivered"), 8);
+	CHECK_EQ(count("v6", "bounced"), 4);
+	check_consistent("v6", 12);
+	CHECK(tb_orders_v6 >= 1);
+	CHECK(tb_orders_v4 >= 1);
+	CHECK_STREQ(tb_last_v6, "2001:db8::25");
+	for (unsigned i = 0; i < 4; i++) {
+		char a[64];
+		json_t *j;
+
+		snprintf(a, sizeof(a), "u%u@v6.test", i);
+		j = rcpt_state("v6", a);
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "delivered");
+		CHECK_STREQ(json_string_value(json_object_get(j, "mx")), "mx.v6.test");
+		CHECK_STREQ(json_string_value(json_object_get(j, "ip")), "2001:db8::25");
+		CHECK_EQ(json_integer_value(json_object_get(j, "attempts")), 1);
+		json_decref(j);
+		snprintf(a, sizeof(a), "u%u@dual.test", i);
+		j = rcpt_state("v6", a);
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "delivered");
+		CHECK_STREQ(json_string_value(json_object_get(j, "ip")), "127.0.0.111");
+		json_decref(j);
+		snprintf(a, sizeof(a), "u%u@none.test", i);
+		j = rcpt_state("v6", a);
+		CHECK_STREQ(json_string_value(json_object_get(j, "state")), "bounced");
+		CHECK(strstr(json_string_value(json_object_get(j, "text")), "no_address") != NULL);
+		json_decref(j);
+	}
 	rig_free(&g);
 	kill(dpid, SIGTERM);
 	waitpid(dpid, NULL, 0);
@@ -1798,6 +1925,7 @@ main(int argc, char **argv)
 	test_dup_deliveries_counted();
 	test_restart_same_name();
 	test_mx_fallback();
+	test_mx_ipv6();
 	test_send_window();
 	test_suppression();
 	test_poison_entries();

@@ -532,9 +532,9 @@ open_sess(struct ksock_engine *e, struct drv *d, int port, enum smtp_tls_policy 
 
 	sd->d = d;
 	req.host = "mx.test";
-	req.addr.sin_family = AF_INET;
-	req.addr.sin_port = htons((uint16_t)port);
-	req.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	req.addr.sin.sin_family = AF_INET;
+	req.addr.sin.sin_port = htons((uint16_t)port);
+	req.addr.sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	req.policy = pol;
 	req.implicit_tls = implicit;
 	req.smtp = cfg;

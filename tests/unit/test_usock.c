@@ -288,6 +288,8 @@ cb_done(void *user, const struct smtp_sess_info *info, const struct tls_record *
 }
 
 static struct dsess SESS[64];
+/* open_one() asks for this IPv6 server instead of SRV_IP (utcp is IPv4 only) */
+static const char *open_v6;
 
 static int
 open_one(struct drv *d, uint16_t port, enum smtp_tls_policy policy)
@@ -298,9 +300,16 @@ open_one(struct drv *d, uint16_t port, enum smtp_tls_policy policy)
 	memset(x, 0, sizeof(*x));
 	x->d = d;
 	req.host = "sim.test";
-	req.addr.sin_family = AF_INET;
-	req.addr.sin_addr.s_addr = htonl(SRV_IP);
-	req.addr.sin_port = htons(port);
+	req.addr.sin.sin_family = AF_INET;
+	req.addr.sin.sin_addr.s_addr = htonl(SRV_IP);
+	req.addr.sin.sin_port = htons(port);
+	if (open_v6 != NULL) {
+		struct in6_addr a6;
+
+		if (inet_pton(AF_INET6, open_v6, &a6) != 1)
+			return -1;
+		req.addr = mp_sockaddr_v6(&a6, port);
+	}
 	req.policy = policy;
 	req.next_txn = cb_next;
 	req.result = cb_result;
@@ -497,6 +506,21 @@ test_refused_and_timeout(void)
 	usock_engine_stats(E, &st);
 	CHECK_EQ(st.connect_timeouts, 1);
 	S.blackhole[1] = 0;
+	teardown();
+
+	/* an IPv6 server on the IPv4-only stack: a connect failure, every
+	 * recipient deferred (never bounced) with a reason naming it */
+	setup(3, 0, 0, 0, NULL);
+	drv_init(&d, 4, 2, "x\r\n", 3);
+	open_v6 = "2001:db8::25";
+	CHECK_EQ(open_one(&d, 25, SMTP_TLS_OPPORTUNISTIC), 0);
+	open_v6 = NULL;
+	want_done = 1;
+	CHECK(sim_run(&S, step, S.now + 10000000ull, 100000));
+	CHECK_EQ(d.out[SMTP_OUT_DEFERRED], 2);
+	CHECK_EQ(d.out[SMTP_OUT_BOUNCED], 0);
+	CHECK_EQ(d.last_stage, SMTP_STAGE_CONNECT);
+	CHECK(strstr(d.last_text, "[2001:db8::25]:25 failed: Address family not supported") != NULL);
 	teardown();
 }
 

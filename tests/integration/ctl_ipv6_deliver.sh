@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# End to end over IPv6 without DPDK: mailpumpctl submits a campaign into
+# redis-server, mp-deliver (kernel-socket transport) resolves MX records
+# through dnsmasq and delivers to Postfix's smtp-sink. Everything runs in
+# one network namespace the test creates with IPv6 on and fd00:6d70::25
+# on its loopback. What it proves:
+#  - v6.test, whose MX host has ONLY an AAAA record: every recipient is
+#    delivered exactly once, over IPv6 (the sink on [fd00:6d70::25]:25
+#    has each message, with an IPv6 client address), and each recipient
+#    record names "ip":"fd00:6d70::25" and the MX host;
+#  - dual.test, whose MX host has A and AAAA: IPv4 preferred, as before
+#    (every message at the sink on 127.0.0.1:25, "ip":"127.0.0.1", and no
+#    AAAA query for that host);
+#  - the campaign is done, counts agree, nothing is left to retry.
+# usage: ctl_ipv6_deliver.sh MP_DELIVER MAILPUMPCTL
+. "$(dirname "$0")/lib.sh"
+mp_need_root
+mp_need redis-server dnsmasq
+[ -x /usr/sbin/smtp-sink ] || { echo "SKIP: smtp-sink not installed" >&2; exit 77; }
+[ -d /proc/sys/net/ipv6 ] || { echo "SKIP: no IPv6 in this kernel" >&2; exit 77; }
+DELIVER=$1
+CTL=$2
+NS=mp6d$MP_SUFFIX
+V6=fd00:6d70::25
+N6=40
+ND=10
+
+# not mp_netns: that one turns IPv6 off
+ip netns add "$NS" || mp_fail "cannot create netns $NS"
+MP_NETNS+=("$NS")
+X() { ip netns exec "$NS" "$@"; }
+X sysctl -qw net.ipv6.conf.all.disable_ipv6=0
+X sysctl -qw net.ipv6.conf.lo.disable_ipv6=0
+X ip link set lo up
+X ip -6 addr add "$V6/128" dev lo nodad || mp_fail "IPv6 address on lo"
+
+chmod 0711 "$MP_TMP"
+for s in sink6 sink4; do
+	mkdir -p "$MP_TMP/$s"
+	chmod 0777 "$MP_TMP/$s"
+done
+X /usr/sbin/smtp-sink -u nobody -d "$MP_TMP/sink6/m." "[$V6]:25" 64 >"$MP_TMP/sink6.log" 2>&1 &
+MP_PIDS+=($!)
+X /usr/sbin/smtp-sink -u nobody -d "$MP_TMP/sink4/m." "127.0.0.1:25" 64 >"$MP_TMP/sink4.log" 2>&1 &
+MP_PIDS+=($!)
+X dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --pid-file= \
+	--listen-address=127.0.0.1 --bind-interfaces --port=5300 --local=/test/ --local-ttl=60 \
+	--log-queries --log-facility="$MP_TMP/dnsq.log" \
+	--mx-host=v6.test,mx.v6.test,10 --host-record=mx.v6.test,$V6 \
+	--mx-host=dual.test,mx.dual.test,10 --host-record=mx.dual.test,127.0.0.1,$V6 \
+	>"$MP_TMP/dnsmasq.log" 2>&1 &
+MP_PIDS+=($!)
+RPORT=$(X python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+X redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$MP_TMP" \
+	>"$MP_TMP/redis.log" 2>&1 &
+MP_PIDS+=($!)
+R() { X redis-cli -p "$RPORT" --raw "$@"; }
+mp_wait_for 10 R ping || mp_fail "redis did not start"
+mp_wait_for 10 X bash -c "exec 3<>/dev/tcp/$V6/25" || mp_fail "IPv6 smtp-sink did not start"
+mp_wait_for 10 X bash -c "exec 3<>/dev/tcp/127.0.0.1/25" || mp_fail "IPv4 smtp-sink did not start"
+mp_wait_for 10 X python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)
+q=b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x02v6\x04test\x00\x00\x0f\x00\x01"
+s.sendto(q, ("127.0.0.1", 5300)); s.recv(512)' || mp_fail "dnsmasq did not answer"
+URL=redis://127.0.0.1:$RPORT
+
+{
+	echo "email,first"
+	for i in $(seq 1 $N6); do echo "u$i@v6.test,F$i"; done
+	for i in $(seq 1 $ND); do echo "d$i@dual.test,D$i"; done
+} >"$MP_TMP/rcpts.csv"
+printf 'Hello {{first}},\n\nover IPv6.\n' >"$MP_TMP/body.txt"
+X "$CTL" --redis "$URL" submit --id six --from news@sender.test --subject 'Hi {{first}}' \
+	--text "$MP_TMP/body.txt" --quiet "$MP_TMP/rcpts.csv" >"$MP_TMP/submit.log" 2>&1 ||
+	mp_fail "submit"
+
+X timeout 120 "$DELIVER" --redis "$URL" --consumer six --dns 127.0.0.1:5300 \
+	--helo client.sender.test --max-conns 2 --msgs-per-conn 15 --connect-timeout 5000 \
+	--until-idle --timeout 90 --stats --log-level debug >"$MP_TMP/deliver.out" 2>"$MP_TMP/deliver.log" ||
+	mp_fail "mp-deliver exited $? $(cat "$MP_TMP/deliver.out")"
+
+mp_py - "$RPORT" "$NS" "$MP_TMP" "$V6" "$N6" "$ND" <<'PY' || mp_fail "checks"
+import glob, sys
+from mpcheck import Checks, Redis, campaign, queues_empty
+port, ns, tmp, v6, n6, nd = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+red, chk = Redis(ns, port), Checks()
+check = chk.check
+
+def sink(name):
+    """recipient -> list of (client address) of the messages dumped"""
+    got = {}
+    for f in glob.glob("%s/%s/m.*" % (tmp, name)):
+        head = open(f, "rb").read().split(b"\n\n", 1)[0].decode("utf-8", "replace")
+        client = [l.split(":", 1)[1].strip() for l in head.splitlines() if l.startswith("X-Client-Addr:")]
+        for l in head.splitlines():
+            if l.startswith("X-Rcpt-Args:"):
+                a = l.split(":", 1)[1].strip().split()[0].strip("<>").lower()
+                got.setdefault(a, []).append(client[0] if client else "")
+    return got
+
+rc, c, by = campaign(chk, red, "six", n6 + nd)
+check(by == {"delivered": n6 + nd}, "states %s" % by)
+queues_empty(chk, red)
+s6, s4 = sink("sink6"), sink("sink4")
+for i in range(1, n6 + 1):
+    a = "u%d@v6.test" % i
+    j = rc.get(a, {})
+    check(j.get("state") == "delivered" and j.get("code") == 250, "%s: %s" % (a, j))
+    check(j.get("ip") == v6, "%s: ip %r, want %s" % (a, j.get("ip"), v6))
+    check(j.get("mx") == "mx.v6.test", "%s: mx %r" % (a, j.get("mx")))
+    check(len(s6.get(a, [])) == 1, "%s: %d messages at the IPv6 sink" % (a, len(s6.get(a, []))))
+    check(a not in s4, "%s: at the IPv4 sink" % a)
+    check(all(x.startswith("ipv6:") for x in s6.get(a, [])), "%s: client %s" % (a, s6.get(a)))
+for i in range(1, nd + 1):
+    a = "d%d@dual.test" % i
+    j = rc.get(a, {})
+    check(j.get("state") == "delivered", "%s: %s" % (a, j))
+    check(j.get("ip") == "127.0.0.1", "%s: ip %r (IPv4 preferred)" % (a, j.get("ip")))
+    check(len(s4.get(a, [])) == 1, "%s: %d messages at the IPv4 sink" % (a, len(s4.get(a, []))))
+    check(a not in s6, "%s: at the IPv6 sink" % a)
+check(sum(len(v) for v in s6.values()) == n6, "IPv6 sink holds %d messages" % sum(len(v) for v in s6.values()))
+check(sum(len(v) for v in s4.values()) == nd, "IPv4 sink holds %d messages" % sum(len(v) for v in s4.values()))
+q = open(tmp + "/dnsq.log", errors="replace").read()
+check("query[AAAA] mx.v6.test" in q, "no AAAA query for the IPv6-only host")
+check("query[AAAA] mx.dual.test" not in q, "AAAA asked for a host with an A record")
+chk.report()
+PY
+# the export carries the address too
+X "$CTL" --redis "$URL" export six >"$MP_TMP/six.csv" || mp_fail "export"
+n=$(python3 -c 'import csv,sys; print(sum(1 for x in csv.DictReader(open(sys.argv[1], newline="")) if x["ip"] == sys.argv[2] and x["email"].endswith("@v6.test")))' "$MP_TMP/six.csv" "$V6")
+[ "$n" = "$N6" ] || mp_fail "export: $n rows with ip $V6, want $N6"
+# logs name the IPv6 server in its text form
+grep -q "addr=\[$V6\]:25" "$MP_TMP/deliver.log" || mp_fail "no IPv6 address in the session log"
+echo "ipv6 deliver: $N6 over IPv6, $ND over IPv4, each once"
