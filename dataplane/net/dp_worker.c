@@ -87,7 +87,7 @@ dp_worker_tx_room(struct dp_worker *w)
 static void
 tx_enqueue(struct dp_worker *w, struct rte_mbuf *m)
 {
-	if (w->tx_n == DP_TX_BUF && tx_push(w) == DP_TX_BUF) {
+	if (dp_worker_tx_room(w) == 0) {
 		/* the NIC takes nothing: this frame is lost, not the queue */
 		w->cnt.drops[DP_DROP_TX_FULL]++;
 		rte_pktmbuf_free(m);

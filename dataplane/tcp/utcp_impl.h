@@ -48,7 +48,7 @@ enum {
 	UTCP_F_DEAD = 1u << 19,		/* error reported, no more protocol */
 	UTCP_F_PROBE = 1u << 20,	/* persist timer fired: send a probe */
 	UTCP_F_CWND_LIMITED = 1u << 21,	/* cwnd held data back this window */
-	UTCP_F_FIN_OOO = 1u << 22,	/* the peer's FIN came ahead of data: fin_seq */
+	UTCP_F_FIN_OOO = 1u << 22,	/* the peer's FIN is at fin_seq, not yet taken */
 };
 
 /* Pending events (c->ev_bits), delivered in bit order. */

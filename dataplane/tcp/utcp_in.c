@@ -610,24 +610,25 @@ ack_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp_
 }
 
 /*
- * May an ACK answer this invalid segment (PAWS, outside the window, ACK of
- * unsent data)? One with data always gets its duplicate ACK; others at
- * most one per oow_ack_interval_us (Linux tcp_oow_rate_limited), or a
- * spoofed flood or an ACK loop between two stacks eats the output.
+ * ACK an invalid segment (PAWS, outside the window, ACK of unsent data).
+ * One with data always gets its duplicate ACK; others at most one per
+ * oow_ack_interval_us (Linux tcp_oow_rate_limited), or a spoofed flood or
+ * an ACK loop between two stacks eats the output.
  */
-static bool
-oow_ack_ok(struct utcp_conn *c, const struct utcp_seg_in *seg)
+static void
+oow_ack(struct utcp_conn *c, const struct utcp_seg_in *seg)
 {
 	struct utcp_stack *st = c->st;
 
-	if (seg->len > 0 && !(seg->flags & UTCP_SYN))
-		return true;
-	if (c->oow_ack_at != 0 && st->now - c->oow_ack_at < st->conf.oow_ack_interval_us) {
-		st->cnt.oow_acks_limited++;
-		return false;
+	if (seg->len == 0 || (seg->flags & UTCP_SYN)) {
+		if (c->oow_ack_at != 0 &&
+		    st->now - c->oow_ack_at < st->conf.oow_ack_interval_us) {
+			st->cnt.oow_acks_limited++;
+			return;
+		}
+		c->oow_ack_at = st->now;
 	}
-	c->oow_ack_at = st->now;
-	return true;
+	utcp_out_ack_now(c);
 }
 
 static void
@@ -642,8 +643,7 @@ sync_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp
 	if ((c->flags & UTCP_F_TS) && o->has_ts && !(seg->flags & UTCP_RST) &&
 	    utcp_seq_lt(o->tsval, c->ts_recent)) {
 		st->cnt.drops[UTCP_DROP_PAWS]++;
-		if (oow_ack_ok(c, seg))
-			utcp_out_ack_now(c);
+		oow_ack(c, seg);
 		return;
 	}
 	if (wnd == 0)
@@ -655,8 +655,8 @@ sync_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp
 			utcp_seq_in(seg->seq + seglen - 1, c->rcv_nxt, c->rcv_nxt + wnd);
 	if (!ok) {
 		st->cnt.drops[UTCP_DROP_OUTWIN]++;
-		if (!(seg->flags & UTCP_RST) && oow_ack_ok(c, seg))
-			utcp_out_ack_now(c);
+		if (!(seg->flags & UTCP_RST))
+			oow_ack(c, seg);
 		return;
 	}
 	if (seg->flags & UTCP_RST) {
@@ -687,8 +687,7 @@ sync_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp
 	/* RFC 5961 5.2 ACK validation */
 	if (utcp_seq_gt(seg->ack, c->snd_max)) {
 		st->cnt.drops[UTCP_DROP_BADACK]++;
-		if (oow_ack_ok(c, seg))
-			utcp_out_ack_now(c);
+		oow_ack(c, seg);
 		return;
 	}
 	if (utcp_seq_lt(seg->ack, c->snd_una - c->max_snd_wnd)) {
@@ -745,18 +744,14 @@ sync_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp
 			}
 			fin_ok = data_input(c, seg);
 		}
-		if ((seg->flags & UTCP_FIN) && fin_ok) {
-			uint32_t fin = seg->seq + seg->len;
-
-			if (fin == c->rcv_nxt) {
-				c->flags &= ~UTCP_F_FIN_OOO;
-				fin_input(c);
-			} else if (utcp_seq_gt(fin, c->rcv_nxt) && !(c->flags & UTCP_F_FIN_OOO)) {
-				/* ahead of a hole: taken when the data before it is */
-				c->flags |= UTCP_F_FIN_OOO;
-				c->fin_seq = fin;
-			}
-		} else if ((c->flags & UTCP_F_FIN_OOO) && c->rcv_nxt == c->fin_seq) {
+		/* a FIN ahead of a hole is held until the data before it is in */
+		if ((seg->flags & UTCP_FIN) && fin_ok &&
+		    utcp_seq_ge(seg->seq + seg->len, c->rcv_nxt) &&
+		    (!(c->flags & UTCP_F_FIN_OOO) || seg->seq + seg->len == c->rcv_nxt)) {
+			c->flags |= UTCP_F_FIN_OOO;
+			c->fin_seq = seg->seq + seg->len;
+		}
+		if ((c->flags & UTCP_F_FIN_OOO) && c->fin_seq == c->rcv_nxt) {
 			c->flags &= ~UTCP_F_FIN_OOO;
 			fin_input(c);
 		}

@@ -598,20 +598,31 @@ rig_free(struct rig *g)
 	free(g->tb);
 }
 
-/* step until the campaign is done or the bound is hit; fake time += dt per step */
+/*
+ * Step until the campaign is done with nothing held, or the bound is hit:
+ * @p steps steps of fake time += @p dt, and @p real_ms of real time if not
+ * 0. A lookup to a real DNS server (dnsmasq) is answered in real time: the
+ * test clock stands still while one is out, so an answer costs no test
+ * time however slowly it comes. @return 0 done, -1 at the bound.
+ */
 static int
-run_until_done(struct rig *g, const char *camp, unsigned steps, uint64_t dt)
+run_steps(struct rig *g, const char *camp, unsigned steps, uint64_t dt, uint64_t real_ms)
 {
+	uint64_t end = mono_ms() + real_ms;
 	char key[128];
 
 	snprintf(key, sizeof(key), "mp:campaign:%s", camp);
-	for (unsigned i = 0; i < steps; i++) {
+	for (unsigned i = 0; i < steps && (real_ms == 0 || mono_ms() < end);) {
 		redisReply *r;
 		int done;
 
 		ctl_sched_step(g->s, 0);
+		if (ctl_dns_pending(g->dns) > 0) {
+			sleep_ms(1);
+			continue;
+		}
 		fake_now += dt;
-		if (i % 8 != 0)
+		if (i++ % 8 != 0)
 			continue;
 		r = redisCommand(rc, "HGET %s state", key);
 		done = r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "done") == 0;
@@ -620,6 +631,12 @@ run_until_done(struct rig *g, const char *camp, unsigned steps, uint64_t dt)
 			return 0;
 	}
 	return -1;
+}
+
+static int
+run_until_done(struct rig *g, const char *camp, unsigned steps, uint64_t dt)
+{
+	return run_steps(g, camp, steps, dt, 0);
 }
 
 static void
@@ -1151,6 +1168,52 @@ dns_wait_ready(const char *servers, pid_t pid)
 	return -1;
 }
 
+/*
+ * Start dnsmasq on a free loopback port, authoritative for /test/ with the
+ * dnsmasq options @p records (NULL-terminated) and a null MX for null.test
+ * (what dns_wait_ready asks). @p servers gets "127.0.0.1:port".
+ * @return its pid, or -1.
+ */
+static pid_t
+dnsmasq_start(const char *const *records, char *servers, size_t cap)
+{
+	static const char *const fixed[] = { "dnsmasq", "--keep-in-foreground",
+		"--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--pid-file=",
+		"--listen-address=127.0.0.1", "--bind-interfaces", "--local=/test/",
+		"--mx-host=null.test,.,0" };
+	const char *argv[64];
+	char port[32];
+	size_t n = 0;
+	int p = free_port();
+	pid_t pid;
+
+	if (p < 0)
+		return -1;
+	snprintf(port, sizeof(port), "--port=%d", p);
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		argv[n++] = fixed[i];
+	argv[n++] = port;
+	for (size_t i = 0; records[i] != NULL && n < 63; i++)
+		argv[n++] = records[i];
+	argv[n] = NULL;
+	pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		freopen("/dev/null", "w", stderr);
+		execvp("dnsmasq", (char *const *)argv);
+		_exit(127);
+	}
+	snprintf(servers, cap, "127.0.0.1:%d", p);
+	return pid;
+}
+
+static void
+dnsmasq_stop(pid_t pid)
+{
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+}
+
 /* MX resolution through a real DNS server (dnsmasq on loopback): a 421
  * from the preferred MX, a refused connect and a 5xx greeting all move the
  * recipients to the next MX within the same attempt, and so does a TLS
@@ -1163,44 +1226,34 @@ test_mx_fallback(void)
 {
 	static const char *const doms[] = { "busy.test", "down.test", "null.test", "nx.test",
 		"temp.test", "refuse.test", "only.test", "tlsbad.test", "v6.test" };
-	char servers[64], port[32];
+	static const char *const records[] = {
+		"--mx-host=busy.test,mx1.busy.test,10", "--mx-host=busy.test,mx2.busy.test,20",
+		"--host-record=mx1.busy.test,127.0.0.61", "--host-record=mx2.busy.test,127.0.0.62",
+		"--mx-host=down.test,mx1.down.test,10", "--mx-host=down.test,mx2.down.test,20",
+		"--host-record=mx1.down.test,127.0.0.71", "--host-record=mx2.down.test,127.0.0.72",
+		"--mx-host=refuse.test,mx1.refuse.test,10", "--mx-host=refuse.test,mx2.refuse.test,20",
+		"--host-record=mx1.refuse.test,127.0.0.81", "--host-record=mx2.refuse.test,127.0.0.82",
+		"--mx-host=only.test,mx.only.test,10", "--host-record=mx.only.test,127.0.0.91",
+		"--mx-host=tlsbad.test,mx1.tlsbad.test,10", "--mx-host=tlsbad.test,mx2.tlsbad.test,20",
+		"--host-record=mx1.tlsbad.test,127.0.0.101", "--host-record=mx2.tlsbad.test,127.0.0.102",
+		"--mx-host=temp.test,mx.other.example,10",
+		"--mx-host=v6.test,mx.v6.test,10", "--host-record=mx.v6.test,::1", NULL };
+	char servers[64];
 	pid_t dpid;
 	struct rig g;
-	int p = free_port();
 
 	if (system("command -v dnsmasq >/dev/null 2>&1") != 0) {
 		fprintf(stderr, "mx_fallback: dnsmasq not installed, skipped\n");
 		return;
 	}
-	CHECK(p > 0);
-	snprintf(port, sizeof(port), "--port=%d", p);
-	dpid = fork();
-	if (dpid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		freopen("/dev/null", "w", stderr);
-		execlp("dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-			"--no-resolv", "--no-hosts", "--pid-file=", "--listen-address=127.0.0.1",
-			"--bind-interfaces", port, "--local=/test/",
-			"--mx-host=busy.test,mx1.busy.test,10", "--mx-host=busy.test,mx2.busy.test,20",
-			"--host-record=mx1.busy.test,127.0.0.61", "--host-record=mx2.busy.test,127.0.0.62",
-			"--mx-host=down.test,mx1.down.test,10", "--mx-host=down.test,mx2.down.test,20",
-			"--host-record=mx1.down.test,127.0.0.71", "--host-record=mx2.down.test,127.0.0.72",
-			"--mx-host=refuse.test,mx1.refuse.test,10", "--mx-host=refuse.test,mx2.refuse.test,20",
-			"--host-record=mx1.refuse.test,127.0.0.81", "--host-record=mx2.refuse.test,127.0.0.82",
-			"--mx-host=only.test,mx.only.test,10", "--host-record=mx.only.test,127.0.0.91",
-			"--mx-host=tlsbad.test,mx1.tlsbad.test,10", "--mx-host=tlsbad.test,mx2.tlsbad.test,20",
-			"--host-record=mx1.tlsbad.test,127.0.0.101", "--host-record=mx2.tlsbad.test,127.0.0.102",
-			"--mx-host=null.test,.,0", "--mx-host=temp.test,mx.other.example,10",
-			"--mx-host=v6.test,mx.v6.test,10", "--host-record=mx.v6.test,::1",
-			(char *)NULL);
-		_exit(127);
-	}
-	snprintf(servers, sizeof(servers), "127.0.0.1:%d", p);
+	dpid = dnsmasq_start(records, servers, sizeof(servers));
+	CHECK(dpid > 0);
+	if (dpid <= 0)
+		return;
 	if (dns_wait_ready(servers, dpid) < 0) {
 		fprintf(stderr, "mx_fallback: dnsmasq does not answer\n");
 		CHECK(0);
-		kill(dpid, SIGTERM);
-		waitpid(dpid, NULL, 0);
+		dnsmasq_stop(dpid);
 		return;
 	}
 	cmd("FLUSHALL");
@@ -1208,8 +1261,7 @@ test_mx_fallback(void)
 	if (rig_new(&g, "mx", NULL, 60000) < 0) {
 		CHECK(0);
 		rig_dns_servers = NULL;
-		kill(dpid, SIGTERM);
-		waitpid(dpid, NULL, 0);
+		dnsmasq_stop(dpid);
 		return;
 	}
 	rig_dns_servers = NULL;
@@ -1218,27 +1270,7 @@ test_mx_fallback(void)
 	/* tlsbad.test must be verified: its first MX's certificate fails */
 	cmd("HSET mp:campaign:mx tls_overrides {\"tlsbad.test\":\"verify\"}");
 	/* 4000 steps of test time, bounded by 60 s real */
-	for (uint64_t i = 0, end = mono_ms() + 60000; i < 4000 && mono_ms() < end;) {
-		redisReply *r;
-		int done;
-
-		ctl_sched_step(g.s, 0);
-		/* dnsmasq answers in real time: the test clock stands still
-		 * while a lookup is out, so an answer costs no test time however
-		 * slowly it comes */
-		if (ctl_dns_pending(g.dns) > 0) {
-			sleep_ms(1);
-			continue;
-		}
-		fake_now += 50;
-		if (i++ % 8 != 0)
-			continue;
-		r = redisCommand(rc, "HGET mp:campaign:mx state");
-		done = r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "done") == 0;
-		freeReplyObject(r);
-		if (done && ctl_sched_held(g.s) == 0)
-			break;
-	}
+	run_steps(&g, "mx", 4000, 50, 60000);
 	{
 		json_t *j = rcpt_state("mx", "u1@busy.test");
 
@@ -1300,8 +1332,7 @@ test_mx_fallback(void)
 	check_consistent("mx", 54);
 	CHECK_EQ(rint_cmd("HGET %s %s", "mp:tls:down.test", "connect_failed"), 1);
 	rig_free(&g);
-	kill(dpid, SIGTERM);
-	waitpid(dpid, NULL, 0);
+	dnsmasq_stop(dpid);
 }
 
 /* The resolver of an IPv6-capable transport (ksock; rig_dns_ipv6): an MX
@@ -1312,37 +1343,27 @@ static void
 test_mx_ipv6(void)
 {
 	static const char *const doms[] = { "v6.test", "dual.test", "none.test" };
-	char servers[64], port[32];
+	static const char *const records[] = {
+		"--mx-host=v6.test,mx.v6.test,10", "--host-record=mx.v6.test,2001:db8::25",
+		"--mx-host=dual.test,mx.dual.test,10",
+		"--host-record=mx.dual.test,127.0.0.111,2001:db8::111",
+		"--mx-host=none.test,ghost.none.test,10", NULL };
+	char servers[64];
 	pid_t dpid;
 	struct rig g;
-	int p = free_port();
 
 	if (system("command -v dnsmasq >/dev/null 2>&1") != 0) {
 		fprintf(stderr, "mx_ipv6: dnsmasq not installed, skipped\n");
 		return;
 	}
-	CHECK(p > 0);
-	snprintf(port, sizeof(port), "--port=%d", p);
-	dpid = fork();
-	if (dpid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		freopen("/dev/null", "w", stderr);
-		execlp("dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-			"--no-resolv", "--no-hosts", "--pid-file=", "--listen-address=127.0.0.1",
-			"--bind-interfaces", port, "--local=/test/", "--mx-host=null.test,.,0",
-			"--mx-host=v6.test,mx.v6.test,10", "--host-record=mx.v6.test,2001:db8::25",
-			"--mx-host=dual.test,mx.dual.test,10",
-			"--host-record=mx.dual.test,127.0.0.111,2001:db8::111",
-			"--mx-host=none.test,ghost.none.test,10",
-			(char *)NULL);
-		_exit(127);
-	}
-	snprintf(servers, sizeof(servers), "127.0.0.1:%d", p);
+	dpid = dnsmasq_start(records, servers, sizeof(servers));
+	CHECK(dpid > 0);
+	if (dpid <= 0)
+		return;
 	if (dns_wait_ready(servers, dpid) < 0) {
 		fprintf(stderr, "mx_ipv6: dnsmasq does not answer\n");
 		CHECK(0);
-		kill(dpid, SIGTERM);
-		waitpid(dpid, NULL, 0);
+		dnsmasq_stop(dpid);
 		return;
 	}
 	cmd("FLUSHALL");
@@ -1352,8 +1373,7 @@ test_mx_ipv6(void)
 		CHECK(0);
 		rig_dns_servers = NULL;
 		rig_dns_ipv6 = 0;
-		kill(dpid, SIGTERM);
-		waitpid(dpid, NULL, 0);
+		dnsmasq_stop(dpid);
 		return;
 	}
 	rig_dns_servers = NULL;
@@ -1361,24 +1381,7 @@ test_mx_ipv6(void)
 	g.tb->sess_ms = 0;
 	tb_orders_v4 = tb_orders_v6 = 0;
 	seed("v6", doms, 3, 4, 10, 60, "running");
-	for (uint64_t i = 0, end = mono_ms() + 30000; i < 2000 && mono_ms() < end;) {
-		redisReply *r;
-		int done;
-
-		ctl_sched_step(g.s, 0);
-		if (ctl_dns_pending(g.dns) > 0) {
-			sleep_ms(1);
-			continue;
-		}
-		fake_now += 50;
-		if (i++ % 8 != 0)
-			continue;
-		r = redisCommand(rc, "HGET mp:campaign:v6 state");
-		done = r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "done") == 0;
-		freeReplyObject(r);
-		if (done && ctl_sched_held(g.s) == 0)
-			break;
-	}
+	run_steps(&g, "v6", 2000, 50, 30000);
 	CHECK_EQ(count("v6", "delivered"), 8);
 	CHECK_EQ(count("v6", "bounced"), 4);
 	check_consistent("v6", 12);
@@ -1408,8 +1411,7 @@ test_mx_ipv6(void)
 		json_decref(j);
 	}
 	rig_free(&g);
-	kill(dpid, SIGTERM);
-	waitpid(dpid, NULL, 0);
+	dnsmasq_stop(dpid);
 }
 
 /* the second campaign "sup2" of the same sender domain through the
@@ -1800,10 +1802,13 @@ test_many_merge_fields(void)
 static void
 test_idn_domain(void)
 {
-	char servers[64], port[32], dir[96], csv[128], txt[128], line[1024], err[4096];
+	static const char *const records[] = {
+		"--mx-host=xn--bcher-kva.test,mx.xn--bcher-kva.test,10",
+		"--host-record=mx.xn--bcher-kva.test,127.0.0.111", NULL };
+	char servers[64], dir[96], csv[128], txt[128], line[1024], err[4096];
 	pid_t dpid;
 	struct rig g;
-	int p = free_port(), found = 0;
+	int found = 0;
 	size_t n = 0;
 	FILE *f;
 
@@ -1811,21 +1816,10 @@ test_idn_domain(void)
 		fprintf(stderr, "idn: needs mailpumpctl and dnsmasq, skipped\n");
 		return;
 	}
-	CHECK(p > 0);
-	snprintf(port, sizeof(port), "--port=%d", p);
-	dpid = fork();
-	if (dpid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		freopen("/dev/null", "w", stderr);
-		execlp("dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-			"--no-resolv", "--no-hosts", "--pid-file=", "--listen-address=127.0.0.1",
-			"--bind-interfaces", port, "--local=/test/",
-			"--mx-host=null.test,.,0",	/* for dns_wait_ready */
-			"--mx-host=xn--bcher-kva.test,mx.xn--bcher-kva.test,10",
-			"--host-record=mx.xn--bcher-kva.test,127.0.0.111", (char *)NULL);
-		_exit(127);
-	}
-	snprintf(servers, sizeof(servers), "127.0.0.1:%d", p);
+	dpid = dnsmasq_start(records, servers, sizeof(servers));
+	CHECK(dpid > 0);
+	if (dpid <= 0)
+		return;
 	cmd("FLUSHALL");
 	snprintf(dir, sizeof(dir), "%s/idn", tmpdir);
 	mkdir(dir, 0700);
@@ -1855,16 +1849,14 @@ test_idn_domain(void)
 	if (dns_wait_ready(servers, dpid) < 0) {
 		fprintf(stderr, "idn: dnsmasq does not answer\n%s", err);
 		CHECK(0);
-		kill(dpid, SIGTERM);
-		waitpid(dpid, NULL, 0);
+		dnsmasq_stop(dpid);
 		return;
 	}
 	rig_dns_servers = servers;
 	if (rig_new(&g, "idn", NULL, 60000) < 0) {
 		CHECK(0);
 		rig_dns_servers = NULL;
-		kill(dpid, SIGTERM);
-		waitpid(dpid, NULL, 0);
+		dnsmasq_stop(dpid);
 		return;
 	}
 	rig_dns_servers = NULL;
@@ -1895,8 +1887,7 @@ test_idn_domain(void)
 	CHECK_EQ(found, 2);
 	CHECK_EQ(g.tb->nlog, 2);
 	rig_free(&g);
-	kill(dpid, SIGTERM);
-	waitpid(dpid, NULL, 0);
+	dnsmasq_stop(dpid);
 	unlink(csv);
 	unlink(txt);
 	rmdir(dir);
