@@ -329,6 +329,9 @@ ctl_camp_refresh(struct ctl_sched *s, struct scamp *c)
 	r = CTL_RC_CMD(s, "HMGET %scampaign:%s " CTL_F_STATE " " CTL_F_WINDOW " " CTL_F_PRIORITY,
 		s->ns, c->id);
 	if (r == NULL) {
+		/* the state read last stands until the next read in
+		 * state_every_ms, not a retry for every recipient picked */
+		c->state_mono = ctl_mono_ms();
 		ctl_rc_failed(s, "hmget");
 		return -EIO;
 	}

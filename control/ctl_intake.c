@@ -450,13 +450,20 @@ ctl_intake_own_pending(struct ctl_sched *s)
 	}
 }
 
-/* Entries idle longer than min-idle in another consumer's hands (a dead
- * daemon's), from the streams we may read now. */
-void
+/*
+ * Entries idle longer than min-idle in another consumer's hands (a dead or
+ * cut-off daemon's), from the streams we may read now.
+ * @return 1 when it stopped for want of room: the caller claims again as
+ * soon as room opens, before reading new entries, so a daemon that is
+ * always full still takes over stale entries (they are the oldest work).
+ */
+int
 ctl_intake_claim(struct ctl_sched *s)
 {
 	uint64_t now = ctl_sched_now(s);
 
+	if (ctl_intake_room(s) == 0)
+		return 1;
 	srcs_refresh(s, 0);
 	for (struct ssrc *q = s->srcs; q != NULL; q = q->next) {
 		char cursor[48] = "0-0";
@@ -468,13 +475,13 @@ ctl_intake_claim(struct ctl_sched *s)
 			redisReply *r;
 
 			if (room == 0)
-				return;
+				return 1;
 			r = CTL_RC_CMD(s, "XAUTOCLAIM %s %s %s %" PRIu64 " %s COUNT %u",
 				q->key, s->group, s->consumer, s->conf.min_idle_ms, cursor,
 				room < s->conf.read_count ? room : s->conf.read_count);
 			if (r == NULL) {
 				ctl_rc_failed(s, "xautoclaim");
-				return;
+				return 0;
 			}
 			if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
 			    r->element[0]->type != REDIS_REPLY_STRING) {
@@ -493,6 +500,7 @@ ctl_intake_claim(struct ctl_sched *s)
 				break;
 		}
 	}
+	return 0;
 }
 
 /* @return 1 when some stream has entries read and not acknowledged (by

@@ -2,16 +2,24 @@
  * Redis connection for the control plane: URL parsing, connect with
  * timeouts, AUTH/SELECT, lazy reconnect with exponential back-off,
  * pipelining and Lua scripts by EVALSHA with a NOSCRIPT fallback.
- * hiredis 0.14 has no redisConnectWithOptions and no RESP3: we use the
- * *WithTimeout connectors and redisSetTimeout for replies. A context
- * whose err is set is dead in hiredis; we free it and connect anew on the
- * next command instead of redisReconnect so AUTH and SELECT are redone.
+ * hiredis 0.14 has no redisConnectWithOptions and no RESP3. A reconnect
+ * never blocks its caller: it starts with the *NonBlock connectors, and
+ * each later call polls the socket without waiting (ctl_redis_ensure
+ * says -EAGAIN meanwhile), so a daemon whose Redis is unreachable goes on
+ * serving its sessions instead of sitting in connect() for the connect
+ * timeout over and over. Once connected the context is made blocking,
+ * with redisSetTimeout for replies. A context whose err is set is dead in
+ * hiredis; we free it and connect anew on the next command instead of
+ * redisReconnect so AUTH and SELECT are redone.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -30,6 +38,8 @@ struct ctl_redis {
 	int backoff_max_ms;
 	int backoff_ms;          /* next delay after a failed attempt */
 	int64_t next_try_ms;     /* monotonic: no attempt before this */
+	int connecting;          /* c is a non-blocking connect under way */
+	int64_t connect_deadline; /* monotonic: the connect fails after this */
 	unsigned pending;        /* appended, reply not read */
 	int last_rc;             /* result of the last connect attempt */
 };
@@ -267,6 +277,7 @@ drop_ctx(struct ctl_redis *r)
 		redisFree(r->c);
 	r->c = NULL;
 	r->pending = 0;
+	r->connecting = 0;
 }
 
 /* A command on a live context failed at the connection level. */
@@ -282,17 +293,16 @@ broken(struct ctl_redis *r)
 	r->next_try_ms = 0;
 }
 
+/* Starts a non-blocking connect; connect_finish completes it. */
 static int
-connect_once(struct ctl_redis *r)
+connect_start(struct ctl_redis *r)
 {
-	struct timeval tv = ms_tv(r->connect_timeout_ms);
-	redisReply *rep;
-	int rc = 0;
+	int rc;
 
 	if (r->url.path[0])
-		r->c = redisConnectUnixWithTimeout(r->url.path, tv);
+		r->c = redisConnectUnixNonBlock(r->url.path);
 	else
-		r->c = redisConnectWithTimeout(r->url.host, r->url.port, tv);
+		r->c = redisConnectNonBlock(r->url.host, r->url.port);
 	if (r->c == NULL) {
 		set_err(r, "out of memory");
 		return -ENOMEM;
@@ -304,6 +314,56 @@ connect_once(struct ctl_redis *r)
 		drop_ctx(r);
 		return rc;
 	}
+	r->connecting = 1;
+	r->connect_deadline = ctl_mono_ms() + r->connect_timeout_ms;
+	return 0;
+}
+
+/*
+ * Waits up to wait_ms (0: not at all) for the connect connect_start began.
+ * -EAGAIN while it is still under way and its deadline has not passed.
+ * Connected, the context becomes blocking with the reply timeout, and
+ * AUTH and SELECT are done.
+ */
+static int
+connect_finish(struct ctl_redis *r, int wait_ms)
+{
+	struct pollfd p = { .fd = r->c->fd, .events = POLLOUT };
+	int64_t left = r->connect_deadline - ctl_mono_ms();
+	socklen_t len = sizeof(int);
+	redisReply *rep;
+	int n, soerr = 0, fl;
+
+	if (wait_ms > left)
+		wait_ms = left > 0 ? (int)left : 0;
+	n = poll(&p, 1, wait_ms);
+	if (n < 0 && errno != EINTR) {
+		set_err(r, "poll: %s", strerror(errno));
+		drop_ctx(r);
+		return -EIO;
+	}
+	if (n <= 0) {
+		if (ctl_mono_ms() < r->connect_deadline)
+			return -EAGAIN;
+		set_err(r, "connect timed out after %d ms", r->connect_timeout_ms);
+		drop_ctx(r);
+		return -EIO;
+	}
+	if (getsockopt(r->c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+		soerr = errno;
+	if (soerr != 0) {
+		set_err(r, "%s", strerror(soerr));
+		drop_ctx(r);
+		return soerr == ECONNREFUSED ? -ECONNREFUSED : -EIO;
+	}
+	fl = fcntl(r->c->fd, F_GETFL);
+	if (fl < 0 || fcntl(r->c->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		set_err(r, "fcntl: %s", strerror(errno));
+		drop_ctx(r);
+		return -EIO;
+	}
+	r->c->flags |= REDIS_BLOCK;
+	r->connecting = 0;
 	if (!r->url.path[0])
 		(void)redisEnableKeepAlive(r->c);
 	if (r->cmd_timeout_ms >= 0 &&
@@ -349,21 +409,33 @@ connect_once(struct ctl_redis *r)
 	return 0;
 }
 
-int
-ctl_redis_ensure(struct ctl_redis *r)
+/*
+ * One step of a (re)connect: start one once the back-off has passed, or
+ * look at the one under way, waiting up to wait_ms. A failure arms the
+ * back-off.
+ */
+static int
+attempt(struct ctl_redis *r, int wait_ms)
 {
-	int64_t now;
 	int rc;
 
-	if (r->c)
-		return 0;
-	now = ctl_mono_ms();
-	if (now < r->next_try_ms)
-		return -EAGAIN;
-	rc = connect_once(r);
+	if (r->c == NULL) {
+		if (ctl_mono_ms() < r->next_try_ms)
+			return -EAGAIN;
+		rc = connect_start(r);
+		if (rc == 0)
+			rc = connect_finish(r, wait_ms);
+	} else {
+		rc = connect_finish(r, wait_ms);
+	}
+	if (rc == -EAGAIN) {
+		if (r->err[0] == '\0')
+			set_err(r, "connecting");
+		return rc;	/* the error that broke the last connection stays */
+	}
 	r->last_rc = rc;
 	if (rc < 0) {
-		r->next_try_ms = now + r->backoff_ms;
+		r->next_try_ms = ctl_mono_ms() + r->backoff_ms;
 		r->backoff_ms *= 2;
 		if (r->backoff_ms > r->backoff_max_ms)
 			r->backoff_ms = r->backoff_max_ms;
@@ -372,29 +444,38 @@ ctl_redis_ensure(struct ctl_redis *r)
 }
 
 int
+ctl_redis_ensure(struct ctl_redis *r)
+{
+	if (r->c != NULL && !r->connecting)
+		return 0;
+	return attempt(r, 0);
+}
+
+int
 ctl_redis_wait(struct ctl_redis *r, int wait_ms)
 {
 	int64_t deadline = ctl_mono_ms() + wait_ms;
+	int64_t now, until;
+	struct timespec ts;
 	int rc;
 
 	for (;;) {
-		rc = ctl_redis_ensure(r);
+		now = ctl_mono_ms();
+		if (r->c != NULL && !r->connecting)
+			return 0;
+		rc = attempt(r, (int)(deadline > now ? deadline - now : 0));
 		if (rc == 0)
 			return 0;
 		if (rc == -EACCES || rc == -EINVAL)
 			return rc;  /* configuration, not transient */
-		{
-			int64_t now = ctl_mono_ms();
-			int64_t until = r->next_try_ms < deadline ? r->next_try_ms : deadline;
-			struct timespec ts;
-
-			if (now >= deadline)
-				return rc == -EAGAIN ? (r->last_rc < 0 ? r->last_rc : -EIO) : rc;
-			if (until > now) {
-				ts.tv_sec = (until - now) / 1000;
-				ts.tv_nsec = ((until - now) % 1000) * 1000000;
-				nanosleep(&ts, NULL);
-			}
+		now = ctl_mono_ms();
+		if (now >= deadline)
+			return rc == -EAGAIN ? (r->last_rc < 0 ? r->last_rc : -EIO) : rc;
+		until = r->next_try_ms < deadline ? r->next_try_ms : deadline;
+		if (r->c == NULL && until > now) {
+			ts.tv_sec = (until - now) / 1000;
+			ts.tv_nsec = ((until - now) % 1000) * 1000000;
+			nanosleep(&ts, NULL);
 		}
 	}
 }
@@ -404,6 +485,7 @@ ctl_redis_open(const struct ctl_redis_conf *conf, char *err, size_t errlen)
 {
 	struct ctl_redis *r;
 	const char *ns;
+	int rc;
 
 	r = calloc(1, sizeof(*r));
 	if (r == NULL) {
@@ -432,7 +514,10 @@ ctl_redis_open(const struct ctl_redis_conf *conf, char *err, size_t errlen)
 	r->cmd_timeout_ms = conf && conf->cmd_timeout_ms ? conf->cmd_timeout_ms : 5000;
 	r->backoff_max_ms = conf && conf->backoff_max_ms > 0 ? conf->backoff_max_ms : 5000;
 	r->backoff_ms = BACKOFF_MIN_MS;
-	if (connect_once(r) < 0) {
+	rc = connect_start(r);
+	while (rc == 0 && r->connecting)
+		rc = connect_finish(r, r->connect_timeout_ms);
+	if (rc < 0) {
 		snprintf(err, errlen, "%s", r->err);
 		free(r);
 		return NULL;
@@ -470,7 +555,7 @@ ctl_redis_error(const struct ctl_redis *r)
 int
 ctl_redis_connected(const struct ctl_redis *r)
 {
-	return r->c != NULL;
+	return r->c != NULL && !r->connecting;
 }
 
 int
@@ -502,8 +587,8 @@ int
 ctl_redis_set_timeout(struct ctl_redis *r, int ms)
 {
 	r->cmd_timeout_ms = ms;
-	if (r->c == NULL)
-		return 0;
+	if (r->c == NULL || r->connecting)
+		return 0;	/* connect_finish sets it */
 	/* hiredis 0.14 cannot clear a timeout: a huge one stands for none */
 	if (redisSetTimeout(r->c, ms_tv(ms < 0 ? 86400 * 1000 : ms)) != REDIS_OK) {
 		broken(r);

@@ -93,15 +93,16 @@ const char *ctl_redis_error(const struct ctl_redis *r);
 int ctl_redis_connected(const struct ctl_redis *r);
 
 /**
- * Make sure the connection is up: reconnect now if it is broken and the
- * back-off has elapsed.
- * @return 0, -EAGAIN inside the back-off, or -ECONNREFUSED/-EIO/-EACCES
+ * Make sure the connection is up: start a reconnect if it is broken and
+ * the back-off has elapsed, or look at the one under way. Never waits.
+ * @return 0, -EAGAIN inside the back-off or while connecting, or -ECONNREFUSED/-EIO/-EACCES
  *         (AUTH refused)/-EINVAL (SELECT refused) after a failed attempt.
  */
 int ctl_redis_ensure(struct ctl_redis *r);
 
 /**
- * Like ctl_redis_ensure but waits through back-offs for up to wait_ms.
+ * Like ctl_redis_ensure but waits through back-offs and connects for up
+ * to wait_ms.
  * @return 0 or the last error.
  */
 int ctl_redis_wait(struct ctl_redis *r, int wait_ms);

@@ -50,12 +50,26 @@ ctl_sched_now(struct ctl_sched *s)
 	return (uint64_t)ctl_now_ms();
 }
 
+/*
+ * A Redis command failed. While Redis is away every command fails at once
+ * (a reconnect never blocks): one line a second, with the count of the
+ * failures not logged since.
+ */
 void
 ctl_rc_failed(struct ctl_sched *s, const char *what)
 {
+	int64_t mono = ctl_mono_ms();
+
 	s->st.redis_errors++;
 	s->group_ok = 0;
-	LOGW("event=redis_error what=%s err=\"%s\"", what, ctl_redis_error(s->rc));
+	if (s->rc_log_mono != 0 && mono - s->rc_log_mono < 1000) {
+		s->rc_log_quiet++;
+		return;
+	}
+	LOGW("event=redis_error what=%s err=\"%s\" connected=%d not_logged=%u", what,
+		ctl_redis_error(s->rc), ctl_redis_connected(s->rc), s->rc_log_quiet);
+	s->rc_log_mono = mono;
+	s->rc_log_quiet = 0;
 }
 
 /* Connected with the consumer group in place. @return 1 when usable. */

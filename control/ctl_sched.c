@@ -1544,8 +1544,9 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 			s->started = 1;
 		}
 		if (mono >= s->claim_mono) {
-			ctl_intake_claim(s);
-			s->claim_mono = mono + (int64_t)s->conf.claim_every_ms;
+			/* full: claim again once room opens, before any read */
+			s->claim_mono = ctl_intake_claim(s) ? mono :
+				mono + (int64_t)s->conf.claim_every_ms;
 		}
 		lock_renew(s, mono);
 		if (mono >= s->trim_mono) {

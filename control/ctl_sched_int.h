@@ -170,6 +170,8 @@ struct ctl_sched {
 	/* Redis */
 	struct ctl_redis *rc;
 	int group_ok;
+	int64_t rc_log_mono;		/* last redis_error logged */
+	unsigned rc_log_quiet;		/* failures not logged since */
 	/* delivery */
 	struct ctl_backend be;
 	struct ctl_sink sink;
@@ -238,7 +240,7 @@ void ctl_take_entries(struct ctl_sched *s, struct ssrc *src, const redisReply *e
  * order */
 int ctl_intake_read(struct ctl_sched *s, unsigned block);
 void ctl_intake_own_pending(struct ctl_sched *s);
-void ctl_intake_claim(struct ctl_sched *s);
+int ctl_intake_claim(struct ctl_sched *s);
 int ctl_intake_pending(struct ctl_sched *s);
 unsigned ctl_intake_room(struct ctl_sched *s);
 int ctl_intake_ready(struct ctl_sched *s);

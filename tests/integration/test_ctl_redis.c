@@ -5,7 +5,9 @@
  * and again after a reconnect, unix sockets, the key builder, pipelining,
  * EVALSHA with the NOSCRIPT fallback after SCRIPT FLUSH, the reply
  * timeout, a server killed and restarted (command fails, back-off, then
- * reconnect), a clear error for a refused connection, and the submit
+ * reconnect), a clear error for a refused connection, a reconnect to an
+ * address that drops SYNs (never blocks the caller; times out after the
+ * connect timeout; connects once the server is back), and the submit
  * engine with tiny batches and caps: early flushes, duplicates inside and
  * across batches, and the server losing its scripts while batches are in
  * flight (each is re-run once, nothing lost or counted twice).
@@ -369,6 +371,86 @@ test_timeout_and_restart(void)
 	}
 }
 
+/*
+ * A listener on the server's port whose accept queue is full (backlog 0,
+ * two connections never accepted): Linux drops further SYNs, as a host
+ * cut off by a firewall does.
+ */
+static int
+syn_sink(int *cl, int ncl)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int one = 1, l = socket(AF_INET, SOCK_STREAM, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (l < 0 || setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 0) < 0)
+		abort();
+	for (int i = 0; i < ncl; i++) {
+		cl[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		if (cl[i] < 0)
+			abort();
+		(void)connect(cl[i], (struct sockaddr *)&a, sizeof(a));
+	}
+	usleep(50000);
+	return l;
+}
+
+static void
+test_unreachable(void)
+{
+	struct ctl_redis_conf conf = { 0 };
+	struct ctl_redis *r;
+	char url[64], err[512];
+	int cl[3], l, rc, calls = 0;
+	int64_t t0, t, worst = 0;
+
+	snprintf(url, sizeof(url), "redis://:s3cret@127.0.0.1:%d", port);
+	conf.url = url;
+	conf.connect_timeout_ms = 600;
+	conf.cmd_timeout_ms = 300;
+	conf.backoff_max_ms = 100;
+	r = ctl_redis_open(&conf, err, sizeof(err));
+	CHECK(r != NULL);
+	if (r == NULL)
+		return;
+	stop_server();
+	l = syn_sink(cl, 3);
+	CHECK(ctl_redis_cmd(r, "PING") == NULL);
+	/* a reconnect under way: every call returns at once */
+	t0 = ctl_mono_ms();
+	do {
+		t = ctl_mono_ms();
+		rc = ctl_redis_ensure(r);
+		t = ctl_mono_ms() - t;
+		worst = t > worst ? t : worst;
+		calls++;
+		CHECK(!ctl_redis_connected(r));
+		CHECK(ctl_redis_cmd(r, "PING") == NULL);
+		usleep(5000);
+	} while (rc == -EAGAIN && ctl_mono_ms() - t0 < 3000);
+	t = ctl_mono_ms() - t0;
+	printf("# unreachable: %d calls, the longest %lld ms; failed after %lld ms: %s\n",
+		calls, (long long)worst, (long long)t, ctl_redis_error(r));
+	CHECK(worst < 100);
+	CHECK(calls > 20);
+	CHECK_EQ(rc, -EIO);
+	CHECK(t >= 550 && t < 2500);
+	CHECK(strstr(ctl_redis_error(r), "connect timed out after 600 ms") != NULL);
+	/* the wait helper waits through a connect that hangs, then fails */
+	t0 = ctl_mono_ms();
+	CHECK(ctl_redis_wait(r, 1500) < 0);
+	t = ctl_mono_ms() - t0;
+	CHECK(t >= 1400 && t < 2500);
+	for (int i = 0; i < 3; i++)
+		close(cl[i]);
+	close(l);
+	start_server();
+	CHECK_EQ(ctl_redis_wait(r, 3000), 0);
+	CHECK(reply_is(ctl_redis_cmd(r, "PING"), "PONG"));
+	ctl_redis_close(r);
+}
+
 struct seen {
 	int dups, invalid;
 	unsigned long dup_lines[16];
@@ -557,6 +639,7 @@ main(void)
 	test_keys_pipeline_scripts();
 	test_submit();
 	test_timeout_and_restart();
+	test_unreachable();
 	cleanup();
 	return mp_test_result("ctl_redis");
 }
