@@ -105,6 +105,49 @@ camp_dkim(struct ctl_sched *s, struct scamp *c, const redisReply *h, const char 
 	c->cc->ndkim = (unsigned)n;
 }
 
+/*
+ * The safe-content fallback: its own subject and body, none of the custom
+ * headers (they may carry the main message's merge fields), the same
+ * sender, return path and DKIM keys. One that does not compile (submit
+ * checked it) leaves the campaign without a fallback: its recipients are
+ * deferred as they would be without one, never sent the main message
+ * with less TLS.
+ */
+static void
+camp_fallback(struct scamp *c, const redisReply *h, const struct msg_template_spec *main)
+{
+	struct msg_template_spec spec = *main;
+	const char *pol = hget(h, CTL_F_FB_POLICY);
+	char err[CTL_REASON_MAX - 32];
+
+	spec.subject = hget(h, CTL_F_FB_SUBJECT);
+	if (spec.subject == NULL || spec.subject[0] == '\0')
+		return;
+	spec.text = hget(h, CTL_F_FB_TEXT);
+	spec.html = hget(h, CTL_F_FB_HTML);
+	if (spec.text != NULL && spec.text[0] == '\0')
+		spec.text = NULL;
+	if (spec.html != NULL && spec.html[0] == '\0')
+		spec.html = NULL;
+	spec.headers = NULL;
+	spec.nheaders = 0;
+	c->fb_policy = SMTP_TLS_OPPORTUNISTIC;
+	if ((pol != NULL && pol[0] != '\0' && ctl_policy_parse(pol, &c->fb_policy) < 0) ||
+	    c->fb_policy > SMTP_TLS_OPPORTUNISTIC) {
+		LOGW("event=bad_fallback campaign=%s reason=\"fallback_tls_policy %.32s\"",
+			c->id, pol);
+		return;
+	}
+	c->cc_fb = ctl_campaign_new(c->id, c->cc->mail_from, &spec, err, sizeof(err));
+	if (c->cc_fb == NULL) {
+		LOGW("event=bad_fallback campaign=%s reason=\"%s\"", c->id, err);
+		return;
+	}
+	c->cc_fb->verp = c->cc->verp;
+	memcpy(c->cc_fb->dkim, c->cc->dkim, sizeof(c->cc->dkim));
+	c->cc_fb->ndkim = c->cc->ndkim;
+}
+
 static void
 camp_compile(struct ctl_sched *s, struct scamp *c, const redisReply *h)
 {
@@ -170,6 +213,8 @@ camp_compile(struct ctl_sched *s, struct scamp *c, const redisReply *h)
 		} else {
 			c->cc->verp = verp != NULL && strcmp(verp, "1") == 0;
 			camp_dkim(s, c, h, spec.from_addr);
+			if (c->cc != NULL)
+				camp_fallback(c, h, &spec);
 		}
 	}
 	json_decref(headers);
@@ -382,6 +427,7 @@ static void
 camp_free(struct scamp *c)
 {
 	ctl_campaign_unref(c->cc);	/* messages at a backend keep their own */
+	ctl_campaign_unref(c->cc_fb);
 	json_decref(c->overrides);
 	free(c);
 }

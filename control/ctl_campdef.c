@@ -45,6 +45,9 @@ ctl_campdef_fini(struct ctl_campdef *c)
 	free(c->text);
 	free(c->html);
 	free(c->unsub);
+	free(c->fb_subject);
+	free(c->fb_text);
+	free(c->fb_html);
 	json_decref(c->headers);
 	json_decref(c->tls_overrides);
 	memset(c, 0, sizeof(*c));
@@ -175,6 +178,34 @@ ctl_campdef_set(struct ctl_campdef *c, const char *key, const char *v,
 		return set_str(&c->html, v, err, errlen);
 	if (strcmp(key, "unsubscribe") == 0)
 		return set_str(&c->unsub, v, err, errlen);
+	if (strcmp(key, "fallback_subject") == 0)
+		return set_str(&c->fb_subject, v, err, errlen);
+	if (strcmp(key, "fallback_text") == 0)
+		return set_str(&c->fb_text, v, err, errlen);
+	if (strcmp(key, "fallback_html") == 0)
+		return set_str(&c->fb_html, v, err, errlen);
+	if (strcmp(key, "fallback_text_file") == 0 || strcmp(key, "fallback_html_file") == 0) {
+		rc = read_file(v, &buf, err, errlen);
+		if (rc < 0)
+			return rc;
+		if (key[9] == 't') {
+			free(c->fb_text);
+			c->fb_text = buf;
+		} else {
+			free(c->fb_html);
+			c->fb_html = buf;
+		}
+		return 0;
+	}
+	if (strcmp(key, "fallback_tls_policy") == 0) {
+		if (strcmp(v, "none") != 0 && strcmp(v, "opportunistic") != 0) {
+			ERR("campaign: fallback_tls_policy '%s': expected none or opportunistic "
+				"(the fallback is for domains that cannot do more)", v);
+			return -EINVAL;
+		}
+		snprintf(c->fb_policy, sizeof(c->fb_policy), "%s", v);
+		return 0;
+	}
 	if (strcmp(key, "text_file") == 0 || strcmp(key, "html_file") == 0) {
 		rc = read_file(v, &buf, err, errlen);
 		if (rc < 0)
@@ -362,7 +393,9 @@ ctl_campdef_load_json(struct ctl_campdef *c, const char *path, char *err,
 		} else if (!json_is_string(v)) {
 			snprintf(e2, sizeof(e2), "%s: expected a string", key);
 			rc = -EINVAL;
-		} else if (strcmp(key, "text_file") == 0 || strcmp(key, "html_file") == 0) {
+		} else if (strcmp(key, "text_file") == 0 || strcmp(key, "html_file") == 0 ||
+			   strcmp(key, "fallback_text_file") == 0 ||
+			   strcmp(key, "fallback_html_file") == 0) {
 			const char *p = json_string_value(v);
 
 			if (p[0] != '/')
@@ -424,6 +457,68 @@ ctl_campdef_new_id(char *buf, size_t cap)
 		rev[n] = '\0';
 		snprintf(buf, cap, "c%s-%02x%02x%02x%02x", rev, rnd[0], rnd[1], rnd[2], rnd[3]);
 	}
+}
+
+static int
+has(const char *s)
+{
+	return s != NULL && s[0] != '\0';
+}
+
+/*
+ * The safe-content fallback: a subject and a body of its own, a policy
+ * below what it stands in for, and a main policy (or an override) that
+ * can fail for want of TLS. Its template compiles on its own: no custom
+ * headers, which may carry merge fields of the main message.
+ */
+static int
+fallback_check(struct ctl_campdef *c, char *err, size_t errlen)
+{
+	struct msg_template_spec spec;
+	struct msg_template *t;
+	int strict = strcmp(c->tls_policy, "required") == 0 || strcmp(c->tls_policy, "verify") == 0;
+	const char *k;
+	json_t *v;
+	char e2[400];
+
+	if (!has(c->fb_subject) && !has(c->fb_text) && !has(c->fb_html)) {
+		if (c->fb_policy[0]) {
+			ERR("campaign: fallback_tls_policy without a fallback template");
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (!has(c->fb_subject) || (!has(c->fb_text) && !has(c->fb_html))) {
+		ERR("campaign: the fallback needs fallback_subject and fallback_text and/or fallback_html");
+		return -EINVAL;
+	}
+	json_object_foreach(c->tls_overrides, k, v)
+		if (strcmp(json_string_value(v), "required") == 0 ||
+		    strcmp(json_string_value(v), "verify") == 0)
+			strict = 1;
+	if (!strict) {
+		ERR("campaign: a fallback needs tls_policy required or verify (or an override "
+			"that asks for one): nothing else fails for want of TLS");
+		return -EINVAL;
+	}
+	if (c->fb_policy[0] == '\0')
+		snprintf(c->fb_policy, sizeof(c->fb_policy), "opportunistic");
+	memset(&spec, 0, sizeof(spec));
+	spec.campaign_id = c->id;
+	spec.from_addr = c->from;
+	spec.from_name = has(c->from_name) ? c->from_name : NULL;
+	spec.reply_to = has(c->reply_to) ? c->reply_to : NULL;
+	spec.subject = c->fb_subject;
+	spec.text = has(c->fb_text) ? c->fb_text : NULL;
+	spec.html = has(c->fb_html) ? c->fb_html : NULL;
+	spec.unsub_url = has(c->unsub) ? c->unsub : NULL;
+	t = msg_template_compile(&spec, e2, sizeof(e2));
+	if (t == NULL) {
+		ERR("campaign: fallback: %s", e2);
+		return -EINVAL;
+	}
+	msg_template_free(t);
+	return 0;
 }
 
 int
@@ -505,6 +600,10 @@ ctl_campdef_validate(struct ctl_campdef *c, struct msg_template **tpl,
 			nh++;
 		}
 	}
+	if (fallback_check(c, err, errlen) < 0) {
+		free(hdrs);
+		return -EINVAL;
+	}
 	memset(&spec, 0, sizeof(spec));
 	spec.campaign_id = c->id;
 	spec.from_addr = c->from;
@@ -549,7 +648,7 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	char created[24], maxage[24], retain[24];
 	char *hdrs = json_str_or_empty(c->headers);
 	char *ovr = json_str_or_empty(c->tls_overrides);
-	const char *argv[64];
+	const char *argv[96];
 	redisReply *rep;
 	int n = 0, rc = 0;
 
@@ -590,6 +689,10 @@ ctl_campdef_create(struct ctl_redis *r, const struct ctl_campdef *c,
 	KV(CTL_F_UNSUB, c->unsub);
 	KV(CTL_F_TLS_POLICY, c->tls_policy);
 	KV(CTL_F_TLS_OVERRIDES, ovr);
+	KV(CTL_F_FB_SUBJECT, c->fb_subject);
+	KV(CTL_F_FB_TEXT, c->fb_text);
+	KV(CTL_F_FB_HTML, c->fb_html);
+	KV(CTL_F_FB_POLICY, c->fb_policy);
 	KV(CTL_F_WINDOW, c->window);
 	KV(CTL_F_PRIORITY, c->priority[0] ? c->priority : "normal");
 	KV(CTL_F_MAX_AGE, maxage);
@@ -780,7 +883,8 @@ ctl_campdef_load_redis(struct ctl_redis *r, const char *id, struct ctl_campdef *
 	static const char *const strs[] = {
 		"from", "from_name", "reply_to", "subject", "text", "html",
 		"unsubscribe", "tls_policy", "window", "priority", "max_age_s", "retention_s", "return_path",
-		"verp", "dkim_domain",
+		"verp", "dkim_domain", "fallback_subject", "fallback_text", "fallback_html",
+		"fallback_tls_policy",
 	};
 	char kc[CTL_KEY_MAX], e2[400];
 	const char *v;

@@ -34,6 +34,12 @@ struct ctl_campdef {
 	json_t *headers;           /* object: name -> value (template) */
 	char tls_policy[16];       /* none|opportunistic|required|verify */
 	json_t *tls_overrides;     /* object: domain -> policy */
+	/* safe-content fallback (README): sent instead, under fb_policy, to
+	 * recipients whose domain cannot meet the campaign's TLS policy */
+	char *fb_subject;
+	char *fb_text;
+	char *fb_html;
+	char fb_policy[16];        /* none|opportunistic; "" = opportunistic */
 	char window[16];           /* "HH:MM-HH:MM" UTC or "" */
 	char priority[16];         /* transactional|normal|bulk; "" = normal */
 	long long max_age_s;
@@ -46,7 +52,9 @@ void ctl_campdef_fini(struct ctl_campdef *c);
 /**
  * Merge a campaign JSON file into c (keys: id, from, from_name, reply_to,
  * subject, text, html, text_file, html_file, headers, unsubscribe,
- * tls_policy, tls_overrides, window, priority, max_age_s, retention_s, return_path, verp, dkim_domain; *_file paths are relative
+ * tls_policy, tls_overrides, window, priority, max_age_s, retention_s, return_path, verp, dkim_domain,
+ * fallback_subject, fallback_text, fallback_text_file, fallback_html,
+ * fallback_html_file, fallback_tls_policy; *_file paths are relative
  * to the file's directory). Unknown keys are errors (typos must not pass).
  * @return 0 or -EINVAL/-ENOENT with err naming the file and key.
  */

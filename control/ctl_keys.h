@@ -59,6 +59,10 @@
 #define CTL_F_UNSUB         "unsubscribe"
 #define CTL_F_TLS_POLICY    "tls_policy"
 #define CTL_F_TLS_OVERRIDES "tls_overrides"      /* JSON object domain -> policy */
+#define CTL_F_FB_SUBJECT    "fallback_subject"   /* safe-content fallback ("" = none) */
+#define CTL_F_FB_TEXT       "fallback_text"
+#define CTL_F_FB_HTML       "fallback_html"
+#define CTL_F_FB_POLICY     "fallback_tls_policy" /* none|opportunistic */
 #define CTL_F_WINDOW        "window"             /* "HH:MM-HH:MM" UTC or "" */
 #define CTL_F_PRIORITY      "priority"           /* transactional, normal (default), bulk */
 #define CTL_F_MAX_AGE       "max_age_s"
@@ -155,7 +159,9 @@ ctl_prio_parse(const char *s)
 }
 
 /* Recipient states (the "state" of a CTL_K_RCPT value, and the
- * CTL_K_COUNTS fields). Final: delivered, bounced, failed, cancelled. */
+ * CTL_K_COUNTS fields). Final: delivered, bounced, failed, cancelled,
+ * delivered_fallback (the campaign's safe-content fallback went out
+ * instead of the message, README "Safe-content fallback"). */
 enum ctl_rcpt_state {
 	CTL_RCPT_QUEUED = 0,
 	CTL_RCPT_DEFERRED,
@@ -163,6 +169,7 @@ enum ctl_rcpt_state {
 	CTL_RCPT_BOUNCED,
 	CTL_RCPT_FAILED,
 	CTL_RCPT_CANCELLED,
+	CTL_RCPT_DELIVERED_FALLBACK,
 	CTL_RCPT_LAST
 };
 
@@ -176,6 +183,7 @@ ctl_rcpt_state_name(enum ctl_rcpt_state s)
 	case CTL_RCPT_BOUNCED:   return "bounced";
 	case CTL_RCPT_FAILED:    return "failed";
 	case CTL_RCPT_CANCELLED: return "cancelled";
+	case CTL_RCPT_DELIVERED_FALLBACK: return "delivered_fallback";
 	case CTL_RCPT_LAST:      break;
 	}
 	return "?";
@@ -197,7 +205,8 @@ static inline int
 ctl_rcpt_state_final(enum ctl_rcpt_state s)
 {
 	return s == CTL_RCPT_DELIVERED || s == CTL_RCPT_BOUNCED ||
-	       s == CTL_RCPT_FAILED || s == CTL_RCPT_CANCELLED;
+	       s == CTL_RCPT_FAILED || s == CTL_RCPT_CANCELLED ||
+	       s == CTL_RCPT_DELIVERED_FALLBACK;
 }
 
 #endif

@@ -194,7 +194,8 @@ record_class(struct ctl_sched *s, const char *state, const struct ctl_result *re
 {
 	enum ctl_bounce_class c;
 
-	if (strcmp(state, "delivered") == 0 || strcmp(state, "cancelled") == 0)
+	if (strcmp(state, "delivered") == 0 || strcmp(state, "cancelled") == 0 ||
+	    strcmp(state, "delivered_fallback") == 0)
 		return "";
 	c = ctl_sched_classify(s, res);
 	s->st.by_class[c]++;

@@ -1049,6 +1049,22 @@ session_failed(const struct ctl_order *o, const struct ctl_result *res)
 	}
 }
 
+/*
+ * The session failed the campaign's "required"/"verify" TLS policy for
+ * want of TLS (STARTTLS not offered or refused, a handshake or a
+ * certificate that failed), not for a timeout or a 421, and the campaign
+ * has a safe-content fallback. (A domain with DANE or MTA-STS in enforce
+ * mode must never get here; neither exists in mailpump yet.)
+ */
+static int
+cannot_meet_policy(const struct ctl_order *o, const struct ctl_result *res,
+	const struct srcpt *r)
+{
+	return r->b->camp->cc_fb != NULL && !r->fallback && !r->plaintext &&
+	       res->stage == SMTP_STAGE_TLS && o->policy >= SMTP_TLS_REQUIRED &&
+	       res->code != 421 && strncmp(res->text, "timeout", 7) != 0;
+}
+
 static void
 on_result(void *arg, struct ctl_order *o, const struct ctl_result *res)
 {
@@ -1074,9 +1090,14 @@ on_result(void *arg, struct ctl_order *o, const struct ctl_result *res)
 		smtp_stage_name(res->stage), res->code);
 	switch (res->outcome) {
 	case SMTP_OUT_DELIVERED:
-		s->st.delivered++;
 		if (!res->tls_on)
 			om->plain_delivered++;
+		if (r->fallback) {
+			s->st.delivered_fallback++;
+			ctl_op_final(s, r, "delivered_fallback", res, o->mx, ip, 1);
+			return;
+		}
+		s->st.delivered++;
 		ctl_op_final(s, r, "delivered", res, o->mx, ip, 1);
 		return;
 	case SMTP_OUT_BOUNCED: {
@@ -1119,6 +1140,17 @@ on_result(void *arg, struct ctl_order *o, const struct ctl_result *res)
 	    (unsigned)r->hop + 1 < d->route.n && !s->stopping) {
 		r->hop++;
 		s->st.mx_fallbacks++;
+		q_push(s, d, r);
+		return;
+	}
+	if (cannot_meet_policy(o, res, r) && !s->stopping) {
+		/* every MX of this attempt failed the TLS policy: the
+		 * safe-content fallback goes instead, from the first MX */
+		LOGI("event=fallback campaign=%s rcpt=%s mx=%s reason=\"%s\"",
+			r->b->camp_id, r->addr, o->mx, res->text);
+		r->fallback = 1;
+		r->hop = 0;
+		s->st.fallbacks++;
 		q_push(s, d, r);
 		return;
 	}
@@ -1207,6 +1239,8 @@ rcpt_policy(const struct srcpt *r, const char *domain)
 {
 	if (r->plaintext)
 		return SMTP_TLS_NONE;
+	if (r->fallback)
+		return r->b->camp->fb_policy;
 	return ctl_camp_policy(r->b->camp, domain);
 }
 
@@ -1336,7 +1370,8 @@ dispatch_one(struct ctl_sched *s, struct sdom *d, uint64_t now)
 		int nf = fields_of(cand[i], names, values, lens, num, FIELDS_MAX);
 		char alabel[CTL_ADDR_MAX];
 		/* an IDN domain goes out as A-labels: no SMTPUTF8 needed for it */
-		struct ctl_msg *m = ctl_msg_new(cand[i]->b->camp->cc,
+		struct ctl_msg *m = ctl_msg_new(cand[i]->fallback ? cand[i]->b->camp->cc_fb :
+			cand[i]->b->camp->cc,
 			ctl_idn_addr(cand[i]->addr, alabel, sizeof(alabel)) == 0 ? alabel : cand[i]->addr,
 			names, values, lens, (size_t)nf);
 
@@ -1529,6 +1564,20 @@ events_trim(struct ctl_sched *s)
 	freeReplyObject(r);
 }
 
+/*
+ * Claim stale entries every claim_every_ms; a daemon that was full then
+ * claims again at every chance until it has had room, so a peer that is
+ * never idle still takes over a cut-off daemon's entries (the oldest work)
+ * before it reads new ones.
+ */
+static void
+claim_if_due(struct ctl_sched *s, int64_t mono)
+{
+	if (mono < s->claim_mono)
+		return;
+	s->claim_mono = ctl_intake_claim(s) ? mono : mono + (int64_t)s->conf.claim_every_ms;
+}
+
 int
 ctl_sched_step(struct ctl_sched *s, int wait_ms)
 {
@@ -1543,11 +1592,7 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 			ctl_intake_own_pending(s);
 			s->started = 1;
 		}
-		if (mono >= s->claim_mono) {
-			/* full: claim again once room opens, before any read */
-			s->claim_mono = ctl_intake_claim(s) ? mono :
-				mono + (int64_t)s->conf.claim_every_ms;
-		}
+		claim_if_due(s, mono);
 		lock_renew(s, mono);
 		if (mono >= s->trim_mono) {
 			events_trim(s);
@@ -1592,6 +1637,9 @@ ctl_sched_step(struct ctl_sched *s, int wait_ms)
 			if (queued_work(s) && block > 20)
 				block = 20;
 		}
+		/* room a batch left since the top of this step goes to stale
+		 * entries first */
+		claim_if_due(s, mono);
 		n = ctl_intake_read(s, block);
 		waited = block > 0;
 		s->last_read_empty = n == 0;
@@ -1633,14 +1681,16 @@ ctl_sched_stats_json(struct ctl_sched *s, FILE *f)
 		",\"held\":%u,\"sender_refusals\":%" PRIu64 ",\"suppressed\":%" PRIu64
 		",\"suppress_added\":%" PRIu64 ",\"dead_letters\":%" PRIu64 ",\"leases_lost\":%" PRIu64
 		",\"lease_waits\":%" PRIu64 ",\"batches_parked\":%" PRIu64
-		",\"events_trimmed\":%" PRIu64 ",\"classes\":{",
+		",\"events_trimmed\":%" PRIu64 ",\"fallbacks\":%" PRIu64
+		",\"delivered_fallback\":%" PRIu64 ",\"classes\":{",
 		s->consumer, st->batches_read, st->batches_claimed, st->batches_acked,
 		st->batches_bad, st->rcpts_in, st->rcpts_skipped, st->orders, st->msgs_dispatched,
 		st->delivered, st->bounced, st->failed, st->deferred, st->cancelled, st->expired,
 		st->dup_final, st->mx_fallbacks, st->plaintext_retries, st->retry_moved,
 		st->redis_errors, st->reconnects, ctl_sched_held(s), st->sender_refusals,
 		st->suppressed, st->suppress_added, st->dead_letters, st->leases_lost,
-		st->lease_waits, st->batches_parked, st->events_trimmed);
+		st->lease_waits, st->batches_parked, st->events_trimmed, st->fallbacks,
+		st->delivered_fallback);
 	for (unsigned i = 0; i < CTL_BC_LAST; i++)
 		fprintf(f, "%s\"%s\":%" PRIu64, i ? "," : "",
 			ctl_bounce_class_name((enum ctl_bounce_class)i), st->by_class[i]);

@@ -92,6 +92,8 @@ struct ctl_sched_stats {
 	uint64_t delivered, bounced, failed, deferred, cancelled, expired;
 	uint64_t dup_final;		/**< finalise found the recipient final */
 	uint64_t mx_fallbacks, plaintext_retries;
+	uint64_t fallbacks;		/**< recipients switched to the safe-content fallback */
+	uint64_t delivered_fallback;	/**< ... and delivered that way */
 	uint64_t redis_errors, reconnects;
 	uint64_t retry_moved;
 	uint64_t sender_refusals;	/**< 5xx of a class that did not bounce */

@@ -55,6 +55,8 @@ struct srcpt {
 	uint8_t state;
 	uint8_t hop;			/* next hop of the route in this attempt */
 	uint8_t plaintext;		/* TLS failed under opportunistic */
+	uint8_t fallback;		/* its domain cannot meet the policy: the
+					   campaign's fallback goes instead */
 	uint8_t prio;			/* its campaign's when queued */
 	struct srcpt *qprev, *qnext;	/* domain queue, by priority, FIFO within */
 };
@@ -101,6 +103,8 @@ enum scamp_state {
 struct scamp {
 	char id[CTL_CAMP_ID_MAX];
 	struct ctl_campaign *cc;	/* NULL when the template is bad */
+	struct ctl_campaign *cc_fb;	/* the safe-content fallback, or NULL */
+	enum smtp_tls_policy fb_policy;	/* what the fallback is sent under */
 	char bad[CTL_REASON_MAX];	/* why cc is NULL */
 	enum scamp_state state;
 	int win_from, win_to;		/* minutes of the UTC day, -1 = none */

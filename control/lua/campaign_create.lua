@@ -13,7 +13,8 @@ for i = 4, #ARGV do f[#f + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(f))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[3], 'queued', 0, 'deferred', 0, 'delivered', 0,
-  'bounced', 0, 'failed', 0, 'cancelled', 0, 'dup_deliveries', 0, 'attempts', 0)
+  'bounced', 0, 'failed', 0, 'cancelled', 0, 'delivered_fallback', 0,
+  'dup_deliveries', 0, 'attempts', 0)
 redis.pcall('XGROUP', 'CREATE', KEYS[4], ARGV[3], '0', 'MKSTREAM')
 redis.call('SADD', KEYS[5], ARGV[1])
 return 1

@@ -24,7 +24,8 @@ if not old then return -1 end
 local ok, j = pcall(cjson.decode, old)
 local st = 'queued'
 if ok and type(j) == 'table' and type(j.state) == 'string' then st = j.state end
-if st == 'delivered' or st == 'bounced' or st == 'failed' or st == 'cancelled' then
+if st == 'delivered' or st == 'bounced' or st == 'failed' or st == 'cancelled' or
+   st == 'delivered_fallback' then
   if ARGV[3] ~= 'deferred' and ARGV[3] ~= 'cancelled' then
     redis.call('HINCRBY', KEYS[2], 'dup_deliveries', 1)
   end

@@ -59,6 +59,10 @@ static const char usage_text[] =
 "        default normal)\n"
 "        --dkim-domain DOMAIN (DKIM d=; default the --from domain)\n"
 "        --verp (per-recipient return path: LOCAL+rlocal=rdomain@DOMAIN)\n"
+"        --fallback-subject TEMPLATE --fallback-text FILE --fallback-html FILE\n"
+"        --fallback-tls none|opportunistic (default opportunistic): the\n"
+"        safe-content message sent instead where a domain cannot meet a\n"
+"        required/verify policy (recorded delivered_fallback)\n"
 "      --append ID: resume an interrupted submission of campaign ID with\n"
 "        the same (or remaining) recipients; already queued ones are skipped\n"
 "      --batch N (recipients per job, default 100) --quiet (no per-line\n"
@@ -638,6 +642,9 @@ print_status(json_t *j)
 	printf("  queued %lld  deferred %lld  delivered %lld  bounced %lld  failed %lld  cancelled %lld\n",
 		jget_int(c, "queued"), jget_int(c, "deferred"), jget_int(c, "delivered"),
 		jget_int(c, "bounced"), jget_int(c, "failed"), jget_int(c, "cancelled"));
+	if (jget_int(c, "delivered_fallback"))
+		printf("  delivered_fallback %lld (the safe-content fallback, not the message)\n",
+			jget_int(c, "delivered_fallback"));
 	printf("progress   %.1f%% done (%lld of %lld final), %.1f/s average, ETA %s\n",
 		json_number_value(json_object_get(j, "percent_done")), jget_int(j, "final"),
 		jget_int(j, "total"), json_number_value(json_object_get(j, "rate_per_s")), eta);
@@ -755,9 +762,10 @@ cmd_watch(int argc, char **argv)
 			for (k = 0; k < w; k++)
 				bar[k] = k < filled ? '#' : '.';
 			bar[w] = '\0';
-			printf("%s[%s] %5.1f%% %lld/%lld  dlv %lld  dfr %lld  bnc %lld  fail %lld  cncl %lld  %.1f/s  ETA %s  %s%s",
+			printf("%s[%s] %5.1f%% %lld/%lld  dlv %lld  fb %lld  dfr %lld  bnc %lld  fail %lld  cncl %lld  %.1f/s  ETA %s  %s%s",
 				tty ? "\r\033[K" : "", bar, pct, fin, total,
-				jget_int(c, "delivered"), jget_int(c, "deferred"),
+				jget_int(c, "delivered"), jget_int(c, "delivered_fallback"),
+				jget_int(c, "deferred"),
 				jget_int(c, "bounced"), jget_int(c, "failed"),
 				jget_int(c, "cancelled"), rate < 0 ? 0.0 : rate, eta, st,
 				tty ? "" : "\n");
@@ -1890,6 +1898,7 @@ enum {
 	OPT_STRICT, OPT_BATCH, OPT_QUIET, OPT_MAX_ERRORS, OPT_INTERVAL,
 	OPT_TIMEOUT, OPT_DOMAIN, OPT_TOP, OPT_LIMIT, OPT_HELP, OPT_APPEND,
 	OPT_REASON, OPT_SOURCE, OPT_COUNT, OPT_CONF, OPT_KEY,
+	OPT_FB_SUBJECT, OPT_FB_TEXT, OPT_FB_HTML, OPT_FB_TLS,
 };
 
 static const struct option longopts[] = {
@@ -1932,6 +1941,10 @@ static const struct option longopts[] = {
 	{ "count", required_argument, NULL, OPT_COUNT },
 	{ "config", required_argument, NULL, OPT_CONF },
 	{ "key", required_argument, NULL, OPT_KEY },
+	{ "fallback-subject", required_argument, NULL, OPT_FB_SUBJECT },
+	{ "fallback-text", required_argument, NULL, OPT_FB_TEXT },
+	{ "fallback-html", required_argument, NULL, OPT_FB_HTML },
+	{ "fallback-tls", required_argument, NULL, OPT_FB_TLS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -2003,6 +2016,10 @@ main(int argc, char **argv)
 		case OPT_PRIORITY: camp_set("priority", optarg); break;
 		case OPT_RETENTION: camp_set("retention_s", optarg); break;
 		case OPT_MAX_AGE: camp_set("max_age_s", optarg); break;
+		case OPT_FB_SUBJECT: camp_set("fallback_subject", optarg); break;
+		case OPT_FB_TEXT: camp_set("fallback_text_file", optarg); break;
+		case OPT_FB_HTML: camp_set("fallback_html_file", optarg); break;
+		case OPT_FB_TLS: camp_set("fallback_tls_policy", optarg); break;
 		case OPT_HEADER:
 			o.camp_opts = 1;
 			if (ctl_campdef_add_header(&o.camp, optarg, err, sizeof(err)) < 0)

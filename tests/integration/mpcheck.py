@@ -33,7 +33,8 @@ from email import policy
 
 TRACE = (b"return-path:", b"x-original-to:", b"delivered-to:", b"received:")
 # every state a recipient record can be in (ctl_keys.h)
-STATES = ("queued", "deferred", "delivered", "bounced", "failed", "cancelled")
+STATES = ("queued", "deferred", "delivered", "bounced", "failed", "cancelled",
+          "delivered_fallback")
 
 
 class Maildir:
@@ -168,12 +169,12 @@ def queues_empty(chk, red):
 
 def maildirs_agree(chk, md, rc):
     """Recipient by recipient the maildirs agree with Redis: each delivered
-    recipient has exactly one message in its own maildir, every other
-    none. Returns each recipient's files."""
+    recipient (the message or its fallback) has exactly one message in its
+    own maildir, every other none. Returns each recipient's files."""
     got = {}
     for a, j in rc.items():
         f = got[a] = md.files(a)
-        if j["state"] == "delivered":
+        if j["state"] in ("delivered", "delivered_fallback"):
             chk.check(len(f) == 1, "%s delivered, %d messages in its maildir" % (a, len(f)))
         else:
             chk.check(len(f) == 0, "%s %s but %d messages" % (a, j["state"], len(f)))
