@@ -229,8 +229,7 @@ ctl_ksock_source_parse(const char *text, int family, void *out, char *err, size_
 
 		snprintf(err, errlen, "\"%s\" is not an %s address%s", text ? text : "", fam,
 			text != NULL && inet_pton(other, text, &any) == 1 ?
-			(family == AF_INET6 ? " (an IPv4 one: that is source)" :
-			 " (an IPv6 one: that is source6)") :
+			(family == AF_INET6 ? " (that is an IPv4 one)" : " (that is an IPv6 one)") :
 			text != NULL && (text[0] == '[' || strchr(text, '/') != NULL) ?
 			" (no brackets, no prefix length)" : "");
 		return -EINVAL;
