@@ -98,8 +98,9 @@ struct dns_route {
 	char host[CTL_DNS_NAME_MAX + 1];
 	uint16_t port;
 	int implicit_tls;
+	int is_ip;                      /* host is an address literal: AF_INET or AF_INET6 */
 	struct in_addr ip;
-	int is_ip;
+	struct in6_addr ip6;
 };
 
 struct ctl_dns {
@@ -925,10 +926,20 @@ route_make(struct dns_route *r, const char *domain, size_t dn, const char *host,
 	}
 	if (hn == 0 || hn > CTL_DNS_NAME_MAX)
 		return -EINVAL;
+	/* "[v6]" from the API as well as the bare form: the port is a
+	 * separate argument there, so nothing is ambiguous */
+	if (hn > 2 && host[0] == '[' && host[hn - 1] == ']') {
+		host++;
+		hn -= 2;
+		if (memchr(host, ':', hn) == NULL)
+			return -EINVAL;
+	}
 	memcpy(r->host, host, hn);
 	r->host[hn] = '\0';
 	if (inet_pton(AF_INET, r->host, &r->ip) == 1)
-		r->is_ip = 1;
+		r->is_ip = AF_INET;
+	else if (inet_pton(AF_INET6, r->host, &r->ip6) == 1)
+		r->is_ip = AF_INET6;
 	else if (name_norm(host, hn, r->host) < 0)
 		return -EINVAL;
 	r->port = port ? port : CTL_DNS_PORT_DEFAULT;
@@ -969,11 +980,11 @@ ctl_dns_route_add(struct ctl_dns *dns, const char *domain, const char *host,
 	return route_install(dns, &r);
 }
 
-/* One "DOMAIN=HOST[:PORT][:tls]" item of [s, e). */
+/* One "DOMAIN=HOST[:PORT][:tls]" item of [s, e); HOST "[IPV6]" too. */
 static int
 route_parse_one(const char *s, const char *e, struct dns_route *r, char *err, size_t errlen)
 {
-	const char *eq = memchr(s, '=', (size_t)(e - s)), *h, *c1, *c2 = NULL;
+	const char *eq = memchr(s, '=', (size_t)(e - s)), *h, *hend, *c1, *c2 = NULL;
 	unsigned long port = 0;
 	int tls = 0;
 
@@ -983,7 +994,44 @@ route_parse_one(const char *s, const char *e, struct dns_route *r, char *err, si
 		return -EINVAL;
 	}
 	h = eq + 1;
-	c1 = memchr(h, ':', (size_t)(e - h));
+	if (*h == '[') {
+		/* an IPv6 literal in brackets, as in URLs: its colons are not
+		 * the port's */
+		const char *rb = memchr(h, ']', (size_t)(e - h));
+		char a[INET6_ADDRSTRLEN + 1];
+		struct in6_addr a6;
+		size_t al = rb ? (size_t)(rb - h - 1) : 0;
+
+		if (rb == NULL || (rb + 1 != e && rb[1] != ':')) {
+			mp_errf(err, errlen, "route \"%.*s\": expected DOMAIN=[IPV6][:PORT][:tls]",
+			       (int)(e - s), s);
+			return -EINVAL;
+		}
+		if (al == 0 || al >= sizeof(a) || (memcpy(a, h + 1, al), a[al] = '\0',
+		    inet_pton(AF_INET6, a, &a6) != 1)) {
+			mp_errf(err, errlen, "route \"%.*s\": bad IPv6 address \"%.*s\"",
+			       (int)(e - s), s, (int)al, h + 1);
+			return -EINVAL;
+		}
+		hend = rb + 1;
+	} else {
+		/* no host name has a colon, "HOST:PORT:tls" has two at most
+		 * and no "::": anything else is an address that lost its
+		 * brackets */
+		unsigned ncolon = 0;
+
+		for (const char *q = h; q < e; q++)
+			ncolon += *q == ':';
+		if (ncolon > 2 || (e - h >= 2 && memmem(h, (size_t)(e - h), "::", 2) != NULL)) {
+			mp_errf(err, errlen, "route \"%.*s\": an IPv6 address needs brackets: "
+			       "DOMAIN=[IPV6][:PORT][:tls]", (int)(e - s), s);
+			return -EINVAL;
+		}
+		hend = memchr(h, ':', (size_t)(e - h));
+		if (hend == NULL)
+			hend = e;
+	}
+	c1 = hend < e ? hend : NULL;
 	if (c1 != NULL)
 		c2 = memchr(c1 + 1, ':', (size_t)(e - c1 - 1));
 	if (c1 != NULL) {
@@ -1019,7 +1067,7 @@ route_parse_one(const char *s, const char *e, struct dns_route *r, char *err, si
 			tls = 1;
 		}
 	}
-	if (route_make(r, s, (size_t)(eq - s), h, (size_t)((c1 ? c1 : e) - h),
+	if (route_make(r, s, (size_t)(eq - s), h, (size_t)(hend - h),
 		       (uint16_t)port, tls) < 0) {
 		mp_errf(err, errlen, "route \"%.*s\": bad domain or host", (int)(e - s), s);
 		return -EINVAL;
@@ -1376,12 +1424,26 @@ ctl_dns_resolve(struct ctl_dns *dns, const char *domain,
 		j->implicit_tls = rt->implicit_tls;
 		j->route_port = rt->port;
 		j->ttl_s = 0;
+		if (rt->is_ip == AF_INET6 && !dns->conf.ipv6) {
+			/* as for an AAAA-only MX: the transport's limit, not
+			 * the domain's fault, so defer and never bounce */
+			job_fail(j, CTL_DNS_TEMPFAIL, "%s: route host [%s] has only IPv6 "
+				 "addresses; the transport is IPv4-only (IPv6 needs "
+				 "transport=ksock)", name, rt->host);
+			job_ready(j);
+			return 0;
+		}
 		if (rt->is_ip) {
 			j->n_hosts = 1;
 			name_copy(j->hosts[0].name, rt->host);
 			j->hosts[0].port = rt->port;
-			j->hosts[0].n_addr = 1;
-			j->hosts[0].addr[0] = rt->ip;
+			if (rt->is_ip == AF_INET6) {
+				j->hosts[0].n_addr6 = 1;
+				j->hosts[0].addr6[0] = rt->ip6;
+			} else {
+				j->hosts[0].n_addr = 1;
+				j->hosts[0].addr[0] = rt->ip;
+			}
 			job_ready(j);
 			return 0;
 		}

@@ -11,10 +11,13 @@
  *
  * Order of decisions for one domain:
  *   1. static route: exact "domain", then the longest ".parent" suffix, then
- *      "*". The route's host is used as the only host (IP literal, or a name
- *      whose A records are looked up -- never its MX). A route host that
- *      does not resolve is CTL_DNS_TEMPFAIL: a broken relay is an operator
- *      problem and must not bounce mail.
+ *      "*". The route's host is used as the only host (IPv4 or IPv6
+ *      literal, or a name whose A records are looked up -- never its MX).
+ *      A route host that does not resolve is CTL_DNS_TEMPFAIL: a broken
+ *      relay is an operator problem and must not bounce mail. An IPv6
+ *      literal without conf.ipv6 is CTL_DNS_TEMPFAIL too, with the same
+ *      "only IPv6 addresses; the transport is IPv4-only" reason as an
+ *      AAAA-only MX host.
  *   2. cache (keyed by lower-cased domain, entries live for the smallest TTL
  *      seen in the answers, clamped to [min_ttl_s, max_ttl_s]; negative
  *      answers for the SOA minimum when the server sent one, else neg_ttl_s).
@@ -175,8 +178,10 @@ void ctl_dns_free(struct ctl_dns *dns);
  * Add or replace a static route. Routes are checked before the cache and DNS.
  * @param domain       "example.com" (that domain only), ".example.com" (any
  *                     subdomain, not the domain itself) or "*" (everything)
- * @param host         IPv4 literal or host name (its A records are used;
- *                     its AAAA ones when it has no A and conf.ipv6 is set)
+ * @param host         IPv4 literal, IPv6 literal (bare or in brackets:
+ *                     "2001:db8::1", "[2001:db8::1]") or host name (its A
+ *                     records are used; its AAAA ones when it has no A and
+ *                     conf.ipv6 is set)
  * @param port         TCP port, 0 = 25
  * @param implicit_tls 1 = TLS from the first byte (SMTPS, port 465 style)
  * @return 0, -EINVAL (bad domain or host), -ENOMEM
@@ -187,8 +192,10 @@ int ctl_dns_route_add(struct ctl_dns *dns, const char *domain, const char *host,
 /**
  * Parse and add routes from a string: one or more "DOMAIN=HOST[:PORT][:tls]"
  * separated by commas or white space, e.g.
- * "example.com=127.0.0.1:2525, *=relay.test:465:tls". All or nothing: on any
- * bad item no route is added and @p err names the item and the problem.
+ * "example.com=127.0.0.1:2525, *=relay.test:465:tls, v6.test=[fd00::25]:2525".
+ * An IPv6 HOST needs brackets, as in URLs ("[2001:db8::1]", with or without
+ * ":PORT" and ":tls"); a bare one is refused. All or nothing: on any bad
+ * item no route is added and @p err names the item and the problem.
  * @return number of routes added (>= 0), -EINVAL, -ENOMEM
  */
 int ctl_dns_route_parse(struct ctl_dns *dns, const char *spec, char *err, size_t errlen);

@@ -10,6 +10,7 @@
  * to the scheduler's sink from inside ksock_engine_poll, i.e. from
  * inside our poll(), as the interface requires.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +162,10 @@ ctl_ksock_new(const struct ctl_ksock_conf *conf, const struct ctl_sink *sink,
 	kc.tls_conf = conf ? conf->tls : NULL;
 	kc.connect_timeout_ms = conf ? conf->connect_timeout_ms : 0;
 	kc.max_sessions = conf ? conf->max_sessions : 0;
+	if (conf != NULL) {
+		kc.source = conf->source;
+		kc.source6 = conf->source6;
+	}
 	k->e = ksock_engine_new(&kc, err, errlen);
 	if (k->e == NULL) {
 		free(k);
@@ -210,4 +215,42 @@ void
 ctl_ksock_stats(const struct ctl_ksock *k, struct ksock_stats *st)
 {
 	ksock_engine_stats(k->e, st);
+}
+
+int
+ctl_ksock_source_parse(const char *text, int family, void *out, char *err, size_t errlen)
+{
+	const char *fam = family == AF_INET6 ? "IPv6" : "IPv4";
+
+	if (text == NULL || inet_pton(family, text, out) != 1) {
+		/* the usual mistakes, named: the other family, brackets, a prefix */
+		struct in6_addr any;
+		int other = family == AF_INET6 ? AF_INET : AF_INET6;
+
+		snprintf(err, errlen, "\"%s\" is not an %s address%s", text ? text : "", fam,
+			text != NULL && inet_pton(other, text, &any) == 1 ?
+			(family == AF_INET6 ? " (that is an IPv4 one)" : " (that is an IPv6 one)") :
+			text != NULL && (text[0] == '[' || strchr(text, '/') != NULL) ?
+			" (no brackets, no prefix length)" : "");
+		return -EINVAL;
+	}
+	if (family == AF_INET6) {
+		const struct in6_addr *a = out;
+
+		if (IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_MULTICAST(a) ||
+		    IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_LINKLOCAL(a)) {
+			snprintf(err, errlen, "\"%s\" is not a usable source: want a global "
+				"or unique-local unicast IPv6 address", text);
+			return -EINVAL;
+		}
+	} else {
+		uint32_t a = ntohl(((const struct in_addr *)out)->s_addr);
+
+		if (a == 0 || a == 0xffffffffu || (a >> 28) == 0xe) {
+			snprintf(err, errlen, "\"%s\" is not a usable source: want a unicast "
+				"IPv4 address", text);
+			return -EINVAL;
+		}
+	}
+	return 0;
 }

@@ -97,8 +97,9 @@ struct ksock_conf {
 	const struct tls_ctx_conf *tls_conf;
 	uint32_t connect_timeout_ms;	/**< 0 = KSOCK_CONNECT_TIMEOUT_DEFAULT */
 	unsigned max_sessions;		/**< open sessions at once; 0 = default */
-	struct in_addr source;		/**< bind source address of IPv4 sessions; 0 = any.
-					     IPv6 sessions never bind: the kernel picks */
+	struct in_addr source;		/**< bind source address of IPv4 sessions; 0 = any */
+	struct in6_addr source6;	/**< bind source address of IPv6 sessions; :: = any
+					     (the kernel picks by its routes) */
 	int sndbuf;			/**< SO_SNDBUF of each socket; 0 = kernel default */
 };
 
@@ -135,7 +136,8 @@ struct ksock_stats {
  * @param err receives a message on failure (may be NULL)
  * @param errlen size of @p err
  * @return the engine, or NULL (bad TLS options, unreadable CA file, no
- *         memory, no epoll) with @p err filled.
+ *         memory, no epoll, a source address this host cannot bind) with
+ *         @p err filled.
  */
 struct ksock_engine *ksock_engine_new(const struct ksock_conf *conf,
 	char *err, size_t errlen);

@@ -14,6 +14,7 @@
 #include "ctl_bounce.h"
 #include "ctl_dconf.h"
 #include "ctl_dkim.h"
+#include "ctl_ksock.h"
 #include "mp_log.h"
 #include "smtp.h"
 
@@ -396,6 +397,27 @@ ctl_dconf_load(struct ctl_dconf *d, struct ctl_conf *cf, char *err, size_t errle
 	}
 	MS("smtp", "connect_timeout", 100, 600000, d->connect_timeout_ms, d->connect_timeout_ms);
 	MS("smtp", "command_timeout", 0, 3600000, 0, d->command_timeout_ms);
+	/* the kernel transport's source addresses, one per family; the DPDK
+	 * transport's are [dataplane] ip (mailpump.c warns if these are set
+	 * there, where nothing reads them) */
+	{
+		static const struct { const char *key; int family; } src[] = {
+			{ "source", AF_INET }, { "source6", AF_INET6 },
+		};
+
+		for (size_t i = 0; i < sizeof(src) / sizeof(src[0]); i++) {
+			char where[256], why[256];
+
+			v = ctl_conf_get(cf, "smtp", src[i].key);
+			if (v != NULL && ctl_ksock_source_parse(v, src[i].family,
+			    src[i].family == AF_INET ? (void *)&d->source : (void *)&d->source6,
+			    why, sizeof(why)) < 0) {
+				mp_errf(err, errlen, "%s%s", ctl_conf_where(cf, "smtp", src[i].key,
+					where, sizeof(where)), why);
+				return -EINVAL;
+			}
+		}
+	}
 
 	/* [shaping] */
 	U("shaping", "max_conns", 1, 100000, 0, d->shape.defaults.max_conns);

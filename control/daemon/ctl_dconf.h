@@ -15,6 +15,7 @@
 #ifndef CTL_DCONF_H
 #define CTL_DCONF_H
 
+#include <netinet/in.h>
 #include <stdint.h>
 
 #include "ctl_conf.h"
@@ -58,12 +59,14 @@ struct ctl_dconf {
 	char helo_buf[256];		/* the host's own name when none is set */
 	uint64_t connect_timeout_ms;
 	uint64_t command_timeout_ms;	/* 0 = RFC 5321 defaults */
+	struct in_addr source;		/* transport = ksock: IPv4 sessions bind here; 0 = any */
+	struct in6_addr source6;	/* transport = ksock: IPv6 sessions bind here; :: = any */
 	/* [shaping], [shaping.domains] */
 	struct ctl_shape_conf shape;
 	char shape_over[CTL_DCONF_LIST_MAX][512];	/* "domain:key=v,..." */
 	unsigned n_shape_over;
 	/* [routes] */
-	char routes[CTL_DCONF_LIST_MAX][512];	/* "domain=host:port[:tls]" */
+	char routes[CTL_DCONF_LIST_MAX][512];	/* "domain=host[:port][:tls]", host "[v6]" too */
 	unsigned n_routes;
 	/* [dns] */
 	const char *dns_servers;

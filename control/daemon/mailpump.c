@@ -92,7 +92,8 @@ usage(FILE *f)
 "  --daemon-stats FILE    [daemon] stats_file (JSON counters)\n"
 "  --log-level LEVEL      [daemon] log_level err|warn|info|debug\n"
 "  --max-sessions N       [workers] max_sessions per worker\n"
-"  --route DOMAIN=HOST:PORT[:tls]  one [routes] entry (repeatable)\n"
+"  --route DOMAIN=HOST[:PORT][:tls]  one [routes] entry (repeatable; an IPv6\n"
+"                         HOST in brackets: [2001:db8::25]:25)\n"
 "\n"
 "Dataplane ([dataplane] keys):\n");
 	dp_options_usage(f);
@@ -602,7 +603,7 @@ main(int argc, char **argv)
 		char *eq = strchr(cli.routes[i], '=');
 
 		if (eq == NULL) {
-			fprintf(stderr, PROG ": --route %s: want DOMAIN=HOST:PORT[:tls]\n",
+			fprintf(stderr, PROG ": --route %s: want DOMAIN=HOST[:PORT][:tls]\n",
 				cli.routes[i]);
 			goto out_conf;
 		}
@@ -735,6 +736,8 @@ main(int argc, char **argv)
 		kc.connect_timeout_ms = (uint32_t)dc.connect_timeout_ms;
 		kc.cmd_timeout_ms = (uint32_t)dc.command_timeout_ms;
 		kc.max_sessions = dc.max_sessions;
+		kc.source = dc.source;
+		kc.source6 = dc.source6;
 		if (start_dkim() < 0)
 			goto out;
 		kc.dkim = dkim_on ? dc.dkim : NULL;
@@ -746,6 +749,12 @@ main(int argc, char **argv)
 		fb.inner = ctl_ksock_backend(k);
 	} else {
 		struct ctl_ring_conf rcf = { 0 };
+
+		/* utcp binds to [dataplane] ip and speaks no IPv6 */
+		if (dc.source.s_addr != 0 || !IN6_IS_ADDR_UNSPECIFIED(&dc.source6))
+			MP_LOG(MP_LOG_WARN, "mailpump", "event=config_unused keys=[smtp]source,"
+				"source6 reason=\"transport=dpdk sends from [dataplane] ip, "
+				"IPv4 only\"");
 
 		if (dp_eal_init(&dc.dp, argv[0]) < 0) {
 			fprintf(stderr, PROG ": EAL start failed: %s\n", rte_strerror(rte_errno));

@@ -48,7 +48,8 @@ usage(FILE *f)
 "  --ns PREFIX            key namespace (default mp:)\n"
 "  --consumer NAME        consumer name in group mailpump (default host-pid)\n"
 "  --route SPEC           static routes \"domain=host[:port][:tls],...\" (repeatable;\n"
-"                         \"*\" = everything, \".dom\" = subdomains)\n"
+"                         \"*\" = everything, \".dom\" = subdomains; an IPv6 host\n"
+"                         in brackets: \"dom=[2001:db8::25]:2525\")\n"
 "  --dns SERVERS          DNS servers \"ip[:port],...\" (default resolv.conf)\n"
 "  --max-conns N --msgs-per-conn N --rcpt-per-txn N --rate R --burst N\n"
 "                         default shaping per destination\n"
@@ -73,6 +74,10 @@ usage(FILE *f)
 "  --dkim-mode optional|required  a campaign without a key: unsigned with a\n"
 "                         warning (default) or failed\n"
 "  --dkim-threads N --dkim-cpus LIST  signer threads (default 1, unpinned)\n"
+"  --source ADDR          IPv4 sessions bind to this address (default: the\n"
+"                         kernel picks by its routes)\n"
+"  --source6 ADDR         IPv6 sessions bind to this address (e.g. 2001:db8::25,\n"
+"                         no brackets); both must be this host's\n"
 "  --connect-timeout MS --smtp-timeout MS\n"
 "  --until-idle           exit 0 when nothing is left to do\n"
 "  --grace S              SIGTERM: seconds for sessions in flight (default 30)\n"
@@ -97,7 +102,8 @@ main(int argc, char **argv)
 	enum { O_NS = 256, O_CONSUMER, O_ROUTE, O_DNS, O_MAXC, O_MPC, O_RPT, O_RATE,
 		O_BURST, O_SHAPE, O_RBASE, O_RFACT, O_RCAP, O_RJIT, O_IDLE, O_BATCHES, O_EVAGE,
 		O_HELO, O_CA, O_TLSMIN, O_TLSOPP, O_BRULES, O_REFUSAL, O_CTO, O_STO, O_UNTIL, O_GRACE, O_TIMEOUT,
-		O_STATS, O_LOG, O_REDIS, O_HELP, O_DKIM, O_DKIM_MODE, O_DKIM_THR, O_DKIM_CPUS };
+		O_STATS, O_LOG, O_REDIS, O_HELP, O_DKIM, O_DKIM_MODE, O_DKIM_THR, O_DKIM_CPUS,
+		O_SOURCE, O_SOURCE6 };
 	static const struct option opts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
 		{ "ns", required_argument, 0, O_NS },
@@ -135,6 +141,8 @@ main(int argc, char **argv)
 		{ "dkim-mode", required_argument, 0, O_DKIM_MODE },
 		{ "dkim-threads", required_argument, 0, O_DKIM_THR },
 		{ "dkim-cpus", required_argument, 0, O_DKIM_CPUS },
+		{ "source", required_argument, 0, O_SOURCE },
+		{ "source6", required_argument, 0, O_SOURCE6 },
 		{ 0, 0, 0, 0 },
 	};
 	struct ctl_sched_conf sc = { 0 };
@@ -236,6 +244,16 @@ main(int argc, char **argv)
 			if (strcmp(optarg, "defer") == 0) sc.sender_refusal_fails = 0;
 			else if (strcmp(optarg, "fail") == 0) sc.sender_refusal_fails = 1;
 			else bad = 1;
+			break;
+		case O_SOURCE:
+		case O_SOURCE6:
+			if (ctl_ksock_source_parse(optarg, c == O_SOURCE ? AF_INET : AF_INET6,
+			    c == O_SOURCE ? (void *)&kc.source : (void *)&kc.source6, err,
+			    sizeof(err)) < 0) {
+				fprintf(stderr, "mp-deliver: --%s: %s\n", c == O_SOURCE ?
+					"source" : "source6", err);
+				return 1;
+			}
 			break;
 		case O_CTO: bad = parse_u(optarg, &v); kc.connect_timeout_ms = (uint32_t)v; break;
 		case O_STO: bad = parse_u(optarg, &v); kc.cmd_timeout_ms = (uint32_t)v; break;

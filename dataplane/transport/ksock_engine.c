@@ -49,6 +49,28 @@ set_err(char *err, size_t errlen, const char *fmt, const char *what)
 		snprintf(err, errlen, fmt, what);
 }
 
+/* A source address that is not this host's would fail every session's
+ * bind() one by one, each a deferral with the same reason: refuse it at
+ * start instead, where the operator sees it once. @return 0 or -errno */
+static int
+source_check(int family, const void *addr, char *err, size_t errlen)
+{
+	union mp_sockaddr u = family == AF_INET ?
+		mp_sockaddr_v4(*(const struct in_addr *)addr, 0) :
+		mp_sockaddr_v6((const struct in6_addr *)addr, 0);
+	char ip[MP_SOCKADDR_STR];
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), rc = 0;
+
+	if (fd < 0 || bind(fd, &u.sa, mp_sockaddr_len(&u)) < 0)
+		rc = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0 && err != NULL && errlen != 0)
+		snprintf(err, errlen, "source address %s: %s", mp_sockaddr_ntop(&u, ip,
+			sizeof(ip)), strerror(-rc));
+	return rc;
+}
+
 struct ksock_engine *
 ksock_engine_new(const struct ksock_conf *conf, char *err, size_t errlen)
 {
@@ -58,6 +80,10 @@ ksock_engine_new(const struct ksock_conf *conf, char *err, size_t errlen)
 
 	if (conf == NULL)
 		conf = &defaults;
+	if ((conf->source.s_addr != 0 && source_check(AF_INET, &conf->source, err, errlen) < 0) ||
+	    (!IN6_IS_ADDR_UNSPECIFIED(&conf->source6) &&
+	     source_check(AF_INET6, &conf->source6, err, errlen) < 0))
+		return NULL;
 	e = calloc(1, sizeof(*e));
 	if (e == NULL) {
 		set_err(err, errlen, "%s", "out of memory");
@@ -78,6 +104,7 @@ ksock_engine_new(const struct ksock_conf *conf, char *err, size_t errlen)
 	e->max_sessions = conf->max_sessions != 0 ? conf->max_sessions :
 		KSOCK_MAX_SESSIONS_DEFAULT;
 	e->source = conf->source;
+	e->source6 = conf->source6;
 	e->sndbuf = conf->sndbuf;
 	e->next_timer = UINT64_MAX;
 	if (conf->tls != NULL) {
@@ -216,11 +243,16 @@ ksock_sess_open(struct ksock_engine *e, const struct ksock_sess_req *req)
 	setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (e->sndbuf > 0)
 		setsockopt(s->fd, SOL_SOCKET, SO_SNDBUF, &e->sndbuf, sizeof(e->sndbuf));
-	/* the source option is IPv4: an IPv6 session lets the kernel pick */
-	if (s->err == 0 && e->source.s_addr != 0 && req->addr.sa.sa_family == AF_INET) {
-		struct sockaddr_in src = { .sin_family = AF_INET, .sin_addr = e->source };
+	/* each family binds to its own source, if one is set; the port is
+	 * left to connect() (IP_BIND_ADDRESS_NO_PORT, IPv6 sockets too), so
+	 * a bound source does not cap the sessions at one port each */
+	if (s->err == 0 && ((req->addr.sa.sa_family == AF_INET && e->source.s_addr != 0) ||
+	    (req->addr.sa.sa_family == AF_INET6 && !IN6_IS_ADDR_UNSPECIFIED(&e->source6)))) {
+		union mp_sockaddr src = req->addr.sa.sa_family == AF_INET ?
+			mp_sockaddr_v4(e->source, 0) : mp_sockaddr_v6(&e->source6, 0);
 
-		if (bind(s->fd, (struct sockaddr *)&src, sizeof(src)) < 0)
+		setsockopt(s->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		if (bind(s->fd, &src.sa, mp_sockaddr_len(&src)) < 0)
 			s->err = -errno;
 	}
 	/* connect first: a socket not yet connecting polls as hung up */

@@ -51,6 +51,7 @@ struct ksock_engine {
 	uint32_t connect_timeout_ms;
 	unsigned max_sessions;
 	struct in_addr source;
+	struct in6_addr source6;
 	int sndbuf;
 	uint32_t next_id;
 	unsigned nsess;			/* allocated, including closing */

@@ -11,6 +11,13 @@
 #  - dual.test, whose MX host has A and AAAA: IPv4 preferred, as before
 #    (every message at the sink on 127.0.0.1:25, "ip":"127.0.0.1", and no
 #    AAAA query for that host);
+#  - rt6.test, which DNS does not know (NXDOMAIN), reached through a
+#    static route to an IPv6 literal, --route 'rt6.test=[fd00:6d70::25]:2526':
+#    every recipient at the sink on that port, "ip":"fd00:6d70::25";
+#  - source addresses per family: with --source6 fd00:6d70::26 and
+#    --source 127.0.0.2 the sinks see every IPv6 connection come from
+#    fd00:6d70::26 and every IPv4 one from 127.0.0.2 (X-Client-Addr);
+#    a bad --source6 is refused naming it, one this host lacks too;
 #  - the campaign is done, counts agree, nothing is left to retry.
 # usage: ctl_ipv6_deliver.sh MP_DELIVER MAILPUMPCTL
 . "$(dirname "$0")/lib.sh"
@@ -22,8 +29,11 @@ DELIVER=$1
 CTL=$2
 NS=mp6d$MP_SUFFIX
 V6=fd00:6d70::25
+SRC6=fd00:6d70::26
+SRC4=127.0.0.2
 N6=40
 ND=10
+NR=12
 
 # not mp_netns: that one turns IPv6 off
 ip netns add "$NS" || mp_fail "cannot create netns $NS"
@@ -33,15 +43,18 @@ X sysctl -qw net.ipv6.conf.all.disable_ipv6=0
 X sysctl -qw net.ipv6.conf.lo.disable_ipv6=0
 X ip link set lo up
 X ip -6 addr add "$V6/128" dev lo nodad || mp_fail "IPv6 address on lo"
+X ip -6 addr add "$SRC6/128" dev lo nodad || mp_fail "second IPv6 address on lo"
 
 chmod 0711 "$MP_TMP"
-for s in sink6 sink4; do
+for s in sink6 sink4 sink6r; do
 	mkdir -p "$MP_TMP/$s"
 	chmod 0777 "$MP_TMP/$s"
 done
 X /usr/sbin/smtp-sink -u nobody -d "$MP_TMP/sink6/m." "[$V6]:25" 64 >"$MP_TMP/sink6.log" 2>&1 &
 MP_PIDS+=($!)
 X /usr/sbin/smtp-sink -u nobody -d "$MP_TMP/sink4/m." "127.0.0.1:25" 64 >"$MP_TMP/sink4.log" 2>&1 &
+MP_PIDS+=($!)
+X /usr/sbin/smtp-sink -u nobody -d "$MP_TMP/sink6r/m." "[$V6]:2526" 64 >"$MP_TMP/sink6r.log" 2>&1 &
 MP_PIDS+=($!)
 X dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --pid-file= \
 	--listen-address=127.0.0.1 --bind-interfaces --port=5300 --local=/test/ --local-ttl=60 \
@@ -58,6 +71,7 @@ R() { X redis-cli -p "$RPORT" --raw "$@"; }
 mp_wait_for 10 R ping || mp_fail "redis did not start"
 mp_wait_for 10 X bash -c "exec 3<>/dev/tcp/$V6/25" || mp_fail "IPv6 smtp-sink did not start"
 mp_wait_for 10 X bash -c "exec 3<>/dev/tcp/127.0.0.1/25" || mp_fail "IPv4 smtp-sink did not start"
+mp_wait_for 10 X bash -c "exec 3<>/dev/tcp/$V6/2526" || mp_fail "route smtp-sink did not start"
 mp_wait_for 10 X python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)
 q=b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x02v6\x04test\x00\x00\x0f\x00\x01"
 s.sendto(q, ("127.0.0.1", 5300)); s.recv(512)' || mp_fail "dnsmasq did not answer"
@@ -67,21 +81,50 @@ URL=redis://127.0.0.1:$RPORT
 	echo "email,first"
 	for i in $(seq 1 $N6); do echo "u$i@v6.test,F$i"; done
 	for i in $(seq 1 $ND); do echo "d$i@dual.test,D$i"; done
+	for i in $(seq 1 $NR); do echo "r$i@rt6.test,R$i"; done
 } >"$MP_TMP/rcpts.csv"
 printf 'Hello {{first}},\n\nover IPv6.\n' >"$MP_TMP/body.txt"
 X "$CTL" --redis "$URL" submit --id six --from news@sender.test --subject 'Hi {{first}}' \
 	--text "$MP_TMP/body.txt" --quiet "$MP_TMP/rcpts.csv" >"$MP_TMP/submit.log" 2>&1 ||
 	mp_fail "submit"
 
+# bad source addresses: refused at start, each naming the problem
+dbad() {
+	local rc
+	X "$DELIVER" --redis "$URL" --consumer bad --dns 127.0.0.1:5300 \
+		--helo client.sender.test --until-idle --timeout 10 "$@" >"$MP_TMP/bad.out" 2>&1
+	rc=$?
+	[ $rc -eq 1 ] || mp_fail "mp-deliver $*: exit $rc, want 1: $(cat "$MP_TMP/bad.out")"
+}
+dbad --source6 "[$SRC6]"
+grep -qF -- "--source6: \"[$SRC6]\" is not an IPv6 address" "$MP_TMP/bad.out" ||
+	mp_fail "bracketed --source6: $(cat "$MP_TMP/bad.out")"
+dbad --source6 "$SRC4"
+grep -qF -- "--source6: \"$SRC4\" is not an IPv6 address" "$MP_TMP/bad.out" ||
+	mp_fail "IPv4 --source6: $(cat "$MP_TMP/bad.out")"
+dbad --source "$SRC6"
+grep -qF -- "--source: \"$SRC6\" is not an IPv4 address" "$MP_TMP/bad.out" ||
+	mp_fail "IPv6 --source: $(cat "$MP_TMP/bad.out")"
+dbad --source6 fd00:6d70::99
+grep -qF "source address fd00:6d70::99: Cannot assign requested address" "$MP_TMP/bad.out" ||
+	mp_fail "--source6 not on this host: $(cat "$MP_TMP/bad.out")"
+dbad --route "rt6.test=$V6:2526"
+grep -qF "route \"rt6.test=$V6:2526\": an IPv6 address needs brackets" "$MP_TMP/bad.out" ||
+	mp_fail "unbracketed IPv6 route: $(cat "$MP_TMP/bad.out")"
+[ "$(R hget mp:campaign:six:counts delivered)" = "0" ] || [ -z "$(R hget mp:campaign:six:counts delivered)" ] ||
+	mp_fail "a refused mp-deliver delivered something"
+
 X timeout 120 "$DELIVER" --redis "$URL" --consumer six --dns 127.0.0.1:5300 \
+	--route "rt6.test=[$V6]:2526" --source6 "$SRC6" --source "$SRC4" \
 	--helo client.sender.test --max-conns 2 --msgs-per-conn 15 --connect-timeout 5000 \
 	--until-idle --timeout 90 --stats --log-level debug >"$MP_TMP/deliver.out" 2>"$MP_TMP/deliver.log" ||
 	mp_fail "mp-deliver exited $? $(cat "$MP_TMP/deliver.out")"
 
-mp_py - "$RPORT" "$NS" "$MP_TMP" "$V6" "$N6" "$ND" <<'PY' || mp_fail "checks"
+mp_py - "$RPORT" "$NS" "$MP_TMP" "$V6" "$N6" "$ND" "$NR" "$SRC6" "$SRC4" <<'PY' || mp_fail "checks"
 import glob, sys
 from mpcheck import Checks, Redis, campaign, queues_empty
 port, ns, tmp, v6, n6, nd = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+nr, src6, src4 = int(sys.argv[7]), sys.argv[8], sys.argv[9]
 red, chk = Redis(ns, port), Checks()
 check = chk.check
 
@@ -97,10 +140,10 @@ def sink(name):
                 got.setdefault(a, []).append(client[0] if client else "")
     return got
 
-rc, c, by = campaign(chk, red, "six", n6 + nd)
-check(by == {"delivered": n6 + nd}, "states %s" % by)
+rc, c, by = campaign(chk, red, "six", n6 + nd + nr)
+check(by == {"delivered": n6 + nd + nr}, "states %s" % by)
 queues_empty(chk, red)
-s6, s4 = sink("sink6"), sink("sink4")
+s6, s4, s6r = sink("sink6"), sink("sink4"), sink("sink6r")
 for i in range(1, n6 + 1):
     a = "u%d@v6.test" % i
     j = rc.get(a, {})
@@ -109,7 +152,7 @@ for i in range(1, n6 + 1):
     check(j.get("mx") == "mx.v6.test", "%s: mx %r" % (a, j.get("mx")))
     check(len(s6.get(a, [])) == 1, "%s: %d messages at the IPv6 sink" % (a, len(s6.get(a, []))))
     check(a not in s4, "%s: at the IPv4 sink" % a)
-    check(all(x.startswith("ipv6:") for x in s6.get(a, [])), "%s: client %s" % (a, s6.get(a)))
+    check(all(x == "ipv6:" + src6 for x in s6.get(a, [])), "%s: client %s, want ipv6:%s (--source6)" % (a, s6.get(a), src6))
 for i in range(1, nd + 1):
     a = "d%d@dual.test" % i
     j = rc.get(a, {})
@@ -117,11 +160,22 @@ for i in range(1, nd + 1):
     check(j.get("ip") == "127.0.0.1", "%s: ip %r (IPv4 preferred)" % (a, j.get("ip")))
     check(len(s4.get(a, [])) == 1, "%s: %d messages at the IPv4 sink" % (a, len(s4.get(a, []))))
     check(a not in s6, "%s: at the IPv6 sink" % a)
+    check(all(x == src4 for x in s4.get(a, [])), "%s: client %s, want %s (--source)" % (a, s4.get(a), src4))
+for i in range(1, nr + 1):
+    a = "r%d@rt6.test" % i
+    j = rc.get(a, {})
+    check(j.get("state") == "delivered" and j.get("code") == 250, "%s: %s" % (a, j))
+    check(j.get("ip") == v6, "%s: ip %r, want %s (the route's)" % (a, j.get("ip"), v6))
+    check(len(s6r.get(a, [])) == 1, "%s: %d messages at the route's sink" % (a, len(s6r.get(a, []))))
+    check(a not in s6 and a not in s4, "%s: at a sink DNS would pick" % a)
+    check(all(x == "ipv6:" + src6 for x in s6r.get(a, [])), "%s: client %s" % (a, s6r.get(a)))
+check(sum(len(v) for v in s6r.values()) == nr, "route sink holds %d messages" % sum(len(v) for v in s6r.values()))
 check(sum(len(v) for v in s6.values()) == n6, "IPv6 sink holds %d messages" % sum(len(v) for v in s6.values()))
 check(sum(len(v) for v in s4.values()) == nd, "IPv4 sink holds %d messages" % sum(len(v) for v in s4.values()))
 q = open(tmp + "/dnsq.log", errors="replace").read()
 check("query[AAAA] mx.v6.test" in q, "no AAAA query for the IPv6-only host")
 check("query[AAAA] mx.dual.test" not in q, "AAAA asked for a host with an A record")
+check("rt6.test" not in q, "rt6.test looked up in DNS despite its route")
 chk.report()
 PY
 # the export carries the address too
@@ -130,4 +184,5 @@ n=$(python3 -c 'import csv,sys; print(sum(1 for x in csv.DictReader(open(sys.arg
 [ "$n" = "$N6" ] || mp_fail "export: $n rows with ip $V6, want $N6"
 # logs name the IPv6 server in its text form
 grep -q "addr=\[$V6\]:25" "$MP_TMP/deliver.log" || mp_fail "no IPv6 address in the session log"
-echo "ipv6 deliver: $N6 over IPv6, $ND over IPv4, each once"
+grep -q "addr=\[$V6\]:2526" "$MP_TMP/deliver.log" || mp_fail "no session to the IPv6 route in the log"
+echo "ipv6 deliver: $N6 over IPv6, $ND over IPv4, $NR over an IPv6 route, each once, from the given sources"

@@ -694,6 +694,52 @@ test_ipv6_capable(void)
 	CHECK_EQ(r->hosts[0].port, 2525);
 	CHECK_EQ(r->hosts[0].n_addr6, 2);
 	ctl_dns_result_free(r);
+	/* routes to IPv6 literals: the address itself, no query */
+	{
+		struct ctl_dns_stats s0, s1;
+		char err[256] = "";
+
+		CHECK_EQ(ctl_dns_route_parse(dns, "l1.test=[2001:db8::1] l2.test=[2001:db8::1]:2525 "
+					     ".l3.test=[fd00::25]:465:tls", err, sizeof(err)), 3);
+		CHECK_EQ(ctl_dns_route_add(dns, "l4.test", "fd00::26", 2526, 0), 0);
+		CHECK_EQ(ctl_dns_route_add(dns, "l5.test", "[fd00::27]", 0, 1), 0);
+		CHECK_EQ(ctl_dns_route_add(dns, "l6.test", "[127.0.0.1]", 0, 0), -EINVAL);
+		ctl_dns_stats_get(dns, &s0);
+		r = lookup(dns, "l1.test");
+		CHECK_EQ(r->status, CTL_DNS_OK);
+		CHECK(r->from_route && !r->implicit_tls);
+		CHECK_EQ(r->n_hosts, 1);
+		CHECK_EQ(r->hosts[0].port, 25);
+		CHECK_EQ(r->hosts[0].n_addr, 0);
+		CHECK_EQ(r->hosts[0].n_addr6, 1);
+		CHECK(addr6_is(&r->hosts[0], 0, "2001:db8::1"));
+		CHECK_STREQ(r->hosts[0].name, "2001:db8::1");
+		ctl_dns_result_free(r);
+		r = lookup(dns, "l2.test");
+		CHECK_EQ(r->status, CTL_DNS_OK);
+		CHECK_EQ(r->hosts[0].port, 2525);
+		CHECK(addr6_is(&r->hosts[0], 0, "2001:db8::1"));
+		ctl_dns_result_free(r);
+		r = lookup(dns, "a.l3.test");
+		CHECK_EQ(r->status, CTL_DNS_OK);
+		CHECK(r->implicit_tls);
+		CHECK_EQ(r->hosts[0].port, 465);
+		CHECK(addr6_is(&r->hosts[0], 0, "fd00::25"));
+		ctl_dns_result_free(r);
+		r = lookup(dns, "l4.test");
+		CHECK_EQ(r->status, CTL_DNS_OK);
+		CHECK_EQ(r->hosts[0].port, 2526);
+		CHECK(addr6_is(&r->hosts[0], 0, "fd00::26"));
+		ctl_dns_result_free(r);
+		r = lookup(dns, "l5.test");
+		CHECK_EQ(r->status, CTL_DNS_OK);
+		CHECK(r->implicit_tls);
+		CHECK(addr6_is(&r->hosts[0], 0, "fd00::27"));
+		ctl_dns_result_free(r);
+		ctl_dns_stats_get(dns, &s1);
+		CHECK_EQ(s1.queries, s0.queries);
+		CHECK_EQ(s1.route_hits, s0.route_hits + 5);
+	}
 	ctl_dns_free(dns);
 }
 
@@ -864,6 +910,73 @@ test_cache_bound(void)
 	ctl_dns_free(dns);
 }
 
+/* "[IPV6][:PORT][:tls]" route hosts: brackets required in the string
+ * syntax; bad items named, all or nothing. With conf.ipv6 = 0 (the DPDK
+ * transport) a route to an IPv6 literal defers like an AAAA-only MX. */
+static void
+test_route_v6_parse(struct ctl_dns *dns)
+{
+	static const struct {
+		const char *spec, *want;
+	} bad[] = {
+		{ "b1.test=2001:db8::1", "b1.test=2001:db8::1\": an IPv6 address needs brackets" },
+		{ "b2.test=2001:db8::1:2525", "an IPv6 address needs brackets" },
+		{ "b3.test=fd00:0:0:0:0:0:0:25", "an IPv6 address needs brackets" },
+		{ "b4.test=::1", "an IPv6 address needs brackets" },
+		{ "b5.test=[2001:db8::1", "b5.test=[2001:db8::1\": expected DOMAIN=[IPV6]" },
+		{ "b6.test=[2001:db8::1]2525", "expected DOMAIN=[IPV6]" },
+		{ "b7.test=[2001:db8::g]", "bad IPv6 address \"2001:db8::g\"" },
+		{ "b8.test=[127.0.0.1]:25", "bad IPv6 address \"127.0.0.1\"" },
+		{ "b9.test=[]:25", "bad IPv6 address" },
+		{ "b10.test=[relay.test]", "bad IPv6 address" },
+		{ "b11.test=[fd00::25]:99999", "bad port" },
+		{ "b12.test=[fd00::25]:25:ssl", "expected \":tls\" after the port" },
+		{ "b13.test=[fd00::25]:", "bad port" },
+	};
+	struct ctl_dns_result *r;
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		CHECK_EQ(ctl_dns_route_parse(dns, bad[i].spec, err, sizeof(err)), -EINVAL);
+		if (strstr(err, bad[i].want) == NULL) {
+			fprintf(stderr, "route %s: error \"%s\", want \"%s\"\n", bad[i].spec,
+				err, bad[i].want);
+			CHECK(0);
+		}
+	}
+	/* all or nothing: the good first item is not installed either */
+	CHECK_EQ(ctl_dns_route_parse(dns, "g0.test=[fd00::25] b0.test=fd00::26", err,
+				     sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "b0.test=fd00::26") != NULL);
+	r = lookup(dns, "g0.test");          /* the '*' route, not g0's */
+	CHECK_EQ(r->hosts[0].port, 465);
+	CHECK_EQ(r->hosts[0].n_addr6, 0);
+	ctl_dns_result_free(r);
+	/* the three good forms, beside an IPv4 one in the same string */
+	CHECK_EQ(ctl_dns_route_parse(dns, "g1.test=[2001:db8::1], g2.test=[2001:db8::1]:2525 "
+				     "g3.test=[fd00::25]:465:tls,g4.test=127.0.0.98:26", err,
+				     sizeof(err)), 4);
+	/* IPv4-only resolver: deferred with the AAAA-only MX reason, no query */
+	for (int i = 1; i <= 3; i++) {
+		char d[16];
+
+		snprintf(d, sizeof(d), "g%d.test", i);
+		r = lookup(dns, d);
+		CHECK_EQ(r->status, CTL_DNS_TEMPFAIL);
+		CHECK(!ctl_dns_status_permanent(r->status));
+		CHECK_EQ(r->n_hosts, 0);
+		CHECK(strstr(r->error, "only IPv6 addresses; the transport is IPv4-only") != NULL);
+		CHECK(strstr(r->error, i == 3 ? "[fd00::25]" : "[2001:db8::1]") != NULL);
+		ctl_dns_result_free(r);
+	}
+	r = lookup(dns, "g4.test");
+	CHECK_EQ(r->status, CTL_DNS_OK);
+	CHECK_EQ(r->hosts[0].port, 26);
+	CHECK(addr_is(&r->hosts[0], 0, "127.0.0.98"));
+	ctl_dns_result_free(r);
+}
+
 static void
 test_routes(void)
 {
@@ -950,6 +1063,7 @@ test_routes(void)
 	r = lookup(dns, "ok.test");          /* not installed: the '*' route */
 	CHECK_EQ(r->hosts[0].port, 465);
 	ctl_dns_result_free(r);
+	test_route_v6_parse(dns);
 	/* clearing the routes brings DNS back */
 	ctl_dns_route_clear(dns);
 	r = lookup(dns, "null.test");
