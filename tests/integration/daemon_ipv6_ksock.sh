@@ -41,6 +41,9 @@ NR=12
 # not mp_netns: that one turns IPv6 off
 ip netns add "$NS" || mp_fail "cannot create netns $NS"
 MP_NETNS+=("$NS")
+# X for what runs to the end here; a background process is started with
+# ip netns exec itself, so that $! is its PID (a function would leave a
+# subshell there, and killing it would orphan the server)
 X() { ip netns exec "$NS" "$@"; }
 X sysctl -qw net.ipv6.conf.all.disable_ipv6=0
 X sysctl -qw net.ipv6.conf.lo.disable_ipv6=0
@@ -53,13 +56,13 @@ for s in sink6 sink4 sink6r; do
 	mkdir -p "$MP_TMP/$s"
 	chmod 0777 "$MP_TMP/$s"
 done
-X /usr/sbin/smtp-sink -u nobody -d "$MP_TMP/sink6/m." "[$V6]:25" 64 >"$MP_TMP/sink6.log" 2>&1 &
+ip netns exec "$NS" /usr/sbin/smtp-sink -u nobody -d "$MP_TMP/sink6/m." "[$V6]:25" 64 >"$MP_TMP/sink6.log" 2>&1 &
 MP_PIDS+=($!)
-X /usr/sbin/smtp-sink -u nobody -d "$MP_TMP/sink4/m." "127.0.0.1:25" 64 >"$MP_TMP/sink4.log" 2>&1 &
+ip netns exec "$NS" /usr/sbin/smtp-sink -u nobody -d "$MP_TMP/sink4/m." "127.0.0.1:25" 64 >"$MP_TMP/sink4.log" 2>&1 &
 MP_PIDS+=($!)
-X /usr/sbin/smtp-sink -u nobody -d "$MP_TMP/sink6r/m." "[$V6]:2526" 64 >"$MP_TMP/sink6r.log" 2>&1 &
+ip netns exec "$NS" /usr/sbin/smtp-sink -u nobody -d "$MP_TMP/sink6r/m." "[$V6]:2526" 64 >"$MP_TMP/sink6r.log" 2>&1 &
 MP_PIDS+=($!)
-X dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --pid-file= \
+ip netns exec "$NS" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --pid-file= \
 	--listen-address=127.0.0.1 --bind-interfaces --port=5300 --local=/test/ --local-ttl=60 \
 	--log-queries --log-facility="$MP_TMP/dnsq.log" \
 	--mx-host=v6.test,mx.v6.test,10 --host-record=mx.v6.test,$V6 \
@@ -67,7 +70,7 @@ X dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --pi
 	>"$MP_TMP/dnsmasq.log" 2>&1 &
 MP_PIDS+=($!)
 RPORT=$(X python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-X redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$MP_TMP" \
+ip netns exec "$NS" redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$MP_TMP" \
 	>"$MP_TMP/redis.log" 2>&1 &
 MP_PIDS+=($!)
 R() { X redis-cli -p "$RPORT" --raw "$@"; }
@@ -169,7 +172,7 @@ X "$CTL" --redis "$URL" submit --id six --from news@sender.test --subject 'Hi {{
 conf "$MP_TMP/mailpump.conf" "$SRC6" "$SRC4" "[$V6]:2526"
 X "$MAILPUMP" --config "$MP_TMP/mailpump.conf" --check-config >"$MP_TMP/check.out" 2>&1 ||
 	mp_fail "check-config: $(cat "$MP_TMP/check.out")"
-X timeout 120 "$MAILPUMP" --config "$MP_TMP/mailpump.conf" --consumer six \
+ip netns exec "$NS" timeout 120 "$MAILPUMP" --config "$MP_TMP/mailpump.conf" --consumer six \
 	>"$MP_TMP/daemon.out" 2>"$MP_TMP/daemon.log" &
 DPID=$!
 MP_PIDS+=("$DPID")
