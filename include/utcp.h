@@ -191,6 +191,7 @@ struct utcp_counters {
 	uint64_t segs_in, segs_out, bytes_in, bytes_out;
 	uint64_t retransmits;		/**< segments sent again */
 	uint64_t rto_fired, fast_recoveries, syn_retransmits;
+	uint64_t sack_reneged;		/**< RTOs that found the peer dropped SACKed data */
 	uint64_t challenge_acks, rst_sent, rst_in;
 	uint64_t persist_probes, delayed_acks;
 	uint64_t orphan_aborts;		/**< closed connections reset at the orphan bound */

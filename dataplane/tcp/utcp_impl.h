@@ -284,6 +284,8 @@ bool utcp_sb_next_seg(const struct utcp_scoreboard *sb, uint32_t snd_una,
 uint32_t utcp_sb_pipe(const struct utcp_scoreboard *sb, uint32_t snd_una,
 	uint32_t snd_max, uint32_t mss);
 uint32_t utcp_sb_high(const struct utcp_scoreboard *sb);
+uint32_t utcp_sb_next_start(const struct utcp_scoreboard *sb, uint32_t seq);
+uint32_t utcp_sb_sacked_below(const struct utcp_scoreboard *sb, uint32_t seq);
 
 /* utcp_port.c */
 uint64_t utcp_siphash(const uint8_t key[16], const void *data, size_t len);

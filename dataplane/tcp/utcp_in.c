@@ -497,8 +497,12 @@ dupack(struct utcp_conn *c)
 	    !(sack && thresh < UTCP_DUPTHRESH &&
 	      (c->sb.sacked + c->mss - 1) / c->mss >= thresh))
 		return;
-	/* a previous episode's retransmissions are still being acked */
-	if (!sack && utcp_seq_lt(c->snd_una, c->recover) && c->recover != c->snd_una)
+	/*
+	 * A previous episode's retransmissions are still being acked (RFC
+	 * 6582 3.2), or an RTO's go-back-N is under way (RFC 6675 5.1: no
+	 * new recovery before its RecoveryPoint, and no second decrease)
+	 */
+	if (utcp_seq_lt(c->snd_una, c->recover) && c->recover != c->snd_una)
 		return;
 	enter_recovery(c);
 }
@@ -585,6 +589,7 @@ ack_input(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp_
 			 * a short flight may send no further ACK to count.
 			 */
 			if ((c->flags & UTCP_F_SACK) && c->snd_una != c->snd_max &&
+			    !utcp_seq_lt(c->snd_una, c->recover) &&
 			    utcp_sb_is_lost(&c->sb, c->snd_una, c->mss))
 				enter_recovery(c);
 		}

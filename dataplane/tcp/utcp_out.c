@@ -308,7 +308,7 @@ out_syn(struct utcp_conn *c)
 int
 utcp_out_conn(struct utcp_conn *c, int budget)
 {
-	uint32_t data_end, wnd, usable;
+	uint32_t data_end, wnd, usable, len, flight;
 	int n = 0, rc;
 
 	if (c->state == UTCP_CLOSED || c->state == UTCP_LISTEN || (c->flags & UTCP_F_DEAD))
@@ -397,8 +397,11 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 		    c->dupacks < UTCP_DUPTHRESH)
 			wnd += (c->dupacks < 2 ? c->dupacks : 2) * c->mss;
 		wnd = wnd < c->snd_wnd ? wnd : c->snd_wnd;
-		usable = utcp_seq_lt(c->snd_nxt, c->snd_una + wnd) ?
-			c->snd_una + wnd - c->snd_nxt : 0;
+		flight = c->snd_nxt - c->snd_una;
+		/* go-back-N after an RTO: what the peer SACKed is not in flight */
+		if (utcp_seq_lt(c->snd_nxt, c->snd_max) && c->sb.n > 0)
+			flight -= utcp_sb_sacked_below(&c->sb, c->snd_nxt);
+		usable = flight < wnd ? wnd - flight : 0;
 		if (utcp_seq_lt(c->snd_nxt, data_end)) {
 			uint32_t left = data_end - c->snd_nxt, maxp = max_payload(c);
 
@@ -411,7 +414,20 @@ utcp_out_conn(struct utcp_conn *c, int budget)
 			   !utcp_seq_le(c->snd_nxt, data_end)) {
 			break;
 		}
-		rc = send_at(c, c->snd_nxt, usable, utcp_seq_lt(c->snd_nxt, c->snd_max), NULL);
+		len = usable;
+		if (utcp_seq_lt(c->snd_nxt, c->snd_max) && c->sb.n > 0) {
+			/* go-back-N after an RTO: the peer has the SACKed ranges */
+			uint32_t end, next;
+
+			if (utcp_sb_is_sacked(&c->sb, c->snd_nxt, &end)) {
+				c->snd_nxt = utcp_seq_min(end, c->snd_max);
+				continue;
+			}
+			next = utcp_sb_next_start(&c->sb, c->snd_nxt);
+			if (next != c->snd_nxt && next - c->snd_nxt < len)
+				len = next - c->snd_nxt;
+		}
+		rc = send_at(c, c->snd_nxt, len, utcp_seq_lt(c->snd_nxt, c->snd_max), NULL);
 		if (rc < 0)
 			return rc;
 		if (rc == 0)

@@ -123,6 +123,27 @@ utcp_sb_is_lost(const struct utcp_scoreboard *sb, uint32_t seq, uint32_t mss)
 	return blocks >= UTCP_DUPTHRESH || bytes > (UTCP_DUPTHRESH - 1) * mss;
 }
 
+/* SACKed bytes below seq. */
+uint32_t
+utcp_sb_sacked_below(const struct utcp_scoreboard *sb, uint32_t seq)
+{
+	uint32_t n = 0;
+
+	for (unsigned i = 0; i < sb->n && utcp_seq_lt(sb->blk[i].start, seq); i++)
+		n += utcp_seq_min(sb->blk[i].end, seq) - sb->blk[i].start;
+	return n;
+}
+
+/* The start of the first SACKed range above seq, or seq if there is none. */
+uint32_t
+utcp_sb_next_start(const struct utcp_scoreboard *sb, uint32_t seq)
+{
+	for (unsigned i = 0; i < sb->n; i++)
+		if (utcp_seq_gt(sb->blk[i].start, seq))
+			return sb->blk[i].start;
+	return seq;
+}
+
 uint32_t
 utcp_sb_high(const struct utcp_scoreboard *sb)
 {

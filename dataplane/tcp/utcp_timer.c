@@ -156,10 +156,19 @@ fire_rto(struct utcp_conn *c)
 	}
 	st->cnt.rto_fired++;
 	utcp_cc_on_rto(c);
-	/* go back N; the scoreboard may have reneged, forget it */
+	/*
+	 * Go back N over what the peer has not SACKed (RFC 6675 5.1, and
+	 * Linux keeps its SACK marks too): utcp_out skips the SACKed ranges.
+	 * They are forgotten when the receiver shows it reneged (RFC 2018 8):
+	 * its cumulative ACK stops at the start of a range it had SACKed, so
+	 * SND.UNA lies in one. Then everything is sent again.
+	 */
 	c->flags &= ~(UTCP_F_RECOVERY | UTCP_F_RTT_TIMING | UTCP_F_REXMIT_UNA);
 	c->dupacks = 0;
-	utcp_sb_reset(&c->sb);
+	if (utcp_sb_is_sacked(&c->sb, c->snd_una, NULL)) {
+		st->cnt.sack_reneged++;
+		utcp_sb_reset(&c->sb);
+	}
 	c->sb.high_rxt = c->snd_una;
 	c->recover = c->snd_max;
 	c->snd_nxt = c->snd_una;

@@ -1193,6 +1193,66 @@ test_rto_backoff_timeout(void)
 	utcp_close(c);
 }
 
+/* Peer ACK carrying one SACK block [start, end). */
+static void
+peer_sack(struct utcp_conn *c, uint32_t ack, uint32_t start, uint32_t end)
+{
+	uint8_t o[12] = { 1, 1, 5, 10 };
+
+	for (int i = 0; i < 4; i++) {
+		o[4 + i] = (uint8_t)(start >> (24 - 8 * i));
+		o[8 + i] = (uint8_t)(end >> (24 - 8 * i));
+	}
+	seg_in(c, UTCP_ACK, pseq, ack, 5000, NULL, 0, o, 12);
+}
+
+/*
+ * The SACK marks outlive an RTO (the go-back-N skips what the peer
+ * holds), unless the peer shows it reneged: its cumulative ACK stops at
+ * the start of a range it SACKed. Then the next RTO forgets them and
+ * resends that range (RFC 2018 8).
+ */
+static void
+test_rto_sack_reneging(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_counters k;
+	struct utcp_conn_info ci;
+	struct utcp_conn *c;
+	static char buf[4000];
+
+	new_stack(&cf);
+	c = establish(0, 1, 0);
+	CHECK_EQ(utcp_send(c, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	CHECK_EQ(flush(), 3);			/* 1460 + 1460 + 1080 */
+	now += 10000;
+	peer_sack(c, iss + 1, iss + 1461, iss + 4001);	/* the first is lost */
+	flush();
+	utcp_conn_get_info(c, &ci);
+	tick(ci.rto_us);
+	CHECK_EQ(flush(), 1);			/* the hole only */
+	CHECK_EQ(caps[0].s.seq, iss + 1);
+	CHECK_EQ(caps[0].s.len, 1460);
+	/* reneging: the hole is acked, the SACKed range is not */
+	now += 10000;
+	seg_in(c, UTCP_ACK, pseq, iss + 1461, 5000, NULL, 0, NULL, 0);
+	CHECK_EQ(flush(), 0);			/* it still believes the marks */
+	utcp_conn_get_info(c, &ci);
+	tick(ci.rto_us);
+	CHECK_EQ(flush(), 1);
+	CHECK_EQ(caps[0].s.seq, iss + 1461);	/* forgotten: resent */
+	utcp_stack_counters(st, &k);
+	CHECK_EQ(k.sack_reneged, 1);
+	CHECK_EQ(k.rto_fired, 2);
+	now += 10000;
+	seg_in(c, UTCP_ACK, pseq, iss + 4001, 5000, NULL, 0, NULL, 0);
+	flush();
+	utcp_conn_get_info(c, &ci);
+	CHECK_EQ(ci.snd_queued, 0);
+	utcp_abort(c);
+	flush();
+}
+
 /* Karn: an ACK for retransmitted data gives no RTT sample. */
 static void
 test_karn(void)
@@ -1382,6 +1442,7 @@ main(void)
 	test_old_ack_window();
 	test_rto_backoff_timeout();
 	test_karn();
+	test_rto_sack_reneging();
 	test_icmp();
 	test_unread_close_sends_rst();
 	test_ports();
