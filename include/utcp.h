@@ -120,6 +120,23 @@ struct utcp_conf {
 	 * goes on and reports UNREACHABLE only when its SYN retries run out.
 	 */
 	int icmp_soft_connect;
+	/**
+	 * Black-hole detection (RFC 4821 7.7, Linux tcp_mtu_probing=1): after
+	 * this many RTOs in a row (default 3), a connection lowers its MSS
+	 * to 1024, then to 536: a path that drops large segments without
+	 * the "fragmentation needed" ICMP (a filtering firewall) otherwise
+	 * kills every connection that sends a full segment. no_blackhole
+	 * turns it off.
+	 */
+	uint32_t blackhole_rtos;
+	int no_blackhole;
+	/**
+	 * A path MTU learnt from "fragmentation needed" is kept per remote
+	 * address for this long (default 600 s, Linux mtu_expires), so the
+	 * next connections to it start with it. no_pmtu_cache turns it off.
+	 */
+	uint32_t pmtu_expire_us;
+	int no_pmtu_cache;
 	uint8_t secret[16];		/**< port/ISN key; all zero = random */
 	/** Emit one segment; return 0, or < 0 to stop utcp_output (no buffer). */
 	int (*emit)(void *ctx, const struct utcp_seg_out *seg);
@@ -199,6 +216,8 @@ struct utcp_counters {
 	uint64_t rst_limited;		/**< RSTs not sent to unknown tuples (rst_limit) */
 	uint64_t tw_reused, tw_recycled;	/**< TIME_WAIT reuse (RFC 6191) / pool full */
 	uint64_t icmp_in, pmtu_reductions;
+	uint64_t blackhole_mss_reductions;	/**< MSS lowered after repeated RTOs */
+	uint64_t pmtu_cached;		/**< connections started at a cached path MTU */
 	uint64_t drops[UTCP_DROP_LAST];
 	uint32_t conns_by_state[UTCP_STATE_LAST];	/**< live connection objects */
 	uint32_t tw_records;

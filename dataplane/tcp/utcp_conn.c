@@ -477,11 +477,13 @@ utcp_stack_new(const struct utcp_conf *conf)
 	if (!cf->orphan_timeout_us) cf->orphan_timeout_us = 60000000;
 	if (!cf->oow_ack_interval_us) cf->oow_ack_interval_us = 500000;
 	if (!cf->rst_limit) cf->rst_limit = 1000;
+	if (!cf->blackhole_rtos) cf->blackhole_rtos = 3;
+	if (!cf->pmtu_expire_us) cf->pmtu_expire_us = 600000000;
 	if (cf->port_min > cf->port_max || cf->mss < 88 || cf->cc >= UTCP_CC_LAST ||
 	    cf->rcvbuf > (1u << 30) || cf->sndbuf > (1u << 30) ||
 	    cf->rto_min_us > cf->rto_max_us || cf->max_conns > (1u << 24) ||
 	    cf->syn_retries > UTCP_RETRIES_MAX || cf->data_retries > UTCP_RETRIES_MAX ||
-	    cf->orphan_retries > UTCP_RETRIES_MAX) {
+	    cf->orphan_retries > UTCP_RETRIES_MAX || cf->blackhole_rtos > UTCP_RETRIES_MAX) {
 		free(st);
 		errno = EINVAL;
 		return NULL;

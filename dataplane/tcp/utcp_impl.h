@@ -18,6 +18,7 @@
 #define UTCP_TICK_US 1000u		/* wheel granularity */
 #define UTCP_SACK_BLOCKS 8		/* sender scoreboard ranges */
 #define UTCP_OOO_RANGES 4		/* receiver out-of-order ranges */
+#define UTCP_PMTU_SLOTS 256		/* path MTU cache entries (a few KB) */
 #define UTCP_CTLQ_MIN 256		/* queued stateless segments, at least */
 #define UTCP_MAX_LISTEN 8
 #define UTCP_DUPTHRESH 3
@@ -208,6 +209,13 @@ struct utcp_stack {
 	uint64_t rst_epoch;		/* second of rst_count */
 	uint32_t rst_count;		/* RSTs to unknown tuples sent in it */
 
+	/* path MTUs learnt from ICMP, direct-mapped by remote address */
+	struct utcp_pmtu {
+		uint32_t addr;
+		uint16_t mtu;		/* 0 = empty */
+		uint64_t expires;
+	} pmtu[UTCP_PMTU_SLOTS];
+
 	struct utcp_counters cnt;
 };
 
@@ -284,6 +292,8 @@ bool utcp_sb_next_seg(const struct utcp_scoreboard *sb, uint32_t snd_una,
 uint32_t utcp_sb_pipe(const struct utcp_scoreboard *sb, uint32_t snd_una,
 	uint32_t snd_max, uint32_t mss);
 uint32_t utcp_sb_high(const struct utcp_scoreboard *sb);
+void utcp_pmtu_learn(struct utcp_stack *st, uint32_t addr, uint32_t mtu);
+uint32_t utcp_pmtu_get(struct utcp_stack *st, uint32_t addr);
 uint32_t utcp_sb_next_start(const struct utcp_scoreboard *sb, uint32_t seq);
 uint32_t utcp_sb_sacked_below(const struct utcp_scoreboard *sb, uint32_t seq);
 

@@ -90,6 +90,14 @@ negotiate(struct utcp_conn *c, const struct utcp_seg_in *seg, const struct utcp_
 	uint32_t peer_mss = o->has_mss ? o->mss : 536;
 
 	c->mss = cf->mss < peer_mss ? cf->mss : peer_mss;
+	{
+		uint32_t mtu = utcp_pmtu_get(c->st, c->raddr);
+
+		if (mtu != 0 && mtu - 40u < c->mss) {
+			c->st->cnt.pmtu_cached++;
+			c->mss = mtu - 40u;
+		}
+	}
 	if (c->mss < 64)
 		c->mss = 64;
 	if (o->has_ws && !cf->no_wscale) {
@@ -853,6 +861,39 @@ pmtu_next(uint32_t cur, uint16_t next_hop_mtu)
 	return mtu < UTCP_PMTU_MIN ? UTCP_PMTU_MIN : mtu;
 }
 
+static struct utcp_pmtu *
+pmtu_slot(struct utcp_stack *st, uint32_t addr)
+{
+	return &st->pmtu[(addr * 2654435761u) >> 24 & (UTCP_PMTU_SLOTS - 1)];
+}
+
+void
+utcp_pmtu_learn(struct utcp_stack *st, uint32_t addr, uint32_t mtu)
+{
+	struct utcp_pmtu *p = pmtu_slot(st, addr);
+
+	if (st->conf.no_pmtu_cache)
+		return;
+	/* a newer address takes the slot: the cache is a hint */
+	p->addr = addr;
+	p->mtu = (uint16_t)mtu;
+	p->expires = st->now + st->conf.pmtu_expire_us;
+}
+
+uint32_t
+utcp_pmtu_get(struct utcp_stack *st, uint32_t addr)
+{
+	struct utcp_pmtu *p = pmtu_slot(st, addr);
+
+	if (p->mtu == 0 || p->addr != addr)
+		return 0;
+	if (st->now >= p->expires) {
+		p->mtu = 0;	/* RFC 1191 6.3: try the larger MTU again */
+		return 0;
+	}
+	return p->mtu;
+}
+
 void
 utcp_icmp_input(struct utcp_stack *st, uint8_t type, uint8_t code,
 	uint16_t next_hop_mtu, uint32_t saddr, uint32_t daddr,
@@ -873,6 +914,7 @@ utcp_icmp_input(struct utcp_stack *st, uint8_t type, uint8_t code,
 
 		if (mss < c->mss) {
 			st->cnt.pmtu_reductions++;
+			utcp_pmtu_learn(st, c->raddr, mss + 40u);
 			c->mss = mss;
 			if (c->cwnd < c->mss)
 				c->cwnd = c->mss;

@@ -155,6 +155,16 @@ fire_rto(struct utcp_conn *c)
 		return;
 	}
 	st->cnt.rto_fired++;
+	/*
+	 * Black hole (RFC 4821 7.7): RTOs in a row while full segments are
+	 * outstanding. A path that drops big segments without an ICMP looks
+	 * exactly like this; smaller segments cost little if it is not one.
+	 */
+	if (!st->conf.no_blackhole && c->retries >= st->conf.blackhole_rtos &&
+	    c->mss > 536 && c->snd_max - c->snd_una >= c->mss - 40u) {
+		c->mss = c->mss > 1024 ? 1024 : 536;
+		st->cnt.blackhole_mss_reductions++;
+	}
 	utcp_cc_on_rto(c);
 	/*
 	 * Go back N over what the peer has not SACKed (RFC 6675 5.1, and

@@ -1253,6 +1253,56 @@ test_rto_sack_reneging(void)
 	flush();
 }
 
+/*
+ * A path MTU learnt from "fragmentation needed" is kept per remote
+ * address: the next connection to it starts there; after pmtu_expire_us
+ * the larger MTU is tried again; no_pmtu_cache keeps nothing.
+ */
+static void
+test_pmtu_cache(void)
+{
+	struct utcp_conf cf = base_conf();
+	struct utcp_counters k;
+	struct utcp_conn *a, *b;
+	static uint8_t data[4000];
+
+	cf.pmtu_expire_us = 10000000;
+	new_stack(&cf);
+	a = establish(0, 1, 1);
+	CHECK_EQ(a->mss, 1460);
+	CHECK_EQ(utcp_send(a, data, sizeof(data)), 4000);
+	flush();
+	utcp_icmp_input(st, 3, 4, 1200, a->laddr, RADDR, a->lport, RPORT, iss + 1, now);
+	CHECK_EQ(a->mss, 1160);
+	utcp_abort(a);
+	flush();
+	b = establish(0, 1, 1);			/* same remote, peer offers 1460 */
+	CHECK_EQ(b->mss, 1160);
+	utcp_stack_counters(st, &k);
+	CHECK_EQ(k.pmtu_cached, 1);
+	utcp_abort(b);
+	flush();
+	tick(10000000);				/* expired: 1500 again */
+	b = establish(0, 1, 1);
+	CHECK_EQ(b->mss, 1460);
+	utcp_abort(b);
+	flush();
+
+	cf.no_pmtu_cache = 1;
+	new_stack(&cf);
+	a = establish(0, 1, 1);
+	CHECK_EQ(utcp_send(a, data, sizeof(data)), 4000);
+	flush();
+	utcp_icmp_input(st, 3, 4, 1200, a->laddr, RADDR, a->lport, RPORT, iss + 1, now);
+	CHECK_EQ(a->mss, 1160);
+	utcp_abort(a);
+	flush();
+	b = establish(0, 1, 1);
+	CHECK_EQ(b->mss, 1460);
+	utcp_abort(b);
+	flush();
+}
+
 /* Karn: an ACK for retransmitted data gives no RTT sample. */
 static void
 test_karn(void)
@@ -1443,6 +1493,7 @@ main(void)
 	test_rto_backoff_timeout();
 	test_karn();
 	test_rto_sack_reneging();
+	test_pmtu_cache();
 	test_icmp();
 	test_unread_close_sends_rst();
 	test_ports();

@@ -634,6 +634,66 @@ test_short_flow_loss(void)
 	}
 }
 
+/* ---- a path that drops big segments and sends no ICMP ---- */
+
+static int
+blackhole_filter(struct sim *s, int from, const struct utcp_seg_out *o)
+{
+	(void)s;
+	return !(from == 0 && o->len > 1000);
+}
+
+/*
+ * 64 KiB through a path that silently drops segments of more than 1,000
+ * bytes of payload (a firewall that eats "fragmentation needed"): after
+ * blackhole_rtos RTOs the sender falls to MSS 1024 (still too big with
+ * timestamps), then 536, and the transfer completes. Without detection
+ * it times out.
+ */
+static void
+test_blackhole(void)
+{
+	for (int off = 0; off <= 1; off++) {
+		struct sim s;
+		struct short_app a = { 0 };
+		struct utcp_conf cc = { 0 }, sc = { 0 };
+		struct utcp_counters k;
+		int ok;
+
+		sim_init(&s, 11);
+		s.delay_us = 20000;
+		s.app = short_app_fn;
+		s.app_ctx = &a;
+		s.filter = blackhole_filter;
+		sa_cur = &a;
+		a.want = 65536;
+		cc.max_conns = sc.max_conns = 4;
+		cc.data_retries = 6;
+		cc.no_blackhole = off;
+		make_pair(&s, &cc, &sc);
+		CHECK(utcp_connect(s.st[0], 0, SRV_ADDR, SRV_PORT, NULL) != NULL);
+		ok = sim_run(&s, short_done, s.now + 120000000, 1000000);
+		utcp_stack_counters(s.st[0], &k);
+		printf("black hole, detection %s: %s after %.1f s, %zu of %zu bytes, rto %llu, "
+			"mss reductions %llu\n", off ? "off" : "on", ok ? "done" : "not done",
+			(s.now - a.t_sent) / 1e6, a.rcvd, a.want, (unsigned long long)k.rto_fired,
+			(unsigned long long)k.blackhole_mss_reductions);
+		if (!off) {
+			CHECK(ok);
+			CHECK_EQ(a.rcvd, a.want);
+			CHECK_EQ(k.blackhole_mss_reductions, 2);
+			CHECK_EQ(k.rto_fired, 4);	/* 3, then one more at 1024 */
+		} else {
+			CHECK(!ok);
+			CHECK(a.rcvd < a.want);
+			CHECK_EQ(k.blackhole_mss_reductions, 0);
+		}
+		utcp_stack_free(s.st[0]);
+		utcp_stack_free(s.st[1]);
+		sim_fini(&s);
+	}
+}
+
 /* ---- concurrent echoes under heavy loss: every flight has a timer ---- */
 
 #define ECHO_CONNS 40
@@ -1342,6 +1402,8 @@ main(int argc, char **argv)
 		test_short_flow_loss();
 	if (!only || !strcmp(only, "rtosack"))
 		test_rto_keeps_sack();
+	if (!only || !strcmp(only, "blackhole"))
+		test_blackhole();
 	if (!only || !strcmp(only, "echo"))
 		test_echo_loss();
 	if (!only || !strcmp(only, "tail"))
