@@ -244,8 +244,8 @@ finish_mx(struct dane_q *q, int err, struct ub_result *r)
 	res.mx = mx;
 	res.sec = classify(dane, q, err, r, res.error, sizeof(res.error));
 	canon_of(err ? NULL : r, q->qname, &res.cname, res.canon, sizeof(res.canon));
+	res.rcode = err ? 0 : r->rcode;
 	if (res.sec == CTL_DANE_SECURE || res.sec == CTL_DANE_INSECURE) {
-		res.rcode = r->rcode;
 		res.nxdomain = r->rcode == RCODE_NXDOMAIN;
 		res.ttl_s = r->ttl > 0 ? (uint32_t)r->ttl : 0;
 		for (i = 0; r->havedata && r->data[i] != NULL; i++) {
@@ -319,8 +319,8 @@ finish_tlsa(struct dane_q *q, int err, struct ub_result *r)
 	snprintf(res.qname, sizeof(res.qname), "%s", q->qname);
 	res.sec = classify(dane, q, err, r, res.error, sizeof(res.error));
 	canon_of(err ? NULL : r, q->qname, &res.cname, res.canon, sizeof(res.canon));
+	res.rcode = err ? 0 : r->rcode;
 	if (res.sec == CTL_DANE_SECURE || res.sec == CTL_DANE_INSECURE) {
-		res.rcode = r->rcode;
 		res.ttl_s = r->ttl > 0 ? (uint32_t)r->ttl : 0;
 		for (i = 0; r->havedata && r->data[i] != NULL; i++) {
 			const uint8_t *d = (const uint8_t *)r->data[i];

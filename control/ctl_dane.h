@@ -88,7 +88,7 @@ struct ctl_dane_mx {
 struct ctl_dane_mx_result {
 	enum ctl_dane_sec sec;
 	const char *domain;       /**< as asked, lower case */
-	int rcode;                /**< DNS rcode of the answer (0, 3 = NXDOMAIN, ...) */
+	int rcode;                /**< DNS rcode of the answer (0, 3 = NXDOMAIN, 2 = SERVFAIL); 0 when none came */
 	int nxdomain;             /**< the domain does not exist */
 	int null_mx;              /**< a single MX "." (RFC 7505) */
 	int cname;                /**< the answer came through a CNAME */
@@ -141,7 +141,9 @@ struct ctl_dane_conf {
 	const char *ta;
 	const char *root_key_file; /**< NULL = CTL_DANE_ROOT_KEY_DEFAULT */
 	/** extra unbound options, "name: value" separated by ';', e.g.
-	 *  "local-zone: test. nodefault" (unbound answers test. itself) */
+	 *  "local-zone: test. transparent" (libunbound answers RFC 6761's
+	 *  test. itself, NXDOMAIN; "nodefault" does not undo that through
+	 *  ub_ctx_set_option in unbound 1.17, "transparent" does) */
 	const char *options;
 	int timeout_ms;           /**< per lookup, ours; 0 = default */
 	/** Monotonic clock in ms for deadlines; NULL = CLOCK_MONOTONIC. */

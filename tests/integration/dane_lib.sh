@@ -25,8 +25,10 @@
 # $DANE_SPKI_SHA256 (hex SHA-256 of its SubjectPublicKeyInfo),
 # $DANE_CERT_SHA512 (hex SHA-512 of the whole DER certificate).
 # nsd and the unbounds are in MP_PIDS (stopped by lib.sh on exit).
-# "test." is one of the names unbound answers itself (RFC 6761): both our
-# unbounds and every libunbound client need local-zone "test." nodefault.
+# "test." is one of the names unbound answers itself (RFC 6761): our
+# unbounds say local-zone "test." nodefault; a libunbound client needs
+# the option "local-zone: test. transparent" (nodefault, set through
+# ub_ctx_set_option, leaves the default in place in unbound 1.17).
 
 dane_rig_start() {
 	local ns=$1 d=$MP_TMP/dane k kb kb2 spki c512
@@ -215,5 +217,24 @@ s.settimeout(1)
 s.sendto(q, ("127.0.0.1", port))
 r = s.recv(4096)
 sys.exit(0 if (r[3] & 0x0f) == 0 and struct.unpack(">H", r[6:8])[0] > 0 else 1)
+PY
+}
+
+# dane_ad NS PORT NAME TYPE: print the AD bit (0 or 1) of the answer the
+# server at 127.0.0.1@PORT in NS gives to a DO query for NAME/TYPE.
+dane_ad() {
+	ip netns exec "$1" python3 - "$2" "$3" "$4" <<'PY'
+import socket, struct, sys
+port, name, qtype = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+# RD and AD set (RFC 6840 5.7: AD in a query asks for the AD bit back)
+q = struct.pack(">HHHHHH", 0x4d51, 0x0120, 1, 0, 0, 1)
+q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+q += struct.pack(">HH", qtype, 1)
+q += b"\0" + struct.pack(">HHIH", 41, 1232, 0x8000, 0)  # OPT, DO
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(q, ("127.0.0.1", port))
+r = s.recv(4096)
+print((r[3] >> 5) & 1)
 PY
 }
