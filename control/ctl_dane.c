@@ -728,8 +728,9 @@ ctl_dane_process(struct ctl_dane *dane)
 	if (!ctl_dane_enabled(dane))
 		return 0;
 	dane->ran = 0;
-	if (dane->pending != NULL && (e = ub_poll(dane->ctx)) != 0 &&
-	    (e = ub_process(dane->ctx)) != 0) {
+	/* even with nothing pending: the answer to a lookup we cancelled
+	 * may sit on the fd, which would stay readable until read */
+	if (ub_poll(dane->ctx) && (e = ub_process(dane->ctx)) != 0) {
 		MP_LOG(MP_LOG_ERR, COMP, "event=process_failed err=\"%s\"", ub_strerror(e));
 		return -EIO;
 	}
