@@ -207,7 +207,9 @@ int ctl_dane_timeout_ms(const struct ctl_dane *dane);
 int ctl_dane_process(struct ctl_dane *dane);
 
 /** poll() the descriptor up to @p timeout_ms (-1 = until the nearest
- *  deadline), then ctl_dane_process(). @return as ctl_dane_process() */
+ *  deadline; never past it), then ctl_dane_process(). Returns 0 at once
+ *  when nothing is pending. @return as ctl_dane_process(), or -errno
+ *  from poll() */
 int ctl_dane_poll(struct ctl_dane *dane, int timeout_ms);
 
 void ctl_dane_stats_get(const struct ctl_dane *dane, struct ctl_dane_stats *st);
