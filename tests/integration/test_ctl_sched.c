@@ -1798,6 +1798,58 @@ test_many_merge_fields(void)
 	rig_free(&g);
 }
 
+/* XGROUP CREATE calls so far (INFO commandstats). */
+static long long
+xgroup_calls(void)
+{
+	redisReply *r = redisCommand(rc, "INFO commandstats");
+	const char *p;
+	long long n = 0;
+
+	if (r != NULL && r->type == REDIS_REPLY_STRING &&
+	    (p = strstr(r->str, "cmdstat_xgroup|create:calls=")) != NULL)
+		n = strtoll(p + strlen("cmdstat_xgroup|create:calls="), NULL, 10);
+	freeReplyObject(r);
+	return n;
+}
+
+/*
+ * A campaign listed in NS active whose jobs stream is absent (expired, or
+ * not written yet): XGROUP CREATE is tried again at the pace of the
+ * reads (about 5 a second here), not at every pass of the scheduler, and
+ * when the stream appears its entries are read.
+ */
+static void
+test_absent_stream(void)
+{
+	struct rig g;
+	long long before, calls;
+
+	cmd("FLUSHALL");
+	if (rig_new(&g, "absent", NULL, 60000) < 0) {
+		CHECK(0);
+		return;
+	}
+	cmd("HSET mp:campaign:ghost id ghost from news@sender.test subject Hi text Hello "
+		"tls_policy opportunistic max_age_s 3600 state running created_ms %" PRIu64
+		" submitted_ms %" PRIu64 " total 1", fake_now, fake_now);
+	cmd("HSET mp:campaign:ghost:counts queued 1");
+	cmd("HSET mp:campaign:ghost:rcpt g1@ok.test {\"state\":\"queued\",\"attempts\":0}");
+	cmd("SADD mp:active ghost");
+	cmd("CONFIG RESETSTAT");
+	before = xgroup_calls();
+	/* 400 passes over 4 s of the scheduler's clock */
+	CHECK_EQ(run_steps(&g, "ghost", 400, 10, 0), -1);
+	calls = xgroup_calls() - before;
+	printf("absent stream: %lld XGROUP CREATE in 400 passes over 4 s\n", calls);
+	CHECK(calls >= 4 && calls <= 40);
+	cmd("XADD mp:campaign:ghost:jobs * campaign ghost domain ok.test attempt 0 "
+		"rcpts [{\"to\":\"g1@ok.test\"}]");
+	CHECK_EQ(run_until_done(&g, "ghost", 3000, 20), 0);
+	CHECK_EQ(count("ghost", "delivered"), 1);
+	rig_free(&g);
+}
+
 /* IDN: bücher.test is xn--bcher-kva.test (IDNA2008); ☃ is not allowed */
 static void
 test_idn_domain(void)
@@ -1921,6 +1973,7 @@ main(int argc, char **argv)
 	test_suppression();
 	test_poison_entries();
 	test_many_merge_fields();
+	test_absent_stream();
 	test_idn_domain();
 	redis_stop();
 	return mp_test_result("ctl_sched_clock");
