@@ -3,8 +3,10 @@
 # cannot attach. Needs ethtool, dpdk-testpmd (package dpdk, for the
 # probe), librte-net-af-xdp23 and libxdp1 (scripts/install-deps).
 #
-#   mp_rig_veth NS DPIF PEERIF [DPNS]
-#       a veth pair: PEERIF in netns NS (the kernel side: give it the
+#   mp_rig_veth NS DPIF PEERIF [DPNS [QUEUES]]
+#       a veth pair (QUEUES rx/tx queues each end, default 1: one per
+#       worker; a one-worker port must not have more, since the peer
+#       spreads flows over them): PEERIF in netns NS (the kernel side: give it the
 #       address), DPIF in DPNS (default NS; DPDK attaches to it, it gets no
 #       address and never forwards). Both up, offloads off on both. Then
 #       probes AF_XDP on DPIF and prints one line to stderr saying which
@@ -27,10 +29,10 @@ MP_LINKS=()	# "NS:IF" veth ends to delete on exit (mp_cleanup)
 : "${LIBXDP_OBJECT_PATH:=/usr/lib/x86_64-linux-gnu/bpf}"
 export LIBXDP_OBJECT_PATH
 
-# mp_rig_probe NS IF: 0 when net_af_xdp starts a port on IF in NS (a
-# short dpdk-testpmd run, under a second); else 1 with MP_RIG_WHY set.
+# mp_rig_probe NS IF QUEUES: 0 when net_af_xdp starts a port on IF in NS
+# (a short dpdk-testpmd run, under a second); else 1 with MP_RIG_WHY set.
 mp_rig_probe() {
-	local ns=$1 ifc=$2 log rc
+	local ns=$1 ifc=$2 q=$3 log rc
 	log=$MP_TMP/rig-probe-$ifc.log
 	if ! command -v dpdk-testpmd >/dev/null; then
 		MP_RIG_WHY="dpdk-testpmd not installed, cannot probe AF_XDP"
@@ -44,8 +46,8 @@ mp_rig_probe() {
 	# makes it stop and close the port, which detaches the XDP program.
 	ip netns exec "$ns" timeout -k 2 20 "$MP_RIG_EXEC" dpdk-testpmd --no-pci --no-huge -m 128 \
 		--lcores 0@0,1@0 --file-prefix "mprp$MP_SUFFIX$ifc" \
-		--vdev "net_af_xdp_p$MP_SUFFIX,iface=$ifc" -- --total-num-mbufs 2048 \
-		--forward-mode=rxonly </dev/null >"$log" 2>&1
+		--vdev "net_af_xdp_p$MP_SUFFIX,iface=$ifc,queue_count=$q" -- --total-num-mbufs 4096 \
+		--rxq="$q" --txq="$q" --forward-mode=rxonly </dev/null >"$log" 2>&1
 	rc=$?
 	# libxdp may say it fell back to one program without its dispatcher
 	# (freplace not allowed here): AF_XDP works all the same.
@@ -55,13 +57,16 @@ mp_rig_probe() {
 		grep -q "without dispatcher" "$log" && MP_RIG_NOTE=" (libxdp: one program, no dispatcher)"
 		return 0
 	fi
-	MP_RIG_WHY="AF_XDP did not attach to $ifc (dpdk-testpmd exit $rc: $(grep -iE 'fail|error|cause' "$log" | tail -2 | tr '\n' ' '))"
+	MP_RIG_WHY="AF_XDP did not attach to $ifc, $q queue(s) (dpdk-testpmd exit $rc: $(
+		grep -E '^[a-z_]+\(\): ' "$log" | grep -vE 'Initializing|Removing|Closing|Zero copy' |
+		head -1))"
 	return 1
 }
 
 mp_rig_veth() {
-	local ns=$1 dpif=$2 peerif=$3 dpns=${4:-$1} i ns_i
-	ip link add "$dpif" netns "$dpns" type veth peer name "$peerif" netns "$ns" ||
+	local ns=$1 dpif=$2 peerif=$3 dpns=${4:-$1} q=${5:-1} i ns_i
+	ip link add "$dpif" netns "$dpns" numtxqueues "$q" numrxqueues "$q" type veth \
+		peer name "$peerif" netns "$ns" numtxqueues "$q" numrxqueues "$q" ||
 		mp_fail "cannot create veth $dpif/$peerif"
 	MP_LINKS+=("$ns:$peerif")
 	ip -n "$dpns" link set "$dpif" up
@@ -75,15 +80,15 @@ mp_rig_veth() {
 		ip netns exec "$ns_i" ethtool -K "${i#*:}" tx off rx off tso off gso off gro off \
 			>/dev/null 2>&1 || echo "rig: warning: ethtool -K ${i#*:} failed" >&2
 	done
-	MP_RIG_DPIF=$dpif
+	MP_RIG_DPIF=$dpif MP_RIG_QUEUES=$q
 	case ${MP_RIG:-auto} in
 	af_packet)
 		MP_RIG_PMD=net_af_packet MP_RIG_WHY="MP_RIG=af_packet" ;;
 	af_xdp)
-		mp_rig_probe "$dpns" "$dpif" || mp_fail "MP_RIG=af_xdp: $MP_RIG_WHY"
+		mp_rig_probe "$dpns" "$dpif" "$q" || mp_fail "MP_RIG=af_xdp: $MP_RIG_WHY"
 		MP_RIG_PMD=net_af_xdp MP_RIG_WHY="AF_XDP attaches to $dpif$MP_RIG_NOTE" ;;
 	*)
-		if mp_rig_probe "$dpns" "$dpif"; then
+		if mp_rig_probe "$dpns" "$dpif" "$q"; then
 			MP_RIG_PMD=net_af_xdp MP_RIG_WHY="AF_XDP attaches to $dpif$MP_RIG_NOTE"
 		else
 			MP_RIG_PMD=net_af_packet
@@ -94,5 +99,10 @@ mp_rig_veth() {
 }
 
 mp_rig_vdev() {
-	echo "${MP_RIG_PMD}_$1,iface=$MP_RIG_DPIF"
+	local q=
+	if [ "$MP_RIG_QUEUES" -gt 1 ]; then
+		[ "$MP_RIG_PMD" = net_af_xdp ] && q=",queue_count=$MP_RIG_QUEUES" ||
+			q=",qpairs=$MP_RIG_QUEUES"
+	fi
+	echo "${MP_RIG_PMD}_$1,iface=$MP_RIG_DPIF$q"
 }
