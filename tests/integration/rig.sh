@@ -18,7 +18,8 @@
 #   $MP_RIG_EXEC CMD...
 #       run a DPDK program with what AF_XDP wants: LIBXDP_OBJECT_PATH and,
 #       inside a private mount namespace (ip netns exec makes one), a
-#       bpffs on /sys/fs/bpf so libxdp's dispatcher works. Use it after
+#       bpffs on /sys/fs/bpf so libxdp can use its dispatcher (where the
+#       kernel lets it: not on this machine, see README). Use it after
 #       ip netns exec, timeout, taskset: `ip netns exec NS $MP_RIG_EXEC prog`.
 #
 # MP_RIG=af_packet forces the fallback; MP_RIG=af_xdp fails the run
@@ -32,7 +33,7 @@ export LIBXDP_OBJECT_PATH
 # mp_rig_probe NS IF QUEUES: 0 when net_af_xdp starts a port on IF in NS
 # (a short dpdk-testpmd run, under a second); else 1 with MP_RIG_WHY set.
 mp_rig_probe() {
-	local ns=$1 ifc=$2 q=$3 log rc
+	local ns=$1 ifc=$2 q=$3 log rc prefix=mprp$MP_SUFFIX$2
 	log=$MP_TMP/rig-probe-$ifc.log
 	if ! command -v dpdk-testpmd >/dev/null; then
 		MP_RIG_WHY="dpdk-testpmd not installed, cannot probe AF_XDP"
@@ -44,11 +45,14 @@ mp_rig_probe() {
 	fi
 	# Two lcores on one CPU (testpmd wants a forwarding core); stdin at EOF
 	# makes it stop and close the port, which detaches the XDP program.
-	ip netns exec "$ns" timeout -k 2 20 "$MP_RIG_EXEC" dpdk-testpmd --no-pci --no-huge -m 128 \
-		--lcores 0@0,1@0 --file-prefix "mprp$MP_SUFFIX$ifc" \
+	# --no-shconf, and the runtime directory removed after: nothing left
+	# under /var/run/dpdk (--in-memory does not go with --no-huge).
+	ip netns exec "$ns" timeout -k 2 20 "$MP_RIG_EXEC" dpdk-testpmd --no-pci --no-huge -m 128 --no-shconf \
+		--lcores 0@0,1@0 --file-prefix "$prefix" \
 		--vdev "net_af_xdp_p$MP_SUFFIX,iface=$ifc,queue_count=$q" -- --total-num-mbufs 4096 \
 		--rxq="$q" --txq="$q" --forward-mode=rxonly </dev/null >"$log" 2>&1
 	rc=$?
+	rm -rf "/var/run/dpdk/$prefix"
 	# libxdp may say it fell back to one program without its dispatcher
 	# (freplace not allowed here): AF_XDP works all the same.
 	if [ $rc -eq 0 ] && grep -q "^Port 0: " "$log" && grep -q "Press enter to exit" "$log" &&
