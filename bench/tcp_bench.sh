@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# TCP benchmark: the userspace stack (mp-tcpbench on DPDK net_tap, one
-# worker lcore) against Linux kernel sockets (mp-tcpkclient, one epoll
+# TCP benchmark: the userspace stack (mp-tcpbench on DPDK net_af_xdp over
+# a veth with offloads off, net_af_packet where AF_XDP cannot attach: the
+# rig of tests/integration/rig.sh; MP_BENCH_NIC=tap for the old net_tap;
+# one worker lcore) against Linux kernel sockets (mp-tcpkclient, one epoll
 # thread, over a veth from a client namespace), both talking to the SAME
 # mp-tcpserver in a server namespace, in one run:
 #   short connections/s  connect, 100-byte request, 100-byte response, close
@@ -12,7 +14,9 @@
 # own timeout, the whole run stays under 4 minutes.
 #
 # Topology (addresses from the tcpbench ranges):
-#   server ns: tap  198.18.10.1/24 <- mp-tcpbench 198.18.10.2 (DPDK, net_tap)
+#   server ns: veth 198.18.10.1/24 <- dp ns: mp-tcpbench 198.18.10.2 (DPDK on
+#              the veth's other end; with MP_BENCH_NIC=tap a tap in the
+#              server ns, mp-tcpbench in the server ns)
 #              veth 198.18.11.1/24 <- client ns 198.18.11.2 (mp-tcpkclient)
 # Pinning on a 2-core machine: the server on CPU 0, each client (every
 # thread of mp-tcpbench, or the kernel client's one thread) on CPU 1.
@@ -38,6 +42,8 @@ LOAD_START=$(cut -d" " -f1 /proc/loadavg)
 
 NS_S=mptbs$MP_SUFFIX
 NS_C=mptbc$MP_SUFFIX
+NS_D=mptbd$MP_SUFFIX
+NIC=${MP_BENCH_NIC:-rig}
 TAP=mptbt$MP_SUFFIX
 VS=mptbvs$MP_SUFFIX
 VC=mptbvc$MP_SUFFIX
@@ -57,9 +63,17 @@ LCORES=0@$CLI_CPU,1@$CLI_CPU
 
 mp_netns "$NS_S"
 mp_netns "$NS_C"
-ip netns exec "$NS_S" ip tuntap add dev "$TAP" mode tap multi_queue
-ip netns exec "$NS_S" ip addr add $TAP_IP/24 dev "$TAP"
-ip netns exec "$NS_S" ip link set "$TAP" up
+if [ "$NIC" = tap ]; then
+	ip netns exec "$NS_S" ip tuntap add dev "$TAP" mode tap multi_queue
+	ip netns exec "$NS_S" ip addr add $TAP_IP/24 dev "$TAP"
+	ip netns exec "$NS_S" ip link set "$TAP" up
+	DP_NS=$NS_S VDEV="net_tap_b$MP_SUFFIX,iface=$TAP" NIC_NAME="net_tap"
+else
+	mp_netns "$NS_D"
+	mp_rig_veth "$NS_S" "mptbd$MP_SUFFIX" "$TAP" "$NS_D"
+	ip netns exec "$NS_S" ip addr add $TAP_IP/24 dev "$TAP"
+	DP_NS=$NS_D VDEV=$(mp_rig_vdev "b$MP_SUFFIX") NIC_NAME="$MP_RIG_PMD on a veth (offloads off)"
+fi
 ip link add "$VS" netns "$NS_S" type veth peer name "$VC" netns "$NS_C" ||
 	mp_fail "cannot create the veth pair"
 ip netns exec "$NS_S" ip addr add $VS_IP/24 dev "$VS"
@@ -103,8 +117,8 @@ one() {
 	out="$MP_TMP/$name.$round.json"
 	t0=$(srv_ticks)
 	if [ "$side" = mp ]; then
-		ip netns exec "$NS_S" timeout -k 5 $((RUN_TIMEOUT + 15)) taskset -c $CLI_CPU "$BENCH" \
-			--vdev "net_tap_b$MP_SUFFIX,iface=$TAP" --ip $DP_IP/24 \
+		ip netns exec "$DP_NS" timeout -k 5 $((RUN_TIMEOUT + 15)) taskset -c $CLI_CPU \
+			"$MP_RIG_EXEC" "$BENCH" --vdev "$VDEV" --ip $DP_IP/24 \
 			--file-prefix "mptb$MP_SUFFIX" --garp 0 --lcores $LCORES --await-neighbour \
 			--timeout "$RUN_TIMEOUT" "$@" >"$out.raw" 2>"$MP_TMP/$name.$round.log"
 	else
@@ -134,7 +148,7 @@ PY
 		mp_fail "$name round $round: $(tail -c 600 "$out.raw")"
 }
 
-echo "tcp bench: $(nproc) cores, net_tap vs veth, up to $ROUNDS rounds" >&2
+echo "tcp bench: $(nproc) cores, mailpump on $NIC_NAME vs kernel on a veth, up to $ROUNDS rounds" >&2
 done_rounds=0
 for round in $(seq "$ROUNDS"); do
 	one mp mp_rr --peer $TAP_IP:7 --mode echo --bytes 100 --conns "$RR_CONNS" \
@@ -163,10 +177,10 @@ mkdir -p "$RESULTS" || mp_fail "cannot create $RESULTS"
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 python3 - "$MP_TMP" "$done_rounds" "$RESULTS/tcp-$STAMP" "$(nproc)" \
 	"$(lscpu | sed -n 's/^Model name: *//p' | head -1)" "$(uname -r)" \
-	"$LOAD_START" "$(cut -d' ' -f1 /proc/loadavg)" <<'PY' || mp_fail "report"
+	"$LOAD_START" "$(cut -d' ' -f1 /proc/loadavg)" "$NIC_NAME" <<'PY' || mp_fail "report"
 import json, statistics, sys, time
 tmp, rounds = sys.argv[1], int(sys.argv[2])
-base, ncpu, model, kernel, load0, load1 = sys.argv[3:]
+base, ncpu, model, kernel, load0, load1, nic = sys.argv[3:]
 
 def load(name):
     return [json.load(open("%s/%s.%d.json" % (tmp, name, r))) for r in range(1, rounds + 1)]
@@ -182,14 +196,14 @@ def med(xs):
 res = {"bench": "tcp", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
        "machine": {"cpus": int(ncpu), "model": model, "kernel": kernel,
                    "loadavg_start": float(load0), "loadavg_end": float(load1),
-                   "mailpump_nic": "net_tap (DPDK 22.11, --no-pci)", "kernel_nic": "veth"},
+                   "mailpump_nic": "%s (DPDK 22.11, --no-pci)" % nic, "kernel_nic": "veth"},
        "rounds": rounds}
 md = ["## TCP benchmark, %s" % res["date"], "",
       "Machine: %s CPUs (%s), Linux %s, load average %s at the start, %s at the end. "
-      "mailpump: mp-tcpbench on DPDK net_tap, one worker lcore; kernel: mp-tcpkclient, one "
+      "mailpump: mp-tcpbench on DPDK %s, one worker lcore; kernel: mp-tcpkclient, one "
       "epoll thread, over a veth from another namespace; both against the same mp-tcpserver "
       "(one thread per port, kernel sockets). Server on CPU 0, client on CPU 1. Each figure "
-      "is the median over %d alternating rounds (a ratio: the median of the rounds' ratios)." % (ncpu, model, kernel, load0, load1, rounds),
+      "is the median over %d alternating rounds (a ratio: the median of the rounds' ratios)." % (ncpu, model, kernel, load0, load1, nic, rounds),
       "", "| | mailpump | kernel | mailpump/kernel |", "|---|---:|---:|---:|"]
 
 def row(label, a, b, fmt, ratio=True):

@@ -136,6 +136,17 @@ ip -n "$SNS" link set "tbs$MP_SUFFIX" up
 ip netns exec "$CNS" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1
 ip netns exec "$SNS" sysctl -qw net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535
 mp_wait_for 5 ip netns exec "$CNS" ping -c1 -W1 "$SINK_IP" || die "veth does not pass traffic"
+# The DPDK contender's port: the veth rig (net_af_xdp, or net_af_packet
+# where AF_XDP cannot attach; the line printed says which), its end in a
+# namespace of its own, the other end in the sink's with the gateway
+# address 198.19.51.1; made before any clock starts.
+DNS=mptb-d$MP_SUFFIX
+if [[ ,$CONTENDERS, == *,dpdk,* ]]; then
+	mp_netns "$DNS"
+	mp_rig_veth "$SNS" "tbd$MP_SUFFIX" "tbt$MP_SUFFIX" "$DNS"
+	ip -n "$SNS" addr add 198.19.51.1/24 dev "tbt$MP_SUFFIX"
+	DP_VDEV=$(mp_rig_vdev 0)
+fi
 
 # --- certificates and messages --------------------------------------------
 CERTS=$MP_TMP/certs
@@ -349,36 +360,23 @@ c_postfix() {
 
 # DPDK slot: mailpump on DPDK, one worker lcore (mp-dpsend, built by
 # another branch: same CLI and JSON as mp-smtpsend plus the dataplane
-# options). It runs inside the sink's namespace so its net_tap interface
-# appears there; the bench gives that interface 198.19.51.1/24 and the
-# sender 198.19.51.2/24 with that gateway. Until the binary exists the row
-# says so and nothing is measured.
+# options). It runs in its own namespace on the rig's veth (above), as
+# 198.19.51.2/24 with the sink namespace's 198.19.51.1 as its gateway.
+# Until the binary exists the row says so and nothing is measured.
 c_dpdk() {
 	if [ ! -x "$DPSEND" ]; then
 		run_meta dpdk "$SC_S" status="not built yet" note="$DPSEND does not exist"
 		return
 	fi
-	local tap=tbt$MP_SUFFIX
-	(
-		for _ in $(seq 200); do
-			ip -n "$SNS" link show "$tap" >/dev/null 2>&1 && break
-			sleep 0.05
-		done
-		ip -n "$SNS" addr add 198.19.51.1/24 dev "$tap" 2>/dev/null
-		ip -n "$SNS" link set "$tap" up
-	) &
-	local cfg=$!
-	ip netns exec "$SNS" "$CPURUN" "$RUN/cpu.json" -- "$DPSEND" \
-		--vdev "net_tap0,iface=$tap" --ip 198.19.51.2/24 --gw 198.19.51.1 \
+	ip netns exec "$DNS" "$MP_RIG_EXEC" "$CPURUN" "$RUN/cpu.json" -- "$DPSEND" \
+		--vdev "$DP_VDEV" --ip 198.19.51.2/24 --gw 198.19.51.1 \
 		--lcores "${SINK_CPU:-0},${CLIENT_CPU:-1}" --file-prefix "mptb$MP_SUFFIX" \
 		--server "$SINK_NAME:25" --connect "$SINK_IP" \
 		--from "$FROM" --helo client.bench.test --rcpt "$RCPT" --message "$MSGS/$SC_MSG.eml" --count "$SC_N" \
 		--sessions "$SC_S" --msgs-per-conn "$SC_MPC" --tls verify --ca "$CERTS/ca.pem" \
 		--quiet --timeout "$TMO" >"$RUN/out.json" 2>"$RUN/err.log"
 	local rc=$?
-	kill "$cfg" 2>/dev/null
-	wait "$cfg" 2>/dev/null
-	run_meta dpdk "$SC_S" exit="$rc" status="$(rc_status $rc)"
+	run_meta dpdk "$SC_S" exit="$rc" status="$(rc_status $rc)" note="$MP_RIG_PMD on a veth"
 }
 
 want_scenario() {

@@ -2,7 +2,7 @@
 # DKIM through the DPDK daemon, checked by opendkim with real DNS lookups:
 # mailpumpctl submits a 1,000-recipient personalised campaign (From
 # sender.test, a merge field in Subject, body and a custom header);
-# mailpump (one DPDK worker lcore on net_tap, userspace TCP, STARTTLS,
+# mailpump (one DPDK worker lcore on the veth rig, userspace TCP, STARTTLS,
 # the [dkim] signer thread) signs every message with RSA-2048 and Ed25519
 # and delivers it to Postfix (daemon_lib.sh). The keys' TXT records, as
 # `mailpumpctl dkim-record -c CONF` prints them, are served by dnsmasq in a

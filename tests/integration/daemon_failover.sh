@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The daemon under trouble, one campaign of 3,000 recipients over three
 # domains, shaped to last long enough to be interrupted (daemon_lib.sh rig:
-# DPDK worker on net_tap, router namespace, real Postfix, real Redis):
+# DPDK worker on the veth rig (net_af_xdp), router namespace, real Postfix, real Redis):
 #  1. kill -9 of daemon A mid-campaign, A started again (same consumer
 #     name: it re-reads its own pending entries at once);
 #  2. redis-server stopped mid-campaign for three seconds and started
 #     again (AOF, same port): the daemon reconnects and goes on;
 #  3. SIGTERM to A mid-campaign: it stops taking batches, lets sessions
 #     finish within its grace, hands the rest back, closes the port and
-#     exits 0; daemon B on another tap and subnet (same Redis) claims the
+#     exits 0; daemon B on another veth and subnet (same Redis) claims the
 #     rest and finishes the campaign.
 # At the end every recipient is in exactly one final state (counters add
 # up, no job or retry left), every recipient has at least one message, the
@@ -75,7 +75,7 @@ kill -KILL "$DM_PID"
 wait "$DM_PID" 2>/dev/null
 AT_KILL=$(final)
 echo "A killed (-9) with $AT_KILL of $N final: $(dm_counts fo)"
-# restarted as soon as the killed process is reaped: its tap queue and
+# restarted as soon as the killed process is reaped: its AF_XDP socket and
 # sockets are gone with it, nothing else has to settle first
 dm_start a "$DM_TAP_A" 198.19.60.2/26 198.19.60.1 "$CONF" --lcores 0,1 --timeout 900s
 A2=$DM_PID

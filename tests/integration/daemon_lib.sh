@@ -4,18 +4,22 @@
 # namespace is never on a daemon's subnet and everything goes through a
 # router:
 #
-#   daemon A: net_tap $DM_TAP_A  198.19.60.2/26   gw 198.19.60.1  (router)
-#   daemon B: net_tap $DM_TAP_B  198.19.60.66/26  gw 198.19.60.65 (router)
+#   daemon A: veth $DM_DP_A  198.19.60.2/26   gw 198.19.60.1 on $DM_TAP_A (router)
+#   daemon B: veth $DM_DP_B  198.19.60.66/26  gw 198.19.60.65 on $DM_TAP_B (router)
 #   router  <-veth->  Postfix netns 198.19.60.128/25 (router .129,
 #                     listeners .140 good STARTTLS, .141 no STARTTLS,
 #                     .142 TLS 1.0 only, .143 slow: see dm_slow_server)
 #
-# The router namespace ($DM_RNS) holds the taps' kernel sides, forwards
-# (ip_forward=1) and, on its loopback, redis-server; the daemons run in it
-# (net_tap attaches to a tap of the namespace it runs in) but their SMTP
-# traffic only ever leaves through their DPDK port.
+# Each daemon's port is the veth rig of lib.sh (mp_rig_veth: net_af_xdp,
+# or net_af_packet where AF_XDP cannot attach): both ends of each pair are
+# in the router namespace ($DM_RNS), the daemon attaches to $DM_DP_x (no
+# address, no forwarding), the gateway address is on $DM_TAP_x (the names
+# are the old taps'). The router forwards (ip_forward=1) and holds
+# redis-server on its loopback; the daemons run in it (for Redis and DNS)
+# but their SMTP traffic only ever leaves through their DPDK port.
 #
-#   dm_setup                 namespaces, taps, veth, routes, Postfix (unless
+#   dm_setup                 namespaces, the daemons' veths, the Postfix
+#                            veth, routes, Postfix (unless
 #                            DM_NO_POSTFIX is set), Redis
 #   dm_conf FILE [KEY=V...]  write a daemon configuration (extra lines appended)
 #   dm_start NAME TAP IP GW CONF [ARGS...]   a daemon in the background: DM_PID
@@ -27,6 +31,8 @@ DM_RNS=mpdr$MP_SUFFIX
 DM_SNS=mpds$MP_SUFFIX
 DM_TAP_A=mpta$MP_SUFFIX
 DM_TAP_B=mptb$MP_SUFFIX
+DM_DP_A=mpxa$MP_SUFFIX
+DM_DP_B=mpxb$MP_SUFFIX
 DM_D=$MP_TMP/pf
 DM_HUGE=${MP_DP_HUGE:-auto}
 
@@ -51,12 +57,11 @@ dm_setup() {
 	mp_netns "$DM_RNS"
 	mp_netns "$DM_SNS"
 	ip netns exec "$DM_RNS" sysctl -qw net.ipv4.ip_forward=1
-	for t in "$DM_TAP_A:198.19.60.1/26" "$DM_TAP_B:198.19.60.65/26"; do
-		ip netns exec "$DM_RNS" ip tuntap add dev "${t%%:*}" mode tap multi_queue ||
-			mp_fail "tap"
-		ip netns exec "$DM_RNS" ip addr add "${t#*:}" dev "${t%%:*}"
-		ip netns exec "$DM_RNS" ip link set "${t%%:*}" up
-	done
+	# after ip_forward=1: the rig turns forwarding off on the daemon's end
+	mp_rig_veth "$DM_RNS" "$DM_DP_A" "$DM_TAP_A"
+	ip -n "$DM_RNS" addr add 198.19.60.1/26 dev "$DM_TAP_A"
+	mp_rig_veth "$DM_RNS" "$DM_DP_B" "$DM_TAP_B"
+	ip -n "$DM_RNS" addr add 198.19.60.65/26 dev "$DM_TAP_B"
 	PF_CLIENT_IF=mprv$MP_SUFFIX
 	PF_SERVER_IF=mpsv$MP_SUFFIX
 	ip link add "$PF_CLIENT_IF" netns "$DM_RNS" type veth peer name "$PF_SERVER_IF" \
@@ -127,12 +132,18 @@ EOF
 	for l in "$@"; do echo "$l" >>"$f"; done
 }
 
-# dm_start NAME TAP IP/LEN GW CONF [ARGS...]: run a daemon; DM_PID.
+# dm_start NAME TAP IP/LEN GW CONF [ARGS...]: run a daemon on the veth
+# whose gateway end is TAP ($DM_TAP_A or $DM_TAP_B); DM_PID.
 dm_start() {
-	local name=$1 tap=$2 ip=$3 gw=$4 conf=$5
+	local name=$1 tap=$2 ip=$3 gw=$4 conf=$5 dpif
 	shift 5
-	ip netns exec "$DM_RNS" "$DM_MAILPUMP" --config "$conf" \
-		--vdev "net_tap_$name$MP_SUFFIX,iface=$tap" --ip "$ip" --gw "$gw" \
+	case $tap in
+	"$DM_TAP_A") dpif=$DM_DP_A ;;
+	"$DM_TAP_B") dpif=$DM_DP_B ;;
+	*) mp_fail "dm_start: no veth with gateway end $tap" ;;
+	esac
+	ip netns exec "$DM_RNS" "$MP_RIG_EXEC" "$DM_MAILPUMP" --config "$conf" \
+		--vdev "${MP_RIG_PMD}_$name$MP_SUFFIX,iface=$dpif" --ip "$ip" --gw "$gw" \
 		--file-prefix "mpd$name$MP_SUFFIX" --consumer "$name" \
 		--daemon-stats "$MP_TMP/$name.stats.json" "$@" \
 		>"$MP_TMP/$name.out" 2>"$MP_TMP/$name.log" &

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The daemon end to end: mailpumpctl submits one campaign of 10,000
 # recipients over ten domains into redis-server; mailpump (control plane
-# on the main lcore, one DPDK worker lcore on net_tap, userspace TCP, TLS,
+# on the main lcore, one DPDK worker lcore on the veth rig, userspace TCP, TLS,
 # SMTP) delivers it through a router namespace to a real Postfix whose
 # namespace is on another subnet (daemon_lib.sh). What it proves:
 #  - a bad configuration is refused before the NIC is touched, with one

@@ -40,6 +40,11 @@ MP_DEMO_RCPTS=500 MP_DEMO_MAX_AGE=6 MP_DEMO_BUILD=$BUILD timeout 240 "$DEMO" >"$
 rc=$?
 [ $rc -eq 0 ] || { tail -40 "$out"; mp_fail "demo exited $rc"; }
 grep -q '^demo: ok$' "$out" || mp_fail "no 'demo: ok'"
+# the rig says which PMD the dataplane got, and the port came up on it
+rig=$(grep -oE '^rig: net_af_(xdp|packet) ' "$out" | head -1 | cut -d' ' -f2)
+[ -n "$rig" ] || mp_fail "no 'rig:' line naming net_af_xdp or net_af_packet"
+grep -qE "^dp: port=${rig}_demo[0-9]+ driver=$rig " "$out" || mp_fail "the dataplane port is not on $rig"
+echo "info: demo rig: $(grep -E '^rig: ' "$out" | head -1)"
 row() { grep -E "^  $1 " "$out" | head -1; }
 expect() { # DOMAIN POLICY RCPTS DELIVERED BOUNCED FAILED MAILDIR NOTE
 	local r

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The dataplane answers ARP and ping from the kernel side, with one worker
-# and with two (software-shared neighbour state), on net_tap and on
-# net_af_packet over a veth; malformed frames only move drop counters;
+# and with two (software-shared neighbour state), on net_tap, on
+# net_af_packet over a veth, and on the veth rig (lib.sh mp_rig_veth:
+# net_af_xdp, or net_af_packet where AF_XDP cannot attach); malformed frames only move drop counters;
 # an idle worker does not spin its core; SIGTERM exits cleanly, leaving no
 # hugepage file behind.
 #
@@ -23,7 +24,7 @@ stats_ge() { [ "$(stats "$1" 2>/dev/null)" -ge "$2" ] 2>/dev/null; }
 start_dp() {
 	local ns=$1 vdev=$2 lcores=$3
 	rm -f "$MP_TMP/stats.json"
-	ip netns exec "$ns" "$MAILPUMP" --vdev "$vdev" --ip $DP_IP/24 --gw $K_IP \
+	ip netns exec "$ns" ${DP_WRAP:+"$DP_WRAP"} "$MAILPUMP" --vdev "$vdev" --ip $DP_IP/24 --gw $K_IP \
 		--lcores "$lcores" --file-prefix "mp$ns" --stats-file "$MP_TMP/stats.json" \
 		--stats-interval 200 --ping-gw 5 >"$MP_TMP/dp-$ns.log" 2>&1 &
 	DP_PID=$!
@@ -127,5 +128,16 @@ ip netns exec "$NS3" ip link set "mpb$MP_SUFFIX" up
 start_dp "$NS3" "net_af_packet_$MP_SUFFIX,iface=mpa$MP_SUFFIX" "0,1"
 ping_ok "$NS3" 100
 stop_dp "$NS3"
+
+# --- the veth rig (net_af_xdp where it attaches) ----------------------------
+NS4=mprig$MP_SUFFIX
+mp_netns "$NS4"
+mp_rig_veth "$NS4" "mpx$MP_SUFFIX" "mpy$MP_SUFFIX"
+ip netns exec "$NS4" ip addr add $K_IP/24 dev "mpy$MP_SUFFIX"
+DP_WRAP=$MP_RIG_EXEC start_dp "$NS4" "$(mp_rig_vdev "r$MP_SUFFIX")" "0,1"
+grep -q "driver=$MP_RIG_PMD " "$MP_TMP/dp-$NS4.log" || mp_fail "rig: port not on $MP_RIG_PMD"
+ping_ok "$NS4" 100
+mp_wait_for 20 stats_ge 'j["icmp_echo_reply_tx"]' 100 || mp_fail "rig: echo replies not counted"
+stop_dp "$NS4"
 
 echo "dp_ping_tap: all checks passed"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # mp-dpsend (SMTP sessions on a DPDK worker over the userspace TCP stack,
-# net_tap --no-pci) against real Postfix smtpd in a netns (postfix.sh
-# harness): the tap's kernel side lives in the Postfix namespace, the
-# listener addresses are on the tap.
+# --no-pci) against real Postfix smtpd in a netns (postfix.sh harness), on
+# the veth rig (lib.sh mp_rig_veth: net_af_xdp, or net_af_packet where
+# AF_XDP cannot attach): mp-dpsend runs in a namespace of its own on one
+# end, the other end lives in the Postfix namespace and carries the
+# listener addresses.
 #  - 500 messages over 20 sessions under "verify": every recipient
 #    delivered exactly once, byte-exact (dot-stuffing traps), every JSON
 #    TLS record TLSv1.3 verify ok; the summary carries the worker's busy
@@ -34,15 +36,16 @@ SEND=$1
 [ -x "$SEND" ] || mp_fail "mp-dpsend not found: $SEND"
 
 SNS=mpdps$MP_SUFFIX
+DNS=mpdpd$MP_SUFFIX
 IF=mpd$MP_SUFFIX
 DP_IP=198.19.50.2
 D=$MP_TMP/pf
 mp_netns "$SNS"
-# A persistent tap in the Postfix namespace: net_tap attaches to it, its
-# kernel side is where smtpd listens.
-ip netns exec "$SNS" ip tuntap add dev "$IF" mode tap multi_queue || mp_fail "tap"
+mp_netns "$DNS"
+# The veth: mp-dpsend attaches to its end in $DNS, smtpd listens on $IF.
+mp_rig_veth "$SNS" "mpdd$MP_SUFFIX" "$IF" "$DNS"
+VDEV=$(mp_rig_vdev "d$MP_SUFFIX")
 ip netns exec "$SNS" ip addr add 198.19.50.1/24 dev "$IF"
-ip netns exec "$SNS" ip link set "$IF" up
 PF_SERVER_IF=$IF
 pf_make_certs "$D/certs" || mp_fail "certificates"
 CA=$D/certs/ca.pem
@@ -57,15 +60,14 @@ MAILDIR=$(pf_maildir_root "$D")
 # mappings do not mix); a normal build takes them when reserved.
 HUGE=${MP_DP_HUGE:-auto}
 
-# send NAME SERVER_NAME IP ARGS...: one mp-dpsend run in the Postfix
-# namespace on the tap (pf_run in pf_check.sh); its JSON lines end up in
-# $OUT.
+# send NAME SERVER_NAME IP ARGS...: one mp-dpsend run in its namespace
+# on the veth (pf_run in pf_check.sh); its JSON lines end up in $OUT.
 send() {
 	local name=$1 host=$2 ip=$3
 	shift 3
-	pf_run "$name" "${EXPECT_RC:-0}" "$SNS" "$SEND" --server "$host:${PORT:-25}" --connect "$ip" \
+	pf_run "$name" "${EXPECT_RC:-0}" "$DNS" "$MP_RIG_EXEC" "$SEND" --server "$host:${PORT:-25}" --connect "$ip" \
 		--from sender@pf.test --helo client.pf.test --timeout 300 \
-		--vdev "net_tap_d$MP_SUFFIX,iface=$IF" --ip $DP_IP/24 \
+		--vdev "$VDEV" --ip "$DP_IP/24" ${DP_GW:+--gw "$DP_GW"} \
 		--file-prefix "mpdps$MP_SUFFIX" --huge "$HUGE" --garp 0 --lcores 0,1 "$@"
 	! grep -q "cannot open a session" "$PF_RUN_LOG" || mp_fail "$name: a session open failed"
 }
@@ -166,7 +168,14 @@ assert dp["handshakes"] == 4 and dp["tls_failed"] == 0, dp
 done
 
 # --- two workers (software steering through the redirect rings) -----------------
-send "two workers" mx1.pf.test 198.19.50.10 --rcpt-file "$MP_TMP/two.txt" \
+# A second veth with two queues, one per worker, on its own subnet (smtpd
+# answers on its 198.19.50.x listeners through it). net_af_xdp 22.11 wants
+# "combined" channels, which a veth does not report, so this port is
+# net_af_packet (the rig says so).
+mp_rig_veth "$SNS" "mpde$MP_SUFFIX" "mpe$MP_SUFFIX" "$DNS" 2
+ip netns exec "$SNS" ip addr add 198.19.52.1/24 dev "mpe$MP_SUFFIX"
+VDEV=$(mp_rig_vdev "e$MP_SUFFIX") DP_IP=198.19.52.2 DP_GW=198.19.52.1 \
+	send "two workers" mx1.pf.test 198.19.50.10 --rcpt-file "$MP_TMP/two.txt" \
 	--message "$MP_TMP/traps.eml" --sessions 10 --msgs-per-conn 10 --tls verify --ca "$CA" \
 	--lcores 0@0,1@1,2@1
 pf_wait_queue_empty "$D" 120 || mp_fail "queue did not drain after the two-worker run"

@@ -22,7 +22,7 @@ mp_alive() {
 }
 
 mp_cleanup() {
-	local pid ns t
+	local pid ns t l
 	for pid in "${MP_PIDS[@]}"; do
 		kill -TERM "$pid" 2>/dev/null
 	done
@@ -32,6 +32,9 @@ mp_cleanup() {
 			sleep 0.1
 		done
 		kill -KILL "$pid" 2>/dev/null
+	done
+	for l in "${MP_LINKS[@]}"; do
+		ip -n "${l%%:*}" link del "${l#*:}" 2>/dev/null
 	done
 	for ns in "${MP_NETNS[@]}"; do
 		ip netns del "$ns" 2>/dev/null
@@ -179,3 +182,7 @@ mp_py() {
 mp_cpu_ticks() {
 	awk '{print $14 + $15}' "/proc/$1/stat"
 }
+
+# The veth rig with net_af_xdp / net_af_packet: mp_rig_veth, mp_rig_vdev,
+# $MP_RIG_EXEC.
+. "$MP_LIB_DIR/rig.sh"
