@@ -154,58 +154,14 @@ done
 grep -q "event=running transport=ksock" "$MP_TMP/daemon.log" || mp_fail "no ksock start line"
 
 mp_py - "$RPORT" "$NS" "$MP_TMP" "$V6" "$N6" "$ND" "$NR" "$SRC6" "$SRC4" <<'PY' || mp_fail "checks"
-import glob, json, sys
-from mpcheck import Checks, Redis, campaign, queues_empty
+import json, sys
+from mpcheck import Checks, Redis
+from v6check import check_world
 port, ns, tmp, v6 = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 n6, nd, nr, src6, src4 = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), sys.argv[8], sys.argv[9]
-red, chk = Redis(ns, port), Checks()
+chk = Checks()
 check = chk.check
-
-def sink(name):
-    """recipient -> list of (client address) of the messages dumped"""
-    got = {}
-    for f in glob.glob("%s/%s/m.*" % (tmp, name)):
-        head = open(f, "rb").read().split(b"\n\n", 1)[0].decode("utf-8", "replace")
-        client = [l.split(":", 1)[1].strip() for l in head.splitlines() if l.startswith("X-Client-Addr:")]
-        for l in head.splitlines():
-            if l.startswith("X-Rcpt-Args:"):
-                a = l.split(":", 1)[1].strip().split()[0].strip("<>").lower()
-                got.setdefault(a, []).append(client[0] if client else "")
-    return got
-
-rc, c, by = campaign(chk, red, "six", n6 + nd + nr)
-check(by == {"delivered": n6 + nd + nr}, "states %s" % by)
-queues_empty(chk, red)
-s6, s4, s6r = sink("sink6"), sink("sink4"), sink("sink6r")
-for i in range(1, n6 + 1):
-    a = "u%d@v6.test" % i
-    j = rc.get(a, {})
-    check(j.get("state") == "delivered" and j.get("code") == 250, "%s: %s" % (a, j))
-    check(j.get("ip") == v6, "%s: ip %r, want %s" % (a, j.get("ip"), v6))
-    check(j.get("mx") == "mx.v6.test", "%s: mx %r" % (a, j.get("mx")))
-    check(len(s6.get(a, [])) == 1, "%s: %d messages at the IPv6 sink" % (a, len(s6.get(a, []))))
-    check(all(x == "ipv6:" + src6 for x in s6.get(a, [])), "%s: client %s, want ipv6:%s" % (a, s6.get(a), src6))
-for i in range(1, nd + 1):
-    a = "d%d@dual.test" % i
-    j = rc.get(a, {})
-    check(j.get("state") == "delivered", "%s: %s" % (a, j))
-    check(j.get("ip") == "127.0.0.1", "%s: ip %r (IPv4 preferred)" % (a, j.get("ip")))
-    check(len(s4.get(a, [])) == 1, "%s: %d messages at the IPv4 sink" % (a, len(s4.get(a, []))))
-    check(all(x == src4 for x in s4.get(a, [])), "%s: client %s, want %s" % (a, s4.get(a), src4))
-for i in range(1, nr + 1):
-    a = "r%d@rt6.test" % i
-    j = rc.get(a, {})
-    check(j.get("state") == "delivered" and j.get("code") == 250, "%s: %s" % (a, j))
-    check(j.get("ip") == v6, "%s: ip %r, want %s (the route's)" % (a, j.get("ip"), v6))
-    check(len(s6r.get(a, [])) == 1, "%s: %d messages at the route's sink" % (a, len(s6r.get(a, []))))
-    check(all(x == "ipv6:" + src6 for x in s6r.get(a, [])), "%s: client %s" % (a, s6r.get(a)))
-for name, s, n in (("IPv6", s6, n6), ("IPv4", s4, nd), ("route", s6r, nr)):
-    got = sum(len(v) for v in s.values())
-    check(got == n, "%s sink holds %d messages, want %d" % (name, got, n))
-q = open(tmp + "/dnsq.log", errors="replace").read()
-check("query[AAAA] mx.v6.test" in q, "no AAAA query for the IPv6-only host")
-check("query[AAAA] mx.dual.test" not in q, "AAAA asked for a host with an A record")
-check("rt6.test" not in q, "rt6.test looked up in DNS despite its route")
+check_world(chk, Redis(ns, port), tmp, v6, n6, nd, nr, src6, src4)
 st = json.load(open(tmp + "/stats.json"))
 check(st.get("transport") == "ksock", "stats transport %r" % st.get("transport"))
 check(st.get("workers") == [], "DPDK workers in the stats: %r" % st.get("workers"))
