@@ -20,20 +20,15 @@ mp-dkimsign publishes for the same key files.
     with a warning at submit and in the deliverer's log.
 usage: ctl_dkim.py MP_DELIVER MAILPUMPCTL MP_DKIMSIGN
 """
-import atexit
 import glob
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mpcheck import free_port  # noqa: E402
+from mpcheck import Scratch  # noqa: E402
 
 try:
     import dkim
@@ -47,66 +42,15 @@ if not os.path.exists("/usr/sbin/smtp-sink") or not shutil.which("redis-server")
     print("SKIP: smtp-sink or redis-server not installed")
     sys.exit(77)
 
-TMP = tempfile.mkdtemp(prefix="mp-dkim-")
-PROCS = []
-
-
-def cleanup():
-    for p in PROCS:
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            p.wait()
-    shutil.rmtree(TMP, ignore_errors=True)
-
-
-atexit.register(cleanup) if not os.environ.get("MP_KEEP") else None
-
-
-def fail(msg):
-    print("FAIL: " + msg)
-    sys.exit(1)
-
-
-def check(ok, msg):
-    if not ok:
-        fail(msg)
-
-
-def wait_for(what, fn, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if fn():
-            return
-        time.sleep(0.05)
-    fail("timed out waiting for " + what)
-
-
-RPORT, SPORT = free_port(), free_port()
+W = Scratch("mp-dkim-")
+TMP, fail, check, wait_for, connects = W.tmp, W.fail, W.check, W.wait_for, W.port_open
+RPORT, SPORT, SINK = W.redis_sink()
 URL = "redis://127.0.0.1:%d" % RPORT
-PROCS.append(subprocess.Popen(
-    ["redis-server", "--port", str(RPORT), "--bind", "127.0.0.1", "--save", "",
-     "--appendonly", "no", "--dir", TMP],
-    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-SINK = os.path.join(TMP, "sink")
-os.mkdir(SINK)
-os.chmod(TMP, 0o711)
-os.chmod(SINK, 0o777)
-PROCS.append(subprocess.Popen(
-    ["/usr/sbin/smtp-sink", "-u", "nobody", "-d", SINK + "/m.", "127.0.0.1:%d" % SPORT,
-     "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
 def redis(*args):
     return subprocess.run(["redis-cli", "-p", str(RPORT)] + list(args),
                           capture_output=True, text=True, timeout=30).stdout.strip()
-
-
-def connects(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 wait_for("redis", lambda: redis("ping") == "PONG", 10)

@@ -22,22 +22,18 @@ mailpumpctl dkim-record.
     not in DNS each fail, for both algorithms (checks that can fail).
 usage: ctl_dkim_dns.py MP_DELIVER MAILPUMPCTL
 """
-import atexit
 import base64
 import glob
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dkimdns import DkimDns, only, tampered  # noqa: E402
-from mpcheck import free_port  # noqa: E402
+from mpcheck import Scratch  # noqa: E402
 
 DELIVER, CTL = sys.argv[1:3]
 for prog in ["/usr/sbin/smtp-sink", "/usr/sbin/opendkim-testmsg", "/usr/sbin/dnsmasq"]:
@@ -52,41 +48,8 @@ if os.geteuid() != 0:
     sys.exit(77)
 
 T0 = time.monotonic()
-TMP = tempfile.mkdtemp(prefix="mp-dkimdns-")
-PROCS = []
-
-
-def cleanup():
-    for p in PROCS:
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            p.wait()
-    if not os.environ.get("MP_KEEP"):
-        shutil.rmtree(TMP, ignore_errors=True)
-
-
-atexit.register(cleanup)
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
-signal.signal(signal.SIGINT, lambda *a: sys.exit(1))
-
-
-def fail(msg):
-    print("FAIL: " + msg)
-    sys.exit(1)
-
-
-def check(ok, msg):
-    if not ok:
-        fail(msg)
-
-
-def wait_for(what, fn, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if fn():
-            return
-        time.sleep(0.05)
-    fail("timed out waiting for " + what)
+W = Scratch("mp-dkimdns-")
+TMP, fail, check, wait_for = W.tmp, W.fail, W.check, W.wait_for
 
 
 def run(args, **kw):
@@ -162,35 +125,13 @@ print("ok 1: dkim-record p= matches openssl pkey -pubout (RSA SPKI, Ed25519 raw)
 # 2. the records in DNS (dnsmasq in a namespace of ours), a campaign, opendkim
 DNS = DkimDns(TMP, RECS)
 
-RPORT, SPORT = free_port(), free_port()
+RPORT, SPORT, SINK = W.redis_sink()
 URL = "redis://127.0.0.1:%d" % RPORT
-PROCS.append(subprocess.Popen(
-    ["redis-server", "--port", str(RPORT), "--bind", "127.0.0.1", "--save", "",
-     "--appendonly", "no", "--dir", TMP],
-    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-SINK = os.path.join(TMP, "sink")
-os.mkdir(SINK)
-os.chmod(TMP, 0o711)
-os.chmod(SINK, 0o777)
-PROCS.append(subprocess.Popen(
-    ["/usr/sbin/smtp-sink", "-u", "nobody", "-d", SINK + "/m.", "127.0.0.1:%d" % SPORT,
-     "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
 def redis(*args):
     return run(["redis-cli", "-p", str(RPORT)] + list(args), text=True).stdout.strip()
 
-
-def connects(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-wait_for("redis", lambda: redis("ping") == "PONG", 10)
-wait_for("smtp-sink", lambda: connects(SPORT), 10)
 
 N = 1000
 with open(os.path.join(TMP, "rcpts.csv"), "w") as f:

@@ -22,7 +22,6 @@ mp-deliver and Postfix's smtp-sink on loopback (random free ports).
 MP_PRIO_SCALE=N divides B (the sanitizer build is slower).
 Usage: ctl_prio.py MP_DELIVER MAILPUMPCTL
 """
-import atexit
 import datetime
 import glob
 import json
@@ -31,7 +30,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -48,57 +46,13 @@ if not os.access("/usr/sbin/smtp-sink", os.X_OK):
     print("SKIP: smtp-sink not installed (postfix)")
     sys.exit(77)
 
-TMP = tempfile.mkdtemp(prefix="mp-prio.")
-PROCS = []
-
-
-def cleanup():
-    for p in PROCS:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    if os.environ.get("MP_KEEP_TMP"):
-        print("kept", TMP)
-    else:
-        shutil.rmtree(TMP, ignore_errors=True)
-
-
-atexit.register(cleanup)
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-
-
-def logs():
-    for f in sorted(glob.glob(os.path.join(TMP, "*.log"))):
-        with open(f, errors="replace") as fh:
-            tail = fh.read()[-3000:]
-        print("--- %s\n%s" % (f, tail), file=sys.stderr)
-
-
-def fail(msg):
-    logs()
-    print("FAIL: " + msg, file=sys.stderr)
-    sys.exit(1)
-
-
-def spawn(name, argv, **kw):
-    log = open(os.path.join(TMP, name + ".log"), "w")
-    p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **kw)
-    PROCS.append(p)
-    return p
-
-
-RPORT, SPORT, CPORT = mpcheck.free_port(), mpcheck.free_port(), mpcheck.free_port()
-URL = "redis://127.0.0.1:%d" % RPORT
-spawn("redis", ["redis-server", "--port", str(RPORT), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", TMP])
-SINKDIR = os.path.join(TMP, "sink")
-os.mkdir(SINKDIR)
-os.chmod(TMP, 0o711)
-os.chmod(SINKDIR, 0o777)
+W = mpcheck.Scratch("mp-prio.")
+TMP, fail, spawn, wait_for, port_open = W.tmp, W.fail, W.spawn, W.wait_for, W.port_open
 # one sink dumps every message to a file (phase 1), one only answers
 # (phases 2 and 3: 200,000 files would measure the disk)
-spawn("sink", ["/usr/sbin/smtp-sink", "-u", "nobody", "-d", SINKDIR + "/m.",
-               "127.0.0.1:%d" % SPORT, "256"])
+RPORT, SPORT, SINKDIR = W.redis_sink()
+CPORT = mpcheck.free_port()
+URL = "redis://127.0.0.1:%d" % RPORT
 spawn("csink", ["/usr/sbin/smtp-sink", "-u", "nobody", "127.0.0.1:%d" % CPORT, "256"])
 
 
@@ -107,27 +61,7 @@ def redis(*args):
                           capture_output=True, text=True, check=True).stdout.splitlines()
 
 
-def wait_for(what, cond, timeout, step=0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(step)
-    fail("%s: not within %d s" % (what, timeout))
-
-
-def port_open(port):
-    import socket
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-wait_for("redis up", lambda: subprocess.run(["redis-cli", "-p", str(RPORT), "ping"],
-                                            capture_output=True).returncode == 0, 10)
-wait_for("sinks up", lambda: port_open(SPORT) and port_open(CPORT), 10)
+wait_for("the second sink", lambda: port_open(CPORT), 10)
 
 TEXT = os.path.join(TMP, "text.txt")
 with open(TEXT, "w") as f:

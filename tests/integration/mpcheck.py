@@ -19,16 +19,26 @@ own assertions around it.
   tls_all_13, tls_no_starttls, tls_handshake_fails
                          per-domain TLS counters of one listener personality
   free_port()            a free TCP port on 127.0.0.1
+  Scratch(prefix)        a Python test's temporary directory and the
+                         processes it starts (killed at exit), with fail,
+                         check, wait_for, spawn, port_open and
+                         redis_sink (redis-server + smtp-sink)
   send_check(...)        pf_check (pf_check.sh): run asserts over one
                          sender run's JSON lines
 """
+import atexit
 import difflib
 import email
 import glob
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from email import policy
 
 TRACE = (b"return-path:", b"x-original-to:", b"delivered-to:", b"received:")
@@ -78,6 +88,88 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+class Scratch:
+    """A Python test's own world: a temporary directory (kept when
+    MP_KEEP_TMP is set) and the processes it starts, each killed by its
+    Popen at exit; SIGTERM and SIGINT end the test through that exit."""
+
+    def __init__(self, prefix):
+        self.tmp = tempfile.mkdtemp(prefix=prefix)
+        self.procs = []
+        atexit.register(self.cleanup)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+        signal.signal(signal.SIGINT, lambda *_: sys.exit(1))
+
+    def cleanup(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if os.environ.get("MP_KEEP_TMP"):
+            print("kept", self.tmp)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def path(self, *names):
+        return os.path.join(self.tmp, *names)
+
+    def logs(self):
+        """The end of each of its logs, on stderr."""
+        for f in sorted(glob.glob(self.path("*.log"))):
+            with open(f, errors="replace") as fh:
+                tail = fh.read()[-3000:]
+            print("--- %s\n%s" % (f, tail), file=sys.stderr)
+
+    def fail(self, msg):
+        self.logs()
+        print("FAIL: " + msg, flush=True)
+        sys.exit(1)
+
+    def check(self, ok, msg):
+        if not ok:
+            self.fail(msg)
+
+    def wait_for(self, what, cond, timeout, step=0.05):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return
+            time.sleep(step)
+        self.fail("timed out waiting for %s (%s s)" % (what, timeout))
+
+    def spawn(self, name, argv, **kw):
+        """Start argv with its output in <tmp>/<name>.log."""
+        log = open(self.path(name + ".log"), "w")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **kw)
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def port_open(port, host="127.0.0.1"):
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def redis_sink(self, conc=256):
+        """redis-server and an smtp-sink dumping every message to
+        <tmp>/sink/m.*, both on 127.0.0.1 and answering. Returns
+        (redis port, sink port, sink directory)."""
+        rport, sport = free_port(), free_port()
+        self.spawn("redis", ["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", self.tmp])
+        sink = self.path("sink")
+        os.mkdir(sink)
+        os.chmod(self.tmp, 0o711)
+        os.chmod(sink, 0o777)
+        self.spawn("sink", ["/usr/sbin/smtp-sink", "-u", "nobody", "-d", sink + "/m.",
+                            "127.0.0.1:%d" % sport, str(conc)])
+        self.wait_for("redis-server", lambda: self.port_open(rport), 20)
+        self.wait_for("smtp-sink", lambda: self.port_open(sport), 20)
+        return rport, sport, sink
+
 
 def untrace(data):
     """The message as the client sent it: Postfix's trace headers removed
