@@ -94,7 +94,7 @@ cut_done=$(R hget mp:campaign:lease:counts delivered)
 echo "cut A off at $(from a) messages from A, $(from b) from B, $cut_done delivered"
 # A's last refresh was before the cut: its lease is stale 10 s after it
 # at the latest, and its last session (MPC messages at RATE/s) ends then
-LATE=$((IDLE / 2000 + MPC / RATE + 2))
+LATE=$((IDLE / 2000 + (MPC + RATE - 1) / RATE + 4))	# + slack for a loaded machine
 sleep "$LATE"	# a stimulus: A's lease runs out while it is cut off
 a_stopped=$(from a)
 sleep $((CUT - LATE))
