@@ -23,25 +23,58 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "ctl_cluster.h"
 #include "ctl_redis.h"
 
 #define BACKOFF_MIN_MS 100
+#define REFRESH_MIN_MS 100     /* cluster: slot map read at most this often */
+#define REDIRECTS_MAX  5       /* MOVED/ASK followed per command */
 
-struct ctl_redis {
+/* One connection: the only one to a single Redis, or one per cluster node. */
+struct conn {
 	redisContext *c;
-	struct ctl_redis_url url;
-	char ns[64];
-	char where[300];
-	char err[512];
-	int connect_timeout_ms;
-	int cmd_timeout_ms;
-	int backoff_max_ms;
+	char host[256];          /* TCP host, "" for a unix socket */
+	int port;                /* 0: a cluster node slot not used yet */
+	char path[256];          /* unix socket path, "" for TCP */
+	char where[300];         /* "host:port" for messages */
 	int backoff_ms;          /* next delay after a failed attempt */
 	int64_t next_try_ms;     /* monotonic: no attempt before this */
 	int connecting;          /* c is a non-blocking connect under way */
 	int64_t connect_deadline; /* monotonic: the connect fails after this */
-	unsigned pending;        /* appended, reply not read */
 	int last_rc;             /* result of the last connect attempt */
+	int tried;               /* a connect was ever started */
+	unsigned unread;         /* cluster: pipelined here, reply not read */
+};
+
+/* A pipelined command in cluster mode, kept until its reply is handed
+ * out so a MOVED or ASK reply can be followed. */
+struct pent {
+	char *cmd;               /* formatted (RESP), redisFreeCommand */
+	size_t len;
+	int node;                /* map node it was sent to */
+	int collected;           /* its reply was read (reply NULL: lost) */
+	redisReply *reply;
+};
+
+struct ctl_redis {
+	struct conn seed;        /* the URL's server; the only one unless a cluster */
+	struct ctl_redis_url url;
+	char ns[64];
+	char err[512];
+	int connect_timeout_ms;
+	int cmd_timeout_ms;
+	int backoff_max_ms;
+	unsigned pending;        /* appended, reply not read */
+	/* cluster mode (ctl_cluster.h) */
+	int cluster;
+	struct ctl_cluster_map *map;
+	struct conn *nodes;      /* CTL_CLUSTER_NODES_MAX, indexed as map->nodes */
+	unsigned ns_slot;        /* the namespace's slot: where keyless commands go */
+	int map_stale;           /* a node broke or a slot moved: read the map */
+	int64_t next_refresh_ms;
+	struct pent *pq;         /* ring of pipelined commands */
+	unsigned pq_head, pq_len, pq_cap;
+	uint64_t redirects, map_refreshes;
 };
 
 int64_t
@@ -253,6 +286,17 @@ ms_tv(int ms)
 }
 
 static void
+vset_err(struct ctl_redis *r, const char *where, const char *fmt, va_list ap)
+{
+	int n;
+
+	n = snprintf(r->err, sizeof(r->err), "redis %s: ", where);
+	if (n < 0 || (size_t)n >= sizeof(r->err))
+		return;
+	vsnprintf(r->err + n, sizeof(r->err) - (size_t)n, fmt, ap);
+}
+
+static void
 set_err(struct ctl_redis *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
@@ -260,62 +304,89 @@ static void
 set_err(struct ctl_redis *r, const char *fmt, ...)
 {
 	va_list ap;
-	int n;
 
-	n = snprintf(r->err, sizeof(r->err), "redis %s: ", r->where);
-	if (n < 0 || (size_t)n >= sizeof(r->err))
-		return;
 	va_start(ap, fmt);
-	vsnprintf(r->err + n, sizeof(r->err) - (size_t)n, fmt, ap);
+	vset_err(r, r->seed.where, fmt, ap);
+	va_end(ap);
+}
+
+/* An error of one connection, named by its own address. */
+static void
+conn_err(struct ctl_redis *r, const struct conn *cn, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void
+conn_err(struct ctl_redis *r, const struct conn *cn, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vset_err(r, cn->where, fmt, ap);
 	va_end(ap);
 }
 
 static void
-drop_ctx(struct ctl_redis *r)
+conn_where(struct conn *cn)
 {
-	if (r->c)
-		redisFree(r->c);
-	r->c = NULL;
-	r->pending = 0;
-	r->connecting = 0;
+	if (cn->path[0])
+		snprintf(cn->where, sizeof(cn->where), "%s", cn->path);
+	else if (strchr(cn->host, ':'))
+		snprintf(cn->where, sizeof(cn->where), "[%s]:%d", cn->host, cn->port);
+	else
+		snprintf(cn->where, sizeof(cn->where), "%s:%d", cn->host, cn->port);
+}
+
+static void
+drop_ctx(struct ctl_redis *r, struct conn *cn)
+{
+	if (cn->c)
+		redisFree(cn->c);
+	cn->c = NULL;
+	cn->connecting = 0;
+	cn->unread = 0;
+	if (cn == &r->seed)
+		r->pending = 0;
 }
 
 /* A command on a live context failed at the connection level. */
 static void
-broken(struct ctl_redis *r)
+broken(struct ctl_redis *r, struct conn *cn)
 {
-	if (r->c && r->c->err)
-		set_err(r, "%s", r->c->errstr[0] ? r->c->errstr : "connection lost");
+	if (cn->c && cn->c->err)
+		conn_err(r, cn, "%s", cn->c->errstr[0] ? cn->c->errstr : "connection lost");
 	else
-		set_err(r, "connection lost");
-	drop_ctx(r);
+		conn_err(r, cn, "connection lost");
+	drop_ctx(r, cn);
 	/* reconnect at once on the next command; back off only if that fails */
-	r->next_try_ms = 0;
+	cn->next_try_ms = 0;
+	/* the node may be gone for good (failover): read the map again */
+	r->map_stale = 1;
 }
 
 /* Starts a non-blocking connect; connect_finish completes it. */
 static int
-connect_start(struct ctl_redis *r)
+connect_start(struct ctl_redis *r, struct conn *cn)
 {
 	int rc;
 
-	if (r->url.path[0])
-		r->c = redisConnectUnixNonBlock(r->url.path);
+	cn->tried = 1;
+	if (cn->path[0])
+		cn->c = redisConnectUnixNonBlock(cn->path);
 	else
-		r->c = redisConnectNonBlock(r->url.host, r->url.port);
-	if (r->c == NULL) {
-		set_err(r, "out of memory");
+		cn->c = redisConnectNonBlock(cn->host, cn->port);
+	if (cn->c == NULL) {
+		conn_err(r, cn, "out of memory");
 		return -ENOMEM;
 	}
-	if (r->c->err) {
-		set_err(r, "%s", r->c->errstr);
-		rc = r->c->err == REDIS_ERR_IO && errno == ECONNREFUSED ?
+	if (cn->c->err) {
+		conn_err(r, cn, "%s", cn->c->errstr);
+		rc = cn->c->err == REDIS_ERR_IO && errno == ECONNREFUSED ?
 			-ECONNREFUSED : -EIO;
-		drop_ctx(r);
+		drop_ctx(r, cn);
 		return rc;
 	}
-	r->connecting = 1;
-	r->connect_deadline = ctl_mono_ms() + r->connect_timeout_ms;
+	cn->connecting = 1;
+	cn->connect_deadline = ctl_mono_ms() + r->connect_timeout_ms;
 	return 0;
 }
 
@@ -326,10 +397,10 @@ connect_start(struct ctl_redis *r)
  * AUTH and SELECT are done.
  */
 static int
-connect_finish(struct ctl_redis *r, int wait_ms)
+connect_finish(struct ctl_redis *r, struct conn *cn, int wait_ms)
 {
-	struct pollfd p = { .fd = r->c->fd, .events = POLLOUT };
-	int64_t left = r->connect_deadline - ctl_mono_ms();
+	struct pollfd p = { .fd = cn->c->fd, .events = POLLOUT };
+	int64_t left = cn->connect_deadline - ctl_mono_ms();
 	socklen_t len = sizeof(int);
 	redisReply *rep;
 	int n, soerr = 0, fl;
@@ -338,74 +409,74 @@ connect_finish(struct ctl_redis *r, int wait_ms)
 		wait_ms = left > 0 ? (int)left : 0;
 	n = poll(&p, 1, wait_ms);
 	if (n < 0 && errno != EINTR) {
-		set_err(r, "poll: %s", strerror(errno));
-		drop_ctx(r);
+		conn_err(r, cn, "poll: %s", strerror(errno));
+		drop_ctx(r, cn);
 		return -EIO;
 	}
 	if (n <= 0) {
-		if (ctl_mono_ms() < r->connect_deadline)
+		if (ctl_mono_ms() < cn->connect_deadline)
 			return -EAGAIN;
-		set_err(r, "connect timed out after %d ms", r->connect_timeout_ms);
-		drop_ctx(r);
+		conn_err(r, cn, "connect timed out after %d ms", r->connect_timeout_ms);
+		drop_ctx(r, cn);
 		return -EIO;
 	}
-	if (getsockopt(r->c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+	if (getsockopt(cn->c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
 		soerr = errno;
 	if (soerr != 0) {
-		set_err(r, "%s", strerror(soerr));
-		drop_ctx(r);
+		conn_err(r, cn, "%s", strerror(soerr));
+		drop_ctx(r, cn);
 		return soerr == ECONNREFUSED ? -ECONNREFUSED : -EIO;
 	}
-	fl = fcntl(r->c->fd, F_GETFL);
-	if (fl < 0 || fcntl(r->c->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
-		set_err(r, "fcntl: %s", strerror(errno));
-		drop_ctx(r);
+	fl = fcntl(cn->c->fd, F_GETFL);
+	if (fl < 0 || fcntl(cn->c->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		conn_err(r, cn, "fcntl: %s", strerror(errno));
+		drop_ctx(r, cn);
 		return -EIO;
 	}
-	r->c->flags |= REDIS_BLOCK;
-	r->connecting = 0;
-	if (!r->url.path[0])
-		(void)redisEnableKeepAlive(r->c);
-	if (r->cmd_timeout_ms >= 0 &&
-	    redisSetTimeout(r->c, ms_tv(r->cmd_timeout_ms)) != REDIS_OK) {
-		set_err(r, "cannot set timeout");
-		drop_ctx(r);
+	cn->c->flags |= REDIS_BLOCK;
+	cn->connecting = 0;
+	if (!cn->path[0])
+		(void)redisEnableKeepAlive(cn->c);
+	if (redisSetTimeout(cn->c, ms_tv(r->cmd_timeout_ms < 0 ? 86400 * 1000 :
+	    r->cmd_timeout_ms)) != REDIS_OK) {
+		conn_err(r, cn, "cannot set timeout");
+		drop_ctx(r, cn);
 		return -EIO;
 	}
 	if (r->url.password[0]) {
 		if (r->url.user[0])
-			rep = redisCommand(r->c, "AUTH %s %s", r->url.user, r->url.password);
+			rep = redisCommand(cn->c, "AUTH %s %s", r->url.user, r->url.password);
 		else
-			rep = redisCommand(r->c, "AUTH %s", r->url.password);
+			rep = redisCommand(cn->c, "AUTH %s", r->url.password);
 		if (rep == NULL) {
-			broken(r);
+			broken(r, cn);
 			return -EIO;
 		}
 		if (rep->type == REDIS_REPLY_ERROR) {
-			set_err(r, "AUTH refused: %s", rep->str);
+			conn_err(r, cn, "AUTH refused: %s", rep->str);
 			freeReplyObject(rep);
-			drop_ctx(r);
+			drop_ctx(r, cn);
 			return -EACCES;
 		}
 		freeReplyObject(rep);
 	}
 	if (r->url.db) {
-		rep = redisCommand(r->c, "SELECT %d", r->url.db);
+		rep = redisCommand(cn->c, "SELECT %d", r->url.db);
 		if (rep == NULL) {
-			broken(r);
+			broken(r, cn);
 			return -EIO;
 		}
 		if (rep->type == REDIS_REPLY_ERROR) {
-			set_err(r, "SELECT %d refused: %s", r->url.db, rep->str);
+			conn_err(r, cn, "SELECT %d refused: %s", r->url.db, rep->str);
 			freeReplyObject(rep);
-			drop_ctx(r);
+			drop_ctx(r, cn);
 			return -EINVAL;
 		}
 		freeReplyObject(rep);
 	}
 	r->err[0] = '\0';
-	r->backoff_ms = BACKOFF_MIN_MS;
-	r->next_try_ms = 0;
+	cn->backoff_ms = BACKOFF_MIN_MS;
+	cn->next_try_ms = 0;
 	return 0;
 }
 
@@ -415,40 +486,572 @@ connect_finish(struct ctl_redis *r, int wait_ms)
  * back-off.
  */
 static int
-attempt(struct ctl_redis *r, int wait_ms)
+attempt(struct ctl_redis *r, struct conn *cn, int wait_ms)
 {
 	int rc;
 
-	if (r->c == NULL) {
-		if (ctl_mono_ms() < r->next_try_ms)
+	if (cn->c == NULL) {
+		if (ctl_mono_ms() < cn->next_try_ms)
 			return -EAGAIN;
-		rc = connect_start(r);
+		rc = connect_start(r, cn);
 		if (rc == 0)
-			rc = connect_finish(r, wait_ms);
+			rc = connect_finish(r, cn, wait_ms);
 	} else {
-		rc = connect_finish(r, wait_ms);
+		rc = connect_finish(r, cn, wait_ms);
 	}
 	if (rc == -EAGAIN) {
 		if (r->err[0] == '\0')
-			set_err(r, "connecting");
+			conn_err(r, cn, "connecting");
 		return rc;	/* the error that broke the last connection stays */
 	}
-	r->last_rc = rc;
+	cn->last_rc = rc;
 	if (rc < 0) {
-		r->next_try_ms = ctl_mono_ms() + r->backoff_ms;
-		r->backoff_ms *= 2;
-		if (r->backoff_ms > r->backoff_max_ms)
-			r->backoff_ms = r->backoff_max_ms;
+		cn->next_try_ms = ctl_mono_ms() + cn->backoff_ms;
+		cn->backoff_ms *= 2;
+		if (cn->backoff_ms > r->backoff_max_ms)
+			cn->backoff_ms = r->backoff_max_ms;
 	}
 	return rc;
+}
+
+static int
+conn_up(const struct conn *cn)
+{
+	return cn->c != NULL && !cn->connecting;
+}
+
+/*
+ * A cluster node's connection, made usable without blocking the caller
+ * for long: the first connect to a node waits for it (a tool's first
+ * command to a node must not fail for want of a connect on loopback);
+ * reconnects never wait, as for a single Redis.
+ */
+static int
+node_ready(struct ctl_redis *r, struct conn *cn)
+{
+	int rc;
+
+	if (conn_up(cn))
+		return 0;
+	rc = attempt(r, cn, cn->tried ? 0 : r->connect_timeout_ms);
+	if (rc == -EAGAIN && !cn->tried)
+		rc = attempt(r, cn, r->connect_timeout_ms);
+	return rc;
+}
+
+/* ---- cluster: the slot map ---- */
+
+/* The connection of map node i (its address copied in when first used). */
+static struct conn *
+node_conn(struct ctl_redis *r, int i)
+{
+	struct conn *cn = &r->nodes[i];
+
+	if (cn->port == 0) {
+		snprintf(cn->host, sizeof(cn->host), "%s", r->map->nodes[i].host);
+		cn->port = r->map->nodes[i].port;
+		cn->backoff_ms = BACKOFF_MIN_MS;
+		conn_where(cn);
+	}
+	return cn;
+}
+
+/*
+ * Read CLUSTER SLOTS from one node and merge it into r->map (node
+ * indices never change: the connections hang off them).
+ * @return 0, -EIO (the node is unreachable) or -EPROTO (no usable map).
+ */
+static int
+map_read(struct ctl_redis *r, struct conn *cn)
+{
+	struct ctl_cluster_map *m;
+	uint16_t idx[CTL_CLUSTER_NODES_MAX];
+	redisReply *rep;
+	char err[256];
+	int i, s;
+
+	if (cn->unread > 0 || node_ready(r, cn) < 0)
+		return -EIO;
+	rep = redisCommand(cn->c, "CLUSTER SLOTS");
+	if (rep == NULL) {
+		broken(r, cn);
+		return -EIO;
+	}
+	m = malloc(sizeof(*m));
+	if (m == NULL) {
+		freeReplyObject(rep);
+		return -ENOMEM;
+	}
+	if (ctl_cluster_map_parse(rep, cn->host, m, err, sizeof(err)) < 0) {
+		conn_err(r, cn, "%s", err);
+		freeReplyObject(rep);
+		free(m);
+		return -EPROTO;
+	}
+	freeReplyObject(rep);
+	if (m->slots_served == 0) {
+		conn_err(r, cn, "CLUSTER SLOTS: no slot is served");
+		free(m);
+		return -EPROTO;
+	}
+	for (i = 0; i < m->nnodes; i++) {
+		int k = ctl_cluster_node_find(r->map, m->nodes[i].host, m->nodes[i].port, 1);
+
+		if (k < 0) {
+			conn_err(r, cn, "more than %d cluster nodes", CTL_CLUSTER_NODES_MAX);
+			free(m);
+			return -EPROTO;
+		}
+		idx[i] = (uint16_t)k;
+	}
+	memset(r->map->primary, 0, sizeof(r->map->primary));
+	r->map->slots_served = m->slots_served;
+	for (s = 0; s < CTL_CLUSTER_SLOTS; s++) {
+		uint16_t o = m->owner[s];
+
+		r->map->owner[s] = o == CTL_CLUSTER_NO_NODE ? o : idx[o];
+		if (o != CTL_CLUSTER_NO_NODE)
+			r->map->primary[idx[o]] = 1;
+	}
+	free(m);
+	return 0;
+}
+
+/*
+ * Read the slot map again from the first node that answers: those
+ * connected first, then the others (replicas too: after a failover the
+ * promoted one knows). At most every REFRESH_MIN_MS unless forced.
+ */
+static int
+map_refresh(struct ctl_redis *r, int force)
+{
+	int64_t now = ctl_mono_ms();
+	int i, pass, rc = -EIO;
+
+	if (!force && now < r->next_refresh_ms)
+		return -EAGAIN;
+	r->next_refresh_ms = now + REFRESH_MIN_MS;
+	for (pass = 0; pass < 2; pass++)
+		for (i = 0; i < r->map->nnodes; i++) {
+			struct conn *cn = node_conn(r, i);
+
+			if (conn_up(cn) != (pass == 0))
+				continue;
+			rc = map_read(r, cn);
+			if (rc == 0) {
+				r->map_refreshes++;
+				r->map_stale = r->map->slots_served < CTL_CLUSTER_SLOTS;
+				return 0;
+			}
+		}
+	return rc;
+}
+
+/* Node serving slot, reading the map first when it may be out of date. */
+static int
+slot_node(struct ctl_redis *r, unsigned slot)
+{
+	if (r->map_stale)
+		(void)map_refresh(r, 0);
+	if (r->map->owner[slot] == CTL_CLUSTER_NO_NODE) {
+		(void)map_refresh(r, 1);
+		if (r->map->owner[slot] == CTL_CLUSTER_NO_NODE) {
+			set_err(r, "cluster: slot %u is served by no node", slot);
+			return -1;
+		}
+	}
+	return r->map->owner[slot];
+}
+
+/* The slot of a formatted command, the namespace's for keyless ones. */
+static unsigned
+cmd_slot(struct ctl_redis *r, const char *cmd, size_t len, int *all)
+{
+	const char *argv[16];
+	size_t argvlen[16];
+	int argc, k;
+
+	*all = 0;
+	argc = ctl_cluster_cmd_argv(cmd, len, 16, argv, argvlen);
+	if (argc <= 0)
+		return r->ns_slot;
+	k = ctl_cluster_key_arg(argc < 16 ? argc : 16, argv, argvlen);
+	if (k == CTL_CLUSTER_ALL)
+		*all = 1;
+	if (k <= 0 || k >= 16)
+		return r->ns_slot;
+	return ctl_cluster_slot(argv[k], argvlen[k]);
+}
+
+/* A node named by a redirect, added to the map if new. */
+static int
+redirect_node(struct ctl_redis *r, const struct conn *from, const char *host, int port)
+{
+	int i = ctl_cluster_node_find(r->map, host[0] ? host : from->host, port, 1);
+
+	if (i < 0)
+		set_err(r, "cluster: redirect to %s:%d: too many nodes", host, port);
+	return i;
+}
+
+/*
+ * Send one formatted command to node i, following MOVED and ASK up to
+ * REDIRECTS_MAX times. Never re-sends after an I/O error: the node may
+ * have executed it.
+ * @return the reply, or NULL (r->err says why).
+ */
+static redisReply *
+cluster_exec(struct ctl_redis *r, int node, const char *cmd, size_t len, int asking)
+{
+	char host[CTL_CLUSTER_HOST_MAX];
+	redisReply *rep = NULL;
+	unsigned slot;
+	int hop, kind, port;
+
+	for (hop = 0; hop <= REDIRECTS_MAX; hop++) {
+		struct conn *cn = node_conn(r, node);
+		void *x = NULL;
+
+		if (node_ready(r, cn) < 0) {
+			r->map_stale = 1;	/* gone for good? another may serve it */
+			return NULL;
+		}
+		if (asking && redisAppendCommand(cn->c, "ASKING") != REDIS_OK) {
+			set_err(r, "out of memory");
+			return NULL;
+		}
+		if (redisAppendFormattedCommand(cn->c, cmd, len) != REDIS_OK) {
+			set_err(r, "out of memory");
+			return NULL;
+		}
+		if (asking) {
+			if (redisGetReply(cn->c, &x) != REDIS_OK || x == NULL) {
+				broken(r, cn);
+				return NULL;
+			}
+			freeReplyObject(x);
+			x = NULL;
+		}
+		if (redisGetReply(cn->c, &x) != REDIS_OK || x == NULL) {
+			broken(r, cn);
+			return NULL;
+		}
+		rep = x;
+		if (rep->type != REDIS_REPLY_ERROR)
+			return rep;
+		kind = ctl_cluster_redirect(rep->str, &slot, host, sizeof(host), &port);
+		if (kind == 0 || hop == REDIRECTS_MAX)
+			return rep;
+		node = redirect_node(r, cn, host, port);
+		if (node < 0)
+			return rep;
+		freeReplyObject(rep);
+		rep = NULL;
+		r->redirects++;
+		asking = kind == 2;
+		if (kind == 1) {
+			/* the slot moved for good: note it, and read the map soon */
+			r->map->owner[slot] = (uint16_t)node;
+			r->map->primary[node] = 1;
+			r->map_stale = 1;
+		}
+	}
+	return rep;
+}
+
+/* A command for every primary (SCRIPT LOAD): the reply of the namespace's
+ * node; the others are best effort (a NOSCRIPT later loads again). */
+static redisReply *
+cluster_all(struct ctl_redis *r, const char *cmd, size_t len)
+{
+	redisReply *mine = NULL;
+	int ns_node = slot_node(r, r->ns_slot), i;
+
+	if (ns_node < 0)
+		return NULL;
+	for (i = 0; i < r->map->nnodes; i++) {
+		redisReply *rep;
+
+		if (!r->map->primary[i] || i == ns_node)
+			continue;
+		rep = cluster_exec(r, i, cmd, len, 0);
+		if (rep)
+			freeReplyObject(rep);
+	}
+	mine = cluster_exec(r, ns_node, cmd, len, 0);
+	return mine;
+}
+
+static redisReply *
+cluster_cmd(struct ctl_redis *r, char *cmd, int len)
+{
+	redisReply *rep;
+	unsigned slot;
+	int all, node;
+
+	if (len < 0) {
+		set_err(r, "cannot format command (out of memory or bad format)");
+		return NULL;
+	}
+	slot = cmd_slot(r, cmd, (size_t)len, &all);
+	if (all) {
+		rep = cluster_all(r, cmd, (size_t)len);
+	} else {
+		node = slot_node(r, slot);
+		rep = node < 0 ? NULL : cluster_exec(r, node, cmd, (size_t)len, 0);
+	}
+	redisFreeCommand(cmd);
+	return rep;
+}
+
+/* Queue a formatted command on its node: one pq entry, reply read later. */
+static int
+cluster_append(struct ctl_redis *r, char *cmd, int len)
+{
+	struct conn *cn;
+	struct pent *e;
+	unsigned slot;
+	int all, node, rc;
+
+	if (len < 0) {
+		set_err(r, "cannot queue command (out of memory or bad format)");
+		return -ENOMEM;
+	}
+	slot = cmd_slot(r, cmd, (size_t)len, &all);
+	node = slot_node(r, slot);
+	if (node < 0) {
+		redisFreeCommand(cmd);
+		return -EAGAIN;
+	}
+	cn = node_conn(r, node);
+	rc = node_ready(r, cn);
+	if (rc < 0) {
+		r->map_stale = 1;
+		redisFreeCommand(cmd);
+		return rc;
+	}
+	if (r->pq_len == r->pq_cap) {
+		unsigned cap = r->pq_cap ? r->pq_cap * 2 : 64, i;
+		struct pent *q = malloc(sizeof(*q) * cap);
+
+		if (q == NULL) {
+			redisFreeCommand(cmd);
+			set_err(r, "out of memory");
+			return -ENOMEM;
+		}
+		for (i = 0; i < r->pq_len; i++)
+			q[i] = r->pq[(r->pq_head + i) % r->pq_cap];
+		free(r->pq);
+		r->pq = q;
+		r->pq_cap = cap;
+		r->pq_head = 0;
+	}
+	if (redisAppendFormattedCommand(cn->c, cmd, (size_t)len) != REDIS_OK) {
+		redisFreeCommand(cmd);
+		set_err(r, "cannot queue command (out of memory)");
+		return -ENOMEM;
+	}
+	e = &r->pq[(r->pq_head + r->pq_len) % r->pq_cap];
+	memset(e, 0, sizeof(*e));
+	e->cmd = cmd;
+	e->len = (size_t)len;
+	e->node = node;
+	r->pq_len++;
+	cn->unread++;
+	r->pending++;
+	return 0;
+}
+
+static void
+pq_drop(struct ctl_redis *r)
+{
+	unsigned i;
+
+	for (i = 0; i < r->pq_len; i++) {
+		struct pent *e = &r->pq[(r->pq_head + i) % r->pq_cap];
+
+		redisFreeCommand(e->cmd);
+		if (e->reply)
+			freeReplyObject(e->reply);
+	}
+	r->pq_len = 0;
+	r->pq_head = 0;
+	r->pending = 0;
+	if (r->nodes)
+		for (i = 0; i < (unsigned)r->map->nnodes; i++)
+			r->nodes[i].unread = 0;
+}
+
+/*
+ * Read the replies of every queued command not read yet, node by node in
+ * the order they were queued (each node answers in order), then follow
+ * redirects: no node has an unread reply by then, so a redirected
+ * command can be sent and read on its own.
+ */
+static void
+pq_collect(struct ctl_redis *r)
+{
+	unsigned i;
+
+	for (i = 0; i < r->pq_len; i++) {
+		struct pent *e = &r->pq[(r->pq_head + i) % r->pq_cap];
+		struct conn *cn = &r->nodes[e->node];
+		void *x = NULL;
+
+		if (e->collected)
+			continue;
+		e->collected = 1;
+		if (cn->c == NULL)
+			continue;	/* broke earlier in this loop: reply lost */
+		if (redisGetReply(cn->c, &x) != REDIS_OK || x == NULL) {
+			broken(r, cn);
+			continue;
+		}
+		cn->unread--;
+		e->reply = x;
+	}
+	for (i = 0; i < r->pq_len; i++) {
+		struct pent *e = &r->pq[(r->pq_head + i) % r->pq_cap];
+		char host[CTL_CLUSTER_HOST_MAX];
+		unsigned slot;
+		int kind, port, node;
+
+		if (e->reply == NULL || e->reply->type != REDIS_REPLY_ERROR)
+			continue;
+		kind = ctl_cluster_redirect(e->reply->str, &slot, host, sizeof(host), &port);
+		if (kind == 0)
+			continue;
+		node = redirect_node(r, &r->nodes[e->node], host, port);
+		if (node < 0)
+			continue;
+		freeReplyObject(e->reply);
+		r->redirects++;
+		if (kind == 1) {
+			r->map->owner[slot] = (uint16_t)node;
+			r->map->primary[node] = 1;
+			r->map_stale = 1;
+		}
+		e->reply = cluster_exec(r, node, e->cmd, e->len, kind == 2);
+	}
+}
+
+static int
+cluster_reply(struct ctl_redis *r, redisReply **reply)
+{
+	struct pent *e;
+
+	if (r->pq_len == 0) {
+		set_err(r, "no pipelined command to read a reply for");
+		return -EIO;
+	}
+	e = &r->pq[r->pq_head];
+	if (!e->collected)
+		pq_collect(r);
+	if (e->reply == NULL) {
+		/* as on one connection: a lost reply loses the others queued */
+		if (r->err[0] == '\0')
+			set_err(r, "connection lost");
+		pq_drop(r);
+		return -EIO;
+	}
+	*reply = e->reply;
+	redisFreeCommand(e->cmd);
+	r->pq_head = (r->pq_head + 1) % r->pq_cap;
+	r->pq_len--;
+	r->pending--;
+	return 0;
+}
+
+/*
+ * Connect to a seed, and find out whether it is a cluster node: CLUSTER
+ * SLOTS answers with the map, or with an error on a plain Redis.
+ * @return 0 (r->cluster says which), or a negative errno with err set.
+ */
+static int
+cluster_detect(struct ctl_redis *r, char *err, size_t errlen)
+{
+	redisReply *rep;
+	int i, rc;
+
+	rep = redisCommand(r->seed.c, "CLUSTER SLOTS");
+	if (rep == NULL) {
+		broken(r, &r->seed);
+		snprintf(err, errlen, "%s", r->err);
+		return -EIO;
+	}
+	if (rep->type == REDIS_REPLY_ERROR) {
+		freeReplyObject(rep);	/* cluster support disabled: one Redis */
+		return 0;
+	}
+	freeReplyObject(rep);
+	if (r->url.path[0]) {
+		snprintf(err, errlen, "redis %s: a cluster node must be given as redis://host:port",
+			r->seed.where);
+		return -EINVAL;
+	}
+	if (!ctl_cluster_ns_tagged(r->ns)) {
+		snprintf(err, errlen, "redis %s is a cluster node, and the namespace '%s' has no "
+			"{hash tag}: every key of a campaign's scripts must be in one slot "
+			"(use e.g. '{mp}:', README \"Redis Cluster\")", r->seed.where, r->ns);
+		return -EINVAL;
+	}
+	r->map = calloc(1, sizeof(*r->map));
+	r->nodes = calloc(CTL_CLUSTER_NODES_MAX, sizeof(*r->nodes));
+	if (r->map == NULL || r->nodes == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (i = 0; i < CTL_CLUSTER_SLOTS; i++)
+		r->map->owner[i] = CTL_CLUSTER_NO_NODE;
+	r->cluster = 1;
+	r->ns_slot = ctl_cluster_slot(r->ns, strlen(r->ns));
+	/* the seed becomes the map's node of its address: its connection too */
+	i = ctl_cluster_node_find(r->map, r->url.host, r->url.port, 1);
+	node_conn(r, i);
+	r->nodes[i].c = r->seed.c;
+	r->nodes[i].tried = 1;
+	r->seed.c = NULL;
+	rc = map_read(r, &r->nodes[i]);
+	if (rc < 0) {
+		snprintf(err, errlen, "%s", r->err);
+		return rc;
+	}
+	r->map_stale = r->map->slots_served < CTL_CLUSTER_SLOTS;
+	/* every key of a tagged namespace is there: connect now, as to one Redis */
+	i = r->map->owner[r->ns_slot];
+	if (i != CTL_CLUSTER_NO_NODE && node_ready(r, node_conn(r, i)) < 0) {
+		snprintf(err, errlen, "%s", r->err);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* The connection commands without a key, ensure and wait are about. */
+static struct conn *
+main_conn(struct ctl_redis *r)
+{
+	int node;
+
+	if (!r->cluster)
+		return &r->seed;
+	node = slot_node(r, r->ns_slot);
+	return node < 0 ? NULL : node_conn(r, node);
 }
 
 int
 ctl_redis_ensure(struct ctl_redis *r)
 {
-	if (r->c != NULL && !r->connecting)
+	struct conn *cn = main_conn(r);
+	int rc;
+
+	if (cn == NULL)
+		return -EAGAIN;
+	if (conn_up(cn))
 		return 0;
-	return attempt(r, 0);
+	rc = attempt(r, cn, 0);
+	if (rc < 0 && r->cluster)
+		r->map_stale = 1;
+	return rc;
 }
 
 int
@@ -457,22 +1060,27 @@ ctl_redis_wait(struct ctl_redis *r, int wait_ms)
 	int64_t deadline = ctl_mono_ms() + wait_ms;
 	int64_t now, until;
 	struct timespec ts;
+	struct conn *cn;
 	int rc;
 
 	for (;;) {
 		now = ctl_mono_ms();
-		if (r->c != NULL && !r->connecting)
+		cn = main_conn(r);
+		if (cn != NULL && conn_up(cn))
 			return 0;
-		rc = attempt(r, (int)(deadline > now ? deadline - now : 0));
+		rc = cn == NULL ? -EAGAIN :
+			attempt(r, cn, (int)(deadline > now ? deadline - now : 0));
 		if (rc == 0)
 			return 0;
 		if (rc == -EACCES || rc == -EINVAL)
 			return rc;  /* configuration, not transient */
 		now = ctl_mono_ms();
 		if (now >= deadline)
-			return rc == -EAGAIN ? (r->last_rc < 0 ? r->last_rc : -EIO) : rc;
-		until = r->next_try_ms < deadline ? r->next_try_ms : deadline;
-		if (r->c == NULL && until > now) {
+			return rc == -EAGAIN ? (cn && cn->last_rc < 0 ? cn->last_rc : -EIO) : rc;
+		until = cn != NULL ? cn->next_try_ms : now + REFRESH_MIN_MS;
+		if (until > deadline)
+			until = deadline;
+		if ((cn == NULL || cn->c == NULL) && until > now) {
 			ts.tv_sec = (until - now) / 1000;
 			ts.tv_nsec = ((until - now) % 1000) * 1000000;
 			nanosleep(&ts, NULL);
@@ -503,23 +1111,24 @@ ctl_redis_open(const struct ctl_redis_conf *conf, char *err, size_t errlen)
 		return NULL;
 	}
 	strcpy(r->ns, ns);
-	if (r->url.path[0])
-		snprintf(r->where, sizeof(r->where), "%s", r->url.path);
-	else if (strchr(r->url.host, ':'))
-		snprintf(r->where, sizeof(r->where), "[%s]:%d", r->url.host, r->url.port);
-	else
-		snprintf(r->where, sizeof(r->where), "%s:%d", r->url.host, r->url.port);
+	snprintf(r->seed.host, sizeof(r->seed.host), "%s", r->url.host);
+	snprintf(r->seed.path, sizeof(r->seed.path), "%s", r->url.path);
+	r->seed.port = r->url.port;
+	conn_where(&r->seed);
 	r->connect_timeout_ms = conf && conf->connect_timeout_ms > 0 ?
 		conf->connect_timeout_ms : 2000;
 	r->cmd_timeout_ms = conf && conf->cmd_timeout_ms ? conf->cmd_timeout_ms : 5000;
 	r->backoff_max_ms = conf && conf->backoff_max_ms > 0 ? conf->backoff_max_ms : 5000;
-	r->backoff_ms = BACKOFF_MIN_MS;
-	rc = connect_start(r);
-	while (rc == 0 && r->connecting)
-		rc = connect_finish(r, r->connect_timeout_ms);
-	if (rc < 0) {
+	r->seed.backoff_ms = BACKOFF_MIN_MS;
+	rc = connect_start(r, &r->seed);
+	while (rc == 0 && r->seed.connecting)
+		rc = connect_finish(r, &r->seed, r->connect_timeout_ms);
+	if (rc == 0)
+		rc = cluster_detect(r, err, errlen);
+	else
 		snprintf(err, errlen, "%s", r->err);
-		free(r);
+	if (rc < 0) {
+		ctl_redis_close(r);
 		return NULL;
 	}
 	return r;
@@ -528,9 +1137,20 @@ ctl_redis_open(const struct ctl_redis_conf *conf, char *err, size_t errlen)
 void
 ctl_redis_close(struct ctl_redis *r)
 {
+	int i;
+
 	if (r == NULL)
 		return;
-	drop_ctx(r);
+	if (r->cluster)
+		pq_drop(r);
+	free(r->pq);
+	drop_ctx(r, &r->seed);
+	if (r->nodes) {
+		for (i = 0; i < CTL_CLUSTER_NODES_MAX; i++)
+			drop_ctx(r, &r->nodes[i]);
+		free(r->nodes);
+	}
+	free(r->map);
 	free(r);
 }
 
@@ -543,7 +1163,7 @@ ctl_redis_ns(const struct ctl_redis *r)
 const char *
 ctl_redis_where(const struct ctl_redis *r)
 {
-	return r->where;
+	return r->seed.where;
 }
 
 const char *
@@ -555,7 +1175,31 @@ ctl_redis_error(const struct ctl_redis *r)
 int
 ctl_redis_connected(const struct ctl_redis *r)
 {
-	return r->c != NULL && !r->connecting;
+	int node;
+
+	if (!r->cluster)
+		return conn_up(&r->seed);
+	node = r->map->owner[r->ns_slot];
+	return node != CTL_CLUSTER_NO_NODE && conn_up(&r->nodes[node]) && !r->map_stale;
+}
+
+int
+ctl_redis_cluster(const struct ctl_redis *r, struct ctl_redis_cluster_stats *st)
+{
+	int i;
+
+	if (st) {
+		memset(st, 0, sizeof(*st));
+		if (r->cluster) {
+			st->redirects = r->redirects;
+			st->map_refreshes = r->map_refreshes;
+			for (i = 0; i < r->map->nnodes; i++)
+				st->primaries += r->map->primary[i];
+			st->nodes = (unsigned)r->map->nnodes;
+			st->slots_served = (unsigned)r->map->slots_served;
+		}
+	}
+	return r->cluster;
 }
 
 int
@@ -583,18 +1227,31 @@ ctl_redis_key(const struct ctl_redis *r, char *buf, size_t cap,
 	return (int)n + m;
 }
 
-int
-ctl_redis_set_timeout(struct ctl_redis *r, int ms)
+static int
+conn_timeout(struct ctl_redis *r, struct conn *cn, int ms)
 {
-	r->cmd_timeout_ms = ms;
-	if (r->c == NULL || r->connecting)
+	if (!conn_up(cn))
 		return 0;	/* connect_finish sets it */
 	/* hiredis 0.14 cannot clear a timeout: a huge one stands for none */
-	if (redisSetTimeout(r->c, ms_tv(ms < 0 ? 86400 * 1000 : ms)) != REDIS_OK) {
-		broken(r);
+	if (redisSetTimeout(cn->c, ms_tv(ms < 0 ? 86400 * 1000 : ms)) != REDIS_OK) {
+		broken(r, cn);
 		return -EIO;
 	}
 	return 0;
+}
+
+int
+ctl_redis_set_timeout(struct ctl_redis *r, int ms)
+{
+	int i, rc = 0;
+
+	r->cmd_timeout_ms = ms;
+	if (!r->cluster)
+		return conn_timeout(r, &r->seed, ms);
+	for (i = 0; i < r->map->nnodes; i++)
+		if (conn_timeout(r, &r->nodes[i], ms) < 0)
+			rc = -EIO;
+	return rc;
 }
 
 static int
@@ -622,12 +1279,20 @@ ctl_redis_cmdv(struct ctl_redis *r, int argc, const char **argv,
 	const size_t *argvlen)
 {
 	redisReply *rep;
+	char *cmd;
 
-	if (busy(r) || ready(r) < 0)
+	if (busy(r))
 		return NULL;
-	rep = redisCommandArgv(r->c, argc, argv, argvlen);
+	if (r->cluster) {
+		int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+
+		return cluster_cmd(r, cmd, len);
+	}
+	if (ready(r) < 0)
+		return NULL;
+	rep = redisCommandArgv(r->seed.c, argc, argv, argvlen);
 	if (rep == NULL)
-		broken(r);
+		broken(r, &r->seed);
 	return rep;
 }
 
@@ -637,13 +1302,24 @@ ctl_redis_cmd(struct ctl_redis *r, const char *fmt, ...)
 	redisReply *rep;
 	va_list ap;
 
-	if (busy(r) || ready(r) < 0)
+	if (busy(r))
+		return NULL;
+	if (r->cluster) {
+		char *cmd = NULL;
+		int len;
+
+		va_start(ap, fmt);
+		len = redisvFormatCommand(&cmd, fmt, ap);
+		va_end(ap);
+		return cluster_cmd(r, cmd, len);
+	}
+	if (ready(r) < 0)
 		return NULL;
 	va_start(ap, fmt);
-	rep = redisvCommand(r->c, fmt, ap);
+	rep = redisvCommand(r->seed.c, fmt, ap);
 	va_end(ap);
 	if (rep == NULL)
-		broken(r);
+		broken(r, &r->seed);
 	return rep;
 }
 
@@ -653,11 +1329,20 @@ ctl_redis_append(struct ctl_redis *r, const char *fmt, ...)
 	va_list ap;
 	int rc;
 
+	if (r->cluster) {
+		char *cmd = NULL;
+		int len;
+
+		va_start(ap, fmt);
+		len = redisvFormatCommand(&cmd, fmt, ap);
+		va_end(ap);
+		return cluster_append(r, cmd, len);
+	}
 	rc = ready(r);
 	if (rc < 0)
 		return rc;
 	va_start(ap, fmt);
-	rc = redisvAppendCommand(r->c, fmt, ap);
+	rc = redisvAppendCommand(r->seed.c, fmt, ap);
 	va_end(ap);
 	if (rc != REDIS_OK) {
 		set_err(r, "cannot queue command (out of memory or bad format)");
@@ -671,11 +1356,18 @@ int
 ctl_redis_appendv(struct ctl_redis *r, int argc, const char **argv,
 	const size_t *argvlen)
 {
-	int rc = ready(r);
+	int rc;
 
+	if (r->cluster) {
+		char *cmd = NULL;
+		int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+
+		return cluster_append(r, cmd, len);
+	}
+	rc = ready(r);
 	if (rc < 0)
 		return rc;
-	if (redisAppendCommandArgv(r->c, argc, argv, argvlen) != REDIS_OK) {
+	if (redisAppendCommandArgv(r->seed.c, argc, argv, argvlen) != REDIS_OK) {
 		set_err(r, "cannot queue command (out of memory)");
 		return -ENOMEM;
 	}
@@ -689,13 +1381,15 @@ ctl_redis_reply(struct ctl_redis *r, redisReply **reply)
 	void *rep = NULL;
 
 	*reply = NULL;
-	if (r->c == NULL || r->pending == 0) {
-		if (r->c != NULL)
+	if (r->cluster)
+		return cluster_reply(r, reply);
+	if (r->seed.c == NULL || r->pending == 0) {
+		if (r->seed.c != NULL)
 			set_err(r, "no pipelined command to read a reply for");
 		return -EIO;
 	}
-	if (redisGetReply(r->c, &rep) != REDIS_OK || rep == NULL) {
-		broken(r);
+	if (redisGetReply(r->seed.c, &rep) != REDIS_OK || rep == NULL) {
+		broken(r, &r->seed);
 		return -EIO;
 	}
 	r->pending--;

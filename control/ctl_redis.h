@@ -20,6 +20,16 @@
  * ("-ERR ...", "-WRONGTYPE ...") is a reply, not a connection failure:
  * callers check reply->type == REDIS_REPLY_ERROR.
  *
+ * Redis Cluster: when the URL's server is a cluster node (CLUSTER SLOTS
+ * answers), the connection becomes one per node, found from the slot map;
+ * each command goes to the primary of its key's slot (ctl_cluster.h),
+ * MOVED and ASK are followed, and a node that breaks makes the map be
+ * read again from any node that answers (replicas included), so a
+ * failover is followed. Pipelined commands may span nodes: replies still
+ * come back in the order the commands were queued. SCRIPT goes to every
+ * primary. A cluster needs a namespace with a {hash tag} (every script's
+ * keys in one slot) and database 0; ctl_redis_open says so otherwise.
+ *
  * URLs: redis://[user[:password]@]host[:port][/db] (host may be [IPv6];
  * user and password may be %XX-escaped; port 6379; db 0), or a unix
  * socket as unix:///path[?db=N&user=U&password=P], unix:/path or a plain
@@ -91,6 +101,21 @@ const char *ctl_redis_error(const struct ctl_redis *r);
 
 /** 1 when connected and not known broken. */
 int ctl_redis_connected(const struct ctl_redis *r);
+
+/** What a cluster connection has seen (all 0 on a single Redis). */
+struct ctl_redis_cluster_stats {
+	unsigned nodes;           /**< primaries and replicas known */
+	unsigned primaries;       /**< nodes serving slots */
+	unsigned slots_served;    /**< of 16384 */
+	uint64_t redirects;       /**< MOVED and ASK replies followed */
+	uint64_t map_refreshes;   /**< CLUSTER SLOTS read after the first */
+};
+
+/**
+ * @return 1 if r talks to a Redis Cluster, 0 for a single Redis; fills
+ *         st (if not NULL).
+ */
+int ctl_redis_cluster(const struct ctl_redis *r, struct ctl_redis_cluster_stats *st);
 
 /**
  * Make sure the connection is up: start a reconnect if it is broken and
