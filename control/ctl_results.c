@@ -528,27 +528,141 @@ ops_reap(struct ctl_sched *s)
 }
 
 /*
- * Send queued writes pipelined, FLUSH_PIPE at a time, and keep each one
- * until its own reply came back. A write whose reply is an error stays
- * queued (after a pause) while the others complete: nothing depends on an
- * earlier write except an ack, which is only queued once its recipients'
- * writes are confirmed. On a connection failure the writes without a
- * reply stay queued and are sent again after the reconnect (they may have
- * run: the finalise script then counts a dup_delivery, never a second
- * state change).
+ * Send queued writes pipelined, FLUSH_PIPE calls at a time, and keep each
+ * one until its own reply came back. Finalisations and deferrals of one
+ * campaign (the same KEYS) share a call, up to FINAL_GROUP records: the
+ * script settles each as if alone and moves the counters once, so a
+ * session's recipients cost one script call, not one each. They may be
+ * grouped out of queue order: nothing depends on an earlier write except
+ * an ack, which is only queued once its recipients' writes are confirmed.
+ * A call whose reply is an error stays queued (after a pause) while the
+ * others complete. On a connection failure the writes without a reply
+ * stay queued and are sent again after the reconnect (they may have run:
+ * the finalise script then counts a dup_delivery, never a second state
+ * change).
  */
 #define FLUSH_PIPE 64
+#define FINAL_GROUP 64
+#define FINAL_KEYS 7
+#define FINAL_ARGS 17
+
+struct call {
+	struct sop *ops[FINAL_GROUP];
+	unsigned n;
+};
+
+static int
+same_campaign(const struct sop *a, const struct sop *b)
+{
+	/* the rcpt hash names the campaign; the suppression key its sender */
+	return a->lens[0] == b->lens[0] && memcmp(a->argv[0], b->argv[0], a->lens[0]) == 0 &&
+	       a->lens[5] == b->lens[5] && memcmp(a->argv[5], b->argv[5], a->lens[5]) == 0;
+}
+
+/* Fill calls[] from the queue. @return the number of calls. */
+static unsigned
+calls_plan(struct ctl_sched *s, struct call *calls)
+{
+	unsigned nc = 0, i;
+	struct sop *op;
+
+	for (op = s->ops; op != NULL; op = op->next) {
+		op->ok = 0;
+		if (op->script == SC_FINAL) {
+			for (i = 0; i < nc; i++)
+				if (calls[i].ops[0]->script == SC_FINAL &&
+				    calls[i].n < FINAL_GROUP && same_campaign(calls[i].ops[0], op))
+					break;
+			if (i < nc) {
+				calls[i].ops[calls[i].n++] = op;
+				continue;
+			}
+		}
+		if (nc == FLUSH_PIPE)
+			break;
+		calls[nc].ops[0] = op;
+		calls[nc].n = 1;
+		nc++;
+	}
+	return nc;
+}
+
+static int
+call_append(struct ctl_sched *s, const struct call *c)
+{
+	const struct sop *op0 = c->ops[0];
+	const char **argv;
+	size_t *lens;
+	unsigned i, k = 0;
+	int rc;
+
+	if (op0->script != SC_FINAL)
+		return ctl_redis_eval_append(s->rc, &script_tab[op0->script], op0->nkeys,
+			op0->argc, (const char **)op0->argv, op0->lens);
+	argv = malloc(sizeof(*argv) * (FINAL_KEYS + FINAL_ARGS * c->n));
+	lens = malloc(sizeof(*lens) * (FINAL_KEYS + FINAL_ARGS * c->n));
+	if (argv == NULL || lens == NULL) {
+		free(argv);
+		free(lens);
+		return -ENOMEM;
+	}
+	for (; k < FINAL_KEYS; k++) {
+		argv[k] = op0->argv[k];
+		lens[k] = op0->lens[k];
+	}
+	for (i = 0; i < c->n; i++) {
+		const struct sop *op = c->ops[i];
+
+		if (op->argc != FINAL_KEYS + FINAL_ARGS)
+			abort();	/* op_record and its callers disagree */
+		memcpy(argv + k, op->argv + FINAL_KEYS, sizeof(*argv) * FINAL_ARGS);
+		memcpy(lens + k, op->lens + FINAL_KEYS, sizeof(*lens) * FINAL_ARGS);
+		k += FINAL_ARGS;
+	}
+	rc = ctl_redis_eval_append(s->rc, &script_tab[SC_FINAL], FINAL_KEYS, (int)k, argv, lens);
+	free(argv);
+	free(lens);
+	if (rc == 0)
+		s->st.final_calls++;
+	return rc;
+}
+
+/* A call's reply: one per op, or for a group an array of one per record. */
+static int
+call_reply(struct ctl_sched *s, const struct call *c, const redisReply *r)
+{
+	unsigned i;
+
+	if (c->ops[0]->script != SC_FINAL) {
+		op_reply(s, c->ops[0], r);
+		c->ops[0]->ok = 1;
+		return 0;
+	}
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != c->n) {
+		LOGW("event=write_error kind=final err=\"%zu replies for %u records\"",
+			r->type == REDIS_REPLY_ARRAY ? r->elements : 0, c->n);
+		return -EPROTO;
+	}
+	for (i = 0; i < c->n; i++) {
+		op_reply(s, c->ops[i], r->element[i]);
+		c->ops[i]->ok = 1;
+	}
+	return 0;
+}
 
 int
 ctl_ops_flush(struct ctl_sched *s)
 {
 	unsigned done = 0, noscript_rounds = 0;
+	struct call *calls;
 
-	if (s->ops != NULL && ctl_mono_ms() < s->ops_pause_mono)
+	if (s->ops == NULL || ctl_mono_ms() < s->ops_pause_mono)
 		return 0;
+	calls = malloc(sizeof(*calls) * FLUSH_PIPE);
+	if (calls == NULL)
+		return 0;	/* the queue stays: the next flush tries again */
 	while (s->ops != NULL) {
-		struct sop *batch[FLUSH_PIPE], *op;
-		unsigned n = 0, i;
+		unsigned nc, n = 0, i;
 		int io_fail = 0, err_seen = 0, noscript = 0;
 
 		if (!ctl_rc_ready(s))
@@ -557,16 +671,14 @@ ctl_ops_flush(struct ctl_sched *s)
 			if (script_tab[i].sha[0] == '\0' &&
 			    ctl_redis_script_load(s->rc, &script_tab[i]) < 0) {
 				ctl_rc_failed(s, "script_load");
+				free(calls);
 				return (int)done;
 			}
 		}
-		for (op = s->ops; op != NULL && n < FLUSH_PIPE; op = op->next) {
-			op->ok = 0;
-			if (ctl_redis_eval_append(s->rc, &script_tab[op->script], op->nkeys,
-			    op->argc, (const char **)op->argv, op->lens) < 0)
+		nc = calls_plan(s, calls);
+		for (n = 0; n < nc; n++)
+			if (call_append(s, &calls[n]) < 0)
 				break;
-			batch[n++] = op;
-		}
 		for (i = 0; i < n; i++) {
 			redisReply *r;
 
@@ -577,17 +689,17 @@ ctl_ops_flush(struct ctl_sched *s)
 			if (r->type == REDIS_REPLY_ERROR) {
 				/* NOSCRIPT: the server lost its scripts; reload next round */
 				if (ctl_redis_is_noscript(r)) {
-					script_tab[batch[i]->script].sha[0] = '\0';
+					script_tab[calls[i].ops[0]->script].sha[0] = '\0';
 					noscript = 1;
 				} else {
 					LOGW("event=write_error kind=%d err=\"%s\"",
-						batch[i]->kind, r->str);
+						calls[i].ops[0]->kind, r->str);
 					err_seen = 1;
 				}
 				s->st.redis_errors++;
-			} else {
-				op_reply(s, batch[i], r);
-				batch[i]->ok = 1;
+			} else if (call_reply(s, &calls[i], r) < 0) {
+				err_seen = 1;
+				s->st.redis_errors++;
 			}
 			freeReplyObject(r);
 		}
@@ -601,6 +713,7 @@ ctl_ops_flush(struct ctl_sched *s)
 			break;
 		}
 	}
+	free(calls);
 	return (int)done;
 }
 

@@ -1682,7 +1682,7 @@ ctl_sched_stats_json(struct ctl_sched *s, FILE *f)
 		",\"suppress_added\":%" PRIu64 ",\"dead_letters\":%" PRIu64 ",\"leases_lost\":%" PRIu64
 		",\"lease_waits\":%" PRIu64 ",\"batches_parked\":%" PRIu64
 		",\"events_trimmed\":%" PRIu64 ",\"fallbacks\":%" PRIu64
-		",\"delivered_fallback\":%" PRIu64 ",\"classes\":{",
+		",\"delivered_fallback\":%" PRIu64 ",\"final_calls\":%" PRIu64 ",\"classes\":{",
 		s->consumer, st->batches_read, st->batches_claimed, st->batches_acked,
 		st->batches_bad, st->rcpts_in, st->rcpts_skipped, st->orders, st->msgs_dispatched,
 		st->delivered, st->bounced, st->failed, st->deferred, st->cancelled, st->expired,
@@ -1690,7 +1690,7 @@ ctl_sched_stats_json(struct ctl_sched *s, FILE *f)
 		st->redis_errors, st->reconnects, ctl_sched_held(s), st->sender_refusals,
 		st->suppressed, st->suppress_added, st->dead_letters, st->leases_lost,
 		st->lease_waits, st->batches_parked, st->events_trimmed, st->fallbacks,
-		st->delivered_fallback);
+		st->delivered_fallback, st->final_calls);
 	for (unsigned i = 0; i < CTL_BC_LAST; i++)
 		fprintf(f, "%s\"%s\":%" PRIu64, i ? "," : "",
 			ctl_bounce_class_name((enum ctl_bounce_class)i), st->by_class[i]);

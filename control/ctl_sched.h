@@ -91,6 +91,7 @@ struct ctl_sched_stats {
 	uint64_t orders, msgs_dispatched;
 	uint64_t delivered, bounced, failed, deferred, cancelled, expired;
 	uint64_t dup_final;		/**< finalise found the recipient final */
+	uint64_t final_calls;		/**< finalise script calls (a campaign's records share one) */
 	uint64_t mx_fallbacks, plaintext_retries;
 	uint64_t fallbacks;		/**< recipients switched to the safe-content fallback */
 	uint64_t delivered_fallback;	/**< ... and delivered that way */

@@ -1030,6 +1030,10 @@ test_dup_deliveries_counted(void)
 	CHECK_EQ(count("dup", "delivered"), 15);
 	CHECK_EQ(count("dup", "attempts"), 15);
 	CHECK_EQ(ctl_sched_stats(a.s)->dup_final, 15);
+	/* the session's 15 results went to Redis in one finalise call */
+	CHECK_EQ(ctl_sched_stats(a.s)->final_calls, 1);
+	/* B's sessions of 5 (one per batch): at most one call each */
+	CHECK(ctl_sched_stats(b.s)->final_calls <= 3);
 	check_consistent("dup", 15);
 	CHECK_EQ(rint_cmd("XLEN %s%s", "mp:", "jobs"), 0);
 	CHECK_EQ(ctl_sched_held(a.s), 0);
